@@ -1,0 +1,212 @@
+"""Helper functions callable from mapping expressions (JMESPath custom functions).
+
+Everything a mapping needs that JMESPath lacks: ids, the clock, base64 and JSON helpers, dynamic
+keys, and named templates (`shape`). One `Helpers` instance per translator, so ids and clocks can be
+made deterministic for tests.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import itertools
+import secrets
+import time
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+from jmespath import functions
+
+from engine.mapping.expressions import EXPLICIT_NULL, truthy
+
+_URLSAFE_TO_STD = str.maketrans("-_", "+/")
+
+
+class RandomIds:
+    """Unguessable ids in OpenAI's `prefix_...` style; cheap, since every event gets one."""
+
+    def new(self, prefix: str) -> str:
+        return f"{prefix}_{secrets.token_hex(10)}"
+
+
+class SequentialIds:
+    """Deterministic ids for tests and snapshots: `resp_001`, `resp_002`, `item_001`..."""
+
+    def __init__(self) -> None:
+        self._counters: dict[str, itertools.count[int]] = {}
+
+    def new(self, prefix: str) -> str:
+        counter = self._counters.setdefault(prefix, itertools.count(1))
+        return f"{prefix}_{next(counter):03d}"
+
+
+def b64_standard(data: str) -> str:
+    """Base64 in the standard alphabet with padding, whichever alphabet or padding came in."""
+    if "-" in data or "_" in data:
+        data = data.translate(_URLSAFE_TO_STD)
+    missing = -len(data) % 4
+    return data + "=" * missing if missing else data
+
+
+def b64_byte_length(data: str) -> int:
+    """Decoded size of a base64 string without decoding it."""
+    stripped = data.rstrip("=")
+    return len(stripped) * 3 // 4
+
+
+def is_base64(data: str) -> bool:
+    try:
+        base64.b64decode(b64_standard(data), validate=True)
+    except (binascii.Error, ValueError):
+        return False
+    return True
+
+
+def deep_merge(base: Any, update: Any) -> Any:
+    """`update` merged into `base`: objects merge key by key, an explicit null replaces.
+
+    Below the top level, an object carrying a `type` is a variant (an audio format, a turn detection
+    mode) and replaces the old one whole instead of mixing fields of two variants.
+    """
+    if not isinstance(base, dict) or not isinstance(update, dict):
+        return update
+    out = dict(base)
+    for key, value in update.items():
+        old = out.get(key)
+        variant = isinstance(value, dict) and "type" in value
+        out[key] = deep_merge(old, value) if isinstance(old, dict) and not variant else value
+    return out
+
+
+def compact(value: Any) -> Any:
+    """Drop null values from objects and lists, recursively."""
+    if isinstance(value, dict):
+        return {k: compact(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [compact(v) for v in value if v is not None]
+    return value
+
+
+class Helpers(functions.Functions):
+    """The custom functions. Signatures are checked by JMESPath when called."""
+
+    def __init__(self, ids: RandomIds | SequentialIds | None = None,
+                 clock: Callable[[], float] = time.time,
+                 shapes: dict[str, Callable[[Any], Any]] | None = None) -> None:
+        super().__init__()
+        self.ids = ids or RandomIds()
+        self.clock = clock
+        self.shapes = shapes if shapes is not None else {}
+
+    @functions.signature({"types": ["string"]})
+    def _func_new_id(self, prefix: str) -> str:
+        """A fresh id with the given prefix (`new_id('resp')`)."""
+        return self.ids.new(prefix)
+
+    @functions.signature()
+    def _func_now(self) -> int:
+        """Unix time in whole seconds."""
+        return int(self.clock())
+
+    @functions.signature({"types": ["string"]})
+    def _func_b64_standard(self, data: str) -> str:
+        return b64_standard(data)
+
+    @functions.signature({"types": ["string"]})
+    def _func_b64_bytes(self, data: str) -> int:
+        """Decoded byte length of a base64 string (e.g. to turn PCM16 audio into milliseconds)."""
+        return b64_byte_length(data)
+
+    @functions.signature({"types": ["string"]})
+    def _func_is_base64(self, data: str) -> bool:
+        return is_base64(data)
+
+    @functions.signature({"types": []})
+    def _func_to_json(self, value: Any) -> str:
+        """Compact JSON text of any value (OpenAI sends function arguments as a JSON string)."""
+        return orjson.dumps(value).decode()
+
+    @functions.signature({"types": ["string"]})
+    def _func_parse_json_or_string(self, text: str) -> Any:
+        """The JSON value `text` holds, or `text` itself when it is not JSON."""
+        try:
+            return orjson.loads(text)
+        except orjson.JSONDecodeError:
+            return text
+
+    @functions.signature({"types": ["object", "null"]}, {"types": ["string", "null"]}, {"types": []})
+    def _func_get(self, obj: dict[str, Any] | None, key: str | None, default: Any) -> Any:
+        """`obj[key]`, or `default` when absent: JMESPath has no dynamic keys."""
+        if obj is None or key is None:
+            return default
+        return obj.get(key, default)
+
+    @functions.signature({"types": ["object", "null"]}, {"types": ["string"]})
+    def _func_field(self, obj: dict[str, Any] | None, key: str) -> Any:
+        """`obj[key]` where a present-but-null field stays null in a template instead of dropping."""
+        if obj is None or key not in obj:
+            return None
+        value = obj[key]
+        return EXPLICIT_NULL if value is None else value
+
+    @functions.signature({"types": ["object", "null"]}, {"types": ["string"]})
+    def _func_has(self, obj: dict[str, Any] | None, key: str) -> bool:
+        """Whether `obj` has `key` at all (null counts as present)."""
+        return obj is not None and key in obj
+
+    @functions.signature({"types": ["object", "null"]}, {"types": ["object", "null"]})
+    def _func_deep_merge(self, base: dict[str, Any] | None, update: dict[str, Any] | None) -> Any:
+        """`update` merged into `base` (see `deep_merge`)."""
+        if update is None:
+            return base
+        top = {**(base or {})}
+        for key, value in update.items():
+            top[key] = deep_merge(top.get(key), value)
+        return top
+
+    @functions.signature({"types": ["object", "null"]}, {"types": ["string"]}, {"types": []})
+    def _func_with_key(self, obj: dict[str, Any] | None, key: str, value: Any) -> dict[str, Any]:
+        """A copy of `obj` with `key` set to `value` (removed when `value` is null)."""
+        out = dict(obj or {})
+        if value is None:
+            out.pop(key, None)
+        else:
+            out[key] = value
+        return out
+
+    @functions.signature({"types": ["array", "null"]}, {"types": []})
+    def _func_append(self, items: list[Any] | None, value: Any) -> list[Any]:
+        """A copy of `items` with `value` added at the end."""
+        return [*(items or []), value]
+
+    @functions.signature({"types": []}, {"types": []}, {"types": []})
+    def _func_if(self, condition: Any, then: Any, otherwise: Any) -> Any:
+        """`then` when `condition` is truthy (JMESPath truthiness), else `otherwise`."""
+        return then if truthy(condition) else otherwise
+
+    @functions.signature({"types": []})
+    def _func_compact(self, value: Any) -> Any:
+        """`value` with null fields removed, recursively."""
+        return compact(value)
+
+    @functions.signature({"types": ["number"]}, {"types": ["number"]})
+    def _func_add(self, a: float, b: float) -> float:
+        return a + b
+
+    @functions.signature({"types": ["string"]})
+    def _func_upper(self, text: str) -> str:
+        return text.upper()
+
+    @functions.signature({"types": ["string"]})
+    def _func_lower(self, text: str) -> str:
+        return text.lower()
+
+    @functions.signature({"types": ["string"]}, {"types": []})
+    def _func_shape(self, name: str, value: Any) -> Any:
+        """Apply the named template from mappings/shapes/ to `value` (bound as `it`)."""
+        try:
+            template = self.shapes[name]
+        except KeyError:
+            raise functions.exceptions.JMESPathError(f"unknown shape {name!r}") from None
+        return template(value)

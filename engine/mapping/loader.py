@@ -1,0 +1,228 @@
+"""Loading `mappings/`: schema check, expression compilation, include expansion, all at startup.
+
+Layout (the folder decides what a file is):
+    client/<event type>.yaml      rules for one OpenAI client event type
+    upstream/<field>.yaml         rules for one top-level field of a Gemini frame
+    lifecycle/<moment>.yaml       rules for connection moments (connect, upstream_idle, upstream_closed)
+    shared/<name>.yaml            rule fragments, inlined by `- include: <name>`
+    shapes/<topic>.yaml           named templates, applied with `shape('name', value)`
+    dialects/<name>.yaml          a client dialect as a reshape table over the canonical GA events
+    tables.yaml                   plain data visible to expressions as `tables`
+    dispatch.yaml                 the order of fields within one Gemini frame
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+
+from engine.mapping.errors import MappingError
+from engine.mapping.expressions import Build, Expression, compile_expression, compile_template
+from engine.mapping.yamlpos import Located, Path_
+from engine.paths import MAPPINGS_DIR, SCHEMAS_DIR
+
+RULE_FOLDERS = ("client", "upstream", "lifecycle")
+LIFECYCLE_MOMENTS = ("connect", "upstream_idle", "upstream_closed")
+
+
+@dataclass(frozen=True)
+class Emit:
+    to: str  # "client" or "upstream"
+    when: Expression | None
+    message: Build
+
+
+@dataclass(frozen=True)
+class Rule:
+    name: str
+    where: str  # file:line, for traces and errors
+    when: Expression | None = None
+    for_each: Expression | None = None
+    as_: str = "item"
+    lets: tuple[tuple[str, Build], ...] = ()
+    sets: tuple[tuple[tuple[str, ...], Build], ...] = ()
+    emits: tuple[Emit, ...] = ()
+    stop: bool = False
+    skip: int = 0  # a guarded include: when `when` is false, skip this many following rules
+
+
+@dataclass(frozen=True)
+class RuleFile:
+    on: str
+    file: str
+    rules: tuple[Rule, ...]
+
+
+@dataclass(frozen=True)
+class Reshape:
+    drop: bool = False
+    build: Build | None = None  # a template merged over the event
+    keys: tuple[str, ...] = ()  # the fields the template sets (or removes, when they come out null)
+
+
+@dataclass
+class Mappings:
+    """Everything in mappings/, compiled. Shared, read-only, by every translator."""
+
+    root: Path
+    client: dict[str, RuleFile] = field(default_factory=dict)
+    upstream: dict[str, RuleFile] = field(default_factory=dict)
+    lifecycle: dict[str, RuleFile] = field(default_factory=dict)
+    shapes: dict[str, Build] = field(default_factory=dict)
+    tables: dict[str, Any] = field(default_factory=dict)
+    dialects: dict[str, dict[str, dict[str, Reshape]]] = field(default_factory=dict)
+    upstream_fields: tuple[str, ...] = ()
+    idle_after_ms: int = 250
+    files: list[str] = field(default_factory=list)
+
+    def rule_files(self) -> list[RuleFile]:
+        return [*self.client.values(), *self.upstream.values(), *self.lifecycle.values()]
+
+
+@cache
+def _mapping_schema() -> dict[str, Any]:
+    return json.loads((SCHEMAS_DIR / "mapping.schema.json").read_text())
+
+
+def _check(doc: Located, kind: str) -> None:
+    schema = {**_mapping_schema(), "$ref": f"#/$defs/{kind}"}
+    validator = jsonschema.Draft202012Validator(schema)
+    error = jsonschema.exceptions.best_match(validator.iter_errors(doc.data))
+    if error is not None:
+        path = tuple(error.absolute_path)
+        where = ".".join(str(p) for p in path) or "(top level)"
+        raise MappingError(doc.position(path), f"{where}: {error.message}")
+
+
+class _Loader:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.result = Mappings(root=root)
+        self.fragments: dict[str, Located] = {}
+
+    def rel(self, path: Path) -> str:
+        try:
+            return str(path.relative_to(self.root.parent))
+        except ValueError:
+            return str(path)
+
+    def read(self, path: Path, kind: str) -> Located:
+        doc = Located(self.rel(path), path.read_text())
+        _check(doc, kind)
+        self.result.files.append(doc.file)
+        return doc
+
+    def load(self) -> Mappings:
+        root = self.root
+        if not root.is_dir():
+            raise MappingError(None, f"mappings folder not found: {root}")
+        tables = root / "tables.yaml"
+        if tables.exists():
+            doc = self.read(tables, "tables_file")
+            self.result.tables = doc.data or {}
+        dispatch = self.read(root / "dispatch.yaml", "dispatch_file")
+        self.result.upstream_fields = tuple(dispatch.data["upstream_fields"])
+        self.result.idle_after_ms = dispatch.data.get("idle_after_ms", self.result.idle_after_ms)
+        for path in sorted((root / "shared").glob("*.yaml")):
+            self.fragments[path.stem] = self.read(path, "fragment_file")
+        for path in sorted((root / "shapes").glob("*.yaml")):
+            doc = self.read(path, "shapes_file")
+            for name, template in doc.data["shapes"].items():
+                if name in self.result.shapes:
+                    raise MappingError(doc.position(("shapes", name)), f"shape {name!r} is defined twice")
+                self.result.shapes[name] = compile_template(doc, ("shapes", name), template)
+        for folder in RULE_FOLDERS:
+            target: dict[str, RuleFile] = getattr(self.result, folder)
+            for path in sorted((root / folder).glob("*.yaml")):
+                doc = self.read(path, "rules_file")
+                on = doc.data["on"]
+                if on != path.stem:
+                    raise MappingError(doc.position(("on",)), f"`on: {on}` must match the file name {path.name}")
+                target[on] = RuleFile(on, doc.file, tuple(self.rules(doc, ("rules",), doc.data["rules"], ())))
+        for path in sorted((root / "dialects").glob("*.yaml")):
+            self.load_dialect(self.read(path, "dialect_file"))
+        self.cross_check(dispatch)
+        return self.result
+
+    def rules(self, doc: Located, path: Path_, rules: list[dict[str, Any]], including: tuple[str, ...]):
+        for i, raw in enumerate(rules):
+            here = (*path, i)
+            if "include" in raw:
+                name = raw["include"]
+                if name in including:
+                    raise MappingError(doc.position(here), f"include cycle: {' -> '.join((*including, name))}")
+                fragment = self.fragments.get(name)
+                if fragment is None:
+                    raise MappingError(doc.position((*here, "include")), f"no fragment mappings/shared/{name}.yaml")
+                included = list(self.rules(fragment, ("rules",), fragment.data["rules"], (*including, name)))
+                if "when" in raw:  # checked once, before the first included rule
+                    pos = doc.position(here)
+                    yield Rule(name=f"include {name}", where=f"{doc.file}:{pos.line}", skip=len(included),
+                               when=compile_expression(doc, (*here, "when"), raw["when"]))
+                yield from included
+                continue
+            yield self.rule(doc, here, raw)
+
+    def rule(self, doc: Located, path: Path_, raw: dict[str, Any]) -> Rule:
+        pos = doc.position(path)
+
+        def expr(key: str) -> Expression | None:
+            return compile_expression(doc, (*path, key), raw[key]) if key in raw else None
+
+        emits = tuple(
+            Emit(
+                to=e["to"],
+                when=compile_expression(doc, (*path, "emit", j, "when"), e["when"]) if "when" in e else None,
+                message=compile_template(doc, (*path, "emit", j, "message"), e["message"]),
+            )
+            for j, e in enumerate(raw.get("emit", []))
+        )
+        return Rule(
+            name=raw["name"],
+            where=f"{doc.file}:{pos.line}",
+            when=expr("when"),
+            for_each=expr("for_each"),
+            as_=raw.get("as", "item"),
+            lets=tuple((k, compile_template(doc, (*path, "let", k), v)) for k, v in raw.get("let", {}).items()),
+            sets=tuple(
+                (tuple(k.split(".")[1:]), compile_template(doc, (*path, "set", k), v))
+                for k, v in raw.get("set", {}).items()
+            ),
+            emits=emits,
+            stop=raw.get("stop", False),
+        )
+
+    def load_dialect(self, doc: Located) -> None:
+        tables: dict[str, dict[str, Reshape]] = {}
+        for direction in ("from_client", "to_client"):
+            table: dict[str, Reshape] = {}
+            for event_type, spec in (doc.data.get(direction) or {}).items():
+                here = (direction, event_type)
+                if spec == "drop":
+                    table[event_type] = Reshape(drop=True)
+                else:
+                    keys = tuple(k for k in spec if k != "$when")
+                    table[event_type] = Reshape(build=compile_template(doc, here, spec), keys=keys)
+            tables[direction] = table
+        self.result.dialects[doc.data["dialect"]] = tables
+
+    def cross_check(self, dispatch: Located) -> None:
+        for i, name in enumerate(self.result.upstream_fields):
+            if name not in self.result.upstream:
+                raise MappingError(dispatch.position(("upstream_fields", i)), f"no mappings/upstream/{name}.yaml")
+        for name in self.result.upstream:
+            if name not in self.result.upstream_fields:
+                raise MappingError(None, f"mappings/upstream/{name}.yaml is not listed in dispatch.yaml")
+        for name in self.result.lifecycle:
+            if name not in LIFECYCLE_MOMENTS:
+                raise MappingError(None, f"mappings/lifecycle/{name}.yaml: unknown moment; one of {LIFECYCLE_MOMENTS}")
+
+
+def load_mappings(root: str | Path | None = None) -> Mappings:
+    """Load and compile every mapping file; raises MappingError naming file:line:column."""
+    return _Loader(Path(root) if root else MAPPINGS_DIR).load()

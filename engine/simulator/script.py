@@ -1,0 +1,134 @@
+"""The simulator's deterministic "script": what it answers, how it splits answers, what usage it reports.
+
+Pure functions, no I/O. Every answer is labelled with PREFIX so nobody mistakes the simulator for a model.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Iterable
+from typing import Any
+
+PREFIX = "[livegate simulator]"
+AUDIO_TOKENS_PER_SECOND = 32  # Gemini's published audio tokenisation rate
+CHARS_PER_TEXT_TOKEN = 4
+
+_WORDS = re.compile(r"\S+\s*|\s+")
+
+
+# --- answers -------------------------------------------------------------------------------------------
+
+
+def echo_answer(user_text: str) -> str:
+    return f"{PREFIX} You said: {user_text}"
+
+
+def heard_answer(seconds: float) -> str:
+    return f"{PREFIX} I heard {seconds:.1f} s of audio."
+
+
+def heard_transcript(seconds: float) -> list[str]:
+    """Input transcription of an audio turn, in two chunks (clients must concatenate them)."""
+    return [f"{PREFIX} heard ", f"{seconds:.1f} s of audio"]
+
+
+def tool_answer(results: Iterable[tuple[str, Any]]) -> str:
+    """`results` = (function name, its `response` object) pairs."""
+    said = "; ".join(f"The tool {name} returned: {json.dumps(response)}" for name, response in results)
+    return f"{PREFIX} {said}"
+
+
+# --- tools ---------------------------------------------------------------------------------------------
+
+
+def declared_functions(tools: Any) -> dict[str, dict[str, Any]]:
+    """name -> parameter schema, from `tools[].functionDeclarations` (camelCase-normalised setup)."""
+    functions: dict[str, dict[str, Any]] = {}
+    for tool in tools if isinstance(tools, list) else []:
+        declarations = tool.get("functionDeclarations") if isinstance(tool, dict) else None
+        for decl in declarations if isinstance(declarations, list) else []:
+            if isinstance(decl, dict) and isinstance(decl.get("name"), str):
+                schema = decl.get("parameters") or decl.get("parametersJsonSchema") or {}
+                functions[decl["name"]] = schema if isinstance(schema, dict) else {}
+    return functions
+
+
+def called_function(user_text: str, functions: dict[str, dict[str, Any]]) -> str | None:
+    """The first declared function whose name occurs in the user's text (case-insensitive)."""
+    lowered = user_text.lower()
+    return next((name for name in functions if name.lower() in lowered), None)
+
+
+def sample_args(schema: dict[str, Any]) -> dict[str, Any]:
+    """Deterministic arguments: every *required* parameter gets a placeholder of its type."""
+    properties = schema.get("properties")
+    properties = properties if isinstance(properties, dict) else {}
+    required = schema.get("required")
+    args: dict[str, Any] = {}
+    for name in required if isinstance(required, list) else []:
+        prop = properties.get(name)
+        kind = prop.get("type") if isinstance(prop, dict) else None
+        if isinstance(kind, list):  # JSON Schema allows ["string", "null"]
+            kind = next((k for k in kind if k != "null"), None)
+        # OpenAPI Schema types are upper-case on the wire (STRING), JSON Schema ones lower-case.
+        kind = kind.lower() if isinstance(kind, str) else None
+        if kind == "string":
+            args[name] = "sample"
+        elif kind in ("integer", "number"):
+            args[name] = 1
+        elif kind == "boolean":
+            args[name] = True
+        else:
+            args[name] = None
+    return args
+
+
+# --- streaming -----------------------------------------------------------------------------------------
+
+
+def split_text(text: str) -> list[str]:
+    """Split an answer into 3-6 word-aligned chunks (fewer if it has fewer words); ''.join() == text."""
+    words = _WORDS.findall(text)
+    if not words:
+        return [text] if text else []
+    count = min(len(words), max(3, min(6, math.ceil(len(words) / 3))))
+    return ["".join(words[i * len(words) // count : (i + 1) * len(words) // count]) for i in range(count)]
+
+
+def spread(n_items: int, n_slots: int) -> list[int]:
+    """Slot index for each of n_items spread evenly over n_slots (used to interleave transcripts)."""
+    return [i * n_slots // n_items for i in range(n_items)] if n_slots else [0] * n_items
+
+
+# --- usage ---------------------------------------------------------------------------------------------
+
+
+def text_tokens(text: str) -> int:
+    return math.ceil(len(text) / CHARS_PER_TEXT_TOKEN)
+
+
+def audio_tokens(n_bytes: int, rate: int) -> int:
+    return math.ceil(n_bytes / (2 * rate) * AUDIO_TOKENS_PER_SECOND)
+
+
+def usage_metadata(backend: str, prompt: dict[str, int], response: dict[str, int]) -> dict[str, Any]:
+    """usageMetadata of one turn. `prompt`/`response` map a modality (TEXT, AUDIO) to a token count.
+
+    AI Studio spells the output side `responseTokenCount`/`responseTokensDetails`, Vertex
+    `candidatesTokenCount`/`candidatesTokensDetails` (PROTOCOLS.md §5.2).
+    """
+    out_name = "candidates" if backend == "vertex" else "response"
+    prompt_total, response_total = sum(prompt.values()), sum(response.values())
+
+    def details(counts: dict[str, int]) -> list[dict[str, Any]]:
+        return [{"modality": m, "tokenCount": n} for m, n in counts.items() if n]
+
+    return {
+        "promptTokenCount": prompt_total,
+        f"{out_name}TokenCount": response_total,
+        "totalTokenCount": prompt_total + response_total,
+        "promptTokensDetails": details(prompt),
+        f"{out_name}TokensDetails": details(response),
+    }

@@ -1,0 +1,494 @@
+"""A deterministic local stand-in for Gemini Live (BidiGenerateContent) over WebSockets.
+
+It is a simulator, not a model: every answer is labelled `[livegate simulator]` (see script.py).
+Wire behaviour follows PROTOCOLS.md §2-6: JSON in binary frames, camelCase out, camelCase or snake_case in,
+errors as WebSocket close codes (1007 for bad client input, 1011 for internal errors).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import re
+import ssl as ssl_module
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from types import TracebackType
+from typing import Any, Literal
+from urllib.parse import parse_qs, urlsplit
+
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from . import audio, script
+from .wire import b64decode, b64encode, camel, normalize_keys, sample_rate
+
+log = logging.getLogger("livegate.simulator")
+
+UsagePlacement = Literal["with_turn_complete", "after_turn_complete"]
+Backend = Literal["aistudio", "vertex"]
+
+# {version} may be anything (the SDK uses v1 / v1beta1 by default, docs v1beta / v1).
+_AISTUDIO_PATH = re.compile(
+    r"/ws/google\.ai\.generativelanguage\.[^./]+\.GenerativeService\.BidiGenerateContent"
+)
+_VERTEX_PATH = re.compile(r"/ws/google\.cloud\.aiplatform\.[^./]+\.LlmBidiService/BidiGenerateContent")
+_CLIENT_FIELDS = ("setup", "clientContent", "realtimeInput", "toolResponse", "contextUpdate")
+_REALTIME_FIELDS = frozenset(
+    {"audio", "video", "text", "activityStart", "activityEnd", "audioStreamEnd", "mediaChunks"}
+)
+_MAX_MESSAGE_BYTES = 16 * 2**20
+
+
+def backend_for_path(path: str) -> Backend | None:
+    """Which Gemini backend a request path addresses (query string ignored), or None if neither."""
+    bare = urlsplit(path).path
+    if _AISTUDIO_PATH.fullmatch(bare):
+        return "aistudio"
+    return "vertex" if _VERTEX_PATH.fullmatch(bare) else None
+
+
+@dataclass
+class SimSession:
+    """What one accepted connection did; the tests' window into the simulator."""
+
+    path: str
+    headers: dict[str, str]  # lower-cased names
+    backend: Backend
+    session_id: str
+    received: list[dict[str, Any]] = field(default_factory=list)  # parsed client messages, as sent
+    sent: list[dict[str, Any]] = field(default_factory=list)  # server frames, in order
+    setup: dict[str, Any] | None = None  # the setup message, keys normalised to camelCase
+    close_code: int | None = None  # set when the simulator closed the connection itself
+    close_reason: str | None = None
+
+
+class _ClientError(Exception):
+    """Bad client input: the connection is closed with 1007 and this reason."""
+
+
+class GeminiLiveSimulator:
+    """Serve the Gemini Live protocol on a local port with scripted, clearly-labelled answers."""
+
+    def __init__(
+        self,
+        chunk_delay: float = 0.0,
+        usage_placement: UsagePlacement = "with_turn_complete",
+        api_key: str | None = None,
+        ssl: ssl_module.SSLContext | None = None,
+    ) -> None:
+        if usage_placement not in ("with_turn_complete", "after_turn_complete"):
+            raise ValueError(f"unknown usage_placement {usage_placement!r}")
+        self.chunk_delay = chunk_delay
+        self.usage_placement = usage_placement
+        self.api_key = api_key
+        self.ssl = ssl
+        self.sessions: list[SimSession] = []
+        self._server: Server | None = None
+        self._host = "127.0.0.1"
+
+    # --- lifecycle -------------------------------------------------------------------------------------
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> GeminiLiveSimulator:
+        self._host = host
+        self._server = await serve(
+            self._handle,
+            host,
+            port,
+            ssl=self.ssl,
+            process_request=self._check_request,
+            max_size=_MAX_MESSAGE_BYTES,
+        )
+        return self
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+
+    async def __aenter__(self) -> GeminiLiveSimulator:
+        return await self.start() if self._server is None else self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+
+    @property
+    def port(self) -> int:
+        if self._server is None:
+            raise RuntimeError("simulator not started")
+        return int(self._server.sockets[0].getsockname()[1])
+
+    @property
+    def url(self) -> str:
+        host = "127.0.0.1" if self._host in ("", "0.0.0.0", "::") else self._host
+        host = f"[{host}]" if ":" in host else host
+        return f"{'wss' if self.ssl else 'ws'}://{host}:{self.port}"
+
+    # --- handshake -------------------------------------------------------------------------------------
+
+    def _check_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        if backend_for_path(request.path) is None:
+            return connection.respond(HTTPStatus.NOT_FOUND, "Not a Gemini Live endpoint.\n")
+        if self.api_key is not None:
+            keys = {request.headers.get("x-goog-api-key")}
+            scheme, _, token = (request.headers.get("authorization") or "").partition(" ")
+            if scheme.lower() == "bearer":
+                keys.add(token.strip())
+            keys.update(parse_qs(urlsplit(request.path).query).get("key", []))  # raw clients use ?key=
+            if self.api_key not in keys:
+                return connection.respond(HTTPStatus.UNAUTHORIZED, "Missing or invalid API key.\n")
+        return None
+
+    async def _handle(self, ws: ServerConnection) -> None:
+        request = ws.request
+        assert request is not None  # the handler only runs after a completed handshake
+        backend = backend_for_path(request.path)
+        assert backend is not None  # _check_request rejected every other path
+        session = SimSession(
+            path=request.path,
+            headers={name.lower(): value for name, value in request.headers.raw_items()},
+            backend=backend,
+            session_id=f"sim-session-{len(self.sessions) + 1}",
+        )
+        self.sessions.append(session)
+        await _Connection(self, ws, session).run()
+
+
+class _Connection:
+    """Protocol state of one client connection."""
+
+    def __init__(self, sim: GeminiLiveSimulator, ws: ServerConnection, session: SimSession) -> None:
+        self.sim, self.ws, self.session = sim, ws, session
+        self.setup_done = False
+        self.text_out = False
+        self.input_transcription = self.output_transcription = False
+        self.manual_activity = False
+        self.functions: dict[str, dict[str, Any]] = {}
+        self.system_instruction = ""
+        self.history: list[dict[str, Any]] = []
+        self.pending_calls: dict[str, str] = {}  # call id -> function name, awaiting a toolResponse
+        self.calls = self.handles = 0
+        self.vad = audio.EnergyVad()
+        self.in_activity = False  # between activityStart and activityEnd (manual mode)
+        self.activity_audio = bytearray()
+        self.activity_rate = 16000
+        self.answer_task: asyncio.Task[None] | None = None  # only used when chunk_delay > 0
+        # Where the answer task is: "idle" (not in a model turn yet), "streaming" (model turn frames sent),
+        # "finishing" (turnComplete under way: only usage / resumption frames left).
+        self.phase = "idle"
+
+    # --- plumbing --------------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        try:
+            async for raw in self.ws:
+                await self._on_frame(raw)
+        except _ClientError as exc:
+            await self._close(1007, str(exc))
+        except ConnectionClosed:
+            pass
+        except Exception as exc:
+            log.exception("simulator session %s failed", self.session.session_id)
+            await self._close(1011, f"internal error: {exc!r}")
+        finally:
+            if self.answer_task is not None:
+                self.answer_task.cancel()
+
+    async def _close(self, code: int, reason: str) -> None:
+        reason = reason.encode()[:120].decode(errors="ignore")  # close reasons are capped at 123 bytes
+        if self.session.close_code is None:
+            self.session.close_code, self.session.close_reason = code, reason
+        with contextlib.suppress(ConnectionClosed):
+            await self.ws.close(code, reason)
+
+    async def _send(self, frame: dict[str, Any]) -> None:
+        self.session.sent.append(frame)
+        await self.ws.send(json.dumps(frame).encode())  # bytes -> binary frame, like the real service
+
+    async def _respond(self, answer: Coroutine[Any, Any, None]) -> None:
+        """Run an answer (callers _interrupt() first). With chunk_delay it streams in the background, so
+        user input can barge in; without, it runs inline and frame order is fully deterministic."""
+        if self.sim.chunk_delay <= 0:
+            await answer
+        else:
+            self.answer_task = asyncio.create_task(self._guarded(answer))
+
+    async def _guarded(self, answer: Coroutine[Any, Any, None]) -> None:
+        try:
+            await answer
+        except ConnectionClosed:
+            pass
+        except Exception as exc:
+            log.exception("simulator session %s failed", self.session.session_id)
+            await self._close(1011, f"internal error: {exc!r}")
+
+    async def _interrupt(self) -> None:
+        """Barge-in: new user activity stops the answer being streamed (interrupted, then turnComplete)."""
+        task, self.answer_task = self.answer_task, None
+        if task is None or task.done():
+            return
+        if self.phase == "finishing":  # the turn is complete already; let its trailing frames go out
+            await asyncio.wait([task])
+            return
+        was_streaming = self.phase == "streaming"
+        task.cancel()
+        await asyncio.wait([task])
+        self.phase = "idle"
+        if was_streaming:
+            await self._send({"serverContent": {"interrupted": True}})
+            await self._send({"serverContent": {"turnComplete": True}})
+
+    async def _pause(self) -> None:
+        if self.sim.chunk_delay > 0:
+            await asyncio.sleep(self.sim.chunk_delay)
+
+    # --- client messages -------------------------------------------------------------------------------
+
+    async def _on_frame(self, raw: str | bytes) -> None:
+        try:
+            message = json.loads(raw)
+        except (ValueError, UnicodeDecodeError):
+            raise _ClientError("Invalid JSON payload received.") from None
+        if not isinstance(message, dict):
+            raise _ClientError("Invalid JSON payload received: expected an object.")
+        self.session.received.append(message)
+        for key in message:
+            if camel(key) not in _CLIENT_FIELDS:
+                raise _ClientError(f'Invalid JSON payload received. Unknown name "{key}": Cannot find field.')
+        if len(message) != 1:
+            raise _ClientError(f"Exactly one of {', '.join(_CLIENT_FIELDS)} must be set per message.")
+        ((name, body),) = normalize_keys(message).items()
+        if not isinstance(body, dict):
+            raise _ClientError(f"Invalid JSON payload received: {name} must be an object.")
+        if name == "setup":
+            if self.setup_done:
+                raise _ClientError("setup must be sent only once, as the first message.")
+            await self._on_setup(body)
+        elif not self.setup_done:
+            raise _ClientError("The first message must be setup.")
+        elif name == "clientContent":
+            await self._on_client_content(body)
+        elif name == "realtimeInput":
+            await self._on_realtime_input(body)
+        elif name == "toolResponse":
+            await self._on_tool_response(body)
+        else:
+            self._on_context_update(body)
+
+    async def _on_setup(self, setup: dict[str, Any]) -> None:
+        if not isinstance(setup.get("model"), str) or not setup["model"]:
+            raise _ClientError("setup.model is required.")
+        # The real service defaults to AUDIO output when responseModalities is absent.
+        modalities = _obj(setup.get("generationConfig")).get("responseModalities") or ["AUDIO"]
+        wanted = [str(m).upper() for m in modalities] if isinstance(modalities, list) else None
+        if wanted not in (["TEXT"], ["AUDIO"]):
+            raise _ClientError(f"responseModalities must be [TEXT] or [AUDIO], got {modalities!r}.")
+        self.text_out = wanted == ["TEXT"]
+        self.input_transcription = setup.get("inputAudioTranscription") is not None
+        self.output_transcription = setup.get("outputAudioTranscription") is not None
+        detection = _obj(_obj(setup.get("realtimeInputConfig")).get("automaticActivityDetection"))
+        self.manual_activity = bool(detection.get("disabled"))
+        self._on_context_update(setup)
+        self.session.setup = setup
+        self.setup_done = True
+        await self._send({"setupComplete": {"sessionId": self.session.session_id}})
+
+    def _on_context_update(self, update: dict[str, Any]) -> None:
+        """systemInstruction / tools, from setup or a later contextUpdate."""
+        if "systemInstruction" in update:
+            self.system_instruction = _text_of(update["systemInstruction"])
+        tools = update.get("tools")
+        if isinstance(tools, dict):  # contextUpdate wraps the list: {"tools": {"tools": [...]}}
+            tools = tools.get("tools")
+        if tools is not None:
+            self.functions = script.declared_functions(tools)
+
+    async def _on_client_content(self, content: dict[str, Any]) -> None:
+        turns = content.get("turns") or []
+        if not isinstance(turns, list) or not all(isinstance(t, dict) for t in turns):
+            raise _ClientError("clientContent.turns must be a list of Content objects.")
+        await self._interrupt()  # clientContent always interrupts the current generation
+        self.history.extend(turns)
+        if not content.get("turnComplete"):
+            return
+        # Answer the most recent user text in the whole history (it may have been sent earlier).
+        user_texts = [_text_of(t) for t in self.history if t.get("role", "user") == "user" and _text_of(t)]
+        user_text = user_texts[-1] if user_texts else ""
+        prompt = "".join(_text_of(turn) for turn in turns) or user_text
+        await self._user_text_turn(user_text, prompt)
+
+    async def _on_realtime_input(self, rt: dict[str, Any]) -> None:
+        unknown = sorted(set(rt) - _REALTIME_FIELDS)
+        if unknown:
+            raise _ClientError(f'Unknown name "{unknown[0]}" at realtime_input: Cannot find field.')
+        if ("activityStart" in rt or "activityEnd" in rt) and not self.manual_activity:
+            raise _ClientError("activityStart/activityEnd require automaticActivityDetection.disabled.")
+        if "activityStart" in rt:
+            await self._interrupt()
+            self.in_activity = True
+            self.activity_audio.clear()
+        blobs = rt.get("mediaChunks") or []  # deprecated list form of audio/video
+        if not isinstance(blobs, list):
+            raise _ClientError("realtimeInput.mediaChunks must be a list of Blobs.")
+        blobs += [rt[kind] for kind in ("audio", "video") if kind in rt]
+        for blob in blobs:
+            await self._on_blob(blob)
+        if isinstance(rt.get("text"), str):
+            self.history.append({"role": "user", "parts": [{"text": rt["text"]}]})
+            await self._user_text_turn(rt["text"], rt["text"])
+        if "activityEnd" in rt:
+            self.in_activity = False
+            if self.activity_audio:
+                await self._user_audio_turn(bytes(self.activity_audio), self.activity_rate)
+                self.activity_audio.clear()
+        if rt.get("audioStreamEnd") and not self.manual_activity:
+            pcm = self.vad.flush()
+            if pcm:
+                await self._user_audio_turn(pcm, self.vad.rate)
+
+    async def _on_blob(self, blob: Any) -> None:
+        if not isinstance(blob, dict) or not isinstance(blob.get("data", ""), str):
+            raise _ClientError("realtimeInput media must be a Blob {mimeType, data}.")
+        try:
+            data = b64decode(blob.get("data", ""))
+        except ValueError as exc:
+            raise _ClientError(str(exc)) from None
+        mime = str(blob.get("mimeType") or "")
+        if not mime.startswith("audio/"):
+            return  # video frames / images are accepted and ignored
+        rate = sample_rate(mime)
+        if self.manual_activity:
+            if self.in_activity:  # audio outside activityStart..activityEnd is not part of any turn
+                self.activity_audio += data
+                self.activity_rate = rate
+            return
+        started, ended = self.vad.feed(data, rate)
+        if started:
+            await self._interrupt()
+        for pcm in ended:
+            await self._user_audio_turn(pcm, rate)
+
+    async def _on_tool_response(self, body: dict[str, Any]) -> None:
+        responses = body.get("functionResponses") or []
+        if not isinstance(responses, list):
+            raise _ClientError("toolResponse.functionResponses must be a list.")
+        results: list[tuple[str, Any]] = []
+        for resp in responses:
+            if not isinstance(resp, dict):
+                raise _ClientError("functionResponses entries must be objects.")
+            call_id = resp.get("id") or next(
+                (cid for cid, fn in self.pending_calls.items() if resp.get("name") in (None, fn)), None
+            )
+            if call_id not in self.pending_calls:
+                log.info("simulator: ignoring a response for unknown/cancelled call %r", resp.get("id"))
+                continue
+            results.append((self.pending_calls.pop(call_id), resp.get("response")))
+        if results:
+            await self._interrupt()
+            tokens = {"TEXT": script.text_tokens(json.dumps([r for _, r in results]))}
+            await self._respond(self._stream_turn(script.tool_answer(results), tokens))
+
+    # --- turns -----------------------------------------------------------------------------------------
+
+    async def _cancel_pending_calls(self) -> None:
+        """A new user turn supersedes tool calls that were never answered."""
+        if self.pending_calls:
+            ids, self.pending_calls = list(self.pending_calls), {}
+            await self._send({"toolCallCancellation": {"ids": ids}})
+
+    async def _user_text_turn(self, user_text: str, prompt: str) -> None:
+        await self._interrupt()
+        await self._cancel_pending_calls()
+        tokens = {"TEXT": script.text_tokens(self.system_instruction + prompt)}
+        name = script.called_function(user_text, self.functions)
+        if name is None:
+            await self._respond(self._stream_turn(script.echo_answer(user_text), tokens))
+            return
+        self.calls += 1
+        call = {"id": f"call-{self.calls}", "name": name, "args": script.sample_args(self.functions[name])}
+        self.pending_calls[call["id"]] = name
+        await self._send({"toolCall": {"functionCalls": [call]}})
+
+    async def _user_audio_turn(self, pcm: bytes, rate: int) -> None:
+        await self._interrupt()
+        await self._cancel_pending_calls()
+        seconds = audio.pcm_seconds(len(pcm), rate)
+        tokens = {
+            "TEXT": script.text_tokens(self.system_instruction),
+            "AUDIO": script.audio_tokens(len(pcm), rate),
+        }
+        await self._respond(self._audio_answer(seconds, tokens))
+
+    async def _audio_answer(self, seconds: float, tokens: dict[str, int]) -> None:
+        if self.input_transcription:
+            for chunk in script.heard_transcript(seconds):
+                await self._send({"serverContent": {"inputTranscription": {"text": chunk}}})
+                await self._pause()
+        await self._stream_turn(script.heard_answer(seconds), tokens)
+
+    async def _stream_turn(self, text: str, prompt_tokens: dict[str, int]) -> None:
+        """Stream one model turn: content chunks, generationComplete, turnComplete + usage, new handle."""
+        chunks = script.split_text(text)
+        self.phase = "streaming"
+        if self.text_out:
+            for i, chunk in enumerate(chunks):
+                if i:
+                    await self._pause()
+                await self._send(_model_turn({"text": chunk}))
+            response_tokens = {"TEXT": script.text_tokens(text)}
+        else:
+            pcm_chunks = audio.reply_audio(text)
+            slots = script.spread(len(chunks), len(pcm_chunks)) if self.output_transcription else []
+            for i, pcm in enumerate(pcm_chunks):
+                if i:
+                    await self._pause()
+                await self._send(
+                    _model_turn({"inlineData": {"mimeType": audio.OUTPUT_MIME, "data": b64encode(pcm)}})
+                )
+                for chunk, slot in zip(chunks, slots, strict=False):
+                    if slot == i:  # transcript text rides along with the audio it describes
+                        await self._send({"serverContent": {"outputTranscription": {"text": chunk}}})
+            n_bytes = sum(len(p) for p in pcm_chunks)
+            response_tokens = {"AUDIO": script.audio_tokens(n_bytes, audio.OUTPUT_RATE)}
+        await self._pause()
+        await self._send({"serverContent": {"generationComplete": True}})
+        await self._pause()
+        usage = script.usage_metadata(self.session.backend, prompt_tokens, response_tokens)
+        self.phase = "finishing"  # from here on a barge-in waits for the turn instead of interrupting it
+        if self.sim.usage_placement == "with_turn_complete":
+            await self._send({"serverContent": {"turnComplete": True}, "usageMetadata": usage})
+        else:
+            await self._send({"serverContent": {"turnComplete": True}})
+            await self._send({"usageMetadata": usage})
+        self.history.append({"role": "model", "parts": [{"text": text}]})
+        self.handles += 1
+        update = {"newHandle": f"sim-handle-{self.handles}", "resumable": True}
+        await self._send({"sessionResumptionUpdate": update})
+        self.phase = "idle"
+
+
+def _model_turn(part: dict[str, Any]) -> dict[str, Any]:
+    return {"serverContent": {"modelTurn": {"role": "model", "parts": [part]}}}
+
+
+def _obj(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _texts(content: Any) -> list[str]:
+    """Text parts of a Content (or of a bare string, as some clients send systemInstruction)."""
+    if isinstance(content, str):
+        return [content]
+    parts = content.get("parts") if isinstance(content, dict) else None
+    return [p["text"] for p in parts or [] if isinstance(p, dict) and isinstance(p.get("text"), str)]
+
+
+def _text_of(content: Any) -> str:
+    return "".join(_texts(content))

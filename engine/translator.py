@@ -1,0 +1,260 @@
+"""The per-connection translator: sans-I/O, it owns the session state and interprets mappings/.
+
+Theory of operation
+-------------------
+Feed it one input at a time and it returns an `Output`: the messages to send to the client (already
+in the client's dialect, each with an `event_id`) and to Gemini. It never touches a socket or a clock
+of its own, so the server, the tests and the benchmark all drive this same object.
+
+    start()                     the client connected        -> lifecycle/connect.yaml
+    from_client(frame)          one client WebSocket frame  -> validate, reshape from the dialect,
+                                                               client/<type>.yaml
+    from_upstream(frame)        one Gemini frame            -> upstream/<field>.yaml for each field
+                                                               present, in dispatch.yaml order
+    upstream_idle()             quiet for `idle_timeout` s  -> lifecycle/upstream_idle.yaml
+    upstream_closed(code, why)  Gemini closed               -> lifecycle/upstream_closed.yaml
+
+Within a file, rules run top to bottom, each seeing the state the previous one left. A rule runs when
+its `when` holds, once or once per `for_each` element (bound to `as`); it evaluates `let`, then
+applies `set` in order (each seeing the last), then `emit`s; `stop` ends the file. The state is
+replaced, never mutated in place, so a value read into a message can't change behind it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from jmespath.exceptions import JMESPathError
+
+from engine.errors import error_event
+from engine.mapping.expressions import EXPLICIT_NULL, Runtime, Scope, truthy
+from engine.mapping.functions import Helpers, RandomIds, SequentialIds
+from engine.mapping.loader import Mappings, Rule, RuleFile
+from engine.validation import ClientEventValidator
+
+log = logging.getLogger("livegate.translator")
+
+# Values whose keys are user data (function arguments, schemas), never protocol field names.
+_OPAQUE_KEYS = frozenset({"args", "response", "parameters", "parametersJsonSchema", "responseJsonSchema"})
+
+
+@dataclass
+class Output:
+    """What one input produced: messages for the client and for Gemini, in order."""
+
+    client: list[dict[str, Any]] = field(default_factory=list)
+    upstream: list[dict[str, Any]] = field(default_factory=list)
+
+    def extend(self, other: Output) -> None:
+        self.client.extend(other.client)
+        self.upstream.extend(other.upstream)
+
+
+def camelize(value: Any) -> Any:
+    """snake_case keys to camelCase at every protocol level; returns `value` itself when unchanged."""
+    if isinstance(value, dict):
+        changed = False
+        out = {}
+        for key, item in value.items():
+            new_key = key
+            if "_" in key:
+                head, *rest = key.split("_")
+                new_key = head + "".join(p[:1].upper() + p[1:] for p in rest)
+            new_item = item if new_key in _OPAQUE_KEYS else camelize(item)
+            changed |= new_key is not key or new_item is not item
+            out[new_key] = new_item
+        return out if changed else value
+    if isinstance(value, list):
+        items = [camelize(v) for v in value]
+        return items if any(a is not b for a, b in zip(items, value, strict=True)) else value
+    return value
+
+
+def assign(root: Any, keys: tuple[str, ...], value: Any) -> Any:
+    """A copy of `root` with `value` at `keys` (null removes the key); containers along the path are copied."""
+    if not keys:
+        return value
+    new = dict(root) if isinstance(root, dict) else {}
+    head, rest = keys[0], keys[1:]
+    if rest:
+        new[head] = assign(new.get(head), rest, value)
+    elif value is None:
+        new.pop(head, None)
+    else:
+        new[head] = value
+    return new
+
+
+class Translator:
+    """One client connection's translation state machine."""
+
+    def __init__(self, mappings: Mappings, *, dialect: str = "ga", context: dict[str, Any] | None = None,
+                 validator: ClientEventValidator | None = None, deterministic: bool = False,
+                 clock: Callable[[], float] = time.time) -> None:
+        if dialect != "ga" and dialect not in mappings.dialects:
+            raise ValueError(f"unknown dialect {dialect!r}")
+        self.mappings = mappings
+        self.dialect = dialect
+        self.validator = validator or ClientEventValidator()
+        ids = SequentialIds() if deterministic else RandomIds()
+        self.ids = ids
+        self.helpers = Helpers(ids=ids, clock=clock)
+        self.runtime = Runtime(self.helpers)
+        self.config: dict[str, Any] = dict(context or {})
+        self.config.setdefault("dialect", dialect)
+        self.session: dict[str, Any] = {}
+        static = {"config": self.config, "tables": mappings.tables}
+        self.helpers.shapes = {
+            name: (lambda value, build=build: build(self.runtime, {**static, "it": value}))
+            for name, build in mappings.shapes.items()
+        }
+        reshapes = mappings.dialects.get(dialect, {})
+        self._from_client = reshapes.get("from_client", {})
+        self._to_client = reshapes.get("to_client", {})
+
+    # -- inputs ------------------------------------------------------------------------------------
+
+    def start(self) -> Output:
+        return self._lifecycle("connect", {})
+
+    def from_client(self, frame: str | bytes | dict[str, Any]) -> Output:
+        out = Output()
+        event, error = self.validator.parse(frame, self.dialect)
+        if error is not None:
+            self._to_client_out(out, [error])
+            return out
+        assert event is not None
+        reshape = self._from_client.get(event["type"])
+        if reshape is not None and reshape.build is not None:
+            event = self._reshape(reshape, event)
+        rules = self.mappings.client.get(event["type"])
+        if rules is None:
+            self._to_client_out(out, [error_event(
+                f"'{event['type']}' is not supported by this gateway yet; the event was not applied.",
+                code="unsupported_event", param="type", event_id=event.get("event_id"))])
+            return out
+        self._run(rules, event, out, event.get("event_id"))
+        return out
+
+    def from_upstream(self, frame: str | bytes | dict[str, Any]) -> Output:
+        out = Output()
+        if isinstance(frame, dict):
+            message: Any = frame
+        else:
+            try:
+                message = orjson.loads(frame)
+            except orjson.JSONDecodeError:
+                message = None
+            if not isinstance(message, dict):
+                log.warning("upstream sent a frame that is not a JSON object (%d bytes)", len(frame))
+                self._to_client_out(out, [error_event(
+                    "The upstream model service sent a malformed message; it was ignored.",
+                    code="upstream_protocol_error", type="server_error")])
+                return out
+        message = camelize(message)
+        for name in self.mappings.upstream_fields:
+            if name in message:
+                self._run(self.mappings.upstream[name], message, out, None)
+        return out
+
+    def upstream_idle(self) -> Output:
+        return self._lifecycle("upstream_idle", {})
+
+    def upstream_closed(self, code: int, reason: str) -> Output:
+        return self._lifecycle("upstream_closed", {"code": code, "reason": reason})
+
+    @property
+    def idle_timeout(self) -> float | None:
+        """Seconds of upstream silence after which `upstream_idle()` should be called, if any."""
+        return self.mappings.idle_after_ms / 1000 if self.session.get("awaiting_idle") else None
+
+    # -- the interpreter ---------------------------------------------------------------------------
+
+    def _lifecycle(self, moment: str, event: dict[str, Any]) -> Output:
+        out = Output()
+        rules = self.mappings.lifecycle.get(moment)
+        if rules is not None:
+            self._run(rules, event, out, None)
+        return out
+
+    def _run(self, rules: RuleFile, event: dict[str, Any], out: Output, event_id: str | None) -> None:
+        scope: Scope = {"event": event, "session": self.session, "config": self.config,
+                        "tables": self.mappings.tables}
+        all_rules = rules.rules
+        index = 0
+        while index < len(all_rules):
+            rule = all_rules[index]
+            index += 1
+            try:
+                if rule.when is not None and not truthy(rule.when(self.runtime, scope)):
+                    index += rule.skip
+                    continue
+                if rule.skip:  # a guarded include whose condition holds: run the rules it guards
+                    continue
+                if rule.for_each is None:
+                    self._apply(rule, scope, out)
+                else:
+                    elements = rule.for_each(self.runtime, scope)
+                    for element in elements if isinstance(elements, list) else ():
+                        scope[rule.as_] = element
+                        self._apply(rule, scope, out)
+                    scope.pop(rule.as_, None)
+                for name, _ in rule.lets:  # `let` names belong to their rule alone
+                    scope.pop(name, None)
+            except (JMESPathError, TypeError, ValueError, KeyError) as exc:
+                # A mapping bug must not take the session down: report it, keep going.
+                log.exception("rule %r (%s) failed", rule.name, rule.where)
+                self._to_client_out(out, [error_event(
+                    f"Internal translation error in rule '{rule.name}': {exc}", code="translation_error",
+                    type="server_error", event_id=event_id)])
+                return
+            if rule.stop:
+                return
+
+    def _apply(self, rule: Rule, scope: Scope, out: Output) -> None:
+        runtime = self.runtime
+        for name, build in rule.lets:
+            scope[name] = build(runtime, scope)
+        for keys, build in rule.sets:
+            value = build(runtime, scope)
+            self.session = assign(self.session, keys, None if value is EXPLICIT_NULL else value)
+            scope["session"] = self.session
+        for emit in rule.emits:
+            if emit.when is not None and not truthy(emit.when(runtime, scope)):
+                continue
+            message = emit.message(runtime, scope)
+            if message is None:
+                continue
+            if emit.to == "client":
+                self._to_client_out(out, [message])
+            else:
+                out.upstream.append(message)
+
+    # -- the client edge ---------------------------------------------------------------------------
+
+    def _reshape(self, reshape: Any, event: dict[str, Any]) -> dict[str, Any]:
+        built = reshape.build(self.runtime, {"event": event, "config": self.config,
+                                             "tables": self.mappings.tables})
+        merged = dict(event)
+        for key in reshape.keys:
+            if key in built:
+                merged[key] = built[key]
+            else:
+                merged.pop(key, None)
+        return merged
+
+    def _to_client_out(self, out: Output, messages: list[dict[str, Any]]) -> None:
+        for message in messages:
+            reshape = self._to_client.get(message.get("type", ""))
+            if reshape is not None:
+                if reshape.drop:
+                    continue
+                message = self._reshape(reshape, message)
+            if "event_id" not in message:
+                message = {"event_id": self.ids.new("event"), **message}
+            out.client.append(message)

@@ -1,0 +1,60 @@
+"""The provider interface: a route from the config becomes a connectable upstream target.
+
+A provider knows its backend's URL, auth headers and `setup.model` spelling; everything about the
+translation is in mappings/ (backend differences sit in `mappings/tables.yaml` under `backends`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from engine.config import Config, ModelRoute
+
+
+@dataclass(frozen=True)
+class UpstreamTarget:
+    """Everything needed to open one upstream WebSocket. `headers` carry secrets: never log them."""
+
+    url: str
+    headers: dict[str, str] = field(repr=False)
+    setup_model: str
+    backend: str  # "aistudio" or "vertex": selects the row of the backend table in mappings/tables.yaml
+
+
+class Provider(Protocol):
+    backend: str
+
+    async def target(self) -> UpstreamTarget:
+        """Resolve URL, fresh credentials and the setup model name for a new connection."""
+        ...
+
+
+def ws_base(api_base: str) -> str:
+    """An `api_base` as a WebSocket origin: http(s) becomes ws(s), a trailing slash is dropped."""
+    base = api_base.rstrip("/")
+    if base.startswith("https://"):
+        return "wss://" + base[len("https://") :]
+    if base.startswith("http://"):
+        return "ws://" + base[len("http://") :]
+    return base
+
+
+def provider_for(route: ModelRoute, config: Config, simulator_url: str | None = None) -> Provider:
+    """The provider serving `route`. `simulator_url` is the in-process simulator, when one runs."""
+    from engine.upstream.aistudio import AIStudioProvider
+
+    if route.provider == "gemini":
+        return AIStudioProvider(route.model_id, api_key=route.api_key or "", api_base=route.api_base,
+                                api_version=route.api_version)
+    if route.provider == "simulator":
+        base = route.api_base or simulator_url
+        if base is None:
+            raise RuntimeError("the simulator provider needs a running simulator or an api_base")
+        return AIStudioProvider(route.model_id, api_key=route.api_key or "simulator", api_base=base,
+                                api_version=route.api_version)
+    if route.provider == "vertex_ai":
+        from engine.upstream.vertex import VertexProvider
+
+        return VertexProvider.from_route(route, config)
+    raise ValueError(f"unknown provider {route.provider!r}")

@@ -84,6 +84,16 @@ def _getter(keys: list[str]) -> Callable[[Scope], Any]:
     return get
 
 
+def _negation_over_path(node: dict[str, Any]) -> dict[str, Any]:
+    """Read `!a.b` as `!(a.b)`, not JMESPath's `(!a).b` (a field of a boolean: always null)."""
+    children = [_negation_over_path(c) if isinstance(c, dict) else c for c in node.get("children", [])]
+    node = {**node, "children": children}
+    if node["type"] in ("subexpression", "index_expression") and children and children[0]["type"] == "not_expression":
+        inner = {**node, "children": [children[0]["children"][0], *children[1:]]}
+        return {"type": "not_expression", "children": [_negation_over_path(inner)]}
+    return node
+
+
 class Expression:
     """A compiled expression; call it with a runtime and a scope."""
 
@@ -91,8 +101,7 @@ class Expression:
 
     def __init__(self, source: str) -> None:
         self.source = source
-        parsed = jmespath.compile(source)
-        self._ast = parsed.parsed
+        self._ast = _negation_over_path(jmespath.compile(source).parsed)
         chain = _field_chain(self._ast)
         self._get = _getter(chain) if chain else None
 

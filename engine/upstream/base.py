@@ -25,6 +25,10 @@ class UpstreamTarget:
 class Provider(Protocol):
     backend: str
 
+    def setup_model(self) -> str:
+        """The `setup.model` Gemini expects for this route (`models/...` or a Vertex resource path)."""
+        ...
+
     async def target(self) -> UpstreamTarget:
         """Resolve URL, fresh credentials and the setup model name for a new connection."""
         ...

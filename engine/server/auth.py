@@ -1,0 +1,43 @@
+"""livegate keys: where clients put them, and how they are checked. Keys never reach a log."""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Mapping, Sequence
+
+from engine.config import Config
+
+INSECURE_KEY_PROTOCOL = "openai-insecure-api-key."  # browsers cannot set headers on a WebSocket
+BETA_PROTOCOL = "openai-beta.realtime-v1"
+
+
+def client_key(headers: Mapping[str, str], subprotocols: Sequence[str] = ()) -> str | None:
+    """The livegate key a client sent: `Authorization: Bearer`, `api-key`, `x-goog-api-key`,
+    `x-litellm-api-key` / `x-livegate-api-key`, or the `openai-insecure-api-key.KEY` subprotocol."""
+    auth = headers.get("authorization", "")
+    if auth[:7].lower() == "bearer ":
+        return auth[7:].strip() or None
+    for name in ("api-key", "x-livegate-api-key", "x-litellm-api-key", "x-goog-api-key"):
+        value = headers.get(name)
+        if value:
+            return value.removeprefix("Bearer ").strip()
+    for protocol in subprotocols:
+        if protocol.startswith(INSECURE_KEY_PROTOCOL):
+            return protocol[len(INSECURE_KEY_PROTOCOL) :] or None
+    return None
+
+
+def key_is_valid(config: Config, key: str | None) -> bool:
+    """No master key configured means an open gateway (the server warns at startup)."""
+    if not config.master_key:
+        return True
+    return key is not None and hmac.compare_digest(key.encode(), config.master_key.encode())
+
+
+def refusal(config: Config, key: str | None) -> tuple[int, str] | None:
+    """(HTTP status, reason) when the key does not open this gateway, else None."""
+    if key_is_valid(config, key):
+        return None
+    if key is None:
+        return 401, "Missing API key: send `Authorization: Bearer <key>`."
+    return 401, "Invalid API key."

@@ -1,0 +1,50 @@
+"""The upstream WebSocket: open it for a target, send JSON, receive frames. No translation here."""
+
+from __future__ import annotations
+
+import logging
+
+import orjson
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+
+from engine.upstream.base import UpstreamTarget
+
+log = logging.getLogger("livegate.upstream")
+
+# Gemini audio frames are small, but setup messages with many tools and inline audio items are not.
+MAX_FRAME_BYTES = 32 * 1024 * 1024
+
+
+class UpstreamError(Exception):
+    """The upstream could not be reached or refused the connection. The message holds no secret."""
+
+
+class UpstreamConnection:
+    def __init__(self, ws: ClientConnection) -> None:
+        self._ws = ws
+
+    @classmethod
+    async def open(cls, target: UpstreamTarget, open_timeout: float = 10.0) -> UpstreamConnection:
+        try:
+            ws = await connect(target.url, additional_headers=target.headers, max_size=MAX_FRAME_BYTES,
+                               open_timeout=open_timeout, compression=None, ping_interval=20)
+        except InvalidStatus as exc:
+            raise UpstreamError(f"Gemini Live refused the connection (HTTP {exc.response.status_code})") from None
+        except (OSError, InvalidHandshake, TimeoutError) as exc:
+            raise UpstreamError(f"Gemini Live is unreachable ({type(exc).__name__})") from None
+        return cls(ws)
+
+    async def send(self, message: dict) -> None:
+        await self._ws.send(orjson.dumps(message).decode())
+
+    async def recv(self) -> str | bytes:
+        """The next frame; raises ConnectionClosed when the upstream is gone."""
+        return await self._ws.recv()
+
+    def close_info(self, exc: ConnectionClosed) -> tuple[int, str]:
+        frame = exc.rcvd or exc.sent
+        return (frame.code, frame.reason) if frame else (1006, "connection lost")
+
+    async def close(self) -> None:
+        await self._ws.close()

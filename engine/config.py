@@ -56,7 +56,9 @@ class ModelRoute:
 class VertexDefaults:
     project: str | None = None
     location: str | None = None
-    credentials: str | None = None
+    credentials: str | None = field(default=None, repr=False)  # may be inline JSON holding a private key
+    api_base: str | None = None  # livegate extension: replaces the Vertex AI host (private endpoints, tests)
+    discovery_api_base: str | None = None  # the same for discoveryengine.googleapis.com (REST passthrough)
 
 
 @dataclass(frozen=True)
@@ -165,12 +167,20 @@ def parse_config(data: Any, source: str = "<config>") -> Config:
         credentials=_opt_str(vertex_block, "vertex_credentials", where)
         or os.environ.get("DEFAULT_GOOGLE_APPLICATION_CREDENTIALS")
         or os.environ.get("GOOGLE_APPLICATION_CREDENTIALS"),
+        api_base=_opt_str(vertex_block, "api_base", where),
+        discovery_api_base=_opt_str(vertex_block, "discovery_api_base", where),
     )
     max_frame = settings.get("max_client_frame_bytes", Config.max_client_frame_bytes)
     if not isinstance(max_frame, int) or max_frame <= 0:
         raise ConfigError("livegate_settings.max_client_frame_bytes: expected a positive integer")
+    routes = tuple(_route(entry, i) for i, entry in enumerate(models))
+    for i, route in enumerate(routes):  # fail at load, not in every session
+        if route.provider == "vertex_ai" and not (route.vertex_project or vertex.project):
+            raise ConfigError(f"model_list[{i}] ({route.model_name!r}): vertex_ai needs a project: set "
+                              "`vertex_project`, `litellm_settings.default_vertex_config.vertex_project` "
+                              "or DEFAULT_VERTEXAI_PROJECT")
     return Config(
-        routes=tuple(_route(entry, i) for i, entry in enumerate(models)),
+        routes=routes,
         master_key=_opt_str(general, "master_key", "general_settings"),
         vertex=vertex,
         max_client_frame_bytes=max_frame,

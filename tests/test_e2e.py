@@ -89,7 +89,8 @@ async def test_text_turn_ga(gateway: dict[str, Any]) -> None:
     setup = gateway["sim"].sessions[0].setup
     assert setup["systemInstruction"]["parts"][0]["text"] == "Answer briefly."
     if gateway["backend"] == "vertex":
-        assert setup["model"] == "projects/demo-project/locations/us-central1/publishers/google/models/gemini-live-2.5-flash"
+        resource = "projects/demo-project/locations/us-central1/publishers/google/models/gemini-live-2.5-flash"
+        assert setup["model"] == resource
         assert gateway["sim"].sessions[0].headers["authorization"].startswith("Bearer ")
     else:
         assert setup["model"] == "models/gemini-live-2.5-flash"

@@ -4,12 +4,13 @@ A string value that starts with `=` is a JMESPath expression (`"=event.audio"`);
 leading `=`. Everything else is a literal. In a template, an expression that yields null drops its
 field (or list element), and an object with a false `$when` expression is dropped as a whole.
 
-Everything is compiled once at load. Plain field paths (`event.audio`, `session.response.id`) skip the
-JMESPath interpreter and read the dicts directly: most values on the audio path are of that kind.
+Everything is compiled once at load, into Python closures for the common JMESPath node kinds (every
+audio frame evaluates a dozen of these), with JMESPath's interpreter behind the rest.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from typing import Any
 
@@ -53,35 +54,92 @@ def is_expression(value: Any) -> bool:
     return isinstance(value, str) and value.startswith(MARKER) and not value.startswith(MARKER * 2)
 
 
-def _field_chain(node: dict[str, Any]) -> list[str] | None:
-    """`a.b.c` as ["a", "b", "c"] when the expression is nothing but field access."""
-    if node["type"] == "field":
-        return [node["value"]]
-    if node["type"] == "subexpression":
-        keys: list[str] = []
-        for child in node["children"]:
-            chain = _field_chain(child)
-            if chain is None:
+Compiled = Callable[["Runtime", Any], Any]
+
+
+def _equals(x: Any, y: Any) -> bool:
+    """JMESPath equality: a boolean never equals a number (Python says True == 1)."""
+    numbers = (int, float)
+    if isinstance(x, numbers) and isinstance(y, numbers) and isinstance(x, bool) is not isinstance(y, bool):
+        return False
+    return x == y
+
+
+def _compile_node(node: dict[str, Any]) -> Compiled:
+    """A JMESPath AST node as a Python closure `(runtime, value) -> result`.
+
+    The common node kinds (fields, paths, boolean logic, equality, literals, function calls,
+    multi-selects) become direct Python; the rest (projections, filters, slices...) are handed to
+    JMESPath's own interpreter. Results are identical (tests/test_expressions.py checks this).
+    """
+    kind = node["type"]
+    children = node.get("children", [])
+    if kind == "field":
+        key = node["value"]
+        return lambda rt, value: value.get(key) if isinstance(value, dict) else None
+    if kind == "current":
+        return lambda rt, value: value
+    if kind == "literal":
+        literal = node["value"]
+        if isinstance(literal, list | dict):
+            return lambda rt, value: copy.deepcopy(literal)
+        return lambda rt, value: literal
+    if kind in ("subexpression", "pipe"):
+        steps = [_compile_node(child) for child in children]
+
+        def chain(rt: Runtime, value: Any) -> Any:
+            for step in steps:
+                value = step(rt, value)
+            return value
+
+        return chain
+    if kind == "not_expression":
+        inner = _compile_node(children[0])
+        return lambda rt, value: not truthy(inner(rt, value))
+    if kind == "and_expression":
+        left, right = _compile_node(children[0]), _compile_node(children[1])
+
+        def both(rt: Runtime, value: Any) -> Any:
+            result = left(rt, value)
+            return right(rt, value) if truthy(result) else result
+
+        return both
+    if kind == "or_expression":
+        left, right = _compile_node(children[0]), _compile_node(children[1])
+
+        def either(rt: Runtime, value: Any) -> Any:
+            result = left(rt, value)
+            return result if truthy(result) else right(rt, value)
+
+        return either
+    if kind == "comparator" and node["value"] in ("eq", "ne"):
+        left, right = _compile_node(children[0]), _compile_node(children[1])
+        if node["value"] == "eq":
+            return lambda rt, value: _equals(left(rt, value), right(rt, value))
+        return lambda rt, value: not _equals(left(rt, value), right(rt, value))
+    if kind == "index_expression" and children[1]["type"] == "index":
+        base, index = _compile_node(children[0]), children[1]["value"]
+
+        def at(rt: Runtime, value: Any) -> Any:
+            items = base(rt, value)
+            if not isinstance(items, list):
                 return None
-            keys.extend(chain)
-        return keys
-    return None
-
-
-def _getter(keys: list[str]) -> Callable[[Scope], Any]:
-    if len(keys) == 1:
-        key = keys[0]
-        return lambda scope: scope.get(key)
-
-    def get(scope: Scope) -> Any:
-        value: Any = scope
-        for key in keys:
-            if not isinstance(value, dict):
+            try:
+                return items[index]
+            except IndexError:
                 return None
-            value = value.get(key)
-        return value
 
-    return get
+        return at
+    if kind == "function_expression" and all(child["type"] != "expref" for child in children):
+        name, args = node["value"], [_compile_node(child) for child in children]
+        return lambda rt, value: rt.helpers.call_function(name, [arg(rt, value) for arg in args])
+    if kind == "multi_select_dict":
+        pairs = [(child["value"], _compile_node(child["children"][0])) for child in children]
+        return lambda rt, value: None if value is None else {key: part(rt, value) for key, part in pairs}
+    if kind == "multi_select_list":
+        parts = [_compile_node(child) for child in children]
+        return lambda rt, value: None if value is None else [part(rt, value) for part in parts]
+    return lambda rt, value: rt.interpreter.visit(node, value)
 
 
 def _negation_over_path(node: dict[str, Any]) -> dict[str, Any]:
@@ -97,18 +155,14 @@ def _negation_over_path(node: dict[str, Any]) -> dict[str, Any]:
 class Expression:
     """A compiled expression; call it with a runtime and a scope."""
 
-    __slots__ = ("_ast", "_get", "source")
+    __slots__ = ("_fn", "source")
 
     def __init__(self, source: str) -> None:
         self.source = source
-        self._ast = _negation_over_path(jmespath.compile(source).parsed)
-        chain = _field_chain(self._ast)
-        self._get = _getter(chain) if chain else None
+        self._fn = _compile_node(_negation_over_path(jmespath.compile(source).parsed))
 
     def __call__(self, runtime: Runtime, scope: Scope) -> Any:
-        if self._get is not None:
-            return self._get(scope)
-        return runtime.interpreter.visit(self._ast, scope)
+        return self._fn(runtime, scope)
 
     def __repr__(self) -> str:
         return f"Expression({self.source!r})"

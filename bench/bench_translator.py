@@ -1,0 +1,123 @@
+"""The translator's cost per event, against the floor of merely parsing and re-serialising the same message.
+
+    python bench/bench_translator.py [--rounds N]
+
+Each figure is the median over many runs of: the translator handling one raw frame (as the server
+feeds it) plus serialising what it produced (as the server sends it). The floor is `json.loads` +
+`json.dumps` of the same frame, measured in the same process, so the ratio travels across machines.
+The last line turns the audio-path costs into an estimate of concurrent audio sessions per core.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import math
+import statistics
+import struct
+import time
+from collections.abc import Callable
+
+import orjson
+
+from engine.mapping import load_mappings
+from engine.translator import Translator
+from engine.validation import ClientEventValidator
+
+MAPPINGS = load_mappings()
+VALIDATOR = ClientEventValidator()  # one per process, as in the server
+CONTEXT = {"model": "gpt-realtime", "setup_model": "models/gemini-live-2.5-flash", "backend": "aistudio"}
+
+
+def _pcm(ms: int) -> str:
+    count = 24 * ms
+    return base64.b64encode(struct.pack(f"<{count}h", *(int(8000 * math.sin(i / 9)) for i in range(count)))).decode()
+
+
+APPEND = json.dumps({"type": "input_audio_buffer.append", "audio": _pcm(100)})  # 100 ms from a microphone
+AUDIO_DELTA = json.dumps({"serverContent": {"modelTurn": {"parts": [
+    {"inlineData": {"mimeType": "audio/pcm;rate=24000", "data": _pcm(40)}}]}}}).encode()  # Gemini sends binary
+TEXT_DELTA = json.dumps({"serverContent": {"modelTurn": {"parts": [{"text": "a few words of an answer "}]}}}).encode()
+
+
+def _translator(modality: str) -> Translator:
+    translator = Translator(MAPPINGS, context=CONTEXT, validator=VALIDATOR)
+    translator.start()
+    translator.from_client(json.dumps({"type": "session.update", "session": {"type": "realtime",
+                                                                             "output_modalities": [modality]}}))
+    translator.from_client(json.dumps({"type": "response.create"}))
+    translator.from_upstream(TEXT_DELTA if modality == "text" else AUDIO_DELTA)  # the response is now open
+    return translator
+
+
+def _send(out) -> None:  # what the server does with an Output
+    for message in out.client:
+        orjson.dumps(message)
+    for message in out.upstream:
+        orjson.dumps(message)
+
+
+def _turn() -> None:
+    translator = Translator(MAPPINGS, context=CONTEXT, validator=VALIDATOR)
+    _send(translator.start())
+    _send(translator.from_client(json.dumps({"type": "session.update", "session": {"type": "realtime",
+                                                                                   "output_modalities": ["text"]}})))
+    _send(translator.from_client(json.dumps({"type": "conversation.item.create", "item": {
+        "type": "message", "role": "user", "content": [{"type": "input_text", "text": "Tell me a story"}]}})))
+    _send(translator.from_client(json.dumps({"type": "response.create"})))
+    _send(translator.from_upstream(b'{"setupComplete": {}}'))
+    for _ in range(20):
+        _send(translator.from_upstream(TEXT_DELTA))
+    _send(translator.from_upstream(b'{"serverContent": {"turnComplete": true}, "usageMetadata": '
+                                   b'{"promptTokenCount": 10, "responseTokenCount": 120}}'))
+
+
+TURN_FRAMES = [json.dumps({"type": "session.update", "session": {"type": "realtime"}}), TEXT_DELTA] * 12
+
+
+def _floor(frames: list[str | bytes]) -> Callable[[], None]:
+    def run() -> None:
+        for frame in frames:
+            json.dumps(json.loads(frame))
+    return run
+
+
+def _median_us(fn: Callable[[], None], rounds: int) -> float:
+    for _ in range(min(200, rounds)):
+        fn()
+    samples = []
+    for _ in range(rounds):
+        start = time.perf_counter_ns()
+        fn()
+        samples.append(time.perf_counter_ns() - start)
+    return statistics.median(samples) / 1000
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=5000)
+    args = parser.parse_args()
+    audio, text = _translator("audio"), _translator("text")
+    audio.from_client(APPEND)  # Gemini setup sent: appends now take the steady-state path
+    cases = [
+        ("audio append (client, 100 ms)", lambda: _send(audio.from_client(APPEND)), _floor([APPEND]), args.rounds),
+        ("audio delta (Gemini, 40 ms)", lambda: _send(audio.from_upstream(AUDIO_DELTA)), _floor([AUDIO_DELTA]),
+         args.rounds),
+        ("text delta (Gemini)", lambda: _send(text.from_upstream(TEXT_DELTA)), _floor([TEXT_DELTA]), args.rounds),
+        ("whole text turn (24 frames)", _turn, _floor(TURN_FRAMES), max(200, args.rounds // 20)),
+    ]
+    print(f"{'event':34} {'livegate µs':>12} {'json floor µs':>14} {'ratio':>7}")
+    results = {}
+    for name, fn, floor, rounds in cases:
+        ours, base = _median_us(fn, rounds), _median_us(floor, rounds)
+        results[name] = ours
+        print(f"{name:34} {ours:12.1f} {base:14.1f} {ours / base:7.1f}x")
+    # A talking session: 10 appends/s from the microphone and 25 audio deltas/s from Gemini.
+    per_second = 10 * results["audio append (client, 100 ms)"] + 25 * results["audio delta (Gemini, 40 ms)"]
+    print(f"\naudio session: {per_second:.0f} µs of translation per second of conversation "
+          f"-> about {1e6 / per_second:.0f} concurrent talking sessions per core (translation only)")
+
+
+if __name__ == "__main__":
+    main()

@@ -118,6 +118,16 @@ class Helpers(functions.Functions):
         """Decoded byte length of a base64 string (e.g. to turn PCM16 audio into milliseconds)."""
         return b64_byte_length(data)
 
+    @functions.signature({"types": ["string", "null"]})
+    def _func_duration_ms(self, duration: str | None) -> int | None:
+        """A protobuf Duration as JSON (`"1.5s"`) in whole milliseconds; null when absent or malformed."""
+        if not duration or not duration.endswith("s"):
+            return None
+        try:
+            return round(float(duration[:-1]) * 1000)
+        except ValueError:
+            return None
+
     @functions.signature({"types": ["string"]})
     def _func_is_base64(self, data: str) -> bool:
         return is_base64(data)

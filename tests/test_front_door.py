@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.server import serve as ws_serve
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from engine.config import parse_config
@@ -142,6 +144,16 @@ async def test_unreachable_upstream_is_an_error_and_close_1014() -> None:
         assert closed.value.rcvd.code == 1014
 
 
+@contextlib.asynccontextmanager
+async def _through_fake_upstream(handler: Any) -> AsyncIterator[ClientConnection]:
+    """A client connected to livegate, whose Gemini is `handler` (a websockets server handler)."""
+    async with ws_serve(handler, "127.0.0.1", 0) as fake:
+        port = fake.sockets[0].getsockname()[1]
+        async with serve(create_app(_config(f"ws://127.0.0.1:{port}"))) as url, \
+                _connect(url.replace("http", "ws")) as ws:
+            yield ws
+
+
 async def test_upstream_close_is_reported_with_its_code() -> None:
     async def close_after_setup(ws: Any) -> None:
         await ws.recv()
@@ -149,16 +161,44 @@ async def test_upstream_close_is_reported_with_its_code() -> None:
         await ws.recv()
         await ws.close(1011, "Deadline expired")
 
-    from websockets.asyncio.server import serve as ws_serve
+    async with _through_fake_upstream(close_after_setup) as ws:
+        await ws.send(json.dumps({"type": "response.create", "event_id": "r1"}))
+        error = await _until(ws, "error")
+        assert error["error"]["code"] == "upstream_closed"
+        assert "1011" in error["error"]["message"] and "Deadline expired" in error["error"]["message"]
+        with pytest.raises(ConnectionClosed) as closed:
+            await asyncio.wait_for(ws.recv(), 5)
+        assert closed.value.rcvd.code == 1014
 
-    async with ws_serve(close_after_setup, "127.0.0.1", 0) as fake:
-        port = fake.sockets[0].getsockname()[1]
-        async with serve(create_app(_config(f"ws://127.0.0.1:{port}"))) as url, \
-                _connect(url.replace("http", "ws")) as ws:
-            await ws.send(json.dumps({"type": "response.create", "event_id": "r1"}))
-            error = await _until(ws, "error")
-            assert error["error"]["code"] == "upstream_closed"
-            assert "1011" in error["error"]["message"] and "Deadline expired" in error["error"]["message"]
-            with pytest.raises(ConnectionClosed) as closed:
-                await asyncio.wait_for(ws.recv(), 5)
-            assert closed.value.rcvd.code == 1014
+
+async def test_response_done_without_usage_is_not_held_forever() -> None:
+    """Gemini ends the turn and never reports usage: response.done still arrives (the pump's idle timer)."""
+    async def no_usage(ws: Any) -> None:
+        await ws.recv()
+        await ws.send(json.dumps({"setupComplete": {}}).encode())
+        async for message in ws:
+            if "turnComplete" in message:
+                await ws.send(json.dumps({"serverContent": {"modelTurn": {"parts": [{"text": "hi"}]}}}).encode())
+                await ws.send(json.dumps({"serverContent": {"turnComplete": True}}).encode())
+
+    async with _through_fake_upstream(no_usage) as ws:
+        await ws.send(json.dumps({"type": "session.update", "session": {"type": "realtime",
+                                                                        "output_modalities": ["text"]}}))
+        await ws.send(json.dumps({"type": "response.create"}))
+        done = await _until(ws, "response.done")
+        assert done["response"]["status"] == "completed" and "usage" not in done["response"]
+
+
+async def test_session_log_line_has_tokens_and_no_secrets(base: str, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("INFO")
+    async with _connect(base) as ws:
+        await _text_turn(ws)
+    for _ in range(50):  # the server logs when its side of the session has wound down
+        if any("session_end" in r.getMessage() for r in caplog.records):
+            break
+        await asyncio.sleep(0.02)
+    line = next(r.getMessage() for r in caplog.records if "session_end" in r.getMessage())
+    record = json.loads(line.split(" ", 1)[1])
+    assert record["model"] == "gpt-realtime" and record["tokens"]["total_tokens"] > 0
+    everything = "\n".join(r.getMessage() for r in caplog.records)
+    assert GEMINI_KEY not in everything and MASTER_KEY not in everything

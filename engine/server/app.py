@@ -18,6 +18,7 @@ from engine import __version__
 from engine.config import Config, ModelRoute
 from engine.mapping import Mappings, load_mappings
 from engine.server import auth
+from engine.server.passthrough import add_passthrough_routes
 from engine.server.realtime import RealtimeSession
 from engine.translator import Translator
 from engine.upstream.base import provider_for
@@ -76,6 +77,7 @@ def create_app(config: Config, mappings: Mappings | None = None, *, simulator_ch
     async def realtime(ws: WebSocket) -> None:
         await _realtime(ws, gateway)
 
+    add_passthrough_routes(app, gateway)
     return app
 
 

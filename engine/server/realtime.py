@@ -27,6 +27,7 @@ from engine.errors import error_event
 from engine.translator import Output, Translator
 from engine.upstream.base import Provider
 from engine.upstream.connection import UpstreamConnection, UpstreamError
+from engine.upstream.google_credentials import CredentialsError
 
 log = logging.getLogger("livegate.session")
 
@@ -120,7 +121,10 @@ class RealtimeSession:
         except TimeoutError:
             await self._fail("Gemini Live did not answer the session setup in time.", "upstream_timeout")
             return None
-        except Exception as exc:  # credentials and other provider failures: no details to the client
+        except CredentialsError as exc:  # its message names the problem, never a secret
+            await self._fail(f"livegate could not authenticate to Gemini Live: {exc}", "upstream_auth_failed")
+            return None
+        except Exception as exc:  # other provider failures: no details to the client
             log.warning("could not open the upstream: %s", type(exc).__name__)
             await self._fail("livegate could not open the Gemini Live session.", "upstream_unavailable")
             return None

@@ -18,17 +18,18 @@ import json
 import logging
 import threading
 import weakref
+from functools import cache
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-import google.auth
-import google.auth.credentials
-import google.auth.exceptions
-from google.auth.transport import requests as google_requests
+# google-auth and its requests transport are imported when a credential is first used, so a gateway
+# without Vertex routes does not pay for them at startup.
+if TYPE_CHECKING:
+    import google.auth.credentials
 
 log = logging.getLogger("livegate.credentials")
 
-SCOPES = ("https://www.googleapis.com/auth/cloud-platform",)
+SCOPES = ["https://www.googleapis.com/auth/cloud-platform"]
 TOKEN_REQUEST_TIMEOUT = 20.0  # seconds per HTTP call to the token endpoint (google-auth's default is 120)
 REFRESH_TIMEOUT = 45.0  # the whole load + refresh, retries included: callers must never hang on it
 
@@ -52,17 +53,24 @@ class BearerToken(NamedTuple):
         return f"BearerToken(token=<redacted>, quota_project={self.quota_project!r})"
 
 
-class _Request(google_requests.Request):
-    """google-auth's requests transport with a timeout a gateway can live with."""
+@cache
+def _request_class() -> type:
+    from google.auth.transport import requests as google_requests
 
-    def __call__(self, url: str, method: str = "GET", body: Any = None, headers: Any = None,
-                 timeout: float | None = None, **kwargs: Any) -> Any:
-        return super().__call__(url, method=method, body=body, headers=headers,
-                                timeout=min(timeout or TOKEN_REQUEST_TIMEOUT, TOKEN_REQUEST_TIMEOUT), **kwargs)
+    class _Request(google_requests.Request):
+        """google-auth's requests transport with a timeout a gateway can live with."""
+
+        def __call__(self, url: str, method: str = "GET", body: Any = None, headers: Any = None,
+                     timeout: float | None = None, **kwargs: Any) -> Any:
+            return super().__call__(url, method=method, body=body, headers=headers,
+                                    timeout=min(timeout or TOKEN_REQUEST_TIMEOUT, TOKEN_REQUEST_TIMEOUT), **kwargs)
+
+    return _Request
 
 
 def describe(source: str | None) -> str:
-    """How a credential source is named in messages: the file path, never inline JSON."""
+    """How a credential source is named in messages: the file path, never inline JSON. Messages put it last,
+    so a close reason cut at 123 bytes keeps the cause."""
     if source is None:
         return "Application Default Credentials"
     return "(inline JSON)" if _is_inline(source) else source
@@ -94,6 +102,8 @@ class _Entry:
 
     def refresh(self) -> google.auth.credentials.Credentials:
         """Load if needed and refresh unless fresh. Runs in a worker thread."""
+        import google.auth.exceptions
+
         with self.thread_lock:
             if self.credentials is None:
                 self.credentials = _load(self.source)
@@ -101,15 +111,15 @@ class _Entry:
             if _fresh(credentials):
                 return credentials
             try:
-                credentials.refresh(_Request())
+                credentials.refresh(_request_class()())
             except google.auth.exceptions.RefreshError as exc:
-                raise CredentialsError(f"Google rejected the Vertex credentials {describe(self.source)}: "
-                                       f"{_first_line(exc)}") from None
+                raise CredentialsError(f"Google rejected the Vertex credentials ({_first_line(exc)}): "
+                                       f"{describe(self.source)}") from None
             except google.auth.exceptions.TransportError as exc:
                 cause = type(exc.__cause__ or exc).__name__
                 raise CredentialsError(f"Google's token endpoint is unreachable ({cause})") from None
             if credentials.token is None:
-                raise CredentialsError(f"Google returned no access token for {describe(self.source)}")
+                raise CredentialsError(f"Google returned no access token: {describe(self.source)}")
             return credentials
 
 
@@ -172,18 +182,25 @@ async def _refresh(entry: _Entry) -> google.auth.credentials.Credentials:
 
 def _fresh(credentials: google.auth.credentials.Credentials) -> bool:
     """google-auth's own verdict: a token that is not within its refresh threshold of expiry."""
+    import google.auth.credentials
+
     return credentials.token_state == google.auth.credentials.TokenState.FRESH
 
 
 def _usable(credentials: google.auth.credentials.Credentials) -> bool:
     """Not fresh any more, but not yet past its real expiry (google-auth calls this STALE)."""
+    import google.auth.credentials
+
     return credentials.token_state == google.auth.credentials.TokenState.STALE
 
 
 def _load(source: str | None) -> google.auth.credentials.Credentials:
+    import google.auth
+    import google.auth.exceptions
+
     if source is None:
         try:
-            credentials, _ = google.auth.default(scopes=list(SCOPES))
+            credentials, _ = google.auth.default(scopes=SCOPES)
         except google.auth.exceptions.DefaultCredentialsError:
             raise CredentialsError(
                 "Vertex credentials not configured: no vertex_credentials and no Application Default "
@@ -199,20 +216,69 @@ def _load(source: str | None) -> google.auth.credentials.Credentials:
             raise CredentialsError(f"Vertex credentials file not found: {source}") from None
         except (OSError, UnicodeDecodeError) as exc:
             reason = getattr(exc, "strerror", None) or type(exc).__name__
-            raise CredentialsError(f"Vertex credentials file cannot be read: {source} ({reason})") from None
+            raise CredentialsError(f"Vertex credentials file cannot be read ({reason}): {source}") from None
     try:
         info = json.loads(text)
     except ValueError:
-        raise CredentialsError(f"Vertex credentials {describe(source)} are not valid JSON") from None
+        raise CredentialsError(f"Vertex credentials are not valid JSON: {describe(source)}") from None
     if not isinstance(info, dict):
-        raise CredentialsError(f"Vertex credentials {describe(source)} are not a JSON object")
+        raise CredentialsError(f"Vertex credentials are not a JSON object: {describe(source)}")
+    kind = info.get("type")
+    loader = _LOADERS.get(kind) if isinstance(kind, str) else None
+    if loader is None:
+        raise CredentialsError(f"Vertex credentials have an unsupported type {kind!r} (expected one of "
+                               f"{', '.join(sorted(_LOADERS))}): {describe(source)}")
     try:
-        credentials, _ = google.auth.load_credentials_from_dict(info, scopes=list(SCOPES))
-    except (google.auth.exceptions.DefaultCredentialsError, ValueError) as exc:
-        kind = info.get("type")
-        raise CredentialsError(f"Vertex credentials {describe(source)} (type {kind!r}) are not usable: "
-                               f"{_first_line(exc)}") from None
-    return credentials
+        return loader(info)
+    except (google.auth.exceptions.DefaultCredentialsError, ValueError, TypeError, KeyError) as exc:
+        raise CredentialsError(f"Vertex credentials of type {kind!r} are not usable ({_first_line(exc)}): "
+                               f"{describe(source)}") from None
+
+
+# One loader per credential type, rather than google-auth's generic loader (deprecated: it would load any
+# type it is handed). External accounts (workload identity federation) pick their flavour by source.
+def _service_account(info: dict[str, Any]) -> google.auth.credentials.Credentials:
+    from google.oauth2 import service_account
+
+    return service_account.Credentials.from_service_account_info(info, scopes=SCOPES)
+
+
+def _authorized_user(info: dict[str, Any]) -> google.auth.credentials.Credentials:
+    from google.oauth2 import credentials
+
+    return credentials.Credentials.from_authorized_user_info(info, scopes=SCOPES)
+
+
+def _impersonated(info: dict[str, Any]) -> google.auth.credentials.Credentials:
+    from google.auth import impersonated_credentials
+
+    return impersonated_credentials.Credentials.from_impersonated_service_account_info(info, scopes=SCOPES)
+
+
+def _external_account(info: dict[str, Any]) -> google.auth.credentials.Credentials:
+    from google.auth import aws, identity_pool, pluggable
+
+    credential_source = info.get("credential_source") or {}
+    if str(credential_source.get("environment_id", "")).startswith("aws"):
+        return aws.Credentials.from_info(info, scopes=SCOPES)
+    if "executable" in credential_source:
+        return pluggable.Credentials.from_info(info, scopes=SCOPES)
+    return identity_pool.Credentials.from_info(info, scopes=SCOPES)
+
+
+def _external_authorized_user(info: dict[str, Any]) -> google.auth.credentials.Credentials:
+    from google.auth import external_account_authorized_user
+
+    return external_account_authorized_user.Credentials.from_info(info, scopes=SCOPES)
+
+
+_LOADERS = {
+    "service_account": _service_account,
+    "authorized_user": _authorized_user,
+    "impersonated_service_account": _impersonated,
+    "external_account": _external_account,
+    "external_account_authorized_user": _external_authorized_user,
+}
 
 
 def _first_line(exc: BaseException) -> str:

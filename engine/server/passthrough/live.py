@@ -1,0 +1,371 @@
+"""Native Gemini Live passthrough: the client speaks Gemini Live, livegate only authenticates it,
+injects Google credentials, completes `setup.model`, and forwards every frame unchanged.
+
+Routes (each also accepts the path google-genai appends to a `base_url`, e.g.
+`/vertex_ai/live/ws/google.cloud.aiplatform.v1beta1.LlmBidiService/BidiGenerateContent`):
+
+    /v1/vertex-ai/live, /vertex-ai/live, /vertex_ai/live, /v1/vertex_ai/live   Vertex AI (google-auth bearer)
+    /gemini/live, /v1/gemini/live                                              Google AI Studio (server API key)
+
+Handshake refusals (HTTP, JSON reason): 401 bad livegate key, 400 invalid project/location query,
+404 unknown path suffix. After the handshake the first client frame must be `setup`; then:
+
+    1000       normal end (or the upstream's own code, relayed with its reason)
+    1007       the first frame is not a `setup` with a `model`, or names an invalid project/location
+    1008       no `setup` within SETUP_TIMEOUT seconds
+    1011       internal livegate error
+    1014       Gemini could not be reached, refused the handshake, or the connection was lost
+    4001       Vertex credentials not configured, unreadable or rejected (the reason says which)
+    4002       no Vertex project id (query `project_id` / `vertex_project`, the setup model or the config)
+    4003       the model is not on this gateway's model list, or not served by this backend
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import re
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+from fastapi import WebSocket, WebSocketDisconnect
+from fastapi.responses import JSONResponse
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+
+from engine import __version__
+from engine.config import ModelRoute
+from engine.server import auth
+from engine.server.passthrough.models import match_model, vertex_scope
+from engine.server.passthrough.usage import LiveUsageMeter
+from engine.upstream import google_credentials
+from engine.upstream.aistudio import AIStudioProvider
+from engine.upstream.connection import MAX_FRAME_BYTES
+from engine.upstream.vertex import (
+    VERTEX_VERSION,
+    live_url,
+    model_resource,
+    resource_scope,
+    short_model_id,
+    valid_location,
+    valid_project,
+    valid_version,
+)
+
+if TYPE_CHECKING:
+    from engine.server.app import Gateway
+
+log = logging.getLogger("livegate.passthrough")
+
+Backend = Literal["vertex", "aistudio"]
+
+VERTEX_PATHS = ("/v1/vertex-ai/live", "/vertex-ai/live", "/vertex_ai/live", "/v1/vertex_ai/live")
+AISTUDIO_PATHS = ("/gemini/live", "/v1/gemini/live")
+
+CLOSE_NORMAL = 1000
+CLOSE_INVALID_SETUP = 1007
+CLOSE_POLICY = 1008
+CLOSE_INTERNAL_ERROR = 1011
+CLOSE_BAD_GATEWAY = 1014
+CLOSE_NO_CREDENTIALS = 4001
+CLOSE_NO_PROJECT = 4002
+CLOSE_MODEL_NOT_ALLOWED = 4003
+
+SETUP_TIMEOUT = 30.0
+UPSTREAM_OPEN_TIMEOUT = 10.0
+
+# The method paths google-genai appends to its base_url; the version in them is kept for the upstream.
+_SUFFIX = {
+    "vertex": re.compile(r"/?ws/google\.cloud\.aiplatform\.(?P<version>[^./]+)\.LlmBidiService/BidiGenerateContent"),
+    "aistudio": re.compile(
+        r"/?ws/google\.ai\.generativelanguage\.(?P<version>[^./]+)\.GenerativeService\.BidiGenerateContent"),
+}
+_NAMES = {"vertex": "Vertex AI", "aistudio": "Google AI Studio"}
+# Codes an endpoint may not put in a close frame (RFC 6455 §7.4.1), and what the client gets instead.
+_UNSENDABLE = {1005: CLOSE_NORMAL, 1006: CLOSE_BAD_GATEWAY, 1015: CLOSE_BAD_GATEWAY}
+
+
+class _Close(Exception):
+    """End the session with this close code and reason (no secret in either)."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(code, reason)
+        self.code, self.reason = code, reason
+
+
+@dataclass(frozen=True)
+class _Plan:
+    url: str
+    headers: dict[str, str]  # carry credentials: never logged
+    setup_model: str
+    upstream_model: str
+    project: str | None = None
+    location: str | None = None
+
+    def __repr__(self) -> str:
+        return f"_Plan({self.url!r}, {self.setup_model!r})"
+
+
+async def live_passthrough(ws: WebSocket, gateway: Gateway, backend: Backend, suffix: str = "") -> None:
+    """Handshake checks, then one PassthroughSession."""
+    offered = list(ws.scope.get("subprotocols") or [])
+    refusal = auth.refusal(gateway.config, auth.client_key(ws.headers, offered))
+    if refusal is not None:
+        await _deny(ws, refusal[0], refusal[1], "invalid_api_key")
+        return
+    version = None
+    if suffix.strip("/"):
+        match = _SUFFIX[backend].fullmatch(suffix)
+        if match is None or not valid_version(match["version"]):
+            await _deny(ws, 404, f"Not a {_NAMES[backend]} Live endpoint: {ws.url.path}", "not_found")
+            return
+        version = match["version"]
+    query = ws.query_params
+    project = (query.get("project_id") or query.get("vertex_project")) if backend == "vertex" else None
+    location = (query.get("location") or query.get("vertex_location")) if backend == "vertex" else None
+    if project is not None and not valid_project(project):
+        await _deny(ws, 400, "Invalid project_id.", "invalid_project")
+        return
+    if location is not None and not valid_location(location):
+        await _deny(ws, 400, "Invalid location.", "invalid_location")
+        return
+    chosen = next((p for p in offered if not p.startswith(auth.INSECURE_KEY_PROTOCOL)), None)
+    await ws.accept(subprotocol=chosen)
+    await PassthroughSession(ws, gateway, backend, version, project, location).run()
+
+
+async def _deny(ws: WebSocket, status: int, message: str, code: str) -> None:
+    body = {"error": {"type": "invalid_request_error", "code": code, "message": message}}
+    await ws.send_denial_response(JSONResponse(body, status_code=status))
+
+
+class PassthroughSession:
+    def __init__(self, ws: WebSocket, gateway: Gateway, backend: Backend, version: str | None,
+                 project: str | None, location: str | None) -> None:
+        self.ws = ws
+        self.gateway = gateway
+        self.backend: Backend = backend
+        self.client_version = version
+        self.query_project = project
+        self.query_location = location
+        self.usage = LiveUsageMeter()
+        self.started = time.monotonic()
+        self.model: str | None = None  # what the client asked for
+        self.plan: _Plan | None = None
+        self.upstream: ClientConnection | None = None
+        self.closed: tuple[int, str, str] | None = None  # (code, reason, by whom)
+
+    async def run(self) -> None:
+        try:
+            setup = await self._first_frame()
+            if setup is not None:
+                frame, message = setup
+                self.plan = await self._plan(message["setup"]["model"])
+                self.upstream = await self._open(self.plan)
+                await self.upstream.send(self._setup_frame(frame, message, self.plan.setup_model))
+                await self._pump(self.upstream)
+        except _Close as close:
+            await self._close_client(close.code, close.reason, "livegate")
+        except ConnectionClosed as exc:  # the upstream went away while we sent the setup
+            await self._upstream_closed(exc)
+        except WebSocketDisconnect as exc:
+            self._ended(exc.code or CLOSE_NORMAL, "client disconnected", "client")
+        except Exception:
+            log.exception("passthrough session failed")
+            await self._close_client(CLOSE_INTERNAL_ERROR, "internal error", "livegate")
+        finally:
+            if self.upstream is not None:
+                with contextlib.suppress(Exception):
+                    await self.upstream.close()
+            self._log_end()
+
+    # --- setup -------------------------------------------------------------------------------------------
+
+    async def _first_frame(self) -> tuple[str | bytes, dict[str, Any]] | None:
+        """The client's setup frame as received and parsed, or None if the client left first."""
+        try:
+            message = await asyncio.wait_for(self.ws.receive(), SETUP_TIMEOUT)
+        except TimeoutError:
+            raise _Close(CLOSE_POLICY, f"no setup message within {SETUP_TIMEOUT:g} s") from None
+        if message["type"] == "websocket.disconnect":
+            self._ended(message.get("code") or CLOSE_NORMAL, "client disconnected", "client")
+            return None
+        frame = message["text"] if message.get("text") is not None else message.get("bytes")
+        try:
+            parsed = json.loads(frame) if frame is not None else None
+        except (ValueError, UnicodeDecodeError):
+            parsed = None
+        setup = parsed.get("setup") if isinstance(parsed, dict) else None
+        if not isinstance(setup, dict) or not isinstance(setup.get("model"), str) or not setup["model"]:
+            raise _Close(CLOSE_INVALID_SETUP, 'the first message must be {"setup": {"model": ...}}')
+        assert frame is not None and isinstance(parsed, dict)
+        self.model = setup["model"][:300]  # for the log line; what is forwarded is untouched
+        return frame, parsed
+
+    async def _plan(self, model: str) -> _Plan:
+        match = match_model(self.gateway.config, model)
+        if match is None:
+            raise _Close(CLOSE_MODEL_NOT_ALLOWED, f"model {model!r} is not available on this gateway")
+        provider = match.route.provider
+        if self.backend == "vertex":
+            if provider == "simulator":
+                raise _Close(CLOSE_MODEL_NOT_ALLOWED, f"model {model!r} is served by the local simulator")
+            return await self._vertex_plan(model, match.upstream_id, match.route)
+        if provider == "vertex_ai":
+            raise _Close(CLOSE_MODEL_NOT_ALLOWED, f"model {model!r} is on Vertex AI: use /vertex_ai/live")
+        return await self._aistudio_plan(match.upstream_id, match.route)
+
+    async def _vertex_plan(self, model: str, upstream_id: str, route: ModelRoute) -> _Plan:
+        named_project, named_location = resource_scope(model)  # a full resource path is kept as sent
+        if (named_project and not valid_project(named_project)) or (
+                named_location and not valid_location(named_location)):
+            raise _Close(CLOSE_INVALID_SETUP, "setup.model names an invalid project or location")
+        scope = vertex_scope(self.gateway.config, route, project=named_project or self.query_project,
+                             location=named_location or self.query_location)
+        if not scope.project:
+            raise _Close(CLOSE_NO_PROJECT, "Vertex AI project id not provided: pass ?project_id=P or configure "
+                                           "vertex_project")
+        try:
+            token = await google_credentials.bearer_token(scope.credentials)
+        except google_credentials.CredentialsError as exc:
+            raise _Close(CLOSE_NO_CREDENTIALS, str(exc)) from None
+        if named_project and short_model_id(model) == upstream_id:
+            setup_model = model
+        else:
+            setup_model = model_resource(scope.project, scope.location, upstream_id)
+        version = scope.api_version or self.client_version or VERTEX_VERSION
+        return _Plan(live_url(scope.location, version, scope.api_base), token.headers(), setup_model, upstream_id,
+                     scope.project, scope.location)
+
+    async def _aistudio_plan(self, upstream_id: str, route: ModelRoute) -> _Plan:
+        api_base, api_key = route.api_base, route.api_key
+        if route.provider == "simulator":
+            api_base, api_key = api_base or self.gateway.simulator_url, api_key or "simulator"
+            if api_base is None:
+                raise RuntimeError("the simulator is not running")
+        provider = AIStudioProvider(upstream_id, api_key=api_key or "", api_base=api_base,
+                                    api_version=route.api_version or self.client_version)
+        target = await provider.target()
+        return _Plan(target.url, target.headers, target.setup_model, upstream_id)
+
+    @staticmethod
+    def _setup_frame(frame: str | bytes, message: dict[str, Any], setup_model: str) -> str | bytes:
+        """The setup frame as the client sent it, re-serialised only when the model is rewritten."""
+        if message["setup"]["model"] == setup_model:
+            return frame
+        message["setup"]["model"] = setup_model
+        text = json.dumps(message, ensure_ascii=False, separators=(",", ":"))
+        return text.encode() if isinstance(frame, bytes) else text
+
+    async def _open(self, plan: _Plan) -> ClientConnection:
+        name = _NAMES[self.backend]
+        try:
+            return await connect(plan.url, additional_headers=plan.headers, max_size=MAX_FRAME_BYTES,
+                                 open_timeout=UPSTREAM_OPEN_TIMEOUT, compression=None, ping_interval=20,
+                                 user_agent_header=f"livegate/{__version__}")
+        except InvalidStatus as exc:
+            raise _Close(CLOSE_BAD_GATEWAY, f"{name} refused the connection (HTTP {exc.response.status_code})"
+                         ) from None
+        except (OSError, InvalidHandshake, TimeoutError) as exc:
+            raise _Close(CLOSE_BAD_GATEWAY, f"{name} is unreachable ({type(exc).__name__})") from None
+
+    # --- relay -------------------------------------------------------------------------------------------
+
+    async def _pump(self, upstream: ClientConnection) -> None:
+        tasks = {asyncio.create_task(self._client_to_upstream(upstream)),
+                 asyncio.create_task(self._upstream_to_client(upstream))}
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        for task in done:
+            task.result()  # re-raise a failure (-> 1011)
+
+    async def _client_to_upstream(self, upstream: ClientConnection) -> None:
+        while True:
+            message = await self.ws.receive()
+            if message["type"] == "websocket.disconnect":
+                code = message.get("code") or CLOSE_NORMAL
+                self._ended(code, message.get("reason") or "client disconnected", "client")
+                sendable = code if _sendable(code) else CLOSE_NORMAL
+                with contextlib.suppress(Exception):
+                    await upstream.close(sendable, _truncate(message.get("reason") or ""))
+                return
+            data = message["text"] if message.get("text") is not None else message.get("bytes")
+            if data is None:
+                continue
+            try:
+                await upstream.send(data)  # str -> text frame, bytes -> binary frame: as the client sent it
+            except ConnectionClosed as exc:
+                await self._upstream_closed(exc)
+                return
+
+    async def _upstream_to_client(self, upstream: ClientConnection) -> None:
+        while True:
+            try:
+                frame = await upstream.recv()
+            except ConnectionClosed as exc:
+                await self._upstream_closed(exc)
+                return
+            self.usage.observe(frame)
+            try:
+                if isinstance(frame, bytes):
+                    await self.ws.send_bytes(frame)
+                else:
+                    await self.ws.send_text(frame)
+            except (WebSocketDisconnect, RuntimeError):
+                self._ended(CLOSE_NORMAL, "client disconnected", "client")
+                return
+
+    async def _upstream_closed(self, exc: ConnectionClosed) -> None:
+        if exc.rcvd is not None:
+            code, reason = exc.rcvd.code, exc.rcvd.reason
+        else:
+            code, reason = 1006, f"{_NAMES[self.backend]} connection lost"
+        await self._close_client(_UNSENDABLE.get(code, code), reason, "upstream")
+
+    # --- ending ------------------------------------------------------------------------------------------
+
+    def _ended(self, code: int, reason: str, by: str) -> None:
+        if self.closed is None:
+            self.closed = (code, reason, by)
+
+    async def _close_client(self, code: int, reason: str, by: str) -> None:
+        if self.closed is not None:
+            return
+        self._ended(code, reason, by)
+        if code != CLOSE_NORMAL or by != "livegate":
+            log.info("passthrough closing the client with %d: %s", code, reason)
+        with contextlib.suppress(Exception):
+            await self.ws.close(code if _sendable(code) else CLOSE_INTERNAL_ERROR, _truncate(reason))
+
+    def _log_end(self) -> None:
+        code, reason, by = self.closed or (CLOSE_NORMAL, "", "livegate")
+        plan = self.plan
+        log.info("passthrough_session_end %s", json.dumps({
+            "route": "vertex_ai/live" if self.backend == "vertex" else "gemini/live",
+            "backend": self.backend,
+            "model": self.model,
+            "upstream_model": plan.setup_model if plan else None,
+            "project": plan.project if plan else None,
+            "location": plan.location if plan else None,
+            "duration_s": round(time.monotonic() - self.started, 3),
+            "close_code": code,
+            "close_reason": reason,
+            "closed_by": by,
+            "tokens": self.usage.finish().to_json(),
+        }, sort_keys=True))
+
+
+def _sendable(code: int) -> bool:
+    return code in (1000, 1001, 1002, 1003) or 1007 <= code <= 1014 or 3000 <= code <= 4999
+
+
+def _truncate(reason: str) -> str:
+    """Close reasons are capped at 123 bytes of UTF-8."""
+    return reason.encode()[:123].decode(errors="ignore")

@@ -1,0 +1,201 @@
+"""Vertex AI REST passthrough: `/vertex_ai/{path}` -> `https://{location}-aiplatform.googleapis.com/{path}`,
+`/vertex_ai/discovery/{path}` -> `https://discoveryengine.googleapis.com/{path}` (also under `/vertex-ai/`).
+
+Method, query and body go through untouched; the client's livegate key is swapped for a google-auth
+bearer. Responses stream back chunk by chunk (`streamGenerateContent`, `alt=sse`), with the upstream's
+status, headers and body, errors included. Paths naming a publisher model are checked against the
+model list (403); a `model_name` in the path is replaced by its entry's model id.
+
+livegate's own answers: 401 bad key, 400 invalid location in the path, 403 model not allowed,
+500 Vertex credentials unavailable, 502 Google unreachable, 504 Google did not answer in time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import re
+import time
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
+from urllib.parse import quote
+
+import httpx
+from fastapi import Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+from engine.server import auth
+from engine.server.passthrough.models import ModelMatch, match_model, vertex_scope
+from engine.server.passthrough.usage import UsageTotals, last_usage
+from engine.upstream import google_credentials
+from engine.upstream.vertex import valid_location, vertex_host
+
+if TYPE_CHECKING:
+    from engine.server.app import Gateway
+
+log = logging.getLogger("livegate.passthrough")
+
+PREFIXES = ("/vertex_ai", "/vertex-ai")
+METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
+DISCOVERY_ORIGIN = "https://discoveryengine.googleapis.com"
+TIMEOUT = httpx.Timeout(connect=10.0, read=600.0, write=60.0, pool=10.0)  # long generations pause between chunks
+MAX_USAGE_BODY = 16 * 1024 * 1024  # response bytes kept (beside the stream) to read usage at the end
+
+# Never forwarded: the client's livegate key, hop-by-hop headers, and what httpx or livegate set itself.
+_DROP_REQUEST = frozenset({
+    "authorization", "api-key", "x-goog-api-key", "x-livegate-api-key", "x-litellm-api-key", "x-goog-user-project",
+    "cookie", "host", "connection", "keep-alive", "proxy-authorization", "proxy-connection", "te", "trailer",
+    "transfer-encoding", "upgrade", "accept-encoding",
+})
+# The body is relayed decoded, in chunks of its own: length and encoding are the relay's business.
+_DROP_RESPONSE = frozenset({
+    "connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "trailer",
+    "content-length", "content-encoding",
+})
+_RAW_VERTEX = re.compile(rb"^/vertex[_-]ai/")
+_RAW_DISCOVERY = re.compile(rb"^/vertex[_-]ai/discovery/")
+_MODEL = re.compile(r"(?:^|/)models/(?P<model>[^/:]+)")
+_LOCATION = re.compile(r"(?:^|/)locations/(?P<location>[^/]+)")
+_USAGE_METHODS = (":generateContent", ":streamGenerateContent")
+
+
+class RestPassthrough:
+    """One per app: the shared httpx client (a connection pool to Google) and the request handler."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+        self._client: httpx.AsyncClient | None = None
+
+    def client(self) -> httpx.AsyncClient:
+        if self._client is None:  # created on first use, inside the serving event loop
+            self._client = httpx.AsyncClient(timeout=TIMEOUT, follow_redirects=False)
+        return self._client
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    async def handle(self, request: Request, discovery: bool = False) -> Response:
+        started = time.monotonic()
+        refusal = auth.refusal(self.gateway.config, auth.client_key(request.headers))
+        if refusal is not None:
+            return _error(refusal[0], refusal[1], "invalid_api_key")
+        path = _upstream_path(request, discovery)
+        decoded = request.path_params.get("path", "")
+        match: ModelMatch | None = None
+        location: str | None = None
+        if not discovery:
+            model = _MODEL.search(decoded)
+            if model is not None:
+                match = match_model(self.gateway.config, model["model"])
+                if match is None or match.route.provider == "simulator":
+                    return _error(403, f"The model '{model['model']}' is not available on this gateway.",
+                                  "model_not_allowed")
+                if match.upstream_id != model["model"]:  # a model_name: Google gets the entry's model id
+                    path = path.replace(f"models/{model['model']}", f"models/{match.upstream_id}", 1)
+            named = _LOCATION.search(decoded)
+            if named is not None:
+                location = named["location"]
+                if not valid_location(location):
+                    return _error(400, "Invalid location in the path.", "invalid_location")
+        scope = vertex_scope(self.gateway.config, match.route if match else None, location=location)
+        if discovery:
+            base = self.gateway.config.vertex.discovery_api_base or DISCOVERY_ORIGIN
+        else:
+            base = scope.api_base or f"https://{vertex_host(scope.location)}"
+        try:
+            token = await google_credentials.bearer_token(scope.credentials)
+        except google_credentials.CredentialsError as exc:
+            return _error(500, str(exc), "vertex_credentials_unavailable")
+        url = http_base(base) + path + (f"?{request.url.query}" if request.url.query else "")
+        headers = [(k, v) for k, v in request.headers.items() if k.lower() not in _DROP_REQUEST]
+        headers += list(token.headers().items())
+        has_body = "content-length" in request.headers or "transfer-encoding" in request.headers
+        upstream_request = self.client().build_request(
+            request.method, url, headers=headers, content=request.stream() if has_body else None)
+        try:
+            upstream = await self.client().send(upstream_request, stream=True)
+        except httpx.TimeoutException:
+            return _error(504, "Vertex AI did not answer in time.", "upstream_timeout")
+        except httpx.TransportError as exc:
+            return _error(502, f"Vertex AI is unreachable ({type(exc).__name__}).", "upstream_unavailable")
+        record = _Record(discovery, decoded, request.method, match, upstream, started)
+        response = StreamingResponse(record.relay(), status_code=upstream.status_code)
+        response.raw_headers = [(k.lower().encode("latin-1"), v.encode("latin-1"))  # repeated ones too
+                                for k, v in upstream.headers.multi_items() if k.lower() not in _DROP_RESPONSE]
+        return response
+
+
+class _Record:
+    """Relays one upstream response body and writes the request's log line when it is done."""
+
+    def __init__(self, discovery: bool, path: str, method: str, match: ModelMatch | None,
+                 upstream: httpx.Response, started: float) -> None:
+        self.discovery, self.path, self.method, self.match = discovery, path, method, match
+        self.upstream, self.started = upstream, started
+        self.metered = upstream.status_code == 200 and path.endswith(_USAGE_METHODS)
+        self.body = bytearray()
+
+    async def relay(self) -> AsyncIterator[bytes]:
+        outcome = "complete"
+        try:
+            async for chunk in self.upstream.aiter_bytes():
+                if self.metered and len(self.body) + len(chunk) <= MAX_USAGE_BODY:
+                    self.body += chunk
+                yield chunk
+        except httpx.HTTPError as exc:  # headers are out already: all that is left is to cut the stream
+            outcome = f"upstream error ({type(exc).__name__})"
+            log.warning("Vertex REST passthrough: %s", outcome)
+        except BaseException:
+            outcome = "client disconnected"
+            raise
+        finally:
+            with contextlib.suppress(Exception):
+                await self.upstream.aclose()
+            self._log(outcome)
+
+    def _log(self, outcome: str) -> None:
+        totals = UsageTotals()
+        if self.metered and len(self.body) < MAX_USAGE_BODY:
+            event_stream = "text/event-stream" in self.upstream.headers.get("content-type", "")
+            usage = last_usage(bytes(self.body), event_stream)
+            if usage is not None:
+                totals.add(usage)
+        log.info("passthrough_request_end %s", json.dumps({
+            "route": "vertex_ai/discovery" if self.discovery else "vertex_ai",
+            "method": self.method,
+            "path": self.path,  # without the query string, which may carry a Google API key
+            "model": self.match.upstream_id if self.match else None,
+            "status": self.upstream.status_code,
+            "outcome": outcome,
+            "duration_s": round(time.monotonic() - self.started, 3),
+            "tokens": totals.to_json(),
+        }, sort_keys=True))
+
+
+def _upstream_path(request: Request, discovery: bool) -> str:
+    """The path to append to the upstream origin, from the raw (still percent-encoded) request path, so an
+    encoded `?` or `/` reaches Google as the client wrote it."""
+    raw: bytes = request.scope.get("raw_path") or b""
+    match = (_RAW_DISCOVERY if discovery else _RAW_VERTEX).match(raw)
+    if match is None:  # an encoded prefix (`/vertex%5Fai/`): re-encode the decoded remainder
+        return "/" + quote(request.path_params.get("path", ""), safe="/:@!$&'()*+,;=-._~")
+    return "/" + raw[match.end():].decode("latin-1")
+
+
+def http_base(api_base: str) -> str:
+    """An origin for httpx: ws(s) becomes http(s) (one `api_base` serves Live and REST), no trailing slash."""
+    base = api_base.rstrip("/")
+    if base.startswith("wss://"):
+        return "https://" + base[len("wss://"):]
+    if base.startswith("ws://"):
+        return "http://" + base[len("ws://"):]
+    return base
+
+
+def _error(status: int, message: str, code: str) -> JSONResponse:
+    """livegate's own answers, shaped like its other refusals (Google's errors are relayed as they are)."""
+    kind = "server_error" if status >= 500 else "invalid_request_error"
+    return JSONResponse({"error": {"type": kind, "code": code, "message": message}}, status_code=status)

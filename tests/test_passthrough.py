@@ -10,7 +10,7 @@ import asyncio
 import functools
 import json
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,6 @@ from engine.server import create_app
 from engine.server.passthrough import live
 from engine.server.passthrough.usage import LiveUsageMeter
 from engine.simulator import GeminiLiveSimulator
-from engine.upstream import google_credentials
 from tests.fakes import ServedApp, serve_app
 from tests.fakes.google import (
     FakeTokenEndpoint,
@@ -37,38 +36,12 @@ from tests.fakes.google import (
     RecordingLiveUpstream,
     generate_content_response,
     tls_files,
-    write_service_account,
 )
 
 MODEL = "gemini-live-2.5-flash"
 KEY = "sk-livegate-test"
 PREFIX = "[livegate simulator]"
 AUTH = {"x-goog-api-key": KEY}
-ENV_VARS = ("DEFAULT_VERTEXAI_PROJECT", "DEFAULT_VERTEXAI_LOCATION", "DEFAULT_GOOGLE_APPLICATION_CREDENTIALS",
-            "GOOGLE_APPLICATION_CREDENTIALS", "GOOGLE_CLOUD_PROJECT", "GOOGLE_CLOUD_LOCATION", "GOOGLE_API_KEY",
-            "GEMINI_API_KEY", "GOOGLE_GENAI_USE_VERTEXAI", "GOOGLE_GENAI_API_VERSION")
-
-
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    for var in ENV_VARS:
-        monkeypatch.delenv(var, raising=False)
-    google_credentials.clear_cache()
-    yield
-    google_credentials.clear_cache()
-
-
-@pytest.fixture
-def tokens() -> Iterator[FakeTokenEndpoint]:
-    with FakeTokenEndpoint() as endpoint:
-        yield endpoint
-
-
-@pytest.fixture
-def sa_file(tmp_path: Path, tokens: FakeTokenEndpoint) -> Path:
-    return write_service_account(tmp_path / "sa.json", tokens.url)
-
-
 @pytest.fixture
 async def sim() -> AsyncIterator[GeminiLiveSimulator]:
     async with GeminiLiveSimulator() as simulator:

@@ -13,7 +13,7 @@ import json
 import logging
 import math
 import struct
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -32,35 +32,10 @@ from tests.fakes.google import (
     FakeTokenEndpoint,
     service_account_info,
     write_authorized_user,
-    write_service_account,
 )
 
 MODEL = "gemini-live-2.5-flash"
 PREFIX = "[livegate simulator]"
-ENV_VARS = ("DEFAULT_VERTEXAI_PROJECT", "DEFAULT_VERTEXAI_LOCATION", "DEFAULT_GOOGLE_APPLICATION_CREDENTIALS",
-            "GOOGLE_APPLICATION_CREDENTIALS", "GOOGLE_CLOUD_PROJECT", "GOOGLE_CLOUD_QUOTA_PROJECT")
-
-
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    for var in ENV_VARS:
-        monkeypatch.delenv(var, raising=False)
-    google_credentials.clear_cache()
-    yield
-    google_credentials.clear_cache()
-
-
-@pytest.fixture
-def tokens() -> Iterator[FakeTokenEndpoint]:
-    with FakeTokenEndpoint() as endpoint:
-        yield endpoint
-
-
-@pytest.fixture
-def sa_file(tmp_path: Path, tokens: FakeTokenEndpoint) -> Path:
-    return write_service_account(tmp_path / "sa.json", tokens.url)
-
-
 def vertex_entry(**params: Any) -> dict[str, Any]:
     return {"model_name": "live", "litellm_params": {"model": f"vertex_ai/{MODEL}", **params}}
 

@@ -19,6 +19,7 @@ Values written `os.environ/NAME` are read from the environment when the file is 
 from __future__ import annotations
 
 import fnmatch
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -108,8 +109,6 @@ def _opt_str(block: dict[str, Any], key: str, where: str) -> str | None:
     if value is None:
         return None
     if isinstance(value, dict):  # vertex_credentials may be given inline as a JSON object
-        import json
-
         return json.dumps(value)
     if not isinstance(value, str | int | float):
         raise ConfigError(f"{where}.{key}: expected a string")

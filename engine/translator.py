@@ -126,7 +126,7 @@ class Translator:
         out = Output()
         event, error = self.validator.parse(frame, self.dialect)
         if error is not None:
-            self._to_client_out(out, [error])
+            self._send_client(out, error)
             return out
         assert event is not None
         reshape = self._from_client.get(event["type"])
@@ -134,9 +134,9 @@ class Translator:
             event = self._reshape(reshape, event)
         rules = self.mappings.client.get(event["type"])
         if rules is None:
-            self._to_client_out(out, [error_event(
+            self._send_client(out, error_event(
                 f"'{event['type']}' is not supported by this gateway yet; the event was not applied.",
-                code="unsupported_event", param="type", event_id=event.get("event_id"))])
+                code="unsupported_event", param="type", event_id=event.get("event_id")))
             return out
         self._run(rules, event, out, event.get("event_id"))
         return out
@@ -152,9 +152,9 @@ class Translator:
                 message = None
             if not isinstance(message, dict):
                 log.warning("upstream sent a frame that is not a JSON object (%d bytes)", len(frame))
-                self._to_client_out(out, [error_event(
+                self._send_client(out, error_event(
                     "The upstream model service sent a malformed message; it was ignored.",
-                    code="upstream_protocol_error", type="server_error")])
+                    code="upstream_protocol_error", type="server_error"))
                 return out
         message = camelize(message)
         for name in self.mappings.upstream_fields:
@@ -209,9 +209,9 @@ class Translator:
             except (JMESPathError, TypeError, ValueError, KeyError) as exc:
                 # A mapping bug must not take the session down: report it, keep going.
                 log.exception("rule %r (%s) failed", rule.name, rule.where)
-                self._to_client_out(out, [error_event(
+                self._send_client(out, error_event(
                     f"Internal translation error in rule '{rule.name}': {exc}", code="translation_error",
-                    type="server_error", event_id=event_id)])
+                    type="server_error", event_id=event_id))
                 return
             if rule.stop:
                 return
@@ -231,7 +231,7 @@ class Translator:
             if message is None:
                 continue
             if emit.to == "client":
-                self._to_client_out(out, [message])
+                self._send_client(out, message)
             else:
                 out.upstream.append(message)
 
@@ -248,13 +248,13 @@ class Translator:
                 merged.pop(key, None)
         return merged
 
-    def _to_client_out(self, out: Output, messages: list[dict[str, Any]]) -> None:
-        for message in messages:
-            reshape = self._to_client.get(message.get("type", ""))
-            if reshape is not None:
-                if reshape.drop:
-                    continue
-                message = self._reshape(reshape, message)
-            if "event_id" not in message:
-                message = {"event_id": self.ids.new("event"), **message}
-            out.client.append(message)
+    def _send_client(self, out: Output, message: dict[str, Any]) -> None:
+        """Queue a canonical (GA) event for the client: in its dialect, with an event_id."""
+        reshape = self._to_client.get(message.get("type", ""))
+        if reshape is not None:
+            if reshape.drop:
+                return
+            message = self._reshape(reshape, message)
+        if "event_id" not in message:
+            message = {"event_id": self.ids.new("event"), **message}
+        out.client.append(message)

@@ -202,3 +202,23 @@ async def test_session_log_line_has_tokens_and_no_secrets(base: str, caplog: pyt
     assert record["model"] == "gpt-realtime" and record["tokens"]["total_tokens"] > 0
     everything = "\n".join(r.getMessage() for r in caplog.records)
     assert GEMINI_KEY not in everything and MASTER_KEY not in everything
+
+
+async def test_a_failing_upstream_reader_closes_the_client(base: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bug while handling a Gemini frame must end in a 1011 close, never in a client left waiting."""
+    from engine.translator import Translator
+
+    original = Translator.from_upstream
+
+    def explode(self: Translator, frame: Any) -> Any:
+        if b"modelTurn" in (frame if isinstance(frame, bytes) else str(frame).encode()):
+            raise RuntimeError("injected failure")
+        return original(self, frame)
+
+    monkeypatch.setattr(Translator, "from_upstream", explode)
+    async with _connect(base) as ws:
+        await ws.send(json.dumps({"type": "response.create"}))
+        with pytest.raises(ConnectionClosed) as closed:
+            while True:
+                await asyncio.wait_for(ws.recv(), 5)
+        assert closed.value.rcvd.code == 1011

@@ -133,6 +133,15 @@ class RealtimeSession:
         return rest
 
     async def _upstream_loop(self) -> None:
+        try:
+            await self._pump_upstream()
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # never leave the client waiting on a reader that died
+            log.exception("upstream reader failed")
+            await self._close_client(CLOSE_INTERNAL_ERROR, "internal error")
+
+    async def _pump_upstream(self) -> None:
         assert self.upstream is not None
         while True:
             timeout = self.translator.idle_timeout

@@ -50,10 +50,6 @@ class Output:
     client: list[dict[str, Any]] = field(default_factory=list)
     upstream: list[dict[str, Any]] = field(default_factory=list)
 
-    def extend(self, other: Output) -> None:
-        self.client.extend(other.client)
-        self.upstream.extend(other.upstream)
-
 
 def camelize(value: Any) -> Any:
     """snake_case keys to camelCase at every protocol level; returns `value` itself when unchanged."""
@@ -130,7 +126,7 @@ class Translator:
             return out
         assert event is not None
         reshape = self._from_client.get(event["type"])
-        if reshape is not None and reshape.build is not None:
+        if reshape is not None:
             event = self._reshape(reshape, event)
         rules = self.mappings.client.get(event["type"])
         if rules is None:
@@ -160,6 +156,12 @@ class Translator:
         for name in self.mappings.upstream_fields:
             if name in message:
                 self._run(self.mappings.upstream[name], message, out, None)
+        return out
+
+    def server_error(self, message: str, code: str) -> Output:
+        """An `error` event (type server_error) for a failure outside the mappings, e.g. connecting."""
+        out = Output()
+        self._send_client(out, error_event(message, code=code, type="server_error"))
         return out
 
     def upstream_idle(self) -> Output:

@@ -49,12 +49,6 @@ def b64_standard(data: str) -> str:
     return data + "=" * missing if missing else data
 
 
-def b64_byte_length(data: str) -> int:
-    """Decoded size of a base64 string without decoding it."""
-    stripped = data.rstrip("=")
-    return len(stripped) * 3 // 4
-
-
 def is_base64(data: str) -> bool:
     try:
         base64.b64decode(b64_standard(data), validate=True)
@@ -77,15 +71,6 @@ def deep_merge(base: Any, update: Any) -> Any:
         variant = isinstance(value, dict) and "type" in value
         out[key] = deep_merge(old, value) if isinstance(old, dict) and not variant else value
     return out
-
-
-def compact(value: Any) -> Any:
-    """Drop null values from objects and lists, recursively."""
-    if isinstance(value, dict):
-        return {k: compact(v) for k, v in value.items() if v is not None}
-    if isinstance(value, list):
-        return [compact(v) for v in value if v is not None]
-    return value
 
 
 class Helpers(functions.Functions):
@@ -112,11 +97,6 @@ class Helpers(functions.Functions):
     @functions.signature({"types": ["string"]})
     def _func_b64_standard(self, data: str) -> str:
         return b64_standard(data)
-
-    @functions.signature({"types": ["string"]})
-    def _func_b64_bytes(self, data: str) -> int:
-        """Decoded byte length of a base64 string (e.g. to turn PCM16 audio into milliseconds)."""
-        return b64_byte_length(data)
 
     @functions.signature({"types": ["string", "null"]})
     def _func_duration_ms(self, duration: str | None) -> int | None:
@@ -160,11 +140,6 @@ class Helpers(functions.Functions):
         value = obj[key]
         return EXPLICIT_NULL if value is None else value
 
-    @functions.signature({"types": ["object", "null"]}, {"types": ["string"]})
-    def _func_has(self, obj: dict[str, Any] | None, key: str) -> bool:
-        """Whether `obj` has `key` at all (null counts as present)."""
-        return obj is not None and key in obj
-
     @functions.signature({"types": ["object", "null"]}, {"types": ["object", "null"]})
     def _func_deep_merge(self, base: dict[str, Any] | None, update: dict[str, Any] | None) -> Any:
         """`update` merged into `base` (see `deep_merge`)."""
@@ -195,22 +170,9 @@ class Helpers(functions.Functions):
         """`then` when `condition` is truthy (JMESPath truthiness), else `otherwise`."""
         return then if truthy(condition) else otherwise
 
-    @functions.signature({"types": []})
-    def _func_compact(self, value: Any) -> Any:
-        """`value` with null fields removed, recursively."""
-        return compact(value)
-
     @functions.signature({"types": ["number"]}, {"types": ["number"]})
     def _func_add(self, a: float, b: float) -> float:
         return a + b
-
-    @functions.signature({"types": ["string"]})
-    def _func_upper(self, text: str) -> str:
-        return text.upper()
-
-    @functions.signature({"types": ["string"]})
-    def _func_lower(self, text: str) -> str:
-        return text.lower()
 
     @functions.signature({"types": ["string"]}, {"types": []})
     def _func_shape(self, name: str, value: Any) -> Any:

@@ -23,7 +23,6 @@ import orjson
 from fastapi import WebSocket, WebSocketDisconnect
 from websockets.exceptions import ConnectionClosed
 
-from engine.errors import error_event
 from engine.translator import Output, Translator
 from engine.upstream.base import Provider
 from engine.upstream.connection import UpstreamConnection, UpstreamError
@@ -163,8 +162,7 @@ class RealtimeSession:
             await self._close_client(CLOSE_BAD_GATEWAY, f"Gemini Live closed the session ({code})")
 
     async def _fail(self, message: str, code: str) -> None:
-        await self.deliver(Output(client=[{"event_id": self.translator.ids.new("event"),
-                                           **error_event(message, code=code, type="server_error")}]))
+        await self.deliver(self.translator.server_error(message, code))
         await self._close_client(CLOSE_BAD_GATEWAY, message[:120])
 
     async def _close_client(self, code: int, reason: str) -> None:

@@ -23,9 +23,10 @@ from websockets.asyncio.client import connect
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # a repo tool: reuse the tests' server runner
 
-from engine.config import parse_config
-from engine.server import create_app
-from engine.simulator import GeminiLiveSimulator
+from livegate.config import parse_config
+from livegate.server import create_app
+from livegate.simulator import GeminiLiveSimulator
+
 from tests.support import serve
 
 

@@ -20,10 +20,9 @@ import time
 from collections.abc import Callable
 
 import orjson
-
-from engine.mapping import load_mappings
-from engine.translator import Translator
-from engine.validation import ClientEventValidator
+from livegate.mapping import load_mappings
+from livegate.translator import Translator
+from livegate.validation import ClientEventValidator
 
 MAPPINGS = load_mappings()
 VALIDATOR = ClientEventValidator()  # one per process, as in the server

@@ -11,15 +11,14 @@ import argparse
 import logging
 import sys
 
-from engine import __version__
+from livegate import __version__
 
 
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
-
-    from engine.config import ConfigError, load_config
-    from engine.mapping import MappingError, load_mappings
-    from engine.server import create_app
+    from livegate.config import ConfigError, load_config
+    from livegate.mapping import MappingError, load_mappings
+    from livegate.server import create_app
 
     try:
         config = load_config(args.config)
@@ -38,8 +37,8 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _lint(args: argparse.Namespace) -> int:
-    from engine.config import ConfigError, load_config
-    from engine.mapping import MappingError, load_mappings
+    from livegate.config import ConfigError, load_config
+    from livegate.mapping import MappingError, load_mappings
 
     problems = 0
     try:
@@ -59,7 +58,7 @@ def _lint(args: argparse.Namespace) -> int:
 
 
 def _simulator(args: argparse.Namespace) -> int:
-    from engine.simulator.__main__ import main as simulator_main
+    from livegate.simulator.__main__ import main as simulator_main
 
     return simulator_main(["--host", args.host, "--port", str(args.port)]) or 0
 

@@ -30,12 +30,11 @@ from typing import Any
 
 import orjson
 from jmespath.exceptions import JMESPathError
-
-from engine.errors import error_event
-from engine.mapping.expressions import EXPLICIT_NULL, Runtime, Scope, truthy
-from engine.mapping.functions import Helpers, RandomIds, SequentialIds
-from engine.mapping.loader import Mappings, Rule, RuleFile
-from engine.validation import ClientEventValidator
+from livegate.errors import error_event
+from livegate.mapping.expressions import EXPLICIT_NULL, Runtime, Scope, truthy
+from livegate.mapping.functions import Helpers, RandomIds, SequentialIds
+from livegate.mapping.loader import Mappings, Rule, RuleFile
+from livegate.validation import ClientEventValidator
 
 log = logging.getLogger("livegate.translator")
 

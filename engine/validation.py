@@ -13,10 +13,9 @@ from typing import Any
 
 import jsonschema
 import orjson
+from livegate.errors import error_event
+from livegate.paths import SCHEMAS_DIR
 from referencing import Registry, Resource
-
-from engine.errors import error_event
-from engine.paths import SCHEMAS_DIR
 
 _CODES = {
     "required": "missing_required_parameter",

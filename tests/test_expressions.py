@@ -6,9 +6,8 @@ from typing import Any
 
 import jmespath
 import pytest
-
-from engine.mapping.expressions import Expression, Runtime
-from engine.mapping.functions import Helpers, SequentialIds
+from livegate.mapping.expressions import Expression, Runtime
+from livegate.mapping.functions import Helpers, SequentialIds
 
 DATA: dict[str, Any] = {
     "event": {"a": {"b": [1, 2, {"c": "x"}], "zero": 0, "t": True, "empty": "", "list": [], "obj": {}},

@@ -9,13 +9,13 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from livegate.config import parse_config
+from livegate.server import create_app
+from livegate.simulator import GeminiLiveSimulator
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.server import serve as ws_serve
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from engine.config import parse_config
-from engine.server import create_app
-from engine.simulator import GeminiLiveSimulator
 from tests.support import serve
 
 MASTER_KEY = "sk-livegate-front-door"
@@ -206,7 +206,7 @@ async def test_session_log_line_has_tokens_and_no_secrets(base: str, caplog: pyt
 
 async def test_a_failing_upstream_reader_closes_the_client(base: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """A bug while handling a Gemini frame must end in a 1011 close, never in a client left waiting."""
-    from engine.translator import Translator
+    from livegate.translator import Translator
 
     original = Translator.from_upstream
 

@@ -6,10 +6,9 @@ import shutil
 from pathlib import Path
 
 import pytest
-
-from engine.cli import main
-from engine.mapping import MappingError, load_mappings
-from engine.paths import MAPPINGS_DIR
+from livegate.cli import main
+from livegate.mapping import MappingError, load_mappings
+from livegate.paths import MAPPINGS_DIR
 
 
 @pytest.fixture

@@ -28,10 +28,9 @@ from typing import Any
 
 import pytest
 import yaml
+from livegate.mapping import load_mappings
+from livegate.translator import Output, Translator
 from syrupy.extensions.json import JSONSnapshotExtension
-
-from engine.mapping import load_mappings
-from engine.translator import Output, Translator
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "fixtures"

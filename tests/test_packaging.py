@@ -16,11 +16,11 @@ def test_wheel_carries_mappings_and_schemas(tmp_path: Path) -> None:
     wheel = Path(next(iter(WheelBuilder(str(ROOT)).build(directory=str(tmp_path), versions=["standard"]))))
     names = set(zipfile.ZipFile(wheel).namelist())
     for source in [*ROOT.glob("mappings/**/*.yaml"), *ROOT.glob("schemas/**/*.json")]:
-        assert f"engine/_data/{source.relative_to(ROOT)}" in names, source
+        assert f"livegate/_data/{source.relative_to(ROOT)}" in names, source
     site = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(site)
-    probe = ("from engine.paths import MAPPINGS_DIR; from engine.mapping import load_mappings; "
+    probe = ("from livegate.paths import MAPPINGS_DIR; from livegate.mapping import load_mappings; "
              "m = load_mappings(); print(MAPPINGS_DIR, len(m.files))")
     out = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, env={"PYTHONPATH": str(site)},
                          capture_output=True, text=True, check=True).stdout
-    assert out.startswith(str(site / "engine" / "_data" / "mappings")), out
+    assert out.startswith(str(site / "livegate" / "_data" / "mappings")), out

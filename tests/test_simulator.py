@@ -1,4 +1,4 @@
-"""Tests of the local Gemini Live simulator (engine.simulator), over loopback only.
+"""Tests of the local Gemini Live simulator (livegate.simulator), over loopback only.
 
 Most tests drive it with a raw `websockets` client; a few with the real google-genai SDK over TLS.
 Every frame the simulator sends is validated against google-genai's own LiveServerMessage model.
@@ -20,10 +20,10 @@ import pytest
 import websockets
 from google import genai
 from google.genai import _live_converters, types
+from livegate.simulator import GeminiLiveSimulator
+from livegate.simulator import script as simulator_script
 from websockets.asyncio.client import ClientConnection, connect
 
-from engine.simulator import GeminiLiveSimulator
-from engine.simulator import script as simulator_script
 from tests.fakes.google import tls_files
 
 AI_PATH = "/ws/google.ai.generativelanguage.v1beta.GenerativeService.BidiGenerateContent"

@@ -19,14 +19,14 @@ from typing import Any
 
 import pytest
 import websockets
+from livegate.config import ConfigError, parse_config
+from livegate.server import create_app
+from livegate.simulator import GeminiLiveSimulator
+from livegate.upstream import google_credentials
+from livegate.upstream.base import provider_for
+from livegate.upstream.google_credentials import CredentialsError, bearer_token
+from livegate.upstream.vertex import VertexProvider, live_url, model_resource, vertex_host
 
-from engine.config import ConfigError, parse_config
-from engine.server import create_app
-from engine.simulator import GeminiLiveSimulator
-from engine.upstream import google_credentials
-from engine.upstream.base import provider_for
-from engine.upstream.google_credentials import CredentialsError, bearer_token
-from engine.upstream.vertex import VertexProvider, live_url, model_resource, vertex_host
 from tests.fakes import serve_app
 from tests.fakes.google import (
     FakeTokenEndpoint,

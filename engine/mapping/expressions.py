@@ -17,9 +17,8 @@ from typing import Any
 import jmespath
 from jmespath import exceptions as jp_exceptions
 from jmespath import visitor
-
-from engine.mapping.errors import MappingError
-from engine.mapping.yamlpos import Located, Path_
+from livegate.mapping.errors import MappingError
+from livegate.mapping.yamlpos import Located, Path_
 
 MARKER = "="
 WHEN_KEY = "$when"

@@ -20,11 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
-
-from engine.mapping.errors import MappingError
-from engine.mapping.expressions import Build, Expression, compile_expression, compile_template
-from engine.mapping.yamlpos import Located, Path_
-from engine.paths import MAPPINGS_DIR, SCHEMAS_DIR
+from livegate.mapping.errors import MappingError
+from livegate.mapping.expressions import Build, Expression, compile_expression, compile_template
+from livegate.mapping.yamlpos import Located, Path_
+from livegate.paths import MAPPINGS_DIR, SCHEMAS_DIR
 
 RULE_FOLDERS = ("client", "upstream", "lifecycle")
 LIFECYCLE_MOMENTS = ("connect", "upstream_idle", "upstream_closed")

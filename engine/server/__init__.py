@@ -1,5 +1,5 @@
 """The FastAPI front door."""
 
-from engine.server.app import create_app
+from livegate.server.app import create_app
 
 __all__ = ["create_app"]

@@ -13,16 +13,15 @@ from dataclasses import dataclass
 
 from fastapi import FastAPI, WebSocket
 from fastapi.responses import JSONResponse
-
-from engine import __version__
-from engine.config import Config, ModelRoute
-from engine.mapping import Mappings, load_mappings
-from engine.server import auth
-from engine.server.passthrough import add_passthrough_routes
-from engine.server.realtime import RealtimeSession
-from engine.translator import Translator
-from engine.upstream.base import provider_for
-from engine.validation import ClientEventValidator
+from livegate import __version__
+from livegate.config import Config, ModelRoute
+from livegate.mapping import Mappings, load_mappings
+from livegate.server import auth
+from livegate.server.passthrough import add_passthrough_routes
+from livegate.server.realtime import RealtimeSession
+from livegate.translator import Translator
+from livegate.upstream.base import provider_for
+from livegate.validation import ClientEventValidator
 
 log = logging.getLogger("livegate")
 
@@ -53,7 +52,7 @@ def create_app(config: Config, mappings: Mappings | None = None, *, simulator_ch
             log.warning("no general_settings.master_key configured: this gateway is open to anyone who can reach it")
         simulator = None
         if _needs_simulator(config):
-            from engine.simulator import GeminiLiveSimulator
+            from livegate.simulator import GeminiLiveSimulator
 
             simulator = GeminiLiveSimulator(chunk_delay=simulator_chunk_delay)
             await simulator.start(host="127.0.0.1", port=0)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hmac
 from collections.abc import Mapping, Sequence
 
-from engine.config import Config
+from livegate.config import Config
 
 INSECURE_KEY_PROTOCOL = "openai-insecure-api-key."  # browsers cannot set headers on a WebSocket
 BETA_PROTOCOL = "openai-beta.realtime-v1"

@@ -21,12 +21,11 @@ from typing import Any
 
 import orjson
 from fastapi import WebSocket, WebSocketDisconnect
+from livegate.translator import Output, Translator
+from livegate.upstream.base import Provider
+from livegate.upstream.connection import UpstreamConnection, UpstreamError
+from livegate.upstream.google_credentials import CredentialsError
 from websockets.exceptions import ConnectionClosed
-
-from engine.translator import Output, Translator
-from engine.upstream.base import Provider
-from engine.upstream.connection import UpstreamConnection, UpstreamError
-from engine.upstream.google_credentials import CredentialsError
 
 log = logging.getLogger("livegate.session")
 

@@ -1,4 +1,4 @@
-"""Run the Gemini Live simulator standalone: ``python -m engine.simulator --host 127.0.0.1 --port 9000``."""
+"""Run the Gemini Live simulator standalone: ``python -m livegate.simulator --host 127.0.0.1 --port 9000``."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from .server import GeminiLiveSimulator
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m engine.simulator",
+        prog="python -m livegate.simulator",
         description="livegate's deterministic Gemini Live simulator (not a model).",
     )
     parser.add_argument("--host", default="127.0.0.1")

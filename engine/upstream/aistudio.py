@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from engine.upstream.base import UpstreamTarget, ws_base
+from livegate.upstream.base import UpstreamTarget, ws_base
 
 AISTUDIO_ORIGIN = "wss://generativelanguage.googleapis.com"
 AISTUDIO_VERSION = "v1beta"  # what the public docs use; pinned rather than left to a default

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from engine.config import Config, ModelRoute
+from livegate.config import Config, ModelRoute
 
 
 @dataclass(frozen=True)
@@ -46,7 +46,7 @@ def ws_base(api_base: str) -> str:
 
 def provider_for(route: ModelRoute, config: Config, simulator_url: str | None = None) -> Provider:
     """The provider serving `route`. `simulator_url` is the in-process simulator, when one runs."""
-    from engine.upstream.aistudio import AIStudioProvider
+    from livegate.upstream.aistudio import AIStudioProvider
 
     if route.provider == "gemini":
         return AIStudioProvider(route.model_id, api_key=route.api_key or "", api_base=route.api_base,
@@ -58,7 +58,7 @@ def provider_for(route: ModelRoute, config: Config, simulator_url: str | None = 
         return AIStudioProvider(route.model_id, api_key=route.api_key or "simulator", api_base=base,
                                 api_version=route.api_version)
     if route.provider == "vertex_ai":
-        from engine.upstream.vertex import VertexProvider
+        from livegate.upstream.vertex import VertexProvider
 
         return VertexProvider.from_route(route, config)
     raise ValueError(f"unknown provider {route.provider!r}")

@@ -5,10 +5,9 @@ from __future__ import annotations
 import logging
 
 import orjson
+from livegate.upstream.base import UpstreamTarget
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
-
-from engine.upstream.base import UpstreamTarget
 
 log = logging.getLogger("livegate.upstream")
 

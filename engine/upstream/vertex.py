@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import re
 
-from engine.config import Config, ConfigError, ModelRoute
-from engine.upstream import google_credentials
-from engine.upstream.base import UpstreamTarget, ws_base
+from livegate.config import Config, ConfigError, ModelRoute
+from livegate.upstream import google_credentials
+from livegate.upstream.base import UpstreamTarget, ws_base
 
 VERTEX_VERSION = "v1"  # what the public docs and raw clients use (the genai SDK defaults to v1beta1)
 DEFAULT_LOCATION = "us-central1"  # LiteLLM's default too

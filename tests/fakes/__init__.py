@@ -1,8 +1,8 @@
 """Test helpers that serve real things on 127.0.0.1: the livegate app under uvicorn (this module) and
 Google's side of the wire (tests/fakes/google.py: OAuth token endpoint, credential files, TLS, REST).
 
-    from engine.config import parse_config
-    from engine.server import create_app
+    from livegate.config import parse_config
+    from livegate.server import create_app
     from tests.fakes import serve_app
 
     async with serve_app(create_app(parse_config({...}), simulator_chunk_delay=0)) as served:

@@ -11,12 +11,11 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request, Response, WebSocket
-
-from engine.server.passthrough.live import AISTUDIO_PATHS, VERTEX_PATHS, live_passthrough
-from engine.server.passthrough.rest import METHODS, PREFIXES, RestPassthrough
+from livegate.server.passthrough.live import AISTUDIO_PATHS, VERTEX_PATHS, live_passthrough
+from livegate.server.passthrough.rest import METHODS, PREFIXES, RestPassthrough
 
 if TYPE_CHECKING:
-    from engine.server.app import Gateway
+    from livegate.server.app import Gateway
 
 __all__ = ["add_passthrough_routes"]
 

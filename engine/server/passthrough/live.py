@@ -33,18 +33,15 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from fastapi import WebSocket, WebSocketDisconnect
 from fastapi.responses import JSONResponse
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
-
-from engine import __version__
-from engine.config import ModelRoute
-from engine.server import auth
-from engine.server.passthrough.models import match_model, vertex_scope
-from engine.server.passthrough.usage import LiveUsageMeter
-from engine.upstream import google_credentials
-from engine.upstream.aistudio import AIStudioProvider
-from engine.upstream.connection import MAX_FRAME_BYTES
-from engine.upstream.vertex import (
+from livegate import __version__
+from livegate.config import ModelRoute
+from livegate.server import auth
+from livegate.server.passthrough.models import match_model, vertex_scope
+from livegate.server.passthrough.usage import LiveUsageMeter
+from livegate.upstream import google_credentials
+from livegate.upstream.aistudio import AIStudioProvider
+from livegate.upstream.connection import MAX_FRAME_BYTES
+from livegate.upstream.vertex import (
     VERTEX_VERSION,
     live_url,
     model_resource,
@@ -54,9 +51,11 @@ from engine.upstream.vertex import (
     valid_project,
     valid_version,
 )
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
 if TYPE_CHECKING:
-    from engine.server.app import Gateway
+    from livegate.server.app import Gateway
 
 log = logging.getLogger("livegate.passthrough")
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from engine.config import Config, ModelRoute
-from engine.upstream.vertex import DEFAULT_LOCATION, short_model_id
+from livegate.config import Config, ModelRoute
+from livegate.upstream.vertex import DEFAULT_LOCATION, short_model_id
 
 
 @dataclass(frozen=True)

@@ -24,15 +24,14 @@ from urllib.parse import quote
 import httpx
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-
-from engine.server import auth
-from engine.server.passthrough.models import ModelMatch, match_model, vertex_scope
-from engine.server.passthrough.usage import UsageTotals, last_usage
-from engine.upstream import google_credentials
-from engine.upstream.vertex import valid_location, vertex_host
+from livegate.server import auth
+from livegate.server.passthrough.models import ModelMatch, match_model, vertex_scope
+from livegate.server.passthrough.usage import UsageTotals, last_usage
+from livegate.upstream import google_credentials
+from livegate.upstream.vertex import valid_location, vertex_host
 
 if TYPE_CHECKING:
-    from engine.server.app import Gateway
+    from livegate.server.app import Gateway
 
 log = logging.getLogger("livegate.passthrough")
 

@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 
 import orjson
+
 from livegate.mapping import load_mappings
 from livegate.translator import Translator
 from livegate.validation import ClientEventValidator

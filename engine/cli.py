@@ -16,6 +16,7 @@ from livegate import __version__
 
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
+
     from livegate.config import ConfigError, load_config
     from livegate.mapping import MappingError, load_mappings
     from livegate.server import create_app

@@ -30,6 +30,7 @@ from typing import Any
 
 import orjson
 from jmespath.exceptions import JMESPathError
+
 from livegate.errors import error_event
 from livegate.mapping.expressions import EXPLICIT_NULL, Runtime, Scope, truthy
 from livegate.mapping.functions import Helpers, RandomIds, SequentialIds

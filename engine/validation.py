@@ -13,9 +13,10 @@ from typing import Any
 
 import jsonschema
 import orjson
+from referencing import Registry, Resource
+
 from livegate.errors import error_event
 from livegate.paths import SCHEMAS_DIR
-from referencing import Registry, Resource
 
 _CODES = {
     "required": "missing_required_parameter",

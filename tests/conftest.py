@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from livegate.translator import Output, Translator
 from livegate.upstream import google_credentials
-
 from tests.conformance import check_client_event, check_upstream_message
 from tests.fakes.google import FakeTokenEndpoint, write_service_account
 

@@ -13,11 +13,11 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from openai import AsyncOpenAI
+
 from livegate.config import parse_config
 from livegate.server import create_app
 from livegate.simulator import GeminiLiveSimulator
-from openai import AsyncOpenAI
-
 from tests.support import serve
 
 API_KEY = "AIza-e2e-secret-key"

@@ -6,6 +6,7 @@ from typing import Any
 
 import jmespath
 import pytest
+
 from livegate.mapping.expressions import Expression, Runtime
 from livegate.mapping.functions import Helpers, SequentialIds
 

@@ -9,13 +9,13 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from livegate.config import parse_config
-from livegate.server import create_app
-from livegate.simulator import GeminiLiveSimulator
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.server import serve as ws_serve
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from livegate.config import parse_config
+from livegate.server import create_app
+from livegate.simulator import GeminiLiveSimulator
 from tests.support import serve
 
 MASTER_KEY = "sk-livegate-front-door"

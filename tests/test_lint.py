@@ -6,6 +6,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+
 from livegate.cli import main
 from livegate.mapping import MappingError, load_mappings
 from livegate.paths import MAPPINGS_DIR

@@ -28,9 +28,10 @@ from typing import Any
 
 import pytest
 import yaml
+from syrupy.extensions.json import JSONSnapshotExtension
+
 from livegate.mapping import load_mappings
 from livegate.translator import Output, Translator
-from syrupy.extensions.json import JSONSnapshotExtension
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "fixtures"

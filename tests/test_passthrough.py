@@ -20,15 +20,15 @@ import pytest
 import websockets
 import yaml
 from google import genai
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
 from livegate.config import DEFAULT_CONFIG_TEXT, parse_config
 from livegate.mapping import Mappings, load_mappings
 from livegate.server import create_app
 from livegate.server.passthrough import live
 from livegate.server.passthrough.usage import LiveUsageMeter
 from livegate.simulator import GeminiLiveSimulator
-from starlette.responses import JSONResponse, Response, StreamingResponse
-from websockets.exceptions import ConnectionClosed, InvalidStatus
-
 from tests.fakes import ServedApp, serve_app
 from tests.fakes.google import (
     FakeTokenEndpoint,

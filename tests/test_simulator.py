@@ -20,10 +20,10 @@ import pytest
 import websockets
 from google import genai
 from google.genai import _live_converters, types
-from livegate.simulator import GeminiLiveSimulator
-from livegate.simulator import script as simulator_script
 from websockets.asyncio.client import ClientConnection, connect
 
+from livegate.simulator import GeminiLiveSimulator
+from livegate.simulator import script as simulator_script
 from tests.fakes.google import tls_files
 
 AI_PATH = "/ws/google.ai.generativelanguage.v1beta.GenerativeService.BidiGenerateContent"

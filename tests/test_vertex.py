@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 import websockets
+
 from livegate.config import ConfigError, parse_config
 from livegate.server import create_app
 from livegate.simulator import GeminiLiveSimulator
@@ -26,7 +27,6 @@ from livegate.upstream import google_credentials
 from livegate.upstream.base import provider_for
 from livegate.upstream.google_credentials import CredentialsError, bearer_token
 from livegate.upstream.vertex import VertexProvider, live_url, model_resource, vertex_host
-
 from tests.fakes import serve_app
 from tests.fakes.google import (
     FakeTokenEndpoint,

@@ -17,6 +17,7 @@ from typing import Any
 import jmespath
 from jmespath import exceptions as jp_exceptions
 from jmespath import visitor
+
 from livegate.mapping.errors import MappingError
 from livegate.mapping.yamlpos import Located, Path_
 

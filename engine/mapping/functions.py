@@ -17,6 +17,7 @@ from typing import Any
 
 import orjson
 from jmespath import functions
+
 from livegate.mapping.expressions import EXPLICIT_NULL, truthy
 
 _URLSAFE_TO_STD = str.maketrans("-_", "+/")

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
+
 from livegate.mapping.errors import MappingError
 from livegate.mapping.expressions import Build, Expression, compile_expression, compile_template
 from livegate.mapping.yamlpos import Located, Path_

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import yaml
+
 from livegate.mapping.errors import MappingError, Position
 
 Path_ = tuple[str | int, ...]

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from fastapi import FastAPI, WebSocket
 from fastapi.responses import JSONResponse
+
 from livegate import __version__
 from livegate.config import Config, ModelRoute
 from livegate.mapping import Mappings, load_mappings

@@ -21,11 +21,12 @@ from typing import Any
 
 import orjson
 from fastapi import WebSocket, WebSocketDisconnect
+from websockets.exceptions import ConnectionClosed
+
 from livegate.translator import Output, Translator
 from livegate.upstream.base import Provider
 from livegate.upstream.connection import UpstreamConnection, UpstreamError
 from livegate.upstream.google_credentials import CredentialsError
-from websockets.exceptions import ConnectionClosed
 
 log = logging.getLogger("livegate.session")
 

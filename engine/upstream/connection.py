@@ -5,9 +5,10 @@ from __future__ import annotations
 import logging
 
 import orjson
-from livegate.upstream.base import UpstreamTarget
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+
+from livegate.upstream.base import UpstreamTarget
 
 log = logging.getLogger("livegate.upstream")
 

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request, Response, WebSocket
+
 from livegate.server.passthrough.live import AISTUDIO_PATHS, VERTEX_PATHS, live_passthrough
 from livegate.server.passthrough.rest import METHODS, PREFIXES, RestPassthrough
 

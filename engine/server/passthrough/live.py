@@ -33,6 +33,9 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from fastapi import WebSocket, WebSocketDisconnect
 from fastapi.responses import JSONResponse
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+
 from livegate import __version__
 from livegate.config import ModelRoute
 from livegate.server import auth
@@ -51,8 +54,6 @@ from livegate.upstream.vertex import (
     valid_project,
     valid_version,
 )
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
 if TYPE_CHECKING:
     from livegate.server.app import Gateway

@@ -24,6 +24,7 @@ from urllib.parse import quote
 import httpx
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+
 from livegate.server import auth
 from livegate.server.passthrough.models import ModelMatch, match_model, vertex_scope
 from livegate.server.passthrough.usage import UsageTotals, last_usage

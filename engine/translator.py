@@ -71,14 +71,26 @@ def camelize(value: Any) -> Any:
     return value
 
 
-def assign(root: Any, keys: tuple[str, ...], value: Any) -> Any:
-    """A copy of `root` with `value` at `keys` (null removes the key); containers along the path are copied."""
-    if not keys:
-        return value
-    new = dict(root) if isinstance(root, dict) else {}
+class PhantomObject(ValueError):
+    """A `set` of a field inside an object that does not exist (it would create a phantom one)."""
+
+
+def assign(root: dict[str, Any], keys: tuple[str, ...], value: Any) -> dict[str, Any]:
+    """A copy of `root` with `value` at `keys` (null removes the key); containers along the path are copied.
+
+    Setting a field of a missing object is an error, not a new object: `set: session.item.status`
+    while no item is open would otherwise invent an item with nothing but a status.
+    """
+    new = dict(root)
     head, rest = keys[0], keys[1:]
     if rest:
-        new[head] = assign(new.get(head), rest, value)
+        inner = new.get(head)
+        if not isinstance(inner, dict):
+            if value is None:  # removing a field of nothing changes nothing
+                return root
+            found = "missing" if inner is None else "not an object"
+            raise PhantomObject(f"cannot set {'.'.join(keys)}: {head} is {found}")
+        new[head] = assign(inner, rest, value)
     elif value is None:
         new.pop(head, None)
     else:
@@ -104,14 +116,15 @@ class Translator:
         self.config: dict[str, Any] = dict(context or {})
         self.config.setdefault("dialect", dialect)
         self.session: dict[str, Any] = {}
-        static = {"config": self.config, "tables": mappings.tables}
-        self.helpers.shapes = {
-            name: (lambda value, build=build: build(self.runtime, {**static, "it": value}))
-            for name, build in mappings.shapes.items()
-        }
+        self.helpers.shapes = {name: self._shape(build) for name, build in mappings.shapes.items()}
         reshapes = mappings.dialects.get(dialect, {})
         self._from_client = reshapes.get("from_client", {})
         self._to_client = reshapes.get("to_client", {})
+
+    def _shape(self, build: Any) -> Callable[[Any], Any]:
+        """A named template as a function of `it`; it also sees the session as it is when applied."""
+        return lambda value: build(self.runtime, {"it": value, "session": self.session, "config": self.config,
+                                                  "tables": self.mappings.tables})
 
     # -- inputs ------------------------------------------------------------------------------------
 
@@ -193,7 +206,11 @@ class Translator:
             rule = all_rules[index]
             index += 1
             try:
+                if rule.lets_first:
+                    self._let(rule, scope)
                 if rule.when is not None and not truthy(rule.when(self.runtime, scope)):
+                    for name, _ in rule.lets:
+                        scope.pop(name, None)
                     index += rule.skip
                     continue
                 if rule.skip:  # a guarded include whose condition holds: run the rules it guards
@@ -208,7 +225,7 @@ class Translator:
                     scope.pop(rule.as_, None)
                 for name, _ in rule.lets:  # `let` names belong to their rule alone
                     scope.pop(name, None)
-            except (JMESPathError, TypeError, ValueError, KeyError) as exc:
+            except (JMESPathError, TypeError, ValueError, KeyError) as exc:  # PhantomObject is a ValueError
                 # A mapping bug must not take the session down: report it, keep going.
                 log.exception("rule %r (%s) failed", rule.name, rule.where)
                 self._send_client(out, error_event(
@@ -218,10 +235,14 @@ class Translator:
             if rule.stop:
                 return
 
+    def _let(self, rule: Rule, scope: Scope) -> None:
+        for name, build in rule.lets:
+            scope[name] = build(self.runtime, scope)
+
     def _apply(self, rule: Rule, scope: Scope, out: Output) -> None:
         runtime = self.runtime
-        for name, build in rule.lets:
-            scope[name] = build(runtime, scope)
+        if not rule.lets_first:
+            self._let(rule, scope)
         for keys, build in rule.sets:
             value = build(runtime, scope)
             self.session = assign(self.session, keys, None if value is EXPLICIT_NULL else value)
@@ -234,8 +255,10 @@ class Translator:
                 continue
             if emit.to == "client":
                 self._send_client(out, message)
-            else:
+            elif emit.to == "upstream":
                 out.upstream.append(message)
+            else:
+                log.info("session %s: %s", self.session.get("id"), message)
 
     # -- the client edge ---------------------------------------------------------------------------
 

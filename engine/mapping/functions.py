@@ -127,8 +127,14 @@ class Helpers(functions.Functions):
 
     @functions.signature({"types": ["object", "null"]}, {"types": ["string", "null"]}, {"types": []})
     def _func_get(self, obj: dict[str, Any] | None, key: str | None, default: Any) -> Any:
-        """`obj[key]`, or `default` when absent: JMESPath has no dynamic keys."""
-        if obj is None or key is None:
+        """`obj[key]`, or `default` when `obj` has no such key: JMESPath has no dynamic keys.
+
+        A null key is null, never the default: `get(tables.voices, typo, 'alloy')` must not quietly
+        pick the default for a key that was never there to look up.
+        """
+        if key is None:
+            return None
+        if obj is None:
             return default
         return obj.get(key, default)
 

@@ -9,6 +9,11 @@ Layout (the folder decides what a file is):
     dialects/<name>.yaml          a client dialect as a reshape table over the canonical GA events
     tables.yaml                   plain data visible to expressions as `tables`
     dispatch.yaml                 the order of fields within one Gemini frame
+    state.yaml                    the session state keys, their writers, and the lifecycle table
+
+Checked here, besides the schema: every `session.<key>` read or written is declared in state.yaml,
+every `set` comes from a file allowed to write its key and sets fields only inside declared objects,
+and rules use `let`, `refuse` and `for_each` together only in ways that mean what they say.
 """
 
 from __future__ import annotations
@@ -19,10 +24,12 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+import jmespath
 import jsonschema
 
 from livegate.mapping.errors import MappingError
-from livegate.mapping.expressions import Build, Expression, compile_expression, compile_template
+from livegate.mapping.expressions import Build, Expression, compile_expression, compile_template, is_expression
+from livegate.mapping.state import KeySpec, StateSpec, session_keys
 from livegate.mapping.yamlpos import Located, Path_
 from livegate.paths import MAPPINGS_DIR, SCHEMAS_DIR
 
@@ -32,7 +39,7 @@ LIFECYCLE_MOMENTS = ("connect", "upstream_idle", "upstream_closed")
 
 @dataclass(frozen=True)
 class Emit:
-    to: str  # "client" or "upstream"
+    to: str  # "client", "upstream" or "log"
     when: Expression | None
     message: Build
 
@@ -49,6 +56,7 @@ class Rule:
     emits: tuple[Emit, ...] = ()
     stop: bool = False
     skip: int = 0  # a guarded include: when `when` is false, skip this many following rules
+    lets_first: bool = False  # `when` reads a `let` name: evaluate the lets before the condition
 
 
 @dataclass(frozen=True)
@@ -78,6 +86,7 @@ class Mappings:
     dialects: dict[str, dict[str, dict[str, Reshape]]] = field(default_factory=dict)
     upstream_fields: tuple[str, ...] = ()
     idle_after_ms: int = 250
+    state: StateSpec = field(default_factory=StateSpec)
     files: list[str] = field(default_factory=list)
 
     def rule_files(self) -> list[RuleFile]:
@@ -104,6 +113,7 @@ class _Loader:
         self.root = root
         self.result = Mappings(root=root)
         self.fragments: dict[str, Located] = {}
+        self.problems: list[MappingError] = []  # state errors: all reported at once, in file order
 
     def rel(self, path: Path) -> str:
         try:
@@ -125,6 +135,7 @@ class _Loader:
         if tables.exists():
             doc = self.read(tables, "tables_file")
             self.result.tables = doc.data or {}
+        self.load_state(self.read(root / "state.yaml", "state_file"))
         dispatch = self.read(root / "dispatch.yaml", "dispatch_file")
         self.result.upstream_fields = tuple(dispatch.data["upstream_fields"])
         self.result.idle_after_ms = dispatch.data.get("idle_after_ms", self.result.idle_after_ms)
@@ -136,6 +147,7 @@ class _Loader:
                 if name in self.result.shapes:
                     raise MappingError(doc.position(("shapes", name)), f"shape {name!r} is defined twice")
                 self.result.shapes[name] = compile_template(doc, ("shapes", name), template)
+                self.check_reads(doc, ("shapes", name), template)
         for folder in RULE_FOLDERS:
             target: dict[str, RuleFile] = getattr(self.result, folder)
             for path in sorted((root / folder).glob("*.yaml")):
@@ -147,7 +159,66 @@ class _Loader:
         for path in sorted((root / "dialects").glob("*.yaml")):
             self.load_dialect(self.read(path, "dialect_file"))
         self.cross_check(dispatch)
+        if self.problems:  # fragments are checked once per include: report each problem once
+            unique = list(dict.fromkeys(str(p) for p in self.problems))
+            first = self.problems[0]
+            raise MappingError(first.position, "\n".join(unique)[len(str(first.position)) + 2:])
         return self.result
+
+    def load_state(self, doc: Located) -> None:
+        state = self.result.state
+        for name, spec in doc.data["keys"].items():
+            state.keys[name] = KeySpec(name, spec["type"], frozenset(spec["writers"]), spec["meaning"])
+        lifecycle = doc.data["lifecycle"]
+        state.states = tuple((name, compile_expression(doc, ("lifecycle", "states", name), condition))
+                             for name, condition in lifecycle["states"].items())
+        for name, condition in lifecycle["states"].items():
+            self.check_reads(doc, ("lifecycle", "states", name), condition)
+        names = set(lifecycle["states"])
+        for i, row in enumerate(lifecycle["transitions"]):
+            for end in ("from", "to"):
+                if row[end] not in names:
+                    raise MappingError(doc.position(("lifecycle", "transitions", i, end)),
+                                       f"{row[end]!r} is not one of the lifecycle states {sorted(names)}")
+            for source in row["on"]:
+                key = (row["from"], source)
+                state.transitions[key] = state.transitions.get(key, frozenset()) | {row["to"]}
+
+    def check_reads(self, doc: Located, path: Path_, value: Any) -> None:
+        """Every `session.<key>` an expression in `value` reads must be declared."""
+        if isinstance(value, dict):
+            for key, item in value.items():
+                self.check_reads(doc, (*path, key), item)
+        elif isinstance(value, list):
+            for i, item in enumerate(value):
+                self.check_reads(doc, (*path, i), item)
+        elif is_expression(value):
+            try:
+                parsed = jmespath.compile(value[1:]).parsed
+            except jmespath.exceptions.JMESPathError:
+                return  # compiling it reports the syntax error, with a caret
+            for key in sorted(session_keys(parsed) - set(self.result.state.keys)):
+                self.problems.append(MappingError(doc.position(path), f"session.{key} is read but not declared in "
+                                                  "mappings/state.yaml"))
+
+    def check_writes(self, doc: Located, path: Path_, target: str) -> None:
+        """A `set` of `session.<key>...` must name a declared key this file may write, and set fields
+        only inside a key declared as an object (no phantom objects)."""
+        keys = target.split(".")[1:]
+        writer = _in_root(doc.file)
+        spec = self.result.state.keys.get(keys[0]) if keys else None
+        where = doc.position((*path, "set", target))
+        if spec is None:
+            problem = (f"`set: {target}`: the session as a whole cannot be replaced" if not keys else
+                       f"`set: {target}`: session.{keys[0]} is not declared in mappings/state.yaml")
+        elif writer not in spec.writers:
+            problem = (f"`set: {target}`: {writer} may not write session.{keys[0]} "
+                       f"(writers in mappings/state.yaml: {', '.join(sorted(spec.writers))})")
+        elif len(keys) > 1 and spec.type != "object":
+            problem = f"`set: {target}`: session.{keys[0]} is declared as {spec.type}, not an object with fields"
+        else:
+            return
+        self.problems.append(MappingError(where, problem))
 
     def rules(self, doc: Located, path: Path_, rules: list[dict[str, Any]], including: tuple[str, ...]):
         for i, raw in enumerate(rules):
@@ -174,6 +245,16 @@ class _Loader:
         def expr(key: str) -> Expression | None:
             return compile_expression(doc, (*path, key), raw[key]) if key in raw else None
 
+        self.check_reads(doc, path, {k: v for k, v in raw.items() if k != "set"})
+        for target, value in raw.get("set", {}).items():
+            self.check_writes(doc, path, target)
+            self.check_reads(doc, (*path, "set", target), value)
+        lets_first = bool(set(raw.get("let", {})) & _root_names(raw.get("when")))
+        if lets_first and "for_each" in raw:
+            raise MappingError(doc.position((*path, "when")), "`when` is checked once, before `for_each`, so it "
+                               "cannot read a `let` (evaluated per element); test the element in `for_each`'s filter")
+        if "refuse" in raw:
+            raw = self.refusal(doc, path, raw)
         emits = tuple(
             Emit(
                 to=e["to"],
@@ -195,7 +276,24 @@ class _Loader:
             ),
             emits=emits,
             stop=raw.get("stop", False),
+            lets_first=lets_first,
         )
+
+    def refusal(self, doc: Located, path: Path_, raw: dict[str, Any]) -> dict[str, Any]:
+        """`refuse: {code, param, message}` is an OpenAI error event echoing the client's event_id, then stop."""
+        misuse = [key for key in ("emit", "set", "stop", "for_each") if key in raw]
+        if misuse:
+            raise MappingError(doc.position((*path, misuse[0])), f"a `refuse` rule cannot also {misuse[0]}: "
+                               "a refused event changes nothing and ends the file")
+        if not _in_root(doc.file).startswith(("client/", "shared/")):
+            raise MappingError(doc.position((*path, "refuse")), "`refuse` answers a client event; "
+                               "it belongs in client/ rules (or fragments they include)")
+        spec = raw["refuse"]
+        error = {"type": spec.get("type", "invalid_request_error"), "code": spec["code"],
+                 "message": spec["message"], "param": spec.get("param"), "event_id": "=event.event_id"}
+        message = {"type": "error", "error": {k: v for k, v in error.items() if v is not None}}
+        return {**{k: v for k, v in raw.items() if k != "refuse"},
+                "emit": [{"to": "client", "message": message}], "stop": True}
 
     def load_dialect(self, doc: Located) -> None:
         tables: dict[str, dict[str, Reshape]] = {}
@@ -221,6 +319,34 @@ class _Loader:
         for name in self.result.lifecycle:
             if name not in LIFECYCLE_MOMENTS:
                 raise MappingError(None, f"mappings/lifecycle/{name}.yaml: unknown moment; one of {LIFECYCLE_MOMENTS}")
+
+
+def _in_root(file: str) -> str:
+    """`mappings/shared/x.yaml` -> `shared/x`: a file as state.yaml's `writers` name it."""
+    return file.split("/", 1)[-1].removesuffix(".yaml")
+
+
+def _root_names(source: Any) -> set[str]:
+    """The names an expression reads from its scope (`event`, `session`, a `let` name...)."""
+    if not is_expression(source):
+        return set()
+    try:
+        return _roots(jmespath.compile(source[1:]).parsed, True)
+    except jmespath.exceptions.JMESPathError:
+        return set()  # compiling it reports the syntax error, with a caret
+
+
+def _roots(node: dict[str, Any], at_root: bool) -> set[str]:
+    kind, children = node["type"], [c for c in node.get("children", []) if isinstance(c, dict)]
+    if kind == "field":
+        return {node["value"]} if at_root else set()
+    if kind in ("subexpression", "index_expression", "projection", "filter_projection", "value_projection",
+                "flatten", "pipe"):  # the first child reads the scope, the rest read its result
+        return _roots(children[0], at_root) if children else set()
+    found: set[str] = set()
+    for child in children:
+        found |= _roots(child, at_root)
+    return found
 
 
 def load_mappings(root: str | Path | None = None) -> Mappings:

@@ -1,4 +1,10 @@
-"""Suite-wide guard: every message any Translator produces, in any test, is checked against the SDKs.
+"""Suite-wide guards, applied to every Translator in every test (also inside a running server):
+
+- every message it produces is checked against the SDKs' types;
+- a `translation_error` (a rule that failed at runtime) fails the test, unless the test is marked
+  `@pytest.mark.expects_translation_error`;
+- after every input the session state matches mappings/state.yaml (declared keys, declared types),
+  and a change of lifecycle state is a transition the table lists for that input.
 
 Violations are collected (a failing check inside the server must not just close a socket) and fail
 the test that produced them.
@@ -7,10 +13,12 @@ the test that produced them.
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from livegate.translator import Output, Translator
@@ -19,13 +27,58 @@ from tests.conformance import check_client_event, check_upstream_message
 from tests.fakes.google import FakeTokenEndpoint, write_service_account
 
 _violations: list[str] = []
+_translation_errors: list[str] = []
+# LIVEGATE_RECORD_TRANSITIONS=FILE appends every observed (from, input, to) there (to review the table).
+_RECORD = os.environ.get("LIVEGATE_RECORD_TRANSITIONS")
+
+
+def _camel(key: str) -> str:
+    head, *rest = key.split("_")
+    return head + "".join(part[:1].upper() + part[1:] for part in rest)
+
+
+def _sources(method: str, args: tuple[Any, ...]) -> list[str]:
+    """The inputs a call is, as state.yaml's transitions name them (`client/<type>`, `upstream/<field>`...)."""
+    if method == "start":
+        return ["lifecycle/connect"]
+    if method in ("upstream_idle", "upstream_closed"):
+        return [f"lifecycle/{method}"]
+    frame = args[0]
+    try:
+        message = frame if isinstance(frame, dict) else orjson.loads(frame)
+    except orjson.JSONDecodeError:
+        return []
+    if not isinstance(message, dict):
+        return []
+    if method == "from_client":
+        return [f"client/{message.get('type')}"]
+    return [f"upstream/{_camel(key)}" for key in message]
+
+
+def _lifecycle(translator: Translator) -> str | None:
+    scope = {"session": translator.session, "config": translator.config, "tables": translator.mappings.tables}
+    return translator.mappings.state.lifecycle_state(translator.runtime, scope)
 
 
 def _checked(method: Any) -> Any:
     @functools.wraps(method)
     def wrapper(self: Translator, *args: Any, **kwargs: Any) -> Output:
+        before = _lifecycle(self)
         out = method(self, *args, **kwargs)
+        after = _lifecycle(self)
+        state = self.mappings.state
+        for problem in state.check_types(self.session):
+            _violations.append(f"after {method.__name__}: {problem}")
+        sources = _sources(method.__name__, args)
+        if _RECORD and before != after:
+            with open(_RECORD, "a") as record:
+                record.write(f"{before} {sources} {after}\n")
+        if before and after and sources and not any(state.allows(before, s, after) for s in sources):
+            _violations.append(f"lifecycle {before} -> {after} on {' + '.join(sources)} is not a transition "
+                               "in mappings/state.yaml")
         for event in out.client:
+            if event.get("type") == "error" and event.get("error", {}).get("code") == "translation_error":
+                _translation_errors.append(event["error"].get("message", ""))
             try:
                 check_client_event(event, self.dialect)
             except Exception as exc:
@@ -44,14 +97,23 @@ for _name in ("start", "from_client", "from_upstream", "upstream_idle", "upstrea
     setattr(Translator, _name, _checked(getattr(Translator, _name)))
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "expects_translation_error: the test provokes a failing rule on purpose")
+
+
 @pytest.fixture(autouse=True)
-def sdk_conformance() -> Iterator[None]:
+def sdk_conformance(request: pytest.FixtureRequest) -> Iterator[None]:
     _violations.clear()
+    _translation_errors.clear()
     yield
-    if _violations:
-        found = list(_violations)
-        _violations.clear()
-        pytest.fail("messages that do not conform to the SDK types:\n" + "\n".join(found[:20]))
+    found, errors = list(_violations), list(_translation_errors)
+    _violations.clear()
+    _translation_errors.clear()
+    if found:
+        pytest.fail("messages or state that do not conform (SDK types, mappings/state.yaml):\n"
+                    + "\n".join(found[:20]), pytrace=False)
+    if errors and request.node.get_closest_marker("expects_translation_error") is None:
+        pytest.fail("a rule failed at runtime (translation_error):\n" + "\n".join(errors[:5]), pytrace=False)
 
 
 # Google settings a developer's shell may carry: no test may see (or use) real credentials.

@@ -13,10 +13,10 @@ Translator one step at a time:
       - client: {type: ...}               a client event (also `client_raw: "text"` for a raw frame)
         expect_client: [...]              optional: the client events this step must produce, in order;
                                           each an event type, or {type: ..., <path>: <value>, ...} where
-                                          a path is dotted (`response.usage.total_tokens`, `item.content[0].text`)
-                                          and null means absent
-        expect_upstream: [...]            optional: the Gemini messages, each a top-level field name or
-                                          {<path>: <value>, ...} (`setup.generationConfig.responseModalities`)
+                                          a path is dotted (`response.usage.total_tokens`, `item.content.0.text`:
+                                          a number indexes a list) and null means absent
+        expect_upstream: [...]            optional: the Gemini messages, each a top-level field name, a path
+                                          it must have (`realtimeInput.audio`) or {<path>: <value>, ...}
         expect_session: {<path>: <value>} optional: the session state after the step (null: absent)
       - upstream: {serverContent: ...}    a Gemini frame (`upstream_raw:` text frame, `upstream_binary:`
                                           the same as a binary frame)
@@ -82,10 +82,10 @@ _MISSING = object()
 
 
 def at(value: Any, path: str) -> Any:
-    """The value at a dotted path (`a.b[0].c`), or _MISSING."""
-    for part in path.replace("[", ".[").split("."):
-        if part.startswith("["):
-            index = int(part[1:-1])
+    """The value at a dotted path (`a.b.0.c`: a number indexes a list), or _MISSING."""
+    for part in path.split("."):
+        if part.lstrip("-").isdigit():
+            index = int(part)
             if not isinstance(value, list) or not -len(value) <= index < len(value):
                 return _MISSING
             value = value[index]
@@ -106,14 +106,26 @@ def check_fields(what: str, actual: Any, expected: dict[str, Any]) -> None:
             assert got == want, f"{what}: {path} is {got!r}, expected {want!r}"
 
 
-def check_messages(what: str, actual: list[dict[str, Any]], expected: list[Any], name: Any) -> None:
-    """`expected` entries are names (compared with `name(message)`) or {path: value} field checks."""
-    names = [name(m) for m in actual]
-    want = [e if isinstance(e, str) else e.get("type", next(iter(e)).split(".")[0]) for e in expected]
+def check_client(what: str, actual: list[dict[str, Any]], expected: list[Any]) -> None:
+    """Entries: an event type, or {type: ..., path: value, ...}."""
+    names = [m["type"] for m in actual]
+    want = [e["type"] if isinstance(e, dict) else e for e in expected]
     assert names == want, f"{what}: produced {names}, expected {want}"
     for index, (message, entry) in enumerate(zip(actual, expected, strict=True)):
         if isinstance(entry, dict):
             check_fields(f"{what} [{index}] {names[index]}", message, {k: v for k, v in entry.items() if k != "type"})
+
+
+def check_upstream(what: str, actual: list[dict[str, Any]], expected: list[Any]) -> None:
+    """Entries: a top-level field, a path the message must have (`realtimeInput.audio`), or {path: value}."""
+    names = [next(iter(m)) for m in actual]
+    want = [(next(iter(e)) if isinstance(e, dict) else e).split(".")[0] for e in expected]
+    assert names == want, f"{what}: produced {names}, expected {want}"
+    for index, (message, entry) in enumerate(zip(actual, expected, strict=True)):
+        fields = entry if isinstance(entry, dict) else {}
+        check_fields(f"{what} [{index}] {names[index]}", message, fields)
+        if isinstance(entry, str):
+            assert at(message, entry) is not _MISSING, f"{what} [{index}]: {entry} is missing"
 
 
 def run_case(case: dict[str, Any], mappings: Any = None) -> list[dict[str, Any]]:
@@ -130,9 +142,9 @@ def run_case(case: dict[str, Any], mappings: Any = None) -> list[dict[str, Any]]
     for index, step in enumerate(case["steps"]):
         out = _feed(translator, step)
         if "expect_client" in step:
-            check_messages(f"step {index} to client", out.client, step["expect_client"], lambda m: m["type"])
+            check_client(f"step {index} to client", out.client, step["expect_client"])
         if "expect_upstream" in step:
-            check_messages(f"step {index} to Gemini", out.upstream, step["expect_upstream"], lambda m: next(iter(m)))
+            check_upstream(f"step {index} to Gemini", out.upstream, step["expect_upstream"])
         if "expect_session" in step:
             check_fields(f"step {index} session", translator.session, step["expect_session"])
         inputs = {k: v for k, v in step.items() if not k.startswith("expect_")}

@@ -61,7 +61,8 @@ def _lint(args: argparse.Namespace) -> int:
 def _simulator(args: argparse.Namespace) -> int:
     from livegate.simulator.__main__ import main as simulator_main
 
-    return simulator_main(["--host", args.host, "--port", str(args.port)]) or 0
+    simulator_main(["--host", args.host, "--port", str(args.port)])
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -45,10 +45,12 @@ _OPAQUE_KEYS = frozenset({"args", "response", "parameters", "parametersJsonSchem
 
 @dataclass
 class Output:
-    """What one input produced: messages for the client and for Gemini, in order."""
+    """What one input produced: messages for the client and for Gemini, in order, and the notes the
+    rules logged (already written to livegate's log; kept here so tests can see them)."""
 
     client: list[dict[str, Any]] = field(default_factory=list)
     upstream: list[dict[str, Any]] = field(default_factory=list)
+    log: list[str] = field(default_factory=list)
 
 
 def camelize(value: Any) -> Any:
@@ -116,6 +118,7 @@ class Translator:
         self.config: dict[str, Any] = dict(context or {})
         self.config.setdefault("dialect", dialect)
         self.session: dict[str, Any] = {}
+        self._unhandled: set[str] = set()
         self.helpers.shapes = {name: self._shape(build) for name, build in mappings.shapes.items()}
         reshapes = mappings.dialects.get(dialect, {})
         self._from_client = reshapes.get("from_client", {})
@@ -169,7 +172,17 @@ class Translator:
         for name in self.mappings.upstream_fields:
             if name in message:
                 self._run(self.mappings.upstream[name], message, out, None)
+        if len(message) > 1 or next(iter(message), None) not in self.mappings.upstream:
+            self._note_unhandled(message)
         return out
+
+    def _note_unhandled(self, message: dict[str, Any]) -> None:
+        """Gemini fields no mapping handles are named in the debug log, once per session each."""
+        for name in message:
+            if name not in self.mappings.upstream and name not in self._unhandled:
+                self._unhandled.add(name)
+                log.debug("session %s: Gemini sent %r, which no mapping handles; it was dropped",
+                          self.session.get("id"), name)
 
     def server_error(self, message: str, code: str) -> Output:
         """An `error` event (type server_error) for a failure outside the mappings, e.g. connecting."""
@@ -258,7 +271,9 @@ class Translator:
             elif emit.to == "upstream":
                 out.upstream.append(message)
             else:
-                log.info("session %s: %s", self.session.get("id"), message)
+                note = message if isinstance(message, str) else orjson.dumps(message).decode()
+                log.info("session %s: %s", self.session.get("id"), note)
+                out.log.append(note)
 
     # -- the client edge ---------------------------------------------------------------------------
 

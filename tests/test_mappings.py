@@ -18,6 +18,7 @@ Translator one step at a time:
         expect_upstream: [...]            optional: the Gemini messages, each a top-level field name, a path
                                           it must have (`realtimeInput.audio`) or {<path>: <value>, ...}
         expect_session: {<path>: <value>} optional: the session state after the step (null: absent)
+        expect_log: [text, ...]           optional: the notes the rules log at this step (each contains the text)
       - upstream: {serverContent: ...}    a Gemini frame (`upstream_raw:` text frame, `upstream_binary:`
                                           the same as a binary frame)
       - idle: true                        Gemini stayed quiet past idle_after_ms
@@ -145,10 +146,15 @@ def run_case(case: dict[str, Any], mappings: Any = None) -> list[dict[str, Any]]
             check_client(f"step {index} to client", out.client, step["expect_client"])
         if "expect_upstream" in step:
             check_upstream(f"step {index} to Gemini", out.upstream, step["expect_upstream"])
+        if "expect_log" in step:
+            assert len(out.log) == len(step["expect_log"]) and all(
+                want in note for want, note in zip(step["expect_log"], out.log, strict=True)
+            ), f"step {index} log: {out.log}, expected {step['expect_log']}"
         if "expect_session" in step:
             check_fields(f"step {index} session", translator.session, step["expect_session"])
         inputs = {k: v for k, v in step.items() if not k.startswith("expect_")}
-        transcript.append({"step": index, "input": inputs, "to_client": out.client, "to_upstream": out.upstream})
+        entry = {"step": index, "input": inputs, "to_client": out.client, "to_upstream": out.upstream}
+        transcript.append({**entry, "log": out.log} if out.log else entry)
     return transcript
 
 

@@ -169,7 +169,7 @@ def test_append_schema_stays_cheap() -> None:
 
 # ------------------------------------------------------------------------------------------ valid: GA
 
-PROTOCOLS_GA = [  # PROTOCOLS.md §1.2, as serialized by the SDK
+SDK_SENDS_GA = [  # docs/protocol-notes.md §1, as serialized by the SDK
     {"type": "session.update", "session": {"type": "realtime", "instructions": "hi",
                                            "output_modalities": ["audio"],
                                            "audio": {"input": {"format": {"type": "audio/pcm", "rate": 24000},
@@ -177,7 +177,7 @@ PROTOCOLS_GA = [  # PROTOCOLS.md §1.2, as serialized by the SDK
     {"type": "input_audio_buffer.append", "audio": "AAAA"},
     {"type": "response.create"},
 ]
-PROTOCOLS_BETA = [
+SDK_SENDS_BETA = [
     {"type": "session.update", "session": {"modalities": ["text", "audio"], "voice": "alloy",
                                            "input_audio_format": "pcm16", "turn_detection": {"type": "server_vad"}}},
     {"type": "input_audio_buffer.append", "audio": "AAAA"},
@@ -289,7 +289,7 @@ def ga_items() -> list[Any]:
 
 
 def ga_valid_events() -> list[dict[str, Any]]:
-    events = [*PROTOCOLS_GA]
+    events = [*SDK_SENDS_GA]
     events += [dump(ga.SessionUpdateEvent(type="session.update", event_id=f"evt_s{i}", session=session))
                for i, session in enumerate(ga_sessions())]
     events += [dump(ga.ConversationItemCreateEvent(type="conversation.item.create", item=item,
@@ -356,7 +356,7 @@ def beta_valid_events() -> list[dict[str, Any]]:
         beta.ConversationItem(type="function_call", name="get_weather", call_id="call_1", arguments="{}"),
         beta.ConversationItem(type="function_call_output", call_id="call_1", output='{"temp_c": 21}'),
     ]
-    events: list[dict[str, Any]] = [*PROTOCOLS_BETA]
+    events: list[dict[str, Any]] = [*SDK_SENDS_BETA]
     events += [dump(beta.ConversationItemCreateEvent(type="conversation.item.create", item=item,
                                                      previous_item_id="root")) for item in items]
     events += [

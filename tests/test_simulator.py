@@ -390,7 +390,7 @@ async def test_handshake_rejections() -> None:
         assert [s.session_id for s in sim.sessions] == ["sim-session-1", "sim-session-2"]
 
 
-# --- the real google-genai SDK (TLS loopback, PROTOCOLS.md §2.2) -----------------------------------------
+# --- the real google-genai SDK (TLS loopback, docs/protocol-notes.md §2) -----------------------------------------
 
 
 @pytest.fixture(scope="module")

@@ -188,3 +188,12 @@ class Helpers(functions.Functions):
         except KeyError:
             raise functions.exceptions.JMESPathError(f"unknown shape {name!r}") from None
         return template(value)
+
+    @functions.signature({"types": []}, {"types": ["string"]})
+    def _func_at(self, value: Any, path: str) -> Any:
+        """The value at a dotted path (`at(event.session, 'audio.output.speed')`), for paths held in tables."""
+        for key in path.split("."):
+            if not isinstance(value, dict):
+                return None
+            value = value.get(key)
+        return value

@@ -1,7 +1,8 @@
-"""The FastAPI application: handshake checks (key, model, dialect), then a RealtimeSession.
+"""The FastAPI application: `/v1/realtime` (handshake checks of key, model and dialect, then a
+RealtimeSession) and the passthrough routes.
 
-Refusals happen before the WebSocket is accepted and before any upstream connection: the client gets
-an HTTP status with a JSON reason (401 key, 403 model not allowed, 404 unknown model).
+Realtime refusals happen before the WebSocket is accepted and before any upstream connection: the
+client gets an HTTP status with a JSON reason (401 key, 400 no `?model=`, 404 unknown model).
 """
 
 from __future__ import annotations

@@ -91,9 +91,10 @@ class RealtimeSession:
         if self.upstream is None:
             if self._closed is not None:
                 return
-            messages = await self._open_upstream(messages)
-            if messages is None:
+            opened = await self._open_upstream(messages)
+            if opened is None or self.upstream is None:
                 return
+            messages = opened
         for message in messages:
             try:
                 await self.upstream.send(message)

@@ -117,7 +117,7 @@ def usage_metadata(backend: str, prompt: dict[str, int], response: dict[str, int
     """usageMetadata of one turn. `prompt`/`response` map a modality (TEXT, AUDIO) to a token count.
 
     AI Studio spells the output side `responseTokenCount`/`responseTokensDetails`, Vertex
-    `candidatesTokenCount`/`candidatesTokensDetails` (PROTOCOLS.md §5.2).
+    `candidatesTokenCount`/`candidatesTokensDetails` (docs/protocol-notes.md §4).
     """
     out_name = "candidates" if backend == "vertex" else "response"
     prompt_total, response_total = sum(prompt.values()), sum(response.values())

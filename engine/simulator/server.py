@@ -1,7 +1,7 @@
 """A deterministic local stand-in for Gemini Live (BidiGenerateContent) over WebSockets.
 
 It is a simulator, not a model: every answer is labelled `[livegate simulator]` (see script.py).
-Wire behaviour follows PROTOCOLS.md §2-6: JSON in binary frames, camelCase out, camelCase or snake_case in,
+Wire behaviour follows docs/protocol-notes.md §2-3: JSON in binary frames, camelCase out, camelCase or snake_case in,
 errors as WebSocket close codes (1007 for bad client input, 1011 for internal errors).
 """
 
@@ -412,7 +412,8 @@ class _Connection:
             await self._respond(self._stream_turn(script.echo_answer(user_text), tokens))
             return
         self.calls += 1
-        call = {"id": f"call-{self.calls}", "name": name, "args": script.sample_args(self.functions[name])}
+        args = script.sample_args(self.functions[name])
+        call: dict[str, Any] = {"id": f"call-{self.calls}", "name": name, "args": args}
         self.pending_calls[call["id"]] = name
         await self._send({"toolCall": {"functionCalls": [call]}})
 

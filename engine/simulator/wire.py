@@ -2,7 +2,7 @@
 
 The real service parses client JSON with proto3 rules, which accept both the lowerCamelCase JSON name and
 the original snake_case field name at every level; the google-genai SDK relies on that and sends a mix
-(PROTOCOLS.md §5.1). The simulator normalises everything to camelCase once, on receipt.
+(docs/protocol-notes.md §3). The simulator normalises everything to camelCase once, on receipt.
 """
 
 from __future__ import annotations

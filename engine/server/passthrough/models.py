@@ -30,9 +30,9 @@ def match_model(config: Config, model: str) -> ModelMatch | None:
         if short_model_id(route.model_id) == short:
             return ModelMatch(route, short)
     for name in names:
-        route = config.route(name)  # wildcard names
-        if route is not None:
-            return ModelMatch(route, short_model_id(route.model_id))
+        wildcard = config.route(name)  # wildcard names
+        if wildcard is not None:
+            return ModelMatch(wildcard, short_model_id(wildcard.model_id))
     return None
 
 

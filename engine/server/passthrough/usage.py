@@ -1,7 +1,7 @@
 """Token usage read from Gemini `usageMetadata`, on the way through, for the session log line.
 
 Both spellings of the output side are read: AI Studio's `responseTokenCount`/`responseTokensDetails`
-and Vertex's `candidatesTokenCount`/`candidatesTokensDetails` (PROTOCOLS.md §5.2).
+and Vertex's `candidatesTokenCount`/`candidatesTokensDetails` (docs/protocol-notes.md §4).
 """
 
 from __future__ import annotations

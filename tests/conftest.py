@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from typing import Any
 import orjson
 import pytest
 
+from livegate.paths import MAPPINGS_DIR
 from livegate.translator import Output, Translator
 from livegate.upstream import google_credentials
 from tests.conformance import check_client_event, check_upstream_message
@@ -143,3 +145,18 @@ def tokens() -> Iterator[FakeTokenEndpoint]:
 def sa_file(tmp_path: Path, tokens: FakeTokenEndpoint) -> Path:
     """A service-account JSON with a fresh RSA key whose token_uri is `tokens`."""
     return write_service_account(tmp_path / "sa.json", tokens.url)
+
+
+@pytest.fixture
+def mappings(tmp_path: Path) -> Path:
+    """A copy of the shipped mappings/ to break on purpose."""
+    target = tmp_path / "mappings"
+    shutil.copytree(MAPPINGS_DIR, target)
+    return target
+
+
+def replace_in(path: Path, old: str, new: str) -> None:
+    """Replace the first `old` in a file (which must contain it)."""
+    text = path.read_text()
+    assert old in text, old
+    path.write_text(text.replace(old, new, 1))

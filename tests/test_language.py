@@ -8,30 +8,16 @@ observable on a Translator.
 from __future__ import annotations
 
 import logging
-import shutil
 from pathlib import Path
 
 import pytest
 
 from livegate.cli import main
 from livegate.mapping import MappingError, load_mappings
-from livegate.paths import MAPPINGS_DIR
 from livegate.translator import Translator
+from tests.conftest import replace_in
 
 MAPPINGS = load_mappings()
-
-
-@pytest.fixture
-def mappings(tmp_path: Path) -> Path:
-    target = tmp_path / "mappings"
-    shutil.copytree(MAPPINGS_DIR, target)
-    return target
-
-
-def _replace(path: Path, old: str, new: str) -> None:
-    text = path.read_text()
-    assert old in text, old
-    path.write_text(text.replace(old, new, 1))
 
 
 def _line_of(path: Path, text: str) -> int:
@@ -42,7 +28,7 @@ def _line_of(path: Path, text: str) -> int:
 
 def test_a_typo_in_a_state_read_is_a_load_error(mappings: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = mappings / "client" / "response.create.yaml"
-    _replace(path, 'when: "=session.turn_started"', 'when: "=session.turn_startd"')
+    replace_in(path, 'when: "=session.turn_started"', 'when: "=session.turn_startd"')
     assert main(["lint", "--mappings", str(mappings)]) == 1
     line = _line_of(path, "turn_startd")
     assert f"client/response.create.yaml:{line}:" in capsys.readouterr().err
@@ -51,8 +37,8 @@ def test_a_typo_in_a_state_read_is_a_load_error(mappings: Path, capsys: pytest.C
 
 
 def test_a_write_of_an_undeclared_key_or_from_a_file_not_allowed_is_a_load_error(mappings: Path) -> None:
-    _replace(mappings / "client" / "response.cancel.yaml", "session.discarding: true", "session.discardng: true")
-    _replace(mappings / "upstream" / "goAway.yaml", "session.go_away:", "session.requested:")
+    replace_in(mappings / "client" / "response.cancel.yaml", "session.discarding: true", "session.discardng: true")
+    replace_in(mappings / "upstream" / "goAway.yaml", "session.go_away:", "session.requested:")
     with pytest.raises(MappingError) as error:
         load_mappings(mappings)
     text = str(error.value)
@@ -61,7 +47,7 @@ def test_a_write_of_an_undeclared_key_or_from_a_file_not_allowed_is_a_load_error
 
 
 def test_setting_a_field_of_a_non_object_key_is_a_load_error(mappings: Path) -> None:
-    _replace(mappings / "client" / "response.cancel.yaml", "session.discarding: true", "session.discarding.x: true")
+    replace_in(mappings / "client" / "response.cancel.yaml", "session.discarding: true", "session.discarding.x: true")
     with pytest.raises(MappingError, match=r"session.discarding is declared as boolean, not an object"):
         load_mappings(mappings)
 
@@ -91,7 +77,7 @@ def test_refuse_is_an_error_event_echoing_the_event_id_then_stop() -> None:
 @pytest.mark.parametrize("extra", ["    stop: true\n", "    emit: []\n", "    set: {session.requested: true}\n"])
 def test_refuse_with_another_effect_is_a_load_error(mappings: Path, extra: str) -> None:
     path = mappings / "client" / "session.update.yaml"
-    _replace(path, "    refuse:\n      code: unsupported_value\n      param: session.type\n",
+    replace_in(path, "    refuse:\n      code: unsupported_value\n      param: session.type\n",
              f"{extra}    refuse:\n      code: unsupported_value\n      param: session.type\n")
     with pytest.raises(MappingError, match="a `refuse` rule cannot also"):
         load_mappings(mappings)
@@ -99,7 +85,7 @@ def test_refuse_with_another_effect_is_a_load_error(mappings: Path, extra: str) 
 
 def test_refuse_outside_client_rules_is_a_load_error(mappings: Path) -> None:
     rule = "    set:\n      session.go_away: \"=event.goAway.timeLeft || 'soon'\""
-    _replace(mappings / "upstream" / "goAway.yaml", rule, "    refuse: {code: x, message: y}")
+    replace_in(mappings / "upstream" / "goAway.yaml", rule, "    refuse: {code: x, message: y}")
     with pytest.raises(MappingError, match=r"goAway.yaml:.*`refuse` answers a client event"):
         load_mappings(mappings)
 
@@ -118,7 +104,7 @@ def test_when_sees_let_names() -> None:
 
 
 def test_a_when_reading_a_let_of_a_for_each_rule_is_a_load_error(mappings: Path) -> None:
-    _replace(mappings / "upstream" / "toolCall.yaml", '    for_each: "=event.toolCall.functionCalls"\n',
+    replace_in(mappings / "upstream" / "toolCall.yaml", '    for_each: "=event.toolCall.functionCalls"\n',
              '    for_each: "=event.toolCall.functionCalls"\n    when: "=call_id"\n')
     with pytest.raises(MappingError, match="`when` is checked once, before `for_each`"):
         load_mappings(mappings)
@@ -129,7 +115,7 @@ def test_a_when_reading_a_let_of_a_for_each_rule_is_a_load_error(mappings: Path)
 @pytest.mark.expects_translation_error
 def test_a_set_inside_a_missing_object_fails_the_rule_instead_of_inventing_one(mappings: Path) -> None:
     # A mapping bug: the barge-in rule without its guard would invent `session.item = {status: ...}`.
-    _replace(mappings / "upstream" / "serverContent.yaml",
+    replace_in(mappings / "upstream" / "serverContent.yaml",
              'when: "=event.serverContent.interrupted && session.item"', 'when: "=event.serverContent.interrupted"')
     translator = Translator(load_mappings(mappings), deterministic=True)
     translator.start()

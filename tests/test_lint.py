@@ -2,27 +2,13 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
 
 from livegate.cli import main
 from livegate.mapping import MappingError, load_mappings
-from livegate.paths import MAPPINGS_DIR
-
-
-@pytest.fixture
-def mappings(tmp_path: Path) -> Path:
-    target = tmp_path / "mappings"
-    shutil.copytree(MAPPINGS_DIR, target)
-    return target
-
-
-def _replace(path: Path, old: str, new: str) -> None:
-    text = path.read_text()
-    assert old in text
-    path.write_text(text.replace(old, new, 1))
+from tests.conftest import replace_in
 
 
 def test_shipped_mappings_pass(capsys: pytest.CaptureFixture[str]) -> None:
@@ -32,7 +18,7 @@ def test_shipped_mappings_pass(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_expression_syntax_error_has_line_column_and_caret(mappings: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = mappings / "client" / "response.create.yaml"
-    _replace(path, '"=session.turn_started"', '"=session.turn_started &&"')
+    replace_in(path, '"=session.turn_started"', '"=session.turn_started &&"')
     line = next(i for i, text in enumerate(path.read_text().splitlines(), 1) if "turn_started &&" in text)
     assert main(["lint", "--mappings", str(mappings)]) == 1
     err = capsys.readouterr().err
@@ -45,7 +31,7 @@ def test_expression_syntax_error_has_line_column_and_caret(mappings: Path, capsy
 
 def test_schema_violation_names_file_and_line(mappings: Path) -> None:
     path = mappings / "upstream" / "goAway.yaml"
-    _replace(path, "  - name: remember the notice\n", "  - name: remember the notice\n    emitt: []\n")
+    replace_in(path, "  - name: remember the notice\n", "  - name: remember the notice\n    emitt: []\n")
     with pytest.raises(MappingError) as error:
         load_mappings(mappings)
     assert str(error.value).startswith("mappings/upstream/goAway.yaml:")
@@ -53,13 +39,13 @@ def test_schema_violation_names_file_and_line(mappings: Path) -> None:
 
 
 def test_unknown_include_and_misnamed_file(mappings: Path) -> None:
-    _replace(mappings / "upstream" / "toolCall.yaml", "include: open_response", "include: open_respons")
+    replace_in(mappings / "upstream" / "toolCall.yaml", "include: open_response", "include: open_respons")
     with pytest.raises(MappingError, match=r"toolCall.yaml:\d+:\d+: no fragment mappings/shared/open_respons.yaml"):
         load_mappings(mappings)
 
 
 def test_on_must_match_the_file_name(mappings: Path) -> None:
-    _replace(mappings / "upstream" / "goAway.yaml", "on: goAway", "on: goaway")
+    replace_in(mappings / "upstream" / "goAway.yaml", "on: goAway", "on: goaway")
     with pytest.raises(MappingError, match=r"goAway.yaml:1:\d+: `on: goaway` must match"):
         load_mappings(mappings)
 

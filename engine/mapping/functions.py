@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 from jmespath import functions
 
+from livegate import audio
 from livegate.mapping.expressions import EXPLICIT_NULL, truthy
 
 _URLSAFE_TO_STD = str.maketrans("-_", "+/")
@@ -83,6 +84,8 @@ class Helpers(functions.Functions):
         self.ids = ids or RandomIds()
         self.clock = clock
         self.shapes = shapes if shapes is not None else {}
+        self.decoders: dict[str, audio.TelephonyDecoder] = {}
+        self.encoders: dict[str, audio.TelephonyEncoder] = {}
 
     @functions.signature({"types": ["string"]})
     def _func_new_id(self, prefix: str) -> str:
@@ -197,3 +200,34 @@ class Helpers(functions.Functions):
                 return None
             value = value.get(key)
         return value
+
+    # -- telephony audio (livegate.audio): one decoder and one encoder stream per session ----------
+
+    @functions.signature({"types": ["string"]}, {"types": ["string"]})
+    def _func_decode_audio(self, codec: str, data: str) -> str:
+        """The client's G.711 chunk (`codec` pcmu or pcma) as base64 PCM16 at 16 kHz, continuing the stream."""
+        decoder = self.decoders.get(codec)
+        if decoder is None:
+            decoder = self.decoders[codec] = audio.TelephonyDecoder(codec)
+        return decoder.decode(data)
+
+    @functions.signature({"types": ["string"]}, {"types": ["string"]})
+    def _func_decode_audio_once(self, codec: str, data: str) -> str:
+        """A whole G.711 clip (an item's audio) as base64 PCM16 at 16 kHz, apart from the live stream."""
+        return audio.TelephonyDecoder(codec).decode(data)
+
+    @functions.signature({"types": ["string"]}, {"types": ["string"]})
+    def _func_encode_audio(self, codec: str, data: str) -> str:
+        """Gemini's PCM16 24 kHz chunk as base64 G.711 at 8 kHz, continuing the stream."""
+        return self._encoder(codec).encode(data)
+
+    @functions.signature({"types": ["string"]})
+    def _func_flush_audio(self, codec: str) -> str:
+        """The output stream's last samples (the resampler's delay), at the end of a response."""
+        return self._encoder(codec).flush()
+
+    def _encoder(self, codec: str) -> audio.TelephonyEncoder:
+        encoder = self.encoders.get(codec)
+        if encoder is None:
+            encoder = self.encoders[codec] = audio.TelephonyEncoder(codec)
+        return encoder

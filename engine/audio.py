@@ -1,0 +1,130 @@
+"""Telephony audio: G.711 (μ-law, A-law) at 8 kHz <-> the PCM16 Gemini takes and sends.
+
+Mechanism only; the mappings decide when to call it (`decode_audio` / `encode_audio` / `flush_audio`
+in engine/mapping/functions.py). The codec is the standard library's `audioop` (`audioop-lts` from
+Python 3.13 on). Resampling is a streaming FIR: a low-pass designed by scipy (`firwin`, a Kaiser
+window) and applied by numpy's convolution over the chunk plus the previous chunk's last samples,
+computing only the samples kept. So 20 ms chunks join without clicks (chunked and one-shot output are
+identical) and the only latency is the filter's group delay (about 2 ms), never a block.
+
+    client G.711 8 kHz --decode--> PCM16 8 kHz --x2--> 16 kHz --> Gemini (audio/pcm;rate=16000)
+    Gemini PCM16 24 kHz --/3--> 8 kHz --encode--> G.711 --> client
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import sys
+
+import numpy as np
+from scipy.signal import firwin
+
+if sys.version_info >= (3, 13):  # pragma: no cover - audioop left the standard library in 3.13
+    import audioop_lts as audioop  # type: ignore[import-not-found]
+else:
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        import audioop
+
+TELEPHONY_RATE = 8000
+GEMINI_INPUT_RATE = 16000
+GEMINI_OUTPUT_RATE = 24000
+CODECS = ("pcmu", "pcma")
+_TAPS = 63  # odd, linear phase: (63 - 1) / 2 = 31 samples of delay at the filter's rate
+
+
+def _lowpass(rate: int, cutoff: float) -> np.ndarray:
+    return firwin(_TAPS, cutoff, fs=rate, window=("kaiser", 8.0))
+
+
+class _Upsampler:
+    """x`factor`: zero-stuffing then an anti-imaging low-pass, as `factor` interleaved sub-filters
+    (polyphase: the stuffed zeros are never multiplied)."""
+
+    def __init__(self, rate: int, factor: int) -> None:
+        self.factor = factor
+        taps = _lowpass(rate * factor, 0.45 * rate) * factor
+        taps = np.concatenate([taps, np.zeros(-len(taps) % factor)])  # equal-length sub-filters
+        self.phases = [taps[p::factor] for p in range(factor)]
+        self.history = np.zeros(len(self.phases[0]) - 1)
+
+    def __call__(self, samples: np.ndarray) -> np.ndarray:
+        padded = np.concatenate([self.history, samples])
+        self.history = padded[len(padded) - len(self.history):]
+        out = np.empty(len(samples) * self.factor)
+        for p, taps in enumerate(self.phases):
+            out[p :: self.factor] = np.convolve(padded, taps, mode="valid")[: len(samples)]
+        return out
+
+
+class _Downsampler:
+    """/`factor`: an anti-aliasing low-pass computed only at the kept samples, keeping the phase."""
+
+    def __init__(self, rate: int, factor: int) -> None:
+        self.factor = factor
+        self.taps = _lowpass(rate, 0.45 * rate / factor)
+        self.history = np.zeros(_TAPS - 1)
+        self.phase = 0  # index, in the next chunk, of the next sample to keep
+
+    def __call__(self, samples: np.ndarray) -> np.ndarray:
+        padded = np.concatenate([self.history, samples])
+        self.history = padded[len(padded) - (_TAPS - 1):]
+        # Output sample i (of the chunk) needs padded[i : i + _TAPS]; keep i = phase, phase + factor, ...
+        kept = np.arange(self.phase, len(samples), self.factor)
+        windows = np.lib.stride_tricks.sliding_window_view(padded, _TAPS)[kept]
+        self.phase = (self.phase - len(samples)) % self.factor
+        return windows @ self.taps[::-1]
+
+
+def _to_int16(samples: np.ndarray) -> bytes:
+    return np.clip(np.rint(samples), -32768, 32767).astype("<i2").tobytes()
+
+
+def _b64decode(data: str) -> bytes:
+    try:
+        return base64.b64decode(data + "=" * (-len(data) % 4), altchars=b"-_" if "-" in data or "_" in data else None)
+    except (binascii.Error, ValueError) as exc:
+        raise ValueError("audio is not base64") from exc
+
+
+class TelephonyDecoder:
+    """Client G.711 (8 kHz) -> PCM16 at 16 kHz for Gemini, one per input stream."""
+
+    def __init__(self, codec: str) -> None:
+        if codec not in CODECS:
+            raise ValueError(f"unknown telephony codec {codec!r}")
+        self.to_linear = audioop.ulaw2lin if codec == "pcmu" else audioop.alaw2lin
+        self.upsample = _Upsampler(TELEPHONY_RATE, GEMINI_INPUT_RATE // TELEPHONY_RATE)
+
+    def decode(self, data: str) -> str:
+        pcm = np.frombuffer(self.to_linear(_b64decode(data), 2), dtype="<i2").astype(np.float64)
+        return base64.b64encode(_to_int16(self.upsample(pcm))).decode()
+
+
+class TelephonyEncoder:
+    """Gemini's PCM16 at 24 kHz -> G.711 (8 kHz) for the client, one per output stream."""
+
+    def __init__(self, codec: str) -> None:
+        if codec not in CODECS:
+            raise ValueError(f"unknown telephony codec {codec!r}")
+        self.from_linear = audioop.lin2ulaw if codec == "pcmu" else audioop.lin2alaw
+        self.downsample = _Downsampler(GEMINI_OUTPUT_RATE, GEMINI_OUTPUT_RATE // TELEPHONY_RATE)
+        self.odd_byte = b""  # a sample split across two chunks
+
+    def encode(self, data: str) -> str:
+        raw = self.odd_byte + _b64decode(data)
+        cut = len(raw) - len(raw) % 2
+        raw, self.odd_byte = raw[:cut], raw[cut:]
+        pcm = np.frombuffer(raw, dtype="<i2").astype(np.float64)
+        return base64.b64encode(self.from_linear(_to_int16(self.downsample(pcm)), 2)).decode()
+
+    def flush(self) -> str:
+        """The filter's tail (its group delay worth of audio) at the end of a response; resets the stream."""
+        tail = self.encode(base64.b64encode(bytes(2 * (_TAPS // 2) * self.downsample.factor)).decode())
+        self.downsample.history[:] = 0
+        self.downsample.phase = 0
+        self.odd_byte = b""
+        return tail

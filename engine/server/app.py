@@ -11,9 +11,10 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 
 from fastapi import FastAPI, WebSocket
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 
 from livegate import __version__
 from livegate.config import Config, ModelRoute
@@ -28,6 +29,7 @@ from livegate.validation import ClientEventValidator
 log = logging.getLogger("livegate")
 
 BETA_HEADER_VALUE = "realtime=v1"
+_PLAYGROUND = Path(__file__).parent / "static" / "playground.html"
 
 
 @dataclass
@@ -72,6 +74,11 @@ def create_app(config: Config, mappings: Mappings | None = None, *, simulator_ch
     @app.get("/health")
     async def health() -> dict[str, str]:
         return {"status": "ok"}
+
+    @app.get("/playground", include_in_schema=False)
+    async def playground() -> HTMLResponse:
+        """A browser client: mic in, audio out, transcripts, the event log (README: Playground)."""
+        return HTMLResponse(_PLAYGROUND.read_text())
 
     @app.websocket("/v1/realtime")
     @app.websocket("/realtime")

@@ -192,6 +192,12 @@ class Helpers(functions.Functions):
             raise functions.exceptions.JMESPathError(f"unknown shape {name!r}") from None
         return template(value)
 
+    @functions.signature({"types": ["object", "null"]}, {"types": ["object", "null"]})
+    def _func_changed_keys(self, update: dict[str, Any] | None, current: dict[str, Any] | None) -> list[str]:
+        """The keys `update` sets to something other than null and other than `current` has."""
+        current = current or {}
+        return [key for key, value in (update or {}).items() if value is not None and value != current.get(key)]
+
     @functions.signature({"types": []}, {"types": ["string"]})
     def _func_at(self, value: Any, path: str) -> Any:
         """The value at a dotted path (`at(event.session, 'audio.output.speed')`), for paths held in tables."""

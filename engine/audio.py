@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import binascii
 import sys
+from typing import Any
 
 import numpy as np
 from scipy.signal import firwin
@@ -32,7 +33,8 @@ else:
 TELEPHONY_RATE = 8000
 GEMINI_INPUT_RATE = 16000
 GEMINI_OUTPUT_RATE = 24000
-CODECS = ("pcmu", "pcma")
+# codec -> (G.711 to linear, linear to G.711)
+CODECS = {"pcmu": (audioop.ulaw2lin, audioop.lin2ulaw), "pcma": (audioop.alaw2lin, audioop.lin2alaw)}
 _TAPS = 63  # odd, linear phase: (63 - 1) / 2 = 31 samples of delay at the filter's rate
 
 
@@ -83,6 +85,12 @@ def _to_int16(samples: np.ndarray) -> bytes:
     return np.clip(np.rint(samples), -32768, 32767).astype("<i2").tobytes()
 
 
+def _codec(codec: str) -> tuple[Any, Any]:
+    if codec not in CODECS:
+        raise ValueError(f"unknown telephony codec {codec!r}")
+    return CODECS[codec]
+
+
 def _b64decode(data: str) -> bytes:
     try:
         return base64.b64decode(data + "=" * (-len(data) % 4), altchars=b"-_" if "-" in data or "_" in data else None)
@@ -94,9 +102,7 @@ class TelephonyDecoder:
     """Client G.711 (8 kHz) -> PCM16 at 16 kHz for Gemini, one per input stream."""
 
     def __init__(self, codec: str) -> None:
-        if codec not in CODECS:
-            raise ValueError(f"unknown telephony codec {codec!r}")
-        self.to_linear = audioop.ulaw2lin if codec == "pcmu" else audioop.alaw2lin
+        self.to_linear = _codec(codec)[0]
         self.upsample = _Upsampler(TELEPHONY_RATE, GEMINI_INPUT_RATE // TELEPHONY_RATE)
 
     def decode(self, data: str) -> str:
@@ -108,9 +114,7 @@ class TelephonyEncoder:
     """Gemini's PCM16 at 24 kHz -> G.711 (8 kHz) for the client, one per output stream."""
 
     def __init__(self, codec: str) -> None:
-        if codec not in CODECS:
-            raise ValueError(f"unknown telephony codec {codec!r}")
-        self.from_linear = audioop.lin2ulaw if codec == "pcmu" else audioop.lin2alaw
+        self.from_linear = _codec(codec)[1]
         self.downsample = _Downsampler(GEMINI_OUTPUT_RATE, GEMINI_OUTPUT_RATE // TELEPHONY_RATE)
         self.odd_byte = b""  # a sample split across two chunks
 

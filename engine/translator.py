@@ -23,6 +23,7 @@ replaced, never mutated in place, so a value read into a message can't change be
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -69,6 +70,23 @@ def camelize(value: Any) -> Any:
         items = [camelize(v) for v in value]
         return items if any(a is not b for a, b in zip(items, value, strict=True)) else value
     return value
+
+
+# A snake_case key in raw JSON text: `"..._...":`. Any backslash also counts (an escape could hide one),
+# so the check is exact: no match means camelize() would return the frame unchanged.
+_SNAKE_KEY_TEXT = r'"[^"\\_]*+_[^"\\]*+"\s*+:|\\'
+_SNAKE_KEY = re.compile(_SNAKE_KEY_TEXT)
+_SNAKE_KEY_BYTES = re.compile(_SNAKE_KEY_TEXT.encode())
+
+
+def camelize_frame(message: dict[str, Any], raw: str | bytes | dict[str, Any]) -> dict[str, Any]:
+    """`camelize(message)`, skipped when the raw frame it was parsed from has no snake_case key (most do not)."""
+    if isinstance(raw, bytes):
+        if _SNAKE_KEY_BYTES.search(raw) is None:
+            return message
+    elif isinstance(raw, str) and _SNAKE_KEY.search(raw) is None:
+        return message
+    return camelize(message)
 
 
 def assign(root: Any, keys: tuple[str, ...], value: Any) -> Any:
@@ -152,7 +170,7 @@ class Translator:
                     "The upstream model service sent a malformed message; it was ignored.",
                     code="upstream_protocol_error", type="server_error"))
                 return out
-        message = camelize(message)
+        message = camelize_frame(message, frame)
         for name in self.mappings.upstream_fields:
             if name in message:
                 self._run(self.mappings.upstream[name], message, out, None)

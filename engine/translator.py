@@ -23,7 +23,6 @@ replaced, never mutated in place, so a value read into a message can't change be
 from __future__ import annotations
 
 import logging
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -72,21 +71,28 @@ def camelize(value: Any) -> Any:
     return value
 
 
-# A snake_case key in raw JSON text: `"..._...":`. Any backslash also counts (an escape could hide one),
-# so the check is exact: no match means camelize() would return the frame unchanged.
-_SNAKE_KEY_TEXT = r'"[^"\\_]*+_[^"\\]*+"\s*+:|\\'
-_SNAKE_KEY = re.compile(_SNAKE_KEY_TEXT)
-_SNAKE_KEY_BYTES = re.compile(_SNAKE_KEY_TEXT.encode())
+_CONTAINERS = (dict, list)
 
 
-def camelize_frame(message: dict[str, Any], raw: str | bytes | dict[str, Any]) -> dict[str, Any]:
-    """`camelize(message)`, skipped when the raw frame it was parsed from has no snake_case key (most do not)."""
-    if isinstance(raw, bytes):
-        if _SNAKE_KEY_BYTES.search(raw) is None:
-            return message
-    elif isinstance(raw, str) and _SNAKE_KEY.search(raw) is None:
-        return message
-    return camelize(message)
+def _has_snake_key(value: Any) -> bool:
+    """Whether camelize() would change anything: a key with `_` outside the opaque values. No copies."""
+    stack = [value]
+    while stack:
+        node = stack.pop()
+        if type(node) is dict:
+            for key, item in node.items():
+                if "_" in key:
+                    return True
+                if type(item) in _CONTAINERS and key not in _OPAQUE_KEYS:
+                    stack.append(item)
+        elif type(node) is list:
+            stack.extend(item for item in node if type(item) in _CONTAINERS)
+    return False
+
+
+def camelize_frame(message: dict[str, Any]) -> dict[str, Any]:
+    """`camelize(message)`, checked first without copying: Gemini's own frames are camelCase already."""
+    return camelize(message) if _has_snake_key(message) else message
 
 
 def assign(root: Any, keys: tuple[str, ...], value: Any) -> Any:
@@ -170,7 +176,7 @@ class Translator:
                     "The upstream model service sent a malformed message; it was ignored.",
                     code="upstream_protocol_error", type="server_error"))
                 return out
-        message = camelize_frame(message, frame)
+        message = camelize_frame(message)
         for name in self.mappings.upstream_fields:
             if name in message:
                 self._run(self.mappings.upstream[name], message, out, None)

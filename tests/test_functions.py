@@ -70,4 +70,6 @@ def test_camelize_is_skipped_only_when_it_would_change_nothing() -> None:
         message = {"serverContent": _random_json(rng)}
         for raw in (json.dumps(message), json.dumps(message, ensure_ascii=False, separators=(",", ":")),
                     json.dumps(message, indent=1).encode()):
-            assert camelize_frame(json.loads(raw), raw) == camelize(message), raw
+            parsed = json.loads(raw)
+            assert camelize_frame(parsed) == camelize(message), raw
+            assert (camelize_frame(parsed) is parsed) == (camelize(parsed) is parsed)

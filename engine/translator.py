@@ -211,7 +211,7 @@ class Translator:
     def _run(self, rules: RuleFile, event: dict[str, Any], out: Output, event_id: str | None) -> None:
         scope: Scope = {"event": event, "session": self.session, "config": self.config,
                         "tables": self.mappings.tables}
-        all_rules = rules.rules
+        all_rules = rules.index.rules_for(event)  # only the rules this input's shape can trigger
         index = 0
         while index < len(all_rules):
             rule = all_rules[index]

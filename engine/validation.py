@@ -11,6 +11,7 @@ nesting is bounded before any recursive check runs.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable
 from functools import cached_property
@@ -76,6 +77,13 @@ def _too_deep(value: Any, limit: int) -> list[Any] | None:
     return None
 
 
+@functools.cache  # compiling costs milliseconds: once per schema file per process, the files being a fixed set
+def _compile(path: Path, documents_json: str) -> Callable[[Any], Any]:
+    documents = json.loads(documents_json)
+    return fastjsonschema.compile(json.loads(path.read_text()), handlers={"https": documents.__getitem__},
+                                  use_formats=False)
+
+
 def _path(parts: list[Any] | tuple[Any, ...]) -> str:
     out = ""
     for part in parts:
@@ -133,8 +141,7 @@ class ClientEventValidator:
             schema = self._schema(event_type, dialect)
             if schema is None:
                 return None  # not cached: unknown types are answered from the fixed table each time
-            documents = self._documents
-            check = fastjsonschema.compile(schema, handlers={"https": documents.__getitem__}, use_formats=False)
+            check = _compile(self._table(dialect)[event_type], json.dumps(self._documents, sort_keys=True))
             self._compiled[key] = check
         return check
 

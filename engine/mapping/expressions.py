@@ -280,11 +280,12 @@ def _negation_over_path(node: dict[str, Any]) -> dict[str, Any]:
 class Expression:
     """A compiled expression; call it with a runtime and a scope."""
 
-    __slots__ = ("_fn", "source")
+    __slots__ = ("_fn", "ast", "source")
 
     def __init__(self, source: str) -> None:
         self.source = source
-        self._fn = _compile_node(_negation_over_path(jmespath.compile(source).parsed))
+        self.ast = _negation_over_path(jmespath.compile(source).parsed)  # read by mapping/index.py
+        self._fn = _compile_node(self.ast)
 
     def __call__(self, runtime: Runtime, scope: Scope) -> Any:
         return self._fn(runtime, scope)

@@ -16,6 +16,8 @@ trip, its ratio to the relay in the same repeat, sessions per core that CPU cost
 the round trip with the direct path's same percentile subtracted (the added latency), and chunks lost.
 The gateways are pinned to core 0 and the load generator and echo to the others, where the OS allows.
 
+    python bench/bench_load.py --baseline-pythonpath DIR   adds a `baseline` livegate (another source tree) to
+                                                           every repeat: before/after a change in the same run
     python bench/bench_load.py --startup     cold start to listening and idle RSS of `livegate`
 """
 
@@ -113,16 +115,17 @@ async def _session(kind: str, url: str, pcm: bytes, chunk_s: float, t_start: flo
                    t_stop: float, phase: Phase) -> None:
     pending: dict[int, float] = {}
     chunk = bytearray(pcm)
+    openai = kind not in ("direct", "relay")  # a livegate speaks OpenAI Realtime to its clients
     try:
         async with connect(url, max_size=None) as ws:  # offers permessage-deflate, as the SDKs do
-            if kind != "livegate":
+            if not openai:
                 await ws.send(orjson.dumps({"setup": {"model": "models/bench"}}).decode())
                 await ws.recv()
 
             async def reader() -> None:
                 async for raw in ws:
                     message = orjson.loads(raw)
-                    if kind == "livegate":
+                    if openai:
                         if message.get("type") != "response.output_audio.delta":
                             continue
                         data = message["delta"]
@@ -145,7 +148,7 @@ async def _session(kind: str, url: str, pcm: bytes, chunk_s: float, t_start: flo
                     await asyncio.sleep(delay)
                 struct.pack_into("<I", chunk, 0, seq)
                 audio = base64.b64encode(chunk).decode()
-                if kind == "livegate":
+                if openai:
                     frame = orjson.dumps({"type": "input_audio_buffer.append", "audio": audio})
                 else:
                     frame = orjson.dumps({"realtimeInput": {"audio": {"mimeType": "audio/pcm;rate=24000",
@@ -167,6 +170,10 @@ async def _session(kind: str, url: str, pcm: bytes, chunk_s: float, t_start: flo
 
 def _tree_cpu(pid: int) -> float:
     """User + system CPU seconds of `pid` and its descendants (uvicorn workers)."""
+    return sum(_tree_cpu_by_process(pid).values())
+
+
+def _tree_cpu_by_process(pid: int) -> dict[int, float]:
     parents: dict[int, int] = {}
     times: dict[int, float] = {}
     for entry in os.listdir("/proc"):
@@ -179,12 +186,12 @@ def _tree_cpu(pid: int) -> float:
         fields = stat[stat.rindex(")") + 2 :].split()
         parents[int(entry)] = int(fields[1])
         times[int(entry)] = (int(fields[11]) + int(fields[12])) / TICK
-    total, todo = 0.0, [pid]
+    found, todo = {}, [pid]
     while todo:
         current = todo.pop()
-        total += times.get(current, 0.0)
+        found[current] = times.get(current, 0.0)
         todo.extend(child for child, parent in parents.items() if parent == current)
-    return total
+    return found
 
 
 async def _run_phase(kind: str, url: str, gateway_pid: int | None, args: argparse.Namespace) -> Phase:
@@ -244,7 +251,7 @@ def _start_role(role: str, port: int, upstream: str | None = None) -> subprocess
 
 def _livegate_cmd(config: Path, port: int, workers: int, extra: list[str]) -> list[str]:
     cmd = [sys.executable, "-m", "livegate.cli", "--config", str(config), "--port", str(port),
-           "--log-level", "warning", *extra]
+           "--log-level", "critical", *extra]
     if workers > 1:
         cmd += ["--workers", str(workers)]
     return cmd
@@ -266,22 +273,29 @@ def _rss_mb(pid: int) -> float:
 
 
 def _startup(args: argparse.Namespace) -> None:
-    """Cold start to listening, and RSS once idle, over a few starts."""
+    """Cold start to listening, and RSS once idle, over a few interleaved starts (of the baseline too)."""
+    trees = [("livegate", None)] + ([("baseline", args.baseline_pythonpath)] if args.baseline_pythonpath else [])
+    starts: dict[str, list[float]] = {name: [] for name, _ in trees}
+    rss: dict[str, list[float]] = {name: [] for name, _ in trees}
     with tempfile.TemporaryDirectory() as tmp:
         config = _write_config(tmp, "ws://127.0.0.1:9")
-        starts, rss = [], []
         for _ in range(args.repeats):
-            port = _free_port()
-            proc = subprocess.Popen(_livegate_cmd(config, port, 1, []), stderr=subprocess.DEVNULL)
-            try:
-                starts.append(_wait_port(port, proc))
-                time.sleep(0.5)
-                rss.append(_rss_mb(proc.pid))
-            finally:
-                proc.terminate()
-                proc.wait()
-    print(f"cold start to listening: median {statistics.median(starts):.2f} s (min {min(starts):.2f}, "
-          f"max {max(starts):.2f}); idle RSS median {statistics.median(rss):.1f} MB over {len(starts)} starts")
+            for name, pythonpath in trees:
+                env = {**os.environ, "PYTHONPATH": pythonpath} if pythonpath else None
+                port = _free_port()
+                proc = subprocess.Popen(_livegate_cmd(config, port, 1, []), stderr=subprocess.DEVNULL, env=env,
+                                        cwd=tmp)
+                try:
+                    starts[name].append(_wait_port(port, proc))
+                    time.sleep(0.5)
+                    rss[name].append(_rss_mb(proc.pid))
+                finally:
+                    proc.terminate()
+                    proc.wait()
+    for name, _ in trees:
+        s, r = starts[name], rss[name]
+        print(f"{name:9} cold start to listening: median {statistics.median(s):.2f} s [{min(s):.2f}..{max(s):.2f}]; "
+              f"idle RSS median {statistics.median(r):.1f} MB [{min(r):.1f}..{max(r):.1f}] over {len(s)} starts")
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -291,11 +305,23 @@ def _pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+def _start_livegate(tmp: str, upstream: str, port: int, args: argparse.Namespace, pythonpath: str | None,
+                    cores: list[int], extra: str) -> subprocess.Popen:
+    env = dict(os.environ)
+    if pythonpath:  # another livegate source tree (e.g. the code before a change), same interpreter
+        env["PYTHONPATH"] = pythonpath
+    proc = subprocess.Popen(_livegate_cmd(_write_config(tmp, upstream), port, args.workers, extra.split()),
+                            env=env, cwd=tmp)
+    _pin(proc.pid, cores)  # uvicorn workers inherit it
+    _wait_port(port, proc)
+    return proc
+
+
 async def _load(args: argparse.Namespace) -> None:
-    gateway_cores = CORES[:1]
+    gateway_cores = CORES[:1] if args.workers == 1 else CORES
     client_cores = CORES[1:] or CORES
     _pin(os.getpid(), client_cores)
-    echo_port, relay_port, live_port = _free_port(), _free_port(), _free_port()
+    echo_port, relay_port = _free_port(), _free_port()
     upstream = f"ws://127.0.0.1:{echo_port}"
     procs: list[subprocess.Popen] = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -305,37 +331,43 @@ async def _load(args: argparse.Namespace) -> None:
             _pin(echo.pid, client_cores)
             relay = _start_role("relay", relay_port, upstream)
             procs.append(relay)
-            _pin(relay.pid, gateway_cores if args.workers == 1 else CORES)
-            live = subprocess.Popen(_livegate_cmd(_write_config(tmp, upstream), live_port, args.workers,
-                                                  args.livegate_args.split()))
-            procs.append(live)
-            _pin(live.pid, gateway_cores if args.workers == 1 else CORES)  # workers inherit it
-            _wait_port(live_port, live)
+            _pin(relay.pid, gateway_cores)
+            urls = {"direct": upstream + GEMINI_PATH, "relay": f"ws://127.0.0.1:{relay_port}" + GEMINI_PATH}
+            pids: dict[str, int | None] = {"direct": None, "relay": relay.pid}
+            gateways = [("livegate", None, args.livegate_args)]
+            if args.baseline_pythonpath:
+                gateways.append(("baseline", args.baseline_pythonpath, ""))
+            for variant in args.variant:
+                name, _, extra = variant.partition("=")
+                gateways.append((name, None, extra))
+            for name, pythonpath, extra in gateways:
+                port = _free_port()
+                proc = _start_livegate(tmp, upstream, port, args, pythonpath, gateway_cores, extra)
+                procs.append(proc)
+                urls[name], pids[name] = f"ws://127.0.0.1:{port}/v1/realtime?model=bench", proc.pid
             time.sleep(0.5 if args.workers == 1 else 2.0)
-            urls = {"direct": upstream + GEMINI_PATH, "relay": f"ws://127.0.0.1:{relay_port}" + GEMINI_PATH,
-                    "livegate": f"ws://127.0.0.1:{live_port}/v1/realtime?model=bench"}
-            pids = {"direct": None, "relay": relay.pid, "livegate": live.pid}
+            kinds = list(urls)
+            measured = [k for k in kinds if k != "direct"]
             print(f"{args.sessions} sessions x {args.chunk_ms} ms chunks, {args.seconds} s measured per phase, "
                   f"{args.repeats} repeats, livegate workers: {args.workers}, cores: gateway {gateway_cores} "
                   f"client+echo {client_cores}")
-            header = (f"{'rep':>3} {'path':9} {'CPU µs/chunk':>12} {'x relay':>8} {'sess/core':>9} {'CPU %':>6} "
-                      f"{'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7} {'+p50':>6} {'+p95':>6} {'+p99':>6} "
-                      f"{'lost':>5} {'sent':>6}")
-            print(header)
-            ratios: list[float] = []
-            cost: dict[str, list[float]] = {"relay": [], "livegate": []}
-            added: dict[str, list[list[float]]] = {"relay": [], "livegate": []}
-            lost_total = {"relay": 0, "livegate": 0}
+            print(f"{'rep':>3} {'path':9} {'CPU µs/chunk':>12} {'x relay':>8} {'sess/core':>9} {'CPU %':>6} "
+                  f"{'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7} {'+p50':>6} {'+p95':>6} {'+p99':>6} "
+                  f"{'lost':>5} {'sent':>6}")
+            ratios: dict[str, list[float]] = {k: [] for k in measured}
+            cost: dict[str, list[float]] = {k: [] for k in measured}
+            added: dict[str, list[list[float]]] = {k: [] for k in measured}
+            lost_total = dict.fromkeys(measured, 0)
             for rep in range(1, args.repeats + 1):
-                order = ["direct", "relay", "livegate"]
-                random.shuffle(order)
+                order = list(kinds)
+                random.shuffle(order)  # interleaved: the machine's drift hits every path alike
                 phases = {kind: await _run_phase(kind, urls[kind], pids[kind], args) for kind in order}
-                direct = phases["direct"]
-                for kind in ("direct", "relay", "livegate"):
+                direct, relay_phase = phases["direct"], phases["relay"]
+                relay_cost = relay_phase.cpu_s / relay_phase.received * 1e6 if relay_phase.received else float("nan")
+                for kind in kinds:
                     p = phases[kind]
                     per_chunk = p.cpu_s / p.received * 1e6 if p.received and pids[kind] else float("nan")
-                    ratio = per_chunk / (phases["relay"].cpu_s / phases["relay"].received * 1e6) \
-                        if kind != "direct" and phases["relay"].received else float("nan")
+                    ratio = per_chunk / relay_cost if kind != "direct" else float("nan")
                     sessions_per_core = 1e6 / (per_chunk * (1000 / args.chunk_ms)) if pids[kind] else float("nan")
                     cpu_pct = p.cpu_s / p.window_s * 100 if p.window_s else float("nan")
                     q = [_pct(p.latencies, x) * 1000 for x in (0.5, 0.95, 0.99)]
@@ -349,17 +381,20 @@ async def _load(args: argparse.Namespace) -> None:
                         cost[kind].append(per_chunk)
                         added[kind].append(plus)
                         lost_total[kind] += lost
-                        if kind == "livegate":
-                            ratios.append(ratio)
+                        ratios[kind].append(ratio)
             print("\nsummary over repeats (median [min..max]):")
-            for kind in ("relay", "livegate"):
-                c = cost[kind]
-                p99 = [a[2] for a in added[kind]]
+            for kind in measured:
+                c, r, p99 = cost[kind], ratios[kind], [a[2] for a in added[kind]]
                 print(f"  {kind:9} CPU µs/chunk {statistics.median(c):6.1f} [{min(c):.1f}..{max(c):.1f}]  "
+                      f"x relay {statistics.median(r):.2f} [{min(r):.2f}..{max(r):.2f}]  "
                       f"added p99 ms {statistics.median(p99):6.2f} [{min(p99):.2f}..{max(p99):.2f}]  "
                       f"lost {lost_total[kind]}")
-            print(f"  livegate / relay CPU ratio: {statistics.median(ratios):.2f} "
-                  f"[{min(ratios):.2f}..{max(ratios):.2f}]")
+            if args.workers > 1:  # every worker should have served sessions
+                for name in measured:
+                    if name != "relay":
+                        per_process = sorted(_tree_cpu_by_process(pids[name]).values(), reverse=True)
+                        print(f"  {name} CPU s per process (supervisor and workers, whole run): "
+                              + ", ".join(f"{t:.1f}" for t in per_process))
         finally:
             for proc in procs:
                 proc.terminate()
@@ -379,6 +414,10 @@ def main() -> None:
     parser.add_argument("--chunk-ms", type=int, default=20)
     parser.add_argument("--workers", type=int, default=1, help="livegate --workers")
     parser.add_argument("--livegate-args", default="", help="extra livegate command-line arguments")
+    parser.add_argument("--baseline-pythonpath", metavar="DIR",
+                        help="also run the livegate importable from DIR (e.g. an older checkout) as `baseline`")
+    parser.add_argument("--variant", action="append", default=[], metavar="NAME=ARGS",
+                        help="also run this livegate with extra arguments, e.g. 'ws-legacy=--ws websockets'")
     parser.add_argument("--startup", action="store_true", help="measure cold start and idle RSS instead")
     parser.add_argument("--role", choices=["echo", "relay"], help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)

@@ -86,6 +86,8 @@ def _compile_node(node: dict[str, Any]) -> Compiled:
         if isinstance(literal, list | dict):
             return lambda rt, value: copy.deepcopy(literal)
         return lambda rt, value: literal
+    if kind == "subexpression" and all(child["type"] == "field" for child in children):
+        return _compile_field_path(tuple(child["value"] for child in children))
     if kind in ("subexpression", "pipe"):
         steps = [_compile_node(child) for child in children]
 
@@ -179,6 +181,27 @@ def _compile_node(node: dict[str, Any]) -> Compiled:
         parts = [_compile_node(child) for child in children]
         return lambda rt, value: None if value is None else [part(rt, value) for part in parts]
     return lambda rt, value: rt.interpreter.visit(node, value)
+
+
+def _compile_field_path(keys: tuple[str, ...]) -> Compiled:
+    """`a.b.c`: one closure walking the keys (the most common expression; most read `session` or `event`)."""
+    if len(keys) == 2:
+        first, second = keys
+
+        def two(rt: Runtime, value: Any) -> Any:
+            value = value.get(first) if isinstance(value, dict) else None
+            return value.get(second) if isinstance(value, dict) else None
+
+        return two
+
+    def walk(rt: Runtime, value: Any) -> Any:
+        for key in keys:
+            if not isinstance(value, dict):
+                return None
+            value = value.get(key)
+        return value
+
+    return walk
 
 
 _ORDERING: dict[str, Callable[[Any, Any], bool]] = {

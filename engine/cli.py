@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import os
 import sys
@@ -31,8 +32,20 @@ def app_from_environment() -> Any:
     from livegate.mapping import load_mappings
     from livegate.server import create_app
 
-    return create_app(load_config(os.environ.get(CONFIG_ENV) or None),
-                      load_mappings(os.environ.get(MAPPINGS_ENV) or None))
+    app = create_app(load_config(os.environ.get(CONFIG_ENV) or None),
+                     load_mappings(os.environ.get(MAPPINGS_ENV) or None))
+    _freeze_startup_objects()
+    return app
+
+
+def _freeze_startup_objects() -> None:
+    """Keep what startup built (FastAPI, pydantic, compiled mappings: ~80k objects) out of garbage collection.
+
+    A full collection walks every tracked object: 30-70 ms here, a stall every session feels in its
+    audio. Frozen, the objects are never scanned again; what sessions allocate is collected as usual.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -66,8 +79,9 @@ def _serve(args: argparse.Namespace) -> int:
         return 0
     from livegate.server import create_app
 
-    uvicorn.run(create_app(config, mappings), host=args.host, port=args.port, log_level=args.log_level,
-                **transport)
+    app = create_app(config, mappings)
+    _freeze_startup_objects()
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, **transport)
     return 0
 
 

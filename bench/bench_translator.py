@@ -5,7 +5,9 @@
 Each figure is the best of three medians over many runs of: the translator handling one raw frame (as the server
 feeds it) plus serialising what it produced (as the server sends it). The floor is `json.loads` +
 `json.dumps` of the same frame, measured in the same process, so the ratio travels across machines.
-The last line turns the audio-path costs into an estimate of concurrent audio sessions per core.
+The "per chunk round trip" row is what bench/bench_load.py streams: one 20 ms append up and its 20 ms audio
+delta down, validation included. The last line turns the audio-path costs into an estimate of concurrent
+audio sessions per core.
 """
 
 from __future__ import annotations
@@ -38,6 +40,9 @@ def _pcm(ms: int) -> str:
 APPEND = json.dumps({"type": "input_audio_buffer.append", "audio": _pcm(100)})  # 100 ms from a microphone
 AUDIO_DELTA = json.dumps({"serverContent": {"modelTurn": {"parts": [
     {"inlineData": {"mimeType": "audio/pcm;rate=24000", "data": _pcm(40)}}]}}}).encode()  # Gemini sends binary
+APPEND_20 = json.dumps({"type": "input_audio_buffer.append", "audio": _pcm(20)})  # one real-time chunk...
+AUDIO_DELTA_20 = json.dumps({"serverContent": {"modelTurn": {"parts": [  # ...and its echo from Gemini
+    {"inlineData": {"mimeType": "audio/pcm;rate=24000", "data": _pcm(20)}}]}}}).encode()
 TEXT_DELTA = json.dumps({"serverContent": {"modelTurn": {"parts": [{"text": "a few words of an answer "}]}}}).encode()
 
 
@@ -108,6 +113,9 @@ def main() -> None:
         ("audio append (client, 100 ms)", lambda: _send(audio.from_client(APPEND)), _floor([APPEND]), args.rounds),
         ("audio delta (Gemini, 40 ms)", lambda: _send(audio.from_upstream(AUDIO_DELTA)), _floor([AUDIO_DELTA]),
          args.rounds),
+        ("per chunk round trip (20 ms)", lambda: (_send(audio.from_client(APPEND_20)),
+                                                  _send(audio.from_upstream(AUDIO_DELTA_20))),
+         _floor([APPEND_20, AUDIO_DELTA_20]), args.rounds),
         ("text delta (Gemini)", lambda: _send(text.from_upstream(TEXT_DELTA)), _floor([TEXT_DELTA]), args.rounds),
         ("whole text turn (24 frames)", _turn, _floor(TURN_FRAMES), max(200, args.rounds // 20)),
     ]

@@ -68,6 +68,7 @@ class Config:
     master_key: str | None = None
     vertex: VertexDefaults = field(default_factory=VertexDefaults)
     max_client_frame_bytes: int = 15 * 1024 * 1024
+    client_compression: bool = False  # permessage-deflate on client WebSockets: base64 audio barely compresses
     source: str = "<built-in>"
 
     def route(self, model: str | None) -> ModelRoute | None:
@@ -172,6 +173,9 @@ def parse_config(data: Any, source: str = "<config>") -> Config:
     max_frame = settings.get("max_client_frame_bytes", Config.max_client_frame_bytes)
     if not isinstance(max_frame, int) or max_frame <= 0:
         raise ConfigError("livegate_settings.max_client_frame_bytes: expected a positive integer")
+    client_compression = settings.get("client_compression", Config.client_compression)
+    if not isinstance(client_compression, bool):
+        raise ConfigError("livegate_settings.client_compression: expected true or false")
     routes = tuple(_route(entry, i) for i, entry in enumerate(models))
     for i, route in enumerate(routes):  # fail at load, not in every session
         if route.provider == "vertex_ai" and not (route.vertex_project or vertex.project):
@@ -183,6 +187,7 @@ def parse_config(data: Any, source: str = "<config>") -> Config:
         master_key=_opt_str(general, "master_key", "general_settings"),
         vertex=vertex,
         max_client_frame_bytes=max_frame,
+        client_compression=client_compression,
         source=source,
     )
 

@@ -73,6 +73,30 @@ def camelize(value: Any) -> Any:
     return value
 
 
+_CONTAINERS = (dict, list)
+
+
+def _has_snake_key(value: Any) -> bool:
+    """Whether camelize() would change anything: a key with `_` outside the opaque values. No copies."""
+    stack = [value]
+    while stack:
+        node = stack.pop()
+        if type(node) is dict:
+            for key, item in node.items():
+                if "_" in key:
+                    return True
+                if type(item) in _CONTAINERS and key not in _OPAQUE_KEYS:
+                    stack.append(item)
+        elif type(node) is list:
+            stack.extend(item for item in node if type(item) in _CONTAINERS)
+    return False
+
+
+def camelize_frame(message: dict[str, Any]) -> dict[str, Any]:
+    """`camelize(message)`, checked first without copying: Gemini's own frames are camelCase already."""
+    return camelize(message) if _has_snake_key(message) else message
+
+
 class PhantomObject(ValueError):
     """A `set` of a field inside an object that does not exist (it would create a phantom one)."""
 
@@ -168,7 +192,7 @@ class Translator:
                     "The upstream model service sent a malformed message; it was ignored.",
                     code="upstream_protocol_error", type="server_error"))
                 return out
-        message = camelize(message)
+        message = camelize_frame(message)
         for name in self.mappings.upstream_fields:
             if name in message:
                 self._run(self.mappings.upstream[name], message, out, None)
@@ -213,7 +237,7 @@ class Translator:
     def _run(self, rules: RuleFile, event: dict[str, Any], out: Output, event_id: str | None) -> None:
         scope: Scope = {"event": event, "session": self.session, "config": self.config,
                         "tables": self.mappings.tables}
-        all_rules = rules.rules
+        all_rules = rules.index.rules_for(event)  # only the rules this input's shape can trigger
         index = 0
         while index < len(all_rules):
             rule = all_rules[index]

@@ -2,15 +2,23 @@
 
 Schemas are per dialect: `schemas/openai/beta/<type>.json` when the beta shape differs, else the GA
 file. A failing keyword becomes the error `code`, the failing field's JSON path the `param`.
+
+Every audio chunk passes through here, so events are checked by code compiled from those schemas
+(fastjsonschema); jsonschema runs only on failure, to find and word the error. The known types are a
+fixed table built at startup: a client's `type` string never reaches the filesystem or a cache, and
+nesting is bounded before any recursive check runs.
 """
 
 from __future__ import annotations
 
+import functools
 import json
+from collections.abc import Callable
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+import fastjsonschema
 import jsonschema
 import orjson
 from referencing import Registry, Resource
@@ -41,6 +49,41 @@ _JSON_TYPES = {dict: "an object", list: "an array", str: "a string", bool: "a bo
                float: "a number", type(None): "null"}
 
 
+# Deeper than any real event (tool parameter schemas included), far below what orjson serialises (254
+# levels, the Gemini setup adds a few) and Python's recursion limit (jsonschema recurses per level).
+MAX_DEPTH = 64
+_ECHO_CHARS = 64  # the most of a client's string echoed in a message
+
+
+def _echo(text: str) -> str:
+    return text if len(text) <= _ECHO_CHARS else text[:_ECHO_CHARS] + f"... ({len(text)} characters)"
+
+
+def _echo_long(text: str) -> str:
+    return text if len(text) <= 8 * _ECHO_CHARS else text[: 8 * _ECHO_CHARS] + f"... ({len(text)} characters)"
+
+
+def _too_deep(value: Any, limit: int) -> list[Any] | None:
+    """The path to the first container nested deeper than `limit`, or None; iterative, no recursion."""
+    stack: list[tuple[Any, int, tuple[Any, ...]]] = [(value, 0, ())]
+    while stack:
+        node, depth, path = stack.pop()
+        if depth > limit:
+            return list(path)
+        if isinstance(node, dict):
+            stack.extend((v, depth + 1, (*path, k)) for k, v in node.items() if isinstance(v, dict | list))
+        elif isinstance(node, list):
+            stack.extend((v, depth + 1, (*path, i)) for i, v in enumerate(node) if isinstance(v, dict | list))
+    return None
+
+
+@functools.cache  # compiling costs milliseconds: once per schema file per process, the files being a fixed set
+def _compile(path: Path, documents_json: str) -> Callable[[Any], Any]:
+    documents = json.loads(documents_json)
+    return fastjsonschema.compile(json.loads(path.read_text()), handlers={"https": documents.__getitem__},
+                                  use_formats=False)
+
+
 def _path(parts: list[Any] | tuple[Any, ...]) -> str:
     out = ""
     for part in parts:
@@ -51,37 +94,66 @@ def _path(parts: list[Any] | tuple[Any, ...]) -> str:
 class ClientEventValidator:
     """Turns raw client frames into checked event dicts, or into an OpenAI error event."""
 
-    def __init__(self, schemas_dir: Path = SCHEMAS_DIR, max_frame_bytes: int = 15 * 1024 * 1024) -> None:
+    def __init__(self, schemas_dir: Path = SCHEMAS_DIR, max_frame_bytes: int = 15 * 1024 * 1024,
+                 max_depth: int = MAX_DEPTH) -> None:
         self.dir = schemas_dir / "openai"
         self.max_frame_bytes = max_frame_bytes
-        self._validators: dict[tuple[str, str], jsonschema.protocols.Validator | None] = {}
+        self.max_depth = max_depth
+        # dialect -> event type -> schema file: the only types ever looked up, fixed at startup
+        self._files: dict[str, dict[str, Path]] = {}
+        self._compiled: dict[tuple[str, str], Callable[[Any], Any]] = {}
+        self._wording: dict[tuple[str, str], jsonschema.protocols.Validator] = {}
+
+    @cached_property
+    def _documents(self) -> dict[str, dict[str, Any]]:
+        """Every schema under schemas/openai/, by its $id."""
+        documents = {}
+        for path in sorted(self.dir.rglob("*.json")):
+            schema = json.loads(path.read_text())
+            documents[schema["$id"]] = schema
+        return documents
 
     @cached_property
     def _registry(self) -> Registry:
-        resources = []
-        for path in sorted(self.dir.rglob("*.json")):
-            schema = json.loads(path.read_text())
-            resources.append((schema["$id"], Resource.from_contents(schema)))
-        return Registry().with_resources(resources)
+        return Registry().with_resources((uri, Resource.from_contents(s)) for uri, s in self._documents.items())
+
+    def _table(self, dialect: str) -> dict[str, Path]:
+        table = self._files.get(dialect)
+        if table is None:
+            table = {p.stem: p for p in self.dir.glob("*.json") if p.stem != "common"}
+            if dialect != "ga":
+                table.update({p.stem: p for p in (self.dir / dialect).glob("*.json") if p.stem != "common"})
+            self._files[dialect] = table
+        return table
 
     def known_types(self, dialect: str = "ga") -> set[str]:
-        types = {p.stem for p in self.dir.glob("*.json") if p.stem != "common"}
-        if dialect != "ga":
-            types |= {p.stem for p in (self.dir / dialect).glob("*.json") if p.stem != "common"}
-        return types
+        return set(self._table(dialect))
+
+    def _schema(self, event_type: str, dialect: str) -> dict[str, Any] | None:
+        path = self._table(dialect).get(event_type)
+        return None if path is None else json.loads(path.read_text())
+
+    def _check(self, event_type: str, dialect: str) -> Callable[[Any], Any] | None:
+        """The compiled check for a known type (raises on an invalid event); None for an unknown type."""
+        key = (event_type, dialect)
+        check = self._compiled.get(key)
+        if check is None:
+            schema = self._schema(event_type, dialect)
+            if schema is None:
+                return None  # not cached: unknown types are answered from the fixed table each time
+            check = _compile(self._table(dialect)[event_type], json.dumps(self._documents, sort_keys=True))
+            self._compiled[key] = check
+        return check
 
     def _validator(self, event_type: str, dialect: str) -> jsonschema.protocols.Validator | None:
+        """The jsonschema validator that words an error (built on the first failure of a type)."""
         key = (event_type, dialect)
-        if key not in self._validators:
-            candidates = [self.dir / dialect / f"{event_type}.json"] if dialect != "ga" else []
-            candidates.append(self.dir / f"{event_type}.json")
-            path = next((p for p in candidates if p.is_file() and "/" not in event_type), None)
-            validator = None
-            if path is not None:
-                schema = json.loads(path.read_text())
-                validator = jsonschema.Draft202012Validator(schema, registry=self._registry)
-            self._validators[key] = validator
-        return self._validators[key]
+        if key not in self._wording:
+            schema = self._schema(event_type, dialect)
+            if schema is None:
+                return None
+            self._wording[key] = jsonschema.Draft202012Validator(schema, registry=self._registry)
+        return self._wording[key]
 
     def parse(self, raw: str | bytes | dict[str, Any], dialect: str = "ga") -> tuple[dict[str, Any] | None,
                                                                                    dict[str, Any] | None]:
@@ -94,7 +166,7 @@ class ClientEventValidator:
                     f"Message of {len(raw)} bytes exceeds the limit of {self.max_frame_bytes} bytes; "
                     "it was not processed.", code="message_too_large")
             try:
-                event = orjson.loads(raw)
+                event = orjson.loads(raw)  # bounded itself: deeper than 1024 levels is a JSONDecodeError
             except orjson.JSONDecodeError as exc:
                 return None, error_event(f"The message is not valid JSON: {exc}. It was not processed.",
                                          code="invalid_json")
@@ -106,14 +178,29 @@ class ClientEventValidator:
             code = "missing_required_parameter" if event_type is None else "invalid_type"
             return None, error_event("Missing or invalid required parameter: 'type'.", code=code,
                                      param="type", event_id=event_id)
-        validator = self._validator(event_type, dialect)
-        if validator is None:
+        check = self._check(event_type, dialect)
+        if check is None:
             return None, error_event(
-                f"Invalid value: '{event_type}'. Supported values are: "
-                + ", ".join(f"'{t}'" for t in sorted(self.known_types(dialect))) + ".",
+                f"Invalid value: '{_echo(event_type)}'. Supported values are: "
+                + ", ".join(f"'{t}'" for t in sorted(self._table(dialect))) + ".",
                 code="invalid_value", param="type", event_id=event_id)
+        nested = any(isinstance(value, dict | list) for value in event.values())  # an audio chunk is flat
+        deep = _too_deep(event, self.max_depth) if nested else None
+        if deep is not None:
+            return None, error_event(
+                f"The event nests objects and arrays more than {self.max_depth} levels deep (at "
+                f"'{_echo(_path(deep[: self.max_depth // 8]))}...'); it was not processed.",
+                code="nesting_too_deep", param=_echo(_path(deep[:1])) or None, event_id=event_id)
+        try:
+            check(event)
+        except fastjsonschema.JsonSchemaException:
+            pass
+        else:
+            return event, None
+        validator = self._validator(event_type, dialect)
+        assert validator is not None
         error = jsonschema.exceptions.best_match(validator.iter_errors(event))
-        if error is None:
+        if error is None:  # the two disagree (never seen): jsonschema, the reference, decides
             return event, None
         return None, self._describe(error, event_id)
 
@@ -139,9 +226,10 @@ class ClientEventValidator:
         elif error.validator in ("enum", "const"):
             param = _path(path)
             values = error.validator_value if error.validator == "enum" else [error.validator_value]
-            message = (f"Invalid value: {json.dumps(error.instance)} for '{param}'. Supported values are: "
+            message = (f"Invalid value: {_echo(json.dumps(error.instance))} for '{param}'. Supported values are: "
                        + ", ".join(json.dumps(v) for v in values) + ".")
         else:
             param = _path(path)
-            message = f"Invalid value for '{param}': {error.message}."
-        return error_event(message, code=code, param=param or None, event_id=event_id)
+            message = f"Invalid value for '{param}': {_echo_long(error.message)}."
+        # Paths hold the client's own keys: bounded, like every echoed value.
+        return error_event(_echo_long(message), code=code, param=_echo_long(param) or None, event_id=event_id)

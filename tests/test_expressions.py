@@ -12,7 +12,8 @@ from livegate.mapping.functions import Helpers, SequentialIds
 
 DATA: dict[str, Any] = {
     "event": {"a": {"b": [1, 2, {"c": "x"}], "zero": 0, "t": True, "empty": "", "list": [], "obj": {}},
-              "parts": [{"text": "hi"}, {"inlineData": {"data": "AA"}}, {"text": "yo", "thought": True}]},
+              "parts": [{"text": "hi"}, {"inlineData": {"data": "AA"}}, {"text": "yo", "thought": True}],
+              "nums": [3, 1, 4, 1.5, 2], "nested": [[1, 2], [3, [4]], 5, {"x": 1}, [{"x": 2}]]},
     "session": {"n": 1, "flag": False, "name": "s"},
 }
 
@@ -24,14 +25,75 @@ EXPRESSIONS = [
     "event.parts[*].inlineData.data", "length(event.a.b)", "join('-', [session.name, 'z'])",
     "event.a.b | [0]", "merge(session, {n: `2`})", "keys(event.a.obj)", "sum([`1`, session.n])",
     "sort_by(event.parts, &to_string(text))[0].text", "to_string(event.a.b[2])", "`[1, 2]`", "@.session.n",
+    # projections, filters, flatten, slices
+    "event.parts[*]", "event.parts[*].text", "event.parts[*].inlineData.data", "event.a.b[*].c", "event.a.zero[*]",
+    "event.parts[?inlineData]", "event.parts[?inlineData].inlineData.data", "event.parts[?!thought].text",
+    "event.parts[?text == 'hi']", "event.parts[?text != 'hi'].text", "event.nums[?@ > `2`]", "event.nums[?@ <= `2`]",
+    "event.a.obj[?x]", "event.parts[?(text && !thought) || inlineData]", "event.a[?b]", "event.missing[?x]",
+    "event.a.*", "event.a.*.c", "event.parts[0].*", "event.nums.*", "session.*", "*.n", "*.a.zero",
+    "event.nested[]", "event.nested[][]", "event.nested[].x", "event.parts[]", "event.a.b[]", "event.a.obj[]",
+    "event.nested[*][0]", "event.nested[][?@ > `1`]", "event.nums[1:3]", "event.nums[::-1]", "event.nums[-2:]",
+    "event.nums[:2].to_string(@)", "event.a.t[0:1]", "event.parts[0:2].text", "event.parts[::2][*].text",
+    # ordering comparisons: numbers and strings compare, anything else is null
+    "session.n < `2`", "session.n >= `1`", "session.n > `1.5`", "session.name > 'a'", "session.name <= 'r'",
+    "event.a.t < `2`", "session.flag > `0`", "event.a.obj < `1`", "event.a.list >= event.a.list", "`null` < `1`",
+    # functions, bound directly: results and the same checks as JMESPath's dispatch
+    "length(event.parts)", "length(session.name)", "length(event.a.obj)", "starts_with(session.name, 's')",
+    "contains(event.a.b, `1`)", "contains(session.name, 'x')", "not_null(event.missing, session.n)",
+    "type(event.a.t)", "to_number('12')", "to_array(session.n)", "values(session)", "max(event.nums)",
+    "join(',', event.parts[*].text)", "abs(`-3`)", "floor(`2.5`)", "avg(event.nums)", "reverse(event.nums)",
+    "merge(session, event.a.obj)", "get(session, 'name', 'dflt')", "get(session, 'nope', 'dflt')",
+    "field(session, 'name')", "if(session.flag, 'a', 'b')", "is_base64('QUJD')", "is_base64('QUJ')",
+    "b64_standard('ab-_')", "to_json(event.a.b)", "parse_json_or_string('[1]')", "with_key(session, 'k', `1`)",
+    "append(event.nums, `9`)", "add(session.n, `2`)", "duration_ms('1.5s')", "deep_merge(session, {n: `3`})",
+    "event.parts[?contains(keys(@), 'text')].text", "map(&text, event.parts)", "max_by(event.parts, &length(keys(@)))",
+]
+
+# Calls JMESPath refuses: the compiled path must raise the same error.
+FAILING = [
+    "length(session.n)", "length(`1`, `2`)", "starts_with(session.n, 's')", "is_base64(session.n)",
+    "join(',', event.nums)", "get(event.nums, 'a', `1`)", "add(session.name, `1`)", "unknown_fn(`1`)",
+    "b64_standard(`null`)", "abs(session.name)", "not_null()", "session.name < `1`", "sum(event.parts)",
+    "is_base64(event.a.t)", "if(`1`, `2`)", "to_json()",
 ]
 
 
-@pytest.mark.parametrize("source", EXPRESSIONS)
+def _outcome(fn: Any) -> tuple[str, Any]:
+    try:
+        return "ok", fn()
+    except jmespath.exceptions.JMESPathError as exc:
+        return "error", type(exc).__name__
+    except TypeError:
+        return "error", "TypeError"
+
+
+@pytest.mark.parametrize("source", EXPRESSIONS + FAILING)
 def test_compiled_matches_the_reference_interpreter(source: str) -> None:
     runtime = Runtime(Helpers(ids=SequentialIds()))
-    assert Expression(source)(runtime, DATA) == jmespath.search(source, DATA, jmespath.Options(
-        custom_functions=Helpers(ids=SequentialIds())))
+    compiled = _outcome(lambda: Expression(source)(runtime, DATA))
+    reference = _outcome(lambda: jmespath.search(source, DATA, jmespath.Options(
+        custom_functions=Helpers(ids=SequentialIds()))))
+    assert compiled == reference
+    if source in FAILING:
+        assert compiled[0] == "error"
+
+
+def test_compiled_expressions_fall_back_only_for_expression_arguments() -> None:
+    """The interpreter is reached only by calls with `&expression` arguments."""
+
+    class Counting:
+        visits = 0
+
+        def visit(self, node: Any, value: Any) -> Any:
+            Counting.visits += 1
+            return jmespath.visitor.TreeInterpreter().visit(node, value)
+
+    runtime = Runtime(Helpers(ids=SequentialIds()))
+    runtime.interpreter = Counting()  # type: ignore[assignment]
+    for source in EXPRESSIONS:
+        if "&" not in source:
+            Expression(source)(runtime, DATA)
+    assert Counting.visits == 0
 
 
 @pytest.mark.parametrize(("source", "expected"), [

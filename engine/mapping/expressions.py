@@ -4,18 +4,20 @@ A string value that starts with `=` is a JMESPath expression (`"=event.audio"`);
 leading `=`. Everything else is a literal. In a template, an expression that yields null drops its
 field (or list element), and an object with a false `$when` expression is dropped as a whole.
 
-Everything is compiled once at load, into Python closures for the common JMESPath node kinds (every
-audio frame evaluates a dozen of these), with JMESPath's interpreter behind the rest.
+Everything is compiled once at load, into Python closures (every audio frame evaluates a dozen of
+these), with JMESPath's interpreter behind only the calls taking `&expression` arguments.
 """
 
 from __future__ import annotations
 
 import copy
+import operator
 from collections.abc import Callable
 from typing import Any
 
 import jmespath
 from jmespath import exceptions as jp_exceptions
+from jmespath import functions as jp_functions
 from jmespath import visitor
 
 from livegate.mapping.errors import MappingError
@@ -68,9 +70,9 @@ def _equals(x: Any, y: Any) -> bool:
 def _compile_node(node: dict[str, Any]) -> Compiled:
     """A JMESPath AST node as a Python closure `(runtime, value) -> result`.
 
-    The common node kinds (fields, paths, boolean logic, equality, literals, function calls,
-    multi-selects) become direct Python; the rest (projections, filters, slices...) are handed to
-    JMESPath's own interpreter. Results are identical (tests/test_expressions.py checks this).
+    Every node kind but function calls taking `&expression` arguments (sort_by, max_by...) becomes
+    direct Python; those are handed to JMESPath's own interpreter. Results are identical
+    (tests/test_expressions.py checks this against the reference interpreter).
     """
     kind = node["type"]
     children = node.get("children", [])
@@ -84,6 +86,8 @@ def _compile_node(node: dict[str, Any]) -> Compiled:
         if isinstance(literal, list | dict):
             return lambda rt, value: copy.deepcopy(literal)
         return lambda rt, value: literal
+    if kind == "subexpression" and all(child["type"] == "field" for child in children):
+        return _compile_field_path(tuple(child["value"] for child in children))
     if kind in ("subexpression", "pipe"):
         steps = [_compile_node(child) for child in children]
 
@@ -131,8 +135,45 @@ def _compile_node(node: dict[str, Any]) -> Compiled:
 
         return at
     if kind == "function_expression" and all(child["type"] != "expref" for child in children):
-        name, args = node["value"], [_compile_node(child) for child in children]
-        return lambda rt, value: rt.helpers.call_function(name, [arg(rt, value) for arg in args])
+        return _compile_call(node["value"], [_compile_node(child) for child in children])
+    if kind == "comparator":  # ordering: numbers and strings only, anything else is null
+        left, right, compare = _compile_node(children[0]), _compile_node(children[1]), _ORDERING[node["value"]]
+
+        def ordered(rt: Runtime, value: Any) -> Any:
+            a, b = left(rt, value), right(rt, value)
+            if _comparable(a) and _comparable(b):
+                return compare(a, b)
+            return None
+
+        return ordered
+    if kind in ("projection", "value_projection", "filter_projection"):
+        return _compile_projection(kind, [_compile_node(child) for child in children])
+    if kind == "flatten":
+        base = _compile_node(children[0])
+
+        def flatten(rt: Runtime, value: Any) -> Any:
+            items = base(rt, value)
+            if not isinstance(items, list):
+                return None
+            merged: list[Any] = []
+            for item in items:
+                if isinstance(item, list):
+                    merged.extend(item)
+                else:
+                    merged.append(item)
+            return merged
+
+        return flatten
+    if kind == "identity":
+        return lambda rt, value: value
+    if kind == "index_expression" and children[1]["type"] == "slice":
+        base, cut = _compile_node(children[0]), slice(*children[1]["children"])
+
+        def sliced(rt: Runtime, value: Any) -> Any:
+            items = base(rt, value)
+            return items[cut] if isinstance(items, list) else None
+
+        return sliced
     if kind == "multi_select_dict":
         pairs = [(child["value"], _compile_node(child["children"][0])) for child in children]
         return lambda rt, value: None if value is None else {key: part(rt, value) for key, part in pairs}
@@ -140,6 +181,113 @@ def _compile_node(node: dict[str, Any]) -> Compiled:
         parts = [_compile_node(child) for child in children]
         return lambda rt, value: None if value is None else [part(rt, value) for part in parts]
     return lambda rt, value: rt.interpreter.visit(node, value)
+
+
+def _compile_field_path(keys: tuple[str, ...]) -> Compiled:
+    """`a.b.c`: one closure walking the keys (the most common expression; most read `session` or `event`)."""
+    if len(keys) == 2:
+        first, second = keys
+
+        def two(rt: Runtime, value: Any) -> Any:
+            value = value.get(first) if isinstance(value, dict) else None
+            return value.get(second) if isinstance(value, dict) else None
+
+        return two
+
+    def walk(rt: Runtime, value: Any) -> Any:
+        for key in keys:
+            if not isinstance(value, dict):
+                return None
+            value = value.get(key)
+        return value
+
+    return walk
+
+
+_ORDERING: dict[str, Callable[[Any, Any], bool]] = {
+    "lt": operator.lt, "lte": operator.le, "gt": operator.gt, "gte": operator.ge}
+
+
+def _comparable(x: Any) -> bool:
+    return isinstance(x, str) or (isinstance(x, int | float) and not isinstance(x, bool))
+
+
+def _compile_projection(kind: str, parts: list[Compiled]) -> Compiled:
+    """`list[*].rhs`, `object.*.rhs` and `list[?condition].rhs`: the rhs per element, nulls left out."""
+    base, rhs = parts[0], parts[1]
+    if kind == "filter_projection":
+        condition = parts[2]
+
+        def filtered(rt: Runtime, value: Any) -> Any:
+            items = base(rt, value)
+            if not isinstance(items, list):
+                return None
+            out = []
+            for item in items:
+                if truthy(condition(rt, item)):
+                    result = rhs(rt, item)
+                    if result is not None:
+                        out.append(result)
+            return out
+
+        return filtered
+
+    def projected(rt: Runtime, value: Any) -> Any:
+        items = base(rt, value)
+        if kind == "value_projection":
+            if not isinstance(items, dict):
+                return None
+            items = list(items.values())
+        elif not isinstance(items, list):
+            return None
+        out = []
+        for item in items:
+            result = rhs(rt, item)
+            if result is not None:
+                out.append(result)
+        return out
+
+    return projected
+
+
+def _compile_call(name: str, args: list[Compiled]) -> Compiled:
+    """A function call bound to its implementation, skipping JMESPath's dispatch on the common path.
+
+    The argument types are checked as JMESPath does (by type name); any call that would not pass, or a
+    function with element-typed or variadic arguments, goes through `call_function`, which raises the
+    same errors as the reference interpreter.
+    """
+    bound: list[Any] = [None, None, None]  # helpers class, implementation, allowed type names per argument
+
+    def bind(helpers: jmespath.functions.Functions) -> None:
+        spec = type(helpers).FUNCTION_TABLE.get(name)
+        allowed: tuple[frozenset[str] | None, ...] | None = None
+        if spec is not None and len(spec["signature"]) == len(args):
+            checks: list[frozenset[str] | None] = []
+            for arg in spec["signature"]:
+                types = arg["types"]
+                if arg.get("variadic") or any("-" in t for t in types):
+                    break
+                checks.append(frozenset(n for t in types for n in jp_functions.REVERSE_TYPES_MAP[t]) or None)
+            else:
+                allowed = tuple(checks)
+        bound[:] = [type(helpers), spec["function"] if spec else None, allowed]
+
+    def call(rt: Runtime, value: Any) -> Any:
+        helpers = rt.helpers
+        if bound[0] is not type(helpers):
+            bind(helpers)
+        values = [arg(rt, value) for arg in args]
+        allowed = bound[2]
+        if allowed is not None:
+            for current, names in zip(values, allowed, strict=True):
+                if names is not None and type(current).__name__ not in names:
+                    break
+            else:
+                return bound[1](helpers, *values)
+        return helpers.call_function(name, values)
+
+    return call
 
 
 def _negation_over_path(node: dict[str, Any]) -> dict[str, Any]:
@@ -155,11 +303,12 @@ def _negation_over_path(node: dict[str, Any]) -> dict[str, Any]:
 class Expression:
     """A compiled expression; call it with a runtime and a scope."""
 
-    __slots__ = ("_fn", "source")
+    __slots__ = ("_fn", "ast", "source")
 
     def __init__(self, source: str) -> None:
         self.source = source
-        self._fn = _compile_node(_negation_over_path(jmespath.compile(source).parsed))
+        self.ast = _negation_over_path(jmespath.compile(source).parsed)  # read by mapping/index.py
+        self._fn = _compile_node(self.ast)
 
     def __call__(self, runtime: Runtime, scope: Scope) -> Any:
         return self._fn(runtime, scope)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, cached_property
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ import jsonschema
 
 from livegate.mapping.errors import MappingError
 from livegate.mapping.expressions import Build, Expression, compile_expression, compile_template, is_expression
+from livegate.mapping.index import RuleIndex
 from livegate.mapping.state import KeySpec, StateSpec, session_keys
 from livegate.mapping.yamlpos import Located, Path_
 from livegate.paths import MAPPINGS_DIR, SCHEMAS_DIR
@@ -64,6 +65,11 @@ class RuleFile:
     on: str
     file: str
     rules: tuple[Rule, ...]
+
+    @cached_property
+    def index(self) -> RuleIndex:
+        """The rules an input can trigger, by the input's shape (mapping/index.py); built at first use."""
+        return RuleIndex(self.rules)
 
 
 @dataclass(frozen=True)

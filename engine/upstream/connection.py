@@ -28,6 +28,8 @@ class UpstreamConnection:
     async def open(cls, target: UpstreamTarget, open_timeout: float = 10.0) -> UpstreamConnection:
         try:
             ws = await connect(target.url, additional_headers=target.headers, max_size=MAX_FRAME_BYTES,
+                               # No permessage-deflate: base64 audio barely compresses, and deflate would cost
+                               # CPU on every chunk (the client link is the same, see livegate_settings).
                                open_timeout=open_timeout, compression=None, ping_interval=20)
         except InvalidStatus as exc:
             raise UpstreamError(f"Gemini Live refused the connection (HTTP {exc.response.status_code})") from None
@@ -36,7 +38,8 @@ class UpstreamConnection:
         return cls(ws)
 
     async def send(self, message: dict) -> None:
-        await self._ws.send(orjson.dumps(message).decode())
+        # A text frame straight from orjson's UTF-8 bytes: no decode here and re-encode in websockets.
+        await self._ws.send(orjson.dumps(message), text=True)
 
     async def recv(self) -> str | bytes:
         """The next frame; raises ConnectionClosed when the upstream is gone."""

@@ -20,6 +20,7 @@ def _serve(args: argparse.Namespace) -> int:
     from livegate.config import ConfigError, load_config
     from livegate.mapping import MappingError, load_mappings
     from livegate.server import create_app
+    from livegate.server.serving import uvicorn_options
 
     try:
         config = load_config(args.config)
@@ -32,8 +33,7 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"livegate {__version__}: no --config given, serving every model from the local Gemini Live "
               f"simulator.\nConnect an OpenAI Realtime client to ws://{args.host}:{args.port}/v1/realtime",
               file=sys.stderr)
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, ws_max_size=
-                config.max_client_frame_bytes + 1024 * 1024, ws="websockets-sansio")
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, **uvicorn_options(config))
     return 0
 
 

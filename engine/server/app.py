@@ -18,6 +18,8 @@ from livegate import __version__
 from livegate.config import Config, ModelRoute
 from livegate.mapping import Mappings, load_mappings
 from livegate.server import auth
+from livegate.server.client_io import ExposeTransportAbort
+from livegate.server.hygiene import install_log_filters
 from livegate.server.passthrough import add_passthrough_routes
 from livegate.server.realtime import RealtimeSession
 from livegate.translator import Translator
@@ -65,8 +67,12 @@ def create_app(config: Config, mappings: Mappings | None = None, *, simulator_ch
             if simulator is not None:
                 await simulator.stop()
 
-    app = FastAPI(title="livegate", version=__version__, lifespan=lifespan)
+    # No /docs, /redoc or /openapi.json: they would describe the gateway to anyone, without a key.
+    app = FastAPI(title="livegate", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
+                  openapi_url=None)
     app.state.gateway = gateway
+    app.add_middleware(ExposeTransportAbort)
+    install_log_filters()
 
     @app.get("/health")
     async def health() -> dict[str, str]:

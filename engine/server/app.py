@@ -122,4 +122,4 @@ async def _realtime(ws: WebSocket, gateway: Gateway) -> None:
     chosen = next((p for p in offered if p == "realtime"), None) or next(
         (p for p in offered if not p.startswith(auth.INSECURE_KEY_PROTOCOL)), None)
     await ws.accept(subprotocol=chosen)
-    await RealtimeSession(ws, translator, provider, model).run()
+    await RealtimeSession(ws, translator, provider, model, gateway.config.timeouts).run()

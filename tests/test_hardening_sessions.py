@@ -166,6 +166,7 @@ async def test_a_client_that_stops_reading_is_dropped(caplog: pytest.LogCaptureF
             connect(base, max_queue=1) as ws:
         await ws.send(json.dumps({"type": "session.update", "session": {"type": "realtime",
                                                                         "output_modalities": ["text"]}}))
+        ws.transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # fill sooner
         await ws.send(json.dumps({"type": "response.create"}))
         started = time.monotonic()
         # read nothing: livegate's buffers fill, then its writes wait

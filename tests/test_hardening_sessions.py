@@ -126,8 +126,9 @@ async def test_a_flooding_upstream_does_not_starve_other_sessions() -> None:
     """The probe: one session whose Gemini streams as fast as it can pushed another session's turn from
     16 ms to 7.5 s (p50) and /health from 7 ms to 2 s. The flood runs in a process of its own, so it can
     stay ahead of livegate."""
-    flood = subprocess.Popen([sys.executable, "-m", "tests.fakes.flood", "4", KEY], cwd=ROOT, stdin=subprocess.PIPE,
-                             stdout=subprocess.PIPE, text=True)
+    flood = subprocess.Popen([sys.executable, "-m", "tests.fakes.flood", "upstream"], cwd=ROOT,
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    reader: subprocess.Popen[str] | None = None
     try:
         loop = asyncio.get_running_loop()
         port = int(await loop.run_in_executor(None, flood.stdout.readline))  # type: ignore[union-attr]
@@ -135,9 +136,10 @@ async def test_a_flooding_upstream_does_not_starve_other_sessions() -> None:
                 livegate(config(f"ws://127.0.0.1:{port}", sim.url)) as base, \
                 httpx.AsyncClient(base_url=base.replace("ws", "http")) as http, connect(base, "sim") as other:
             await text_turn(other)  # warm up
-            flood.stdin.write(f"{base}/v1/realtime?model=gemini\n")  # type: ignore[union-attr]
-            flood.stdin.flush()  # type: ignore[union-attr]
-            await asyncio.sleep(1.0)  # the flood is in full swing
+            reader = subprocess.Popen([sys.executable, "-m", "tests.fakes.flood", "client",
+                                       f"{base}/v1/realtime?model=gemini", "4", KEY], cwd=ROOT,
+                                      stdout=subprocess.PIPE, text=True)
+            await asyncio.sleep(1.5)  # the flood is in full swing
             turns, health = [], []
             for _ in range(5):
                 started = time.monotonic()
@@ -146,10 +148,12 @@ async def test_a_flooding_upstream_does_not_starve_other_sessions() -> None:
                 started = time.monotonic()
                 assert (await http.get("/health")).status_code == 200
                 health.append(time.monotonic() - started)
-            received = int(await loop.run_in_executor(None, flood.stdout.readline))  # type: ignore[union-attr]
+            received = int(await loop.run_in_executor(None, reader.stdout.readline))  # type: ignore[union-attr]
     finally:
-        flood.kill()
-        flood.wait()
+        for process in (flood, reader):
+            if process is not None:
+                process.kill()
+                process.wait()
     assert received > 2000, f"the flood was real ({received} events)"
     # generous bounds (a shared 2-core machine): the unfair gateway took seconds
     assert statistics.median(turns) < 0.5, turns

@@ -1,13 +1,13 @@
-"""A flooding Gemini Live endpoint and the OpenAI client reading from it, in a process of their own.
+"""A flooding Gemini Live endpoint, and an OpenAI client reading from it, each in a process of its own.
 
-Fairness tests need a peer that stays ahead of livegate: in livegate's own event loop it could only send
-when livegate yields, which is what is being tested. Run as `python -m tests.fakes.flood SECONDS [KEY]`:
+Fairness tests need peers that stay ahead of livegate: in livegate's own event loop (or in one process
+together) they could only keep up as far as livegate yields, which is what is being tested.
 
-1. it serves a Gemini Live endpoint that answers `setup`, then streams text deltas as fast as the socket
-   takes them, and prints its port;
-2. it reads a livegate WebSocket URL (for a model served by that endpoint) from stdin, connects as an
-   OpenAI client, asks for a response and reads everything for SECONDS;
-3. it prints the number of events it received and exits.
+    python -m tests.fakes.flood upstream                 serve a Gemini Live endpoint that answers `setup`,
+                                                         then streams tiny text deltas as fast as the socket
+                                                         takes them; prints its port, runs until stdin closes
+    python -m tests.fakes.flood client URL SECONDS KEY   connect to livegate as an OpenAI client, ask for a
+                                                         response, read for SECONDS, print the event count
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Any
 
 from websockets.asyncio.client import connect
 from websockets.asyncio.server import serve
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidState
 
 DELTA = json.dumps({"serverContent": {"modelTurn": {"parts": [{"text": "fl"}]}}})
 
@@ -30,31 +30,43 @@ async def _gemini(ws: Any) -> None:
         await ws.recv()
         await ws.send(json.dumps({"setupComplete": {}}))
         await ws.recv()  # the first content: from here on, never stop talking
-        while True:
-            await ws.send(DELTA)
-    except ConnectionClosed:
+        while True:  # frames in batches straight to the socket: faster than any Python consumer
+            if ws.transport.get_write_buffer_size() > 1024 * 1024:
+                await asyncio.sleep(0.001)
+                continue
+            for _ in range(500):
+                ws.protocol.send_text(DELTA.encode())
+            ws.transport.write(b"".join(ws.protocol.data_to_send()))
+            await asyncio.sleep(0)
+    except (ConnectionClosed, InvalidState):
         pass
 
 
-async def _main(seconds: float, key: str | None) -> None:
-    async with serve(_gemini, "127.0.0.1", 0, compression=None) as server:
+async def _upstream() -> None:
+    async with serve(_gemini, "127.0.0.1", 0, compression=None, max_queue=None) as server:
         print(server.sockets[0].getsockname()[1], flush=True)
-        url = (await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)).strip()
-        received = 0
-        headers = {"Authorization": f"Bearer {key}"} if key else {}
-        async with connect(url, max_size=None, compression=None, additional_headers=headers) as ws:
-            await ws.send(json.dumps({"type": "session.update", "session": {"type": "realtime",
-                                                                            "output_modalities": ["text"]}}))
-            await ws.send(json.dumps({"type": "response.create"}))
-            deadline = time.monotonic() + seconds
-            while time.monotonic() < deadline:
-                try:
-                    await asyncio.wait_for(ws.recv(), max(0.01, deadline - time.monotonic()))
-                except TimeoutError:
-                    break
-                received += 1
-        print(received, flush=True)
+        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+
+
+async def _client(url: str, seconds: float, key: str) -> None:
+    received = 0
+    async with connect(url, max_size=None, compression=None, max_queue=None,
+                       additional_headers={"Authorization": f"Bearer {key}"}) as ws:
+        await ws.send(json.dumps({"type": "session.update", "session": {"type": "realtime",
+                                                                        "output_modalities": ["text"]}}))
+        await ws.send(json.dumps({"type": "response.create"}))
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            try:
+                await asyncio.wait_for(ws.recv(), max(0.01, deadline - time.monotonic()))
+            except TimeoutError:
+                break
+            received += 1
+    print(received, flush=True)
 
 
 if __name__ == "__main__":
-    asyncio.run(_main(float(sys.argv[1]) if len(sys.argv) > 1 else 5.0, sys.argv[2] if len(sys.argv) > 2 else None))
+    if sys.argv[1] == "client":
+        asyncio.run(_client(sys.argv[2], float(sys.argv[3]), sys.argv[4]))
+    else:
+        asyncio.run(_upstream())

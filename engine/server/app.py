@@ -22,6 +22,7 @@ from livegate.server.client_io import ExposeTransportAbort
 from livegate.server.hygiene import install_log_filters
 from livegate.server.passthrough import add_passthrough_routes
 from livegate.server.realtime import RealtimeSession
+from livegate.server.serving import configure as configure_http
 from livegate.translator import Translator
 from livegate.upstream.base import provider_for
 from livegate.validation import ClientEventValidator
@@ -73,6 +74,7 @@ def create_app(config: Config, mappings: Mappings | None = None, *, simulator_ch
     app.state.gateway = gateway
     app.add_middleware(ExposeTransportAbort)
     install_log_filters()
+    configure_http(config)
 
     @app.get("/health")
     async def health() -> dict[str, str]:

@@ -19,13 +19,19 @@ from livegate.config import Config
 
 log = logging.getLogger("livegate.http")
 
+# Set by `configure` (create_app calls it, in every worker process): uvicorn builds protocols from a class or
+# an import string, and an import string is what survives `--workers` (worker processes are spawned).
+_header_timeout = 10.0
+
 _REQUEST_TIMEOUT = b"HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
 
 
 class HeaderTimeoutH11Protocol(H11Protocol):
     """uvicorn's h11 protocol, plus a deadline for the header block of each request."""
 
-    header_timeout: float = 10.0
+    @property
+    def header_timeout(self) -> float:
+        return _header_timeout
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         self._header_timer: asyncio.TimerHandle | None = None
@@ -64,16 +70,18 @@ class HeaderTimeoutH11Protocol(H11Protocol):
             self.transport.close()
 
 
-def header_timeout_protocol(seconds: float) -> type[H11Protocol]:
-    """The protocol class for uvicorn's `http=` option, with its header deadline."""
-    return type("HeaderTimeoutH11Protocol", (HeaderTimeoutH11Protocol,), {"header_timeout": seconds})
+def configure(config: Config) -> None:
+    """Apply the config's header deadline to the protocol (per process)."""
+    global _header_timeout
+    _header_timeout = config.timeouts.http_header_s
 
 
 def uvicorn_options(config: Config) -> dict[str, Any]:
     """The uvicorn.Config options livegate runs with (the CLI and the tests use the same)."""
+    configure(config)
     return {
         "ws": "websockets-sansio",
         "ws_max_size": config.max_client_frame_bytes + 1024 * 1024,
-        "http": header_timeout_protocol(config.timeouts.http_header_s),
+        "http": "livegate.server.serving:HeaderTimeoutH11Protocol",
         "timeout_keep_alive": 5,
     }

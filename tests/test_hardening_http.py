@@ -15,6 +15,7 @@ import httpx
 import pytest
 import websockets
 from starlette.responses import JSONResponse, Response
+from uvicorn.logging import AccessFormatter
 
 from livegate.config import parse_config
 from livegate.server import create_app
@@ -244,6 +245,11 @@ async def test_keys_in_the_query_never_reach_the_logs(google: tuple[FakeVertexRe
     assert any("/health?key=[redacted]" in m for m in messages), "access lines keep the path"
     assert any("api_key=[redacted]" in m for m in messages), "WebSocket handshake lines too"
     assert not [m for m in messages if secret in m]
+    # as uvicorn's own access formatter prints them (it unpacks the record's arguments)
+    access = [r for r in caplog.records if r.name == "uvicorn.access"]
+    formatter = AccessFormatter('%(client_addr)s - "%(request_line)s" %(status_code)s', use_colors=False)
+    lines = [formatter.format(r) for r in access]
+    assert any("/health?key=[redacted] HTTP/1.1" in line for line in lines) and not any(secret in x for x in lines)
     refusals = [r for r in caplog.records if "/v1/realtime" in r.getMessage()]
     assert refusals and all(r.levelno == logging.INFO and not r.exc_info for r in refusals)
 

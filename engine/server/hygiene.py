@@ -26,17 +26,23 @@ def redact(text: str) -> str:
 
 
 class RedactSecretQuery(logging.Filter):
-    """Rewrites a record's message with credential-like query values replaced (the record is kept)."""
+    """Redacts credential-like query values in a record's message and arguments. The arguments keep their
+    shape (uvicorn's access formatter unpacks them); only an argument whose text changes becomes a str."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        try:
-            message = record.getMessage()
-        except Exception:  # a broken record is the handler's business
-            return True
-        cleaned = redact(message)
-        if cleaned != message:
-            record.msg, record.args = cleaned, None
+        if isinstance(record.msg, str):
+            record.msg = redact(record.msg)
+        if isinstance(record.args, tuple):
+            record.args = tuple(_redacted_arg(arg) for arg in record.args)
         return True
+
+
+def _redacted_arg(arg: object) -> object:
+    if isinstance(arg, int | float) or arg is None:
+        return arg
+    text = str(arg)
+    cleaned = redact(text)
+    return arg if cleaned == text else cleaned
 
 
 def install_log_filters() -> None:

@@ -53,6 +53,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     from livegate.config import ConfigError, load_config
     from livegate.mapping import MappingError, load_mappings
+    from livegate.server.serving import uvicorn_options
 
     try:
         config = load_config(args.config)
@@ -64,12 +65,7 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"livegate {__version__}: no --config given, serving every model from the local Gemini Live "
               f"simulator.\nConnect an OpenAI Realtime client to ws://{args.host}:{args.port}/v1/realtime",
               file=sys.stderr)
-    transport = {
-        "ws": args.ws,
-        "ws_max_size": config.max_client_frame_bytes + 1024 * 1024,
-        # Off by default: base64 audio barely compresses and deflate costs ~30 µs per chunk each way.
-        "ws_per_message_deflate": config.client_compression,
-    }
+    transport = {**uvicorn_options(config), "ws": args.ws}
     if args.workers > 1:  # each worker process loads the config itself: checked above, so it loads
         os.environ[CONFIG_ENV] = str(Path(args.config).resolve()) if args.config else ""
         os.environ[MAPPINGS_ENV] = str(Path(args.mappings).resolve()) if args.mappings else ""

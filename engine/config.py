@@ -63,6 +63,28 @@ class VertexDefaults:
 
 
 @dataclass(frozen=True)
+class Timeouts:
+    """Robustness limits (livegate_settings), in seconds unless named otherwise. See README "Timeouts and limits"."""
+
+    client_write_s: float = 20.0  # a realtime/passthrough client that reads nothing for this long is closed (1008)
+    upstream_setup_s: float = 10.0  # Gemini must answer `setup` within this
+    upstream_stall_s: float = 30.0  # Gemini silent this long mid-turn: an `error`, then close 1014
+    http_header_s: float = 10.0  # a request's header lines must arrive within this (slowloris)
+    http_body_s: float = 60.0  # a REST passthrough request body must arrive within this (408)
+    max_request_body_bytes: int = 64 * 1024 * 1024  # REST passthrough request bodies (413)
+
+
+TIMEOUT_SETTINGS = {  # livegate_settings key -> Timeouts field
+    "client_write_timeout_s": "client_write_s",
+    "upstream_setup_timeout_s": "upstream_setup_s",
+    "upstream_stall_timeout_s": "upstream_stall_s",
+    "http_header_timeout_s": "http_header_s",
+    "http_body_timeout_s": "http_body_s",
+    "max_request_body_bytes": "max_request_body_bytes",
+}
+
+
+@dataclass(frozen=True)
 class Config:
     routes: tuple[ModelRoute, ...] = ()
     master_key: str | None = None
@@ -70,6 +92,7 @@ class Config:
     max_client_frame_bytes: int = 15 * 1024 * 1024
     client_compression: bool = False  # permessage-deflate on client WebSockets: base64 audio barely compresses
     source: str = "<built-in>"
+    timeouts: Timeouts = field(default_factory=Timeouts)
 
     def route(self, model: str | None) -> ModelRoute | None:
         """The route serving `model`: an exact `model_name` first, then wildcard names (`*`, `gemini-*`)."""
@@ -189,7 +212,19 @@ def parse_config(data: Any, source: str = "<config>") -> Config:
         max_client_frame_bytes=max_frame,
         client_compression=client_compression,
         source=source,
+        timeouts=_timeouts(settings),
     )
+
+
+def _timeouts(settings: dict[str, Any]) -> Timeouts:
+    values: dict[str, Any] = {}
+    for key, name in TIMEOUT_SETTINGS.items():
+        if key in settings:
+            value = settings[key]
+            if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+                raise ConfigError(f"livegate_settings.{key}: expected a positive number")
+            values[name] = int(value) if name == "max_request_body_bytes" else float(value)
+    return Timeouts(**values)
 
 
 def load_config(path: str | Path | None) -> Config:

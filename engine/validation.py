@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 from collections.abc import Callable
 from functools import cached_property
 from pathlib import Path
@@ -53,6 +54,22 @@ _JSON_TYPES = {dict: "an object", list: "an array", str: "a string", bool: "a bo
 # levels, the Gemini setup adds a few) and Python's recursion limit (jsonschema recurses per level).
 MAX_DEPTH = 64
 _ECHO_CHARS = 64  # the most of a client's string echoed in a message
+
+
+_EVENT_ID = re.compile(rb'\s*\{\s*(?:"type"\s*:\s*"[^"\\]{0,64}"\s*,\s*)?"event_id"\s*:\s*("(?:[^"\\]|\\.){0,256}")')
+
+
+def _salvage_event_id(raw: str | bytes) -> str | None:
+    """The `event_id` of a frame that does not parse (too deep, truncated), when it leads the object.
+
+    Only a leading `event_id` (first key, or second after `type`) is trusted: anything later could sit
+    inside a nested value.
+    """
+    found = _EVENT_ID.match((raw.encode() if isinstance(raw, str) else raw)[:512])
+    try:
+        return orjson.loads(found.group(1)) if found else None
+    except orjson.JSONDecodeError:  # a bad escape
+        return None
 
 
 def _echo(text: str) -> str:
@@ -169,7 +186,7 @@ class ClientEventValidator:
                 event = orjson.loads(raw)  # bounded itself: deeper than 1024 levels is a JSONDecodeError
             except orjson.JSONDecodeError as exc:
                 return None, error_event(f"The message is not valid JSON: {exc}. It was not processed.",
-                                         code="invalid_json")
+                                         code="invalid_json", event_id=_salvage_event_id(raw))
         if not isinstance(event, dict):
             return None, error_event("A client event must be a JSON object.", code="invalid_type")
         event_id = event.get("event_id") if isinstance(event.get("event_id"), str) else None

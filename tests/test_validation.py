@@ -146,9 +146,13 @@ def test_a_mistyped_value_990_levels_deep_is_an_error_not_a_recursion_error() ->
     assert out.client[0]["error"]["code"] == "nesting_too_deep"
 
 
-def test_nesting_beyond_the_json_parser_limit_is_invalid_json() -> None:
-    out = _translator().from_client('{"type": "session.update", "session": ' + "[" * 10000 + "]" * 10000 + "}")
-    assert out.client[0]["error"]["code"] == "invalid_json"
+def test_nesting_beyond_the_json_parser_limit_is_invalid_json_with_the_leading_event_id_echoed() -> None:
+    deep = "[" * 10000 + "]" * 10000
+    out = _translator().from_client('{"type": "session.update", "event_id": "e\\"1", "session": ' + deep + "}")
+    assert (out.client[0]["error"]["code"], out.client[0]["error"]["event_id"]) == ("invalid_json", 'e"1')
+    # an event_id that is not the object's leading key could sit inside a nested value: not echoed
+    out = _translator().from_client('{"session": {"event_id": "inner", "x": ' + deep + "}}")
+    assert out.client[0]["error"]["event_id"] is None
 
 
 async def test_hostile_events_through_a_running_server_leave_the_session_usable(sim: Any) -> None:  # noqa: F811

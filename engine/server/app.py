@@ -20,8 +20,11 @@ from livegate import __version__
 from livegate.config import Config, ModelRoute
 from livegate.mapping import Mappings, load_mappings
 from livegate.server import auth
+from livegate.server.client_io import ExposeTransportAbort
+from livegate.server.hygiene import install_log_filters
 from livegate.server.passthrough import add_passthrough_routes
 from livegate.server.realtime import RealtimeSession
+from livegate.server.serving import configure as configure_http
 from livegate.translator import Translator
 from livegate.upstream.base import provider_for
 from livegate.validation import ClientEventValidator
@@ -68,8 +71,13 @@ def create_app(config: Config, mappings: Mappings | None = None, *, simulator_ch
             if simulator is not None:
                 await simulator.stop()
 
-    app = FastAPI(title="livegate", version=__version__, lifespan=lifespan)
+    # No /docs, /redoc or /openapi.json: they would describe the gateway to anyone, without a key.
+    app = FastAPI(title="livegate", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
+                  openapi_url=None)
     app.state.gateway = gateway
+    app.add_middleware(ExposeTransportAbort)
+    install_log_filters()
+    configure_http(config)
 
     @app.get("/health")
     async def health() -> dict[str, str]:
@@ -124,4 +132,4 @@ async def _realtime(ws: WebSocket, gateway: Gateway) -> None:
     chosen = next((p for p in offered if p == "realtime"), None) or next(
         (p for p in offered if not p.startswith(auth.INSECURE_KEY_PROTOCOL)), None)
     await ws.accept(subprotocol=chosen)
-    await RealtimeSession(ws, translator, provider, model).run()
+    await RealtimeSession(ws, translator, provider, model, gateway.config.timeouts).run()

@@ -7,7 +7,13 @@ Gemini is contacted when the first content arrives (the translator emits `setup`
 Gemini's configuration is fixed by that one message. Close codes sent to the client:
     1000  the session ended normally (client or Gemini closed cleanly)
     1011  an internal livegate error
-    1014  Gemini could not be reached, refused the connection, or closed it abnormally (bad gateway)
+    1014  Gemini could not be reached, refused the connection, closed it abnormally (bad gateway), or
+          stalled: sent nothing for `upstream_stall_timeout_s` in the middle of a turn (an `error` first)
+    1008  the client read nothing for `client_write_timeout_s` (its connection is dropped; the code is
+          what the session log records, as the close frame cannot reach such a client)
+
+Robustness: relay loops hand the event loop to other sessions after every frame (a flooding peer
+cannot starve the gateway), and writes to the client have a deadline (client_io.py).
 """
 
 from __future__ import annotations
@@ -21,8 +27,11 @@ from typing import Any
 
 import orjson
 from fastapi import WebSocket, WebSocketDisconnect
+from starlette.websockets import WebSocketState
 from websockets.exceptions import ConnectionClosed
 
+from livegate.config import Timeouts
+from livegate.server.client_io import CLOSE_CLIENT_TOO_SLOW, ClientStalled, abort_client, fair_turn, send_within
 from livegate.translator import Output, Translator
 from livegate.upstream.base import Provider
 from livegate.upstream.connection import UpstreamConnection, UpstreamError
@@ -36,8 +45,11 @@ CLOSE_BAD_GATEWAY = 1014
 
 
 class RealtimeSession:
-    def __init__(self, ws: WebSocket, translator: Translator, provider: Provider, model: str) -> None:
+    def __init__(self, ws: WebSocket, translator: Translator, provider: Provider, model: str,
+                 timeouts: Timeouts | None = None) -> None:
         self.ws = ws
+        self.timeouts = timeouts or Timeouts()
+        self._stall = _StallClock()
         self.translator = translator
         self.provider = provider
         self.model = model
@@ -53,8 +65,9 @@ class RealtimeSession:
             await self._client_loop()
         except WebSocketDisconnect:
             self._closed = self._closed or (CLOSE_NORMAL, "client disconnected")
-        except Exception:
-            log.exception("session failed")
+        except Exception as exc:
+            if not self._client_gone(exc):
+                log.exception("session failed")
             await self._close_client(CLOSE_INTERNAL_ERROR, "internal error")
         finally:
             if self._upstream_task is not None:
@@ -78,13 +91,14 @@ class RealtimeSession:
             if frame is None:
                 continue
             await self.deliver(self.translator.from_client(frame))
+            await fair_turn()
 
     async def deliver(self, out: Output) -> None:
         """Send an Output: client messages first (they are confirmations), then Gemini's."""
         if out.client:
             async with self._send_lock:
                 for message in out.client:
-                    await self.ws.send_text(orjson.dumps(message).decode())
+                    await send_within(self.ws, orjson.dumps(message).decode(), self.timeouts.client_write_s)
         if not out.upstream:
             return
         messages = out.upstream
@@ -100,6 +114,7 @@ class RealtimeSession:
                 await self.upstream.send(message)
             except ConnectionClosed:
                 return  # the upstream reader reports the close
+        self._stall.sent(_turn_pending(self.translator.session))
 
     async def _open_upstream(self, messages: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
         """Connect, send `setup`, wait for setupComplete; returns the messages still to send."""
@@ -110,7 +125,8 @@ class RealtimeSession:
             target = await self.provider.target()
             self.upstream = await UpstreamConnection.open(target)
             await self.upstream.send(setup)
-            first = await asyncio.wait_for(self.upstream.recv(), timeout=30)
+            async with asyncio.timeout(self.timeouts.upstream_setup_s):
+                first = await self.upstream.recv()
         except UpstreamError as exc:
             await self._fail(str(exc), "upstream_unavailable")
             return None
@@ -137,23 +153,37 @@ class RealtimeSession:
             await self._pump_upstream()
         except asyncio.CancelledError:
             raise
-        except Exception:  # never leave the client waiting on a reader that died
+        except Exception as exc:  # never leave the client waiting on a reader that died
+            if self._client_gone(exc, record=False):  # the client loop records the client's own close code
+                return
             log.exception("upstream reader failed")
             await self._close_client(CLOSE_INTERNAL_ERROR, "internal error")
 
     async def _pump_upstream(self) -> None:
         assert self.upstream is not None
         while True:
-            timeout = self.translator.idle_timeout
+            idle = self.translator.idle_timeout
+            stall = self._stall.remaining(self.timeouts.upstream_stall_s)
+            timeout = min(t for t in (idle, stall) if t is not None) if idle or stall else None
             try:
-                frame = await (asyncio.wait_for(self.upstream.recv(), timeout) if timeout else self.upstream.recv())
+                # asyncio.timeout, not wait_for: Python 3.11's wait_for returns a frame that arrives together
+                # with a cancellation and drops the cancellation, so the session's end would wait forever.
+                async with asyncio.timeout(timeout):
+                    frame = await self.upstream.recv()
             except TimeoutError:
-                await self.deliver(self.translator.upstream_idle())
+                if self._stall.stalled(self.timeouts.upstream_stall_s, _turn_pending(self.translator.session)):
+                    await self._fail(f"Gemini Live sent nothing for {self.timeouts.upstream_stall_s:g} s in the "
+                                     "middle of a turn.", "upstream_timeout")
+                    return
+                if idle is not None and timeout == idle:
+                    await self.deliver(self.translator.upstream_idle())
                 continue
             except ConnectionClosed as exc:
                 await self._upstream_closed(*self.upstream.close_info(exc))
                 return
             await self.deliver(self.translator.from_upstream(frame))
+            self._stall.received(_turn_pending(self.translator.session))
+            await fair_turn()
 
     async def _upstream_closed(self, code: int, reason: str) -> None:
         await self.deliver(self.translator.upstream_closed(code, reason))
@@ -169,8 +199,27 @@ class RealtimeSession:
     async def _close_client(self, code: int, reason: str) -> None:
         if self._closed is None:
             self._closed = (code, reason)
-            with contextlib.suppress(Exception):
-                await self.ws.close(code=code, reason=reason[:120])
+            try:
+                async with asyncio.timeout(self.timeouts.client_write_s):  # a close frame waits like any write
+                    await self.ws.close(code=code, reason=reason[:120])
+            except TimeoutError:
+                abort_client(self.ws)
+            except Exception:
+                pass
+
+    def _client_gone(self, exc: BaseException, record: bool = True) -> bool:
+        """If `exc` says the client is gone or stopped reading, record it (at info) and return True."""
+        if isinstance(exc, ClientStalled):
+            log.info("dropping a client that stopped reading: %s", exc)
+            abort_client(self.ws)
+            self._closed = self._closed or (CLOSE_CLIENT_TOO_SLOW, str(exc))
+            return True
+        gone = isinstance(exc, WebSocketDisconnect) or (
+            isinstance(exc, RuntimeError) and self.ws.application_state == WebSocketState.DISCONNECTED)
+        if gone and record:
+            code = getattr(exc, "code", None) or CLOSE_NORMAL
+            self._closed = self._closed or (code, "client disconnected")
+        return gone
 
     def _log_end(self) -> None:
         totals = self.translator.session.get("totals") or {}
@@ -184,3 +233,47 @@ class RealtimeSession:
             "close_reason": reason,
             "tokens": totals,
         }, sort_keys=True))
+
+
+def _turn_pending(session: dict[str, Any]) -> bool:
+    """Whether Gemini owes an answer: a turn was requested (`session.turn_started`, set by the client-event
+    mappings) or a response is open (`session.response`)."""
+    return bool(session.get("turn_started") or session.get("response"))
+
+
+class _StallClock:
+    """Tracks how long Gemini has been silent while it owes an answer.
+
+    The silence counts from the later of the last Gemini frame and the moment a turn became pending (a
+    turn requested after a long quiet is not already stalled)."""
+
+    def __init__(self) -> None:
+        self._last_frame = time.monotonic()
+        self._pending_since: float | None = None
+
+    def sent(self, pending: bool) -> None:
+        if pending and self._pending_since is None:
+            self._pending_since = time.monotonic()
+
+    def received(self, pending: bool) -> None:
+        self._last_frame = now = time.monotonic()
+        self._pending_since = (self._pending_since or now) if pending else None
+
+    def _silent_for(self) -> float:
+        return time.monotonic() - max(self._last_frame, self._pending_since or 0.0)
+
+    def stalled(self, limit: float, pending: bool) -> bool:
+        if not pending:
+            self._pending_since = None
+            return False
+        if self._pending_since is None:  # first noticed now
+            self._pending_since = time.monotonic()
+            return False
+        return self._silent_for() >= limit
+
+    def remaining(self, limit: float) -> float:
+        """Seconds to wait before checking again (a quarter of the limit while no turn is pending, as a turn
+        may start while the reader waits)."""
+        if self._pending_since is None:
+            return limit / 4
+        return max(0.01, limit - self._silent_for())

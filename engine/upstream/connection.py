@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 
 import orjson
@@ -14,6 +16,29 @@ log = logging.getLogger("livegate.upstream")
 
 # Gemini audio frames are small, but setup messages with many tools and inline audio items are not.
 MAX_FRAME_BYTES = 32 * 1024 * 1024
+# Longest wait for Gemini to answer our close frame (websockets' default is 10 s).
+CLOSE_TIMEOUT = 2.0
+
+
+async def close_promptly(ws: ClientConnection, code: int = 1000, reason: str = "") -> None:
+    """Close an upstream WebSocket without waiting behind unread frames.
+
+    A peer that was streaming fast has filled our receive buffer, and websockets stops reading from the
+    socket until someone consumes it: its answer to our close frame would sit unread until the close
+    timeout. Frames still arriving are discarded while the closing handshake completes."""
+
+    async def discard() -> None:
+        with contextlib.suppress(Exception):
+            while True:
+                await ws.recv()
+
+    drain = asyncio.create_task(discard())
+    try:
+        await ws.close(code, reason)
+    finally:
+        drain.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await drain
 
 
 class UpstreamError(Exception):
@@ -30,7 +55,8 @@ class UpstreamConnection:
             ws = await connect(target.url, additional_headers=target.headers, max_size=MAX_FRAME_BYTES,
                                # No permessage-deflate: base64 audio barely compresses, and deflate would cost
                                # CPU on every chunk (the client link is the same, see livegate_settings).
-                               open_timeout=open_timeout, compression=None, ping_interval=20)
+                               open_timeout=open_timeout, compression=None, ping_interval=20,
+                               close_timeout=CLOSE_TIMEOUT)
         except InvalidStatus as exc:
             raise UpstreamError(f"Gemini Live refused the connection (HTTP {exc.response.status_code})") from None
         except (OSError, InvalidHandshake, TimeoutError) as exc:
@@ -50,4 +76,4 @@ class UpstreamConnection:
         return (frame.code, frame.reason) if frame else (1006, "connection lost")
 
     async def close(self) -> None:
-        await self._ws.close()
+        await close_promptly(self._ws)

@@ -166,7 +166,8 @@ async def bearer_token(source: str | None) -> BearerToken:
 
 async def _refresh(entry: _Entry) -> google.auth.credentials.Credentials:
     try:
-        return await asyncio.wait_for(asyncio.to_thread(entry.refresh), REFRESH_TIMEOUT)
+        async with asyncio.timeout(REFRESH_TIMEOUT):
+            return await asyncio.to_thread(entry.refresh)
     except CredentialsError as exc:
         stale = entry.credentials
         if stale is not None and _usable(stale):  # a failed early refresh: the old token still works

@@ -11,8 +11,11 @@ Handshake refusals (HTTP, JSON reason): 401 bad livegate key, 400 invalid projec
 404 unknown path suffix. After the handshake the first client frame must be `setup`; then:
 
     1000       normal end (or the upstream's own code, relayed with its reason)
-    1007       the first frame is not a `setup` with a `model`, or names an invalid project/location
-    1008       no `setup` within SETUP_TIMEOUT seconds
+    1007       the first frame is not a `setup` with a `model`, names an invalid project/location, is not
+               strict JSON (duplicate keys, NaN/Infinity, lone surrogates, nesting over MAX_SETUP_DEPTH),
+               or a later frame is a second `setup`
+    1008       no `setup` within SETUP_TIMEOUT seconds, or the client read nothing for
+               `client_write_timeout_s` (its connection is dropped; the code is what the log records)
     1011       internal livegate error
     1014       Gemini could not be reached, refused the handshake, or the connection was lost
     4001       Vertex credentials not configured, unreadable or rejected (the reason says which)
@@ -39,11 +42,12 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 from livegate import __version__
 from livegate.config import ModelRoute
 from livegate.server import auth
+from livegate.server.client_io import CLOSE_CLIENT_TOO_SLOW, ClientStalled, abort_client, fair_turn, send_within
 from livegate.server.passthrough.models import match_model, vertex_scope
 from livegate.server.passthrough.usage import LiveUsageMeter
 from livegate.upstream import google_credentials
 from livegate.upstream.aistudio import AIStudioProvider
-from livegate.upstream.connection import MAX_FRAME_BYTES
+from livegate.upstream.connection import CLOSE_TIMEOUT, MAX_FRAME_BYTES, close_promptly
 from livegate.upstream.vertex import (
     VERTEX_VERSION,
     live_url,
@@ -76,6 +80,7 @@ CLOSE_MODEL_NOT_ALLOWED = 4003
 
 SETUP_TIMEOUT = 30.0
 UPSTREAM_OPEN_TIMEOUT = 10.0
+MAX_SETUP_DEPTH = 64  # JSON nesting levels in a setup (tool schemas included)
 
 # The method paths google-genai appends to its base_url; the version in them is kept for the upstream.
 _SUFFIX = {
@@ -179,7 +184,7 @@ class PassthroughSession:
         finally:
             if self.upstream is not None:
                 with contextlib.suppress(Exception):
-                    await self.upstream.close()
+                    await close_promptly(self.upstream)
             self._log_end()
 
     # --- setup -------------------------------------------------------------------------------------------
@@ -187,17 +192,15 @@ class PassthroughSession:
     async def _first_frame(self) -> tuple[str | bytes, dict[str, Any]] | None:
         """The client's setup frame as received and parsed, or None if the client left first."""
         try:
-            message = await asyncio.wait_for(self.ws.receive(), SETUP_TIMEOUT)
+            async with asyncio.timeout(SETUP_TIMEOUT):
+                message = await self.ws.receive()
         except TimeoutError:
             raise _Close(CLOSE_POLICY, f"no setup message within {SETUP_TIMEOUT:g} s") from None
         if message["type"] == "websocket.disconnect":
             self._ended(message.get("code") or CLOSE_NORMAL, "client disconnected", "client")
             return None
         frame = message["text"] if message.get("text") is not None else message.get("bytes")
-        try:
-            parsed = json.loads(frame) if frame is not None else None
-        except (ValueError, UnicodeDecodeError):
-            parsed = None
+        parsed = strict_json(frame) if frame is not None else None  # what is checked is what Gemini reads
         setup = parsed.get("setup") if isinstance(parsed, dict) else None
         if not isinstance(setup, dict) or not isinstance(setup.get("model"), str) or not setup["model"]:
             raise _Close(CLOSE_INVALID_SETUP, 'the first message must be {"setup": {"model": ...}}')
@@ -265,7 +268,7 @@ class PassthroughSession:
         try:
             return await connect(plan.url, additional_headers=plan.headers, max_size=MAX_FRAME_BYTES,
                                  open_timeout=UPSTREAM_OPEN_TIMEOUT, compression=None, ping_interval=20,
-                                 user_agent_header=f"livegate/{__version__}")
+                                 close_timeout=CLOSE_TIMEOUT, user_agent_header=f"livegate/{__version__}")
         except InvalidStatus as exc:
             raise _Close(CLOSE_BAD_GATEWAY, f"{name} refused the connection (HTTP {exc.response.status_code})"
                          ) from None
@@ -294,16 +297,19 @@ class PassthroughSession:
                 self._ended(code, message.get("reason") or "client disconnected", "client")
                 sendable = code if _sendable(code) else CLOSE_NORMAL
                 with contextlib.suppress(Exception):
-                    await upstream.close(sendable, _truncate(message.get("reason") or ""))
+                    await close_promptly(upstream, sendable, _truncate(message.get("reason") or ""))
                 return
             data = message["text"] if message.get("text") is not None else message.get("bytes")
             if data is None:
                 continue
+            if may_be_setup(data):
+                raise _Close(CLOSE_INVALID_SETUP, "setup may only be sent once, as the first message")
             try:
                 await upstream.send(data)  # str -> text frame, bytes -> binary frame: as the client sent it
             except ConnectionClosed as exc:
                 await self._upstream_closed(exc)
                 return
+            await fair_turn()
 
     async def _upstream_to_client(self, upstream: ClientConnection) -> None:
         while True:
@@ -314,13 +320,16 @@ class PassthroughSession:
                 return
             self.usage.observe(frame)
             try:
-                if isinstance(frame, bytes):
-                    await self.ws.send_bytes(frame)
-                else:
-                    await self.ws.send_text(frame)
+                await send_within(self.ws, frame, self.gateway.config.timeouts.client_write_s)
+            except ClientStalled as exc:
+                log.info("passthrough dropping a client that stopped reading: %s", exc)
+                abort_client(self.ws)
+                self._ended(CLOSE_CLIENT_TOO_SLOW, str(exc), "livegate")
+                return
             except (WebSocketDisconnect, RuntimeError):
                 self._ended(CLOSE_NORMAL, "client disconnected", "client")
                 return
+            await fair_turn()
 
     async def _upstream_closed(self, exc: ConnectionClosed) -> None:
         if exc.rcvd is not None:
@@ -341,8 +350,13 @@ class PassthroughSession:
         self._ended(code, reason, by)
         if code != CLOSE_NORMAL or by != "livegate":
             log.info("passthrough closing the client with %d: %s", code, reason)
-        with contextlib.suppress(Exception):
-            await self.ws.close(code if _sendable(code) else CLOSE_INTERNAL_ERROR, _truncate(reason))
+        try:
+            async with asyncio.timeout(self.gateway.config.timeouts.client_write_s):  # a close waits like a write
+                await self.ws.close(code if _sendable(code) else CLOSE_INTERNAL_ERROR, _truncate(reason))
+        except TimeoutError:
+            abort_client(self.ws)
+        except Exception:
+            pass
 
     def _log_end(self) -> None:
         code, reason, by = self.closed or (CLOSE_NORMAL, "", "livegate")
@@ -369,3 +383,63 @@ def _sendable(code: int) -> bool:
 def _truncate(reason: str) -> str:
     """Close reasons are capped at 123 bytes of UTF-8."""
     return reason.encode()[:123].decode(errors="ignore")
+
+
+class _Duplicate(ValueError):
+    pass
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        raise _Duplicate("duplicate key")
+    return result
+
+
+def _not_a_number(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _depth_and_text_ok(value: Any) -> bool:
+    """No deeper than MAX_SETUP_DEPTH, and every string encodable (no lone surrogates from `\\ud800` escapes)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            if depth > MAX_SETUP_DEPTH:
+                return False
+            for key, child in item.items():
+                stack.append((key, depth))
+                stack.append((child, depth + 1))
+        elif isinstance(item, list):
+            if depth > MAX_SETUP_DEPTH:
+                return False
+            stack.extend((child, depth + 1) for child in item)
+        elif isinstance(item, str) and not item.isascii():
+            try:
+                item.encode()
+            except UnicodeEncodeError:
+                return False
+    return True
+
+
+def strict_json(frame: str | bytes) -> Any:
+    """`frame` parsed as strict JSON, or None: duplicate keys, NaN/Infinity, lone surrogates and nesting
+    beyond MAX_SETUP_DEPTH are refused, as parsers disagree on them (with duplicate keys Python keeps the
+    last value, another parser the first: livegate would check one setup and Gemini read another)."""
+    try:
+        parsed = json.loads(frame, object_pairs_hook=_no_duplicate_keys, parse_constant=_not_a_number)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return None
+    return parsed if _depth_and_text_ok(parsed) else None
+
+
+def may_be_setup(data: str | bytes) -> bool:
+    """Whether a frame after the first may carry a `setup` (which would replace the checked one).
+    Frames that cannot spell the key, even with escapes, are not parsed (audio frames are the common case);
+    a frame that mentions it but is not strict JSON counts as one, since Gemini's parser may accept it."""
+    raw = data.encode() if isinstance(data, str) else data
+    if b"setup" not in raw and b"\\u" not in raw:
+        return False
+    parsed = strict_json(data)
+    return parsed is None or (isinstance(parsed, dict) and "setup" in parsed)

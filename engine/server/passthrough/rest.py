@@ -6,12 +6,18 @@ bearer. Responses stream back chunk by chunk (`streamGenerateContent`, `alt=sse`
 status, headers and body, errors included. Paths naming a publisher model are checked against the
 model list (403); a `model_name` in the path is replaced by its entry's model id.
 
-livegate's own answers: 401 bad key, 400 invalid location in the path, 403 model not allowed,
-500 Vertex credentials unavailable, 502 Google unreachable, 504 Google did not answer in time.
+livegate's own answers: 401 bad key, 400 invalid location in the path or a dot segment (`.`, `..`),
+403 model not allowed, 408 the request body did not arrive within `http_body_timeout_s`, 413 a body over
+`max_request_body_bytes`, 500 Vertex credentials unavailable, 502 Google unreachable, 503 no free
+connection to Google in livegate's pool, 504 Google did not answer in time.
+
+The request body is read whole (within its deadline) before a pooled connection to Google is taken, so
+slow uploads cannot hold the pool and starve other requests.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -24,6 +30,7 @@ from urllib.parse import quote
 import httpx
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.requests import ClientDisconnect
 
 from livegate.server import auth
 from livegate.server.passthrough.models import ModelMatch, match_model, vertex_scope
@@ -40,13 +47,14 @@ PREFIXES = ("/vertex_ai", "/vertex-ai")
 METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
 DISCOVERY_ORIGIN = "https://discoveryengine.googleapis.com"
 TIMEOUT = httpx.Timeout(connect=10.0, read=600.0, write=60.0, pool=10.0)  # long generations pause between chunks
+LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=20)  # httpx's defaults, named for tests
 MAX_USAGE_BODY = 16 * 1024 * 1024  # response bytes kept (beside the stream) to read usage at the end
 
 # Never forwarded: the client's livegate key, hop-by-hop headers, and what httpx or livegate set itself.
 _DROP_REQUEST = frozenset({
     "authorization", "api-key", "x-goog-api-key", "x-livegate-api-key", "x-litellm-api-key", "x-goog-user-project",
     "cookie", "host", "connection", "keep-alive", "proxy-authorization", "proxy-connection", "te", "trailer",
-    "transfer-encoding", "upgrade", "accept-encoding",
+    "transfer-encoding", "upgrade", "accept-encoding", "content-length",
 })
 # The body is relayed decoded, in chunks of its own: length and encoding are the relay's business.
 _DROP_RESPONSE = frozenset({
@@ -56,6 +64,7 @@ _DROP_RESPONSE = frozenset({
 _RAW_VERTEX = re.compile(rb"^/vertex[_-]ai/")
 _RAW_DISCOVERY = re.compile(rb"^/vertex[_-]ai/discovery/")
 _MODEL = re.compile(r"(?:^|/)models/(?P<model>[^/:]+)")
+_DOT_SEGMENTS = frozenset({".", ".."})
 _LOCATION = re.compile(r"(?:^|/)locations/(?P<location>[^/]+)")
 _USAGE_METHODS = (":generateContent", ":streamGenerateContent")
 
@@ -69,7 +78,7 @@ class RestPassthrough:
 
     def client(self) -> httpx.AsyncClient:
         if self._client is None:  # created on first use, inside the serving event loop
-            self._client = httpx.AsyncClient(timeout=TIMEOUT, follow_redirects=False)
+            self._client = httpx.AsyncClient(timeout=TIMEOUT, limits=LIMITS, follow_redirects=False)
         return self._client
 
     async def aclose(self) -> None:
@@ -84,20 +93,25 @@ class RestPassthrough:
             return _error(refusal[0], refusal[1], "invalid_api_key")
         path = _upstream_path(request, discovery)
         decoded = request.path_params.get("path", "")
+        if _DOT_SEGMENTS.intersection(decoded.split("/")):
+            # HTTP clients resolve `..` before sending: `models/<listed>/../<other>` would reach <other>.
+            return _error(400, "Paths with '.' or '..' segments are not accepted.", "invalid_path")
         match: ModelMatch | None = None
         location: str | None = None
         if not discovery:
-            model = _MODEL.search(decoded)
-            if model is not None:
-                match = match_model(self.gateway.config, model["model"])
-                if match is None or match.route.provider == "simulator":
-                    return _error(403, f"The model '{model['model']}' is not available on this gateway.",
+            for segment in _MODEL.finditer(decoded):  # every model the path names must be on the list
+                listed = match_model(self.gateway.config, segment["model"])
+                if listed is None or listed.route.provider == "simulator":
+                    return _error(403, f"The model '{segment['model']}' is not available on this gateway.",
                                   "model_not_allowed")
-                if match.upstream_id != model["model"]:  # a model_name: Google gets the entry's model id
-                    path = path.replace(f"models/{model['model']}", f"models/{match.upstream_id}", 1)
-            named = _LOCATION.search(decoded)
-            if named is not None:
-                location = named["location"]
+                match = match or listed
+            first = _MODEL.search(decoded)
+            if first is not None and match is not None and match.upstream_id != first["model"]:
+                # a model_name: Google gets the entry's model id
+                path = path.replace(f"models/{first['model']}", f"models/{match.upstream_id}", 1)
+            located = _LOCATION.search(decoded)
+            if located is not None:
+                location = located["location"]
                 if not valid_location(location):
                     return _error(400, "Invalid location in the path.", "invalid_location")
         scope = vertex_scope(self.gateway.config, match.route if match else None, location=location)
@@ -112,11 +126,19 @@ class RestPassthrough:
         url = http_base(base) + path + (f"?{request.url.query}" if request.url.query else "")
         headers = [(k, v) for k, v in request.headers.items() if k.lower() not in _DROP_REQUEST]
         headers += list(token.headers().items())
-        has_body = "content-length" in request.headers or "transfer-encoding" in request.headers
-        upstream_request = self.client().build_request(
-            request.method, url, headers=headers, content=request.stream() if has_body else None)
+        body: bytes | None = None
+        if "content-length" in request.headers or "transfer-encoding" in request.headers:
+            body_or_refusal = await self._read_body(request)
+            if isinstance(body_or_refusal, Response):
+                return body_or_refusal
+            body = body_or_refusal
+        upstream_request = self.client().build_request(request.method, url, headers=headers, content=body)
         try:
             upstream = await self.client().send(upstream_request, stream=True)
+        except httpx.PoolTimeout:  # livegate's own pool is exhausted: not Google's fault
+            log.warning("Vertex REST passthrough: no free upstream connection in time")
+            return _error(503, "livegate is at its limit of concurrent requests to Vertex AI; retry shortly.",
+                          "gateway_busy")
         except httpx.TimeoutException:
             return _error(504, "Vertex AI did not answer in time.", "upstream_timeout")
         except httpx.TransportError as exc:
@@ -126,6 +148,26 @@ class RestPassthrough:
         response.raw_headers = [(k.lower().encode("latin-1"), v.encode("latin-1"))  # repeated ones too
                                 for k, v in upstream.headers.multi_items() if k.lower() not in _DROP_RESPONSE]
         return response
+
+
+    async def _read_body(self, request: Request) -> bytes | Response:
+        """The whole request body within the body deadline and size limit, or livegate's refusal."""
+        limits = self.gateway.config.timeouts
+        body = bytearray()
+        try:
+            async with asyncio.timeout(limits.http_body_s):
+                async for chunk in request.stream():
+                    body += chunk
+                    if len(body) > limits.max_request_body_bytes:
+                        return _error(413, f"The request body is over {limits.max_request_body_bytes} bytes.",
+                                      "request_too_large", close=True)
+        except TimeoutError:
+            return _error(408, f"The request body did not arrive within {limits.http_body_s:g} s.",
+                          "request_timeout", close=True)
+        except ClientDisconnect:
+            log.info("Vertex REST passthrough: the client disconnected while sending its request")
+            return Response(status_code=400)  # nobody is left to read it
+        return bytes(body)
 
 
 class _Record:
@@ -195,7 +237,10 @@ def http_base(api_base: str) -> str:
     return base
 
 
-def _error(status: int, message: str, code: str) -> JSONResponse:
-    """livegate's own answers, shaped like its other refusals (Google's errors are relayed as they are)."""
+def _error(status: int, message: str, code: str, close: bool = False) -> JSONResponse:
+    """livegate's own answers, shaped like its other refusals (Google's errors are relayed as they are).
+    `close` ends the connection after the answer (the client may still be sending a body we did not read)."""
     kind = "server_error" if status >= 500 else "invalid_request_error"
-    return JSONResponse({"error": {"type": kind, "code": code, "message": message}}, status_code=status)
+    headers = {"connection": "close"} if close else None
+    return JSONResponse({"error": {"type": kind, "code": code, "message": message}}, status_code=status,
+                        headers=headers)

@@ -8,6 +8,7 @@ Gemini's configuration is fixed by that one message. Close codes sent to the cli
     1000  the session ended normally (client or Gemini closed cleanly)
     1011  an internal livegate error
     1014  Gemini could not be reached, refused the connection, or closed it abnormally (bad gateway)
+    4008, 4010, 4029  accounting stopped the session (engine/accounting/gate.py), after an `error` event
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import orjson
 from fastapi import WebSocket, WebSocketDisconnect
 from websockets.exceptions import ConnectionClosed
 
+from livegate.accounting.gate import Grant
 from livegate.translator import Output, Translator
 from livegate.upstream.base import Provider
 from livegate.upstream.connection import UpstreamConnection, UpstreamError
@@ -36,7 +38,9 @@ CLOSE_BAD_GATEWAY = 1014
 
 
 class RealtimeSession:
-    def __init__(self, ws: WebSocket, translator: Translator, provider: Provider, model: str) -> None:
+    def __init__(self, ws: WebSocket, translator: Translator, provider: Provider, model: str,
+                 grant: Grant | None = None) -> None:
+        self.grant = grant  # accounting: usage, cost, limits (None: not metered)
         self.ws = ws
         self.translator = translator
         self.provider = provider
@@ -48,8 +52,13 @@ class RealtimeSession:
         self.started = time.monotonic()
 
     async def run(self) -> None:
+        enforcer = asyncio.create_task(self._enforce_limits()) if self.grant else None
         try:
             await self.deliver(self.translator.start())
+            if self.grant is not None and self.grant.principal.secret and self.grant.principal.secret.session:
+                fixed = {k: v for k, v in self.grant.principal.secret.session.items()
+                         if k != "model" and (k != "type" or self.translator.dialect == "ga")}
+                await self.deliver(self.translator.from_client({"type": "session.update", "session": fixed}))
             await self._client_loop()
         except WebSocketDisconnect:
             self._closed = self._closed or (CLOSE_NORMAL, "client disconnected")
@@ -65,6 +74,18 @@ class RealtimeSession:
                 with contextlib.suppress(Exception):
                     await self.upstream.close()
             self._log_end()
+            if enforcer is not None:
+                enforcer.cancel()
+            if self.grant is not None:
+                code, reason = self._closed or (CLOSE_NORMAL, "")
+                await self.grant.finish(code, "success" if code == CLOSE_NORMAL else "failure", reason)
+
+    async def _enforce_limits(self) -> None:
+        """Budget spent, key deleted or expired, maximum duration: an `error` event, then the close code."""
+        assert self.grant is not None
+        stop = await self.grant.wait_stopped()
+        await self.deliver(self.translator.server_error(stop.message, stop.code))
+        await self._close_client(stop.close_code, stop.message)
 
     async def _client_loop(self) -> None:
         while self._closed is None:
@@ -77,11 +98,15 @@ class RealtimeSession:
                 frame = message["bytes"]  # OpenAI clients send text; JSON in a binary frame is accepted too
             if frame is None:
                 continue
+            if self.grant is not None:
+                self.grant.client_frame(frame)
             await self.deliver(self.translator.from_client(frame))
 
     async def deliver(self, out: Output) -> None:
         """Send an Output: client messages first (they are confirmations), then Gemini's."""
         if out.client:
+            if self.grant is not None:
+                self.grant.client_messages(out.client)
             async with self._send_lock:
                 for message in out.client:
                     await self.ws.send_text(orjson.dumps(message).decode())
@@ -106,10 +131,13 @@ class RealtimeSession:
         if "setup" not in setup:
             raise RuntimeError("the first upstream message of a session must be setup")
         try:
+            connecting = time.monotonic()
             target = await self.provider.target()
             self.upstream = await UpstreamConnection.open(target)
             await self.upstream.send(setup)
             first = await asyncio.wait_for(self.upstream.recv(), timeout=30)
+            if self.grant is not None:
+                self.grant.upstream_connected(time.monotonic() - connecting)
         except UpstreamError as exc:
             await self._fail(str(exc), "upstream_unavailable")
             return None
@@ -152,6 +180,8 @@ class RealtimeSession:
             except ConnectionClosed as exc:
                 await self._upstream_closed(*self.upstream.close_info(exc))
                 return
+            if self.grant is not None:
+                self.grant.upstream_frame(frame)
             await self.deliver(self.translator.from_upstream(frame))
 
     async def _upstream_closed(self, code: int, reason: str) -> None:

@@ -15,9 +15,11 @@ from livegate import __version__
 
 
 def _serve(args: argparse.Namespace) -> int:
+    import dataclasses
+
     import uvicorn
 
-    from livegate.config import ConfigError, load_config
+    from livegate.config import ConfigError, default_store_path, load_config
     from livegate.mapping import MappingError, load_mappings
     from livegate.server import create_app
 
@@ -27,6 +29,8 @@ def _serve(args: argparse.Namespace) -> int:
     except (ConfigError, MappingError) as exc:
         print(f"livegate: {exc}", file=sys.stderr)
         return 1
+    if not config.store.database_url and not config.store.path:  # the embedded store, created on first start
+        config = dataclasses.replace(config, store=dataclasses.replace(config.store, path=default_store_path()))
     app = create_app(config, mappings)
     if args.config is None:
         print(f"livegate {__version__}: no --config given, serving every model from the local Gemini Live "

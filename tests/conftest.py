@@ -81,3 +81,6 @@ def tokens() -> Iterator[FakeTokenEndpoint]:
 def sa_file(tmp_path: Path, tokens: FakeTokenEndpoint) -> Path:
     """A service-account JSON with a fresh RSA key whose token_uri is `tokens`."""
     return write_service_account(tmp_path / "sa.json", tokens.url)
+
+
+from tests.accounting_support import database_url, pg_server, store  # noqa: E402, F401  (accounting fixtures)

@@ -55,6 +55,7 @@ def create_app(config: Config, mappings: Mappings | None = None, *, simulator_ch
         if not config.master_key:
             log.warning("no general_settings.master_key configured: this gateway is open to anyone who can reach it")
         await gateway.accounting.start()  # the spend store; stopped (queued spend flushed) on SIGTERM below
+        log.info("spend store: %s", gateway.accounting.store.db.description)
         simulator = None
         if _needs_simulator(config):
             from livegate.simulator import GeminiLiveSimulator

@@ -97,7 +97,8 @@ async def test_request_counts_per_minute(store: Store) -> None:
 async def test_spend_batches_and_log_filters(store: Store) -> None:
     await store.create_key(_key("sk-spender-000000000"))
     token = hash_key("sk-spender-000000000")
-    rows = [_row("r1", "sk-spender-000000000"), _row("r2", "sk-spender-000000000", model="other", start_time=NOW + 90000),
+    rows = [_row("r1", "sk-spender-000000000"),
+            _row("r2", "sk-spender-000000000", model="other", start_time=NOW + 90000),
             _row("r3", "sk-someone-else-0000")]
     await store.write_batch({token: 0.5}, rows)
     await store.write_batch({token: 0.25}, rows[:1])  # a retried batch does not duplicate rows

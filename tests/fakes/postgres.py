@@ -4,6 +4,7 @@ when the tests run as root (initdb refuses root). `.ci/run` installs the package
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import shutil
@@ -53,10 +54,8 @@ class PostgresServer:
                   "-w", "-t", "60", "start")
 
     def stop(self) -> None:
-        try:
+        with contextlib.suppress(subprocess.CalledProcessError):
             self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w", "stop")
-        except subprocess.CalledProcessError:
-            pass
         shutil.rmtree(self.root, ignore_errors=True)
 
     def url(self, database: str = "postgres") -> str:

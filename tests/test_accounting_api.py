@@ -98,7 +98,8 @@ async def _refused(served: Served, key: str | None, model: str = "gpt-realtime",
 
 async def _text_turn(ws: ClientConnection, text: str = "Hello there") -> list[dict[str, Any]]:
     """One text turn; the events up to response.done (or up to the close)."""
-    await ws.send(json.dumps({"type": "session.update", "session": {"type": "realtime", "output_modalities": ["text"]}}))
+    session = {"type": "realtime", "output_modalities": ["text"]}
+    await ws.send(json.dumps({"type": "session.update", "session": session}))
     await ws.send(json.dumps({"type": "conversation.item.create", "item": {
         "type": "message", "role": "user", "content": [{"type": "input_text", "text": text}]}}))
     await ws.send(json.dumps({"type": "response.create"}))

@@ -256,8 +256,8 @@ class Store:
         async with self.db.transaction() as tx:
             await tx.execute("INSERT INTO livegate_client_secrets (secret_hash, token_hash, expires_at, session, "
                              "created_at) VALUES ($1, $2, $3, $4, $5)", secret.secret_hash, secret.token_hash,
-                             secret.expires_at, json.dumps(secret.session) if secret.session else None,
-                             secret.created_at)
+                             float(secret.expires_at), json.dumps(secret.session) if secret.session else None,
+                             float(secret.created_at))
 
     async def get_secret(self, secret_hash: str) -> SecretRecord | None:
         async with self.db.transaction() as tx:

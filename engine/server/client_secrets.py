@@ -68,11 +68,11 @@ async def _create(gateway: Gateway, request: Request) -> dict[str, Any]:
             raise ApiError(403, f"This key is not allowed to use the model '{model}'.", "model_not_allowed",
                            "session.model")
     now = time.time()
-    expires_at = now + seconds
+    expires_at = int(now + seconds)  # whole seconds, as OpenAI reports it: the secret dies at this exact time
     if who.key is not None and who.key.expires is not None:
-        expires_at = min(expires_at, who.key.expires)
+        expires_at = min(expires_at, int(who.key.expires))
     value = new_client_secret()
     await gateway.accounting.store.create_secret(SecretRecord(
         secret_hash=hash_key(value), token_hash=who.token_hash or None, expires_at=expires_at, session=session,
         created_at=now))
-    return {"value": value, "expires_at": int(expires_at), "session": session}
+    return {"value": value, "expires_at": expires_at, "session": session}

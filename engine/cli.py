@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
 
 from livegate import __version__
 
@@ -51,6 +52,14 @@ def _lint(args: argparse.Namespace) -> int:
         print(f"mappings: {len(mappings.files)} files OK")
     except MappingError as exc:
         print(f"mappings: {exc}", file=sys.stderr)
+        problems += 1
+    try:
+        from livegate.accounting.prices import PriceTable
+
+        prices = PriceTable.load(Path(args.mappings) / "prices.yaml" if args.mappings else None)
+        print(f"prices: {len(prices.rows)} rows OK")
+    except (OSError, ValueError, TypeError) as exc:
+        print(f"prices: {exc}", file=sys.stderr)
         problems += 1
     if args.config:
         try:

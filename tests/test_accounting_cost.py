@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
+from pathlib import Path
 
 import pytest
 import yaml
@@ -130,3 +132,15 @@ def test_unknown_price_warning_names_the_model_once(caplog: pytest.LogCaptureFix
         assert accounting.price("gemini-9-imaginary", None) is None
     warnings = [r.getMessage() for r in caplog.records if "no price" in r.getMessage()]
     assert len(warnings) == 1 and "gemini-9-imaginary" in warnings[0]
+
+
+def test_lint_checks_the_price_table(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from livegate.cli import main
+
+    target = tmp_path / "mappings"
+    shutil.copytree(MAPPINGS_DIR, target)
+    assert main(["lint", "--mappings", str(target)]) == 0
+    text = (target / "prices.yaml").read_text()
+    (target / "prices.yaml").write_text(text.replace("    date: \"2026-11-01\"\n", "", 1))
+    assert main(["lint", "--mappings", str(target)]) == 1
+    assert "needs a `date` and a `source`" in capsys.readouterr().err

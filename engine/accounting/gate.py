@@ -330,8 +330,8 @@ class Grant:
         return None
 
     def open(self) -> None:
-        self.accounting.grants.add(self)
-        if self.session:
+        if self.session:  # REST calls are short and not watched: only sessions are tracked
+            self.accounting.grants.add(self)
             self._metric_model = self.model or "-"
             self.accounting.metrics.active_sessions.labels(self._metric_model, self.route).inc()
         self.limit_duration(None)
@@ -362,7 +362,7 @@ class Grant:
         counts[1] += len(frame)
         if self.meter.observe(frame):
             self.usage_changed()
-        elif mentions(frame, '"newHandle"'):
+        elif len(frame) < 1024 and mentions(frame, '"newHandle"'):  # resumption updates are small frames
             self._resumptions += 1
 
     def client_messages(self, messages: list[dict[str, Any]]) -> None:

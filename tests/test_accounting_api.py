@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -246,13 +248,18 @@ async def test_maximum_session_duration(served: Served) -> None:
 # --- spend -----------------------------------------------------------------------------------------------------
 
 
-async def test_spend_logs_rows_tags_end_user_and_filters(served: Served) -> None:
+async def test_spend_logs_rows_tags_end_user_and_filters(served: Served, caplog: pytest.LogCaptureFixture) -> None:
     key = await served.key(tags=["team-a"], key_alias="alias-a")
     headers = {"tags": "vertex-js-sdk,pass-through-endpoint", "x-end-user": "user-42"}
-    async with _connect(served, key, headers=headers) as ws:
-        events = await _text_turn(ws)
-    usage = events[-1]["response"]["usage"]
-    await asyncio.sleep(0.1)
+    with caplog.at_level(logging.INFO, logger="livegate.accounting"):
+        async with _connect(served, key, headers=headers) as ws:
+            events = await _text_turn(ws)
+        usage = events[-1]["response"]["usage"]
+        await asyncio.sleep(0.1)
+    line = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("session cost: $"))
+    assert re.fullmatch(r"session cost: \$\d+\.\d{6} \(input: \$\d+\.\d{6}, output: \$\d+\.\d{6}\) tokens: "
+                        r"\d+, duration: \d+\.\ds, key: alias-a, model: gpt-realtime, route: /v1/realtime", line), line
+    assert key not in caplog.text
     rows = await served.spend_logs(api_key=key)
     assert len(rows) == 1
     row = rows[0]

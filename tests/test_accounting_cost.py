@@ -144,3 +144,18 @@ def test_lint_checks_the_price_table(tmp_path: Path, capsys: pytest.CaptureFixtu
     (target / "prices.yaml").write_text(text.replace("    date: \"2026-11-01\"\n", "", 1))
     assert main(["lint", "--mappings", str(target)]) == 1
     assert "needs a `date` and a `source`" in capsys.readouterr().err
+
+
+def test_cumulative_usage_models_take_the_latest_report(tmp_path: Path) -> None:
+    table = tmp_path / "prices.yaml"
+    table.write_text(yaml.safe_dump({"models": [{"match": ["gemini-cumulative"], "input_text": 1, "output_text": 2,
+                                                 "usage": "cumulative", "date": "2026-12-02", "source": "test"}]}))
+    price = PriceTable.load(table).lookup("gemini-cumulative")
+    assert price.cumulative_usage
+    meter = TurnUsageMeter(cumulative=True)
+    for prompt in (10, 25):  # two turns; the second report includes the first
+        meter.observe(_frame(serverContent={"modelTurn": {"parts": [{"text": "x"}]}}))
+        meter.observe(_frame(usageMetadata={"promptTokenCount": prompt, "responseTokenCount": prompt // 5}))
+    assert meter.current().input_tokens == 25
+    meter.commit()
+    assert meter.total.input_tokens == 25 and cost_of(meter.total, price).input == pytest.approx(25 / M)

@@ -135,9 +135,12 @@ class TurnUsageMeter:
     it. Only frames mentioning `usageMetadata` are parsed; audio frames cost a substring test.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, cumulative: bool = False) -> None:
         self.total = TokenUsage()
         self.pending: TokenUsage | None = None
+        # For models whose reports are running totals of the whole session (prices.yaml `usage: cumulative`),
+        # the latest report is the session's usage: it replaces, never adds.
+        self.cumulative = cumulative
 
     def observe(self, frame: str | bytes) -> bool:
         """Read one frame; True when the usage known so far changed."""
@@ -157,12 +160,18 @@ class TurnUsageMeter:
 
     def commit(self) -> None:
         if self.pending is not None:
-            self.total.add(self.pending)
+            if self.cumulative:
+                self.total = self.pending
+            else:
+                self.total.add(self.pending)
             self.pending = None
 
     def current(self) -> TokenUsage:
         """Committed turns plus the pending report (what the session has used so far)."""
         out = TokenUsage()
+        if self.cumulative:
+            out.add(self.pending or self.total)
+            return out
         out.add(self.total)
         if self.pending is not None:
             out.add(self.pending)

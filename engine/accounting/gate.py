@@ -318,6 +318,7 @@ class Grant:
             return Refusal(403, f"This key is not allowed to use the model '{model}'.", "model_not_allowed")
         self.model, self.upstream_model = model, upstream_model or model
         self.price = self.accounting.price(self.upstream_model, model_info)
+        self.meter.cumulative = bool(self.price and self.price.cumulative_usage)
         key = self.principal.key
         if self.price is None and key is not None and key.max_budget is not None:
             return Refusal(403, f"The model '{model}' has no price on this gateway, so a key with a budget cannot "

@@ -42,6 +42,7 @@ class Price:
     output_audio: float | None = None
     output_thinking: float | None = None
     source: str = ""
+    cumulative_usage: bool = False  # the model's usage reports are session totals, not per turn
 
     def resolved(self) -> Price:
         """Fill the documented fallbacks: images and video at the audio price, cached input at the text
@@ -55,7 +56,10 @@ class Price:
         )
 
     def complete(self) -> bool:
-        return all(getattr(self, f.name) is not None for f in fields(self) if f.name != "source")
+        return all(getattr(self, f.name) is not None for f in fields(self) if f.name not in _NOT_PRICES)
+
+
+_NOT_PRICES = ("source", "cumulative_usage")
 
 
 def _first(*values: float | None) -> float | None:
@@ -88,13 +92,17 @@ class PriceTable:
                 raise ValueError(f"{where}: every price row needs a `date` and a `source`")
             per_token = {}
             for f in fields(Price):
-                if f.name == "source" or entry.get(f.name) is None:
+                if f.name in _NOT_PRICES or entry.get(f.name) is None:
                     continue
                 value = entry[f.name]
                 if not isinstance(value, int | float) or value < 0:
                     raise ValueError(f"{where}.{f.name}: expected a non-negative number (USD per 1M tokens)")
                 per_token[f.name] = float(value) / PER_MILLION
-            rows.append(PriceRow(tuple(patterns), Price(**per_token, source=f"{entry['date']} {entry['source']}")))
+            usage = entry.get("usage", "per_turn")
+            if usage not in ("per_turn", "cumulative"):
+                raise ValueError(f"{where}.usage: expected per_turn or cumulative")
+            rows.append(PriceRow(tuple(patterns), Price(**per_token, source=f"{entry['date']} {entry['source']}",
+                                                        cumulative_usage=usage == "cumulative")))
         return cls(rows)
 
     def lookup(self, model_id: str | None, model_info: dict[str, Any] | None = None) -> Price | None:

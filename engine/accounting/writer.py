@@ -29,6 +29,7 @@ class SpendWriter:
         self.batch_rows = batch_rows
         self.on_flushed = on_flushed
         self._spend: dict[str, float] = {}
+        self._inflight: dict[str, float] = {}  # spend being written: still counted by unflushed_spend
         self._logs: deque[dict[str, Any]] = deque()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -53,7 +54,7 @@ class SpendWriter:
             self._wake.set()
 
     def unflushed_spend(self, token_hash: str) -> float:
-        return self._spend.get(token_hash, 0.0)
+        return self._spend.get(token_hash, 0.0) + self._inflight.get(token_hash, 0.0)
 
     @property
     def backlog(self) -> int:
@@ -92,10 +93,12 @@ class SpendWriter:
         if not self._logs and not self._spend:
             return True
         spend, self._spend = self._spend, {}
+        self._inflight = spend
         logs = [self._logs.popleft() for _ in range(min(len(self._logs), self.batch_rows))]
         try:
             await self.store.write_batch(spend, logs)
         except (StoreUnavailable, OSError) as exc:
+            self._inflight = {}
             for token_hash, amount in spend.items():  # put back, in front of anything queued meanwhile
                 self._spend[token_hash] = self._spend.get(token_hash, 0.0) + amount
             self._logs.extendleft(reversed(logs))
@@ -112,7 +115,8 @@ class SpendWriter:
         self.error = self.error_since = None
         self.written_rows += len(logs)
         if self.on_flushed is not None:
-            self.on_flushed(spend)
+            self.on_flushed(spend)  # the key cache now holds it: stop counting it as in flight
+        self._inflight = {}
         if len(self._logs) >= self.batch_rows:
             self._wake.set()
         return True

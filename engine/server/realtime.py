@@ -110,8 +110,8 @@ class RealtimeSession:
             async with self._send_lock:
                 for message in out.client:
                     await self.ws.send_text(orjson.dumps(message).decode())
-        if not out.upstream:
-            return
+        if not out.upstream or (self.grant is not None and self.grant.stop is not None):
+            return  # nothing more reaches Gemini once accounting has stopped the session
         messages = out.upstream
         if self.upstream is None:
             if self._closed is not None:

@@ -319,6 +319,8 @@ async def test_client_secret_subprotocol_parent_models_and_spend(served: Served)
         bad = await served.http.post("/v1/realtime/client_secrets", headers=_auth(key), json=body)
         assert bad.status_code in (400, 403) and bad.json()["error"]["param"] == param
     assert (await served.http.post("/v1/realtime/client_secrets", json={})).status_code == 401
+    for path in ("/key/info", "/spend/logs"):  # a secret opens sessions, nothing else
+        assert (await served.http.get(path, headers=_auth(secret["value"]))).status_code == 403
     # at its expiry the secret stops opening sessions
     async with served.app.state.gateway.accounting.store.db.transaction() as tx:
         await tx.execute("UPDATE livegate_client_secrets SET expires_at = 0")

@@ -36,6 +36,8 @@ async def caller(gateway: Gateway, request: Request) -> Principal:
     who = await auth.principal(gateway, auth.client_key(request.headers))
     if isinstance(who, Refusal):
         raise ApiError(who.status, who.message, who.code)
+    if who.secret is not None:  # a browser's secret opens sessions, nothing else
+        raise ApiError(403, "A client secret may only open realtime sessions.", "forbidden")
     return who
 
 

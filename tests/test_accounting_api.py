@@ -271,6 +271,7 @@ async def test_spend_logs_rows_tags_end_user_and_filters(served: Served, caplog:
                 * 4.50) / 1e6
     assert row["spend"] == pytest.approx(expected, rel=1e-9) and row["output_text_tokens"] > 0
     assert row["startTime"].endswith("Z") and row["metadata"]["user_api_key_alias"] == "alias-a"
+    assert row["metadata"]["turns"] == 1
     assert key not in json.dumps(rows)
     info = (await served.http.get("/key/info", headers=_auth(key))).json()["info"]
     assert info["spend"] == pytest.approx(expected, rel=1e-9)

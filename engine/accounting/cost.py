@@ -141,6 +141,7 @@ class TurnUsageMeter:
         # For models whose reports are running totals of the whole session (prices.yaml `usage: cumulative`),
         # the latest report is the session's usage: it replaces, never adds.
         self.cumulative = cumulative
+        self.turns = 0  # turns whose usage was reported
 
     def observe(self, frame: str | bytes) -> bool:
         """Read one frame; True when the usage known so far changed."""
@@ -160,6 +161,7 @@ class TurnUsageMeter:
 
     def commit(self) -> None:
         if self.pending is not None:
+            self.turns += 1
             if self.cumulative:
                 self.total = self.pending
             else:

@@ -470,6 +470,7 @@ class Grant:
         elif self.model is not None and usage.total_tokens:
             m.unknown_cost.labels(model).inc()
         metadata = {"session_id": self.session_id, "duration_s": round(duration, 3), "close_reason": reason[:200],
+                    "turns": self.meter.turns,
                     "user_api_key_alias": key.key_alias if key else None, "instance": acct.instance_id,
                     **({"client_secret": True} if self.principal.secret else {}), **(extra or {})}
         row = {"request_id": self.session_id, "api_key": self.principal.token_hash,

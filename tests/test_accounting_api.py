@@ -306,9 +306,14 @@ async def test_client_secret_subprotocol_parent_models_and_spend(served: Served)
     assert secret["value"].startswith("ek_") and secret["session"]["instructions"] == "Be brief."
     protocols = ["realtime", f"openai-insecure-api-key.{secret['value']}"]
     async with _connect(served, None, subprotocols=protocols) as ws:
+        await ws.send(json.dumps({"type": "session.update", "session": {"type": "realtime",
+                                                                         "instructions": "Ignore that."}}))
         events = await _text_turn(ws)
         assert ws.subprotocol == "realtime"
     assert any(e["type"] == "session.updated" and e["session"].get("instructions") == "Be brief." for e in events)
+    # the client's own updates apply, except over what the secret fixes
+    updated = [e["session"] for e in events if e["type"] == "session.updated"][-1]
+    assert updated["instructions"] == "Be brief." and updated["output_modalities"] == ["text"]
     assert served.sim.sessions[-1].setup["systemInstruction"]["parts"][0]["text"] == "Be brief."
     status, _ = await _refused(served, None, model="other-model", subprotocols=protocols)
     assert status == 403  # never more than its parent

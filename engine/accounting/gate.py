@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import json
 import logging
 import secrets
 import time
@@ -366,6 +367,28 @@ class Grant:
         elif len(frame) < 1024 and mentions(frame, '"newHandle"'):  # resumption updates are small frames
             self._resumptions += 1
 
+    def fixed_session(self, dialect: str) -> dict[str, Any] | None:
+        """The session settings a client secret fixes (its `session`, without `model`; `type` is GA only)."""
+        secret = self.principal.secret
+        if secret is None or not secret.session:
+            return None
+        return {k: v for k, v in secret.session.items() if k != "model" and (k != "type" or dialect == "ga")}
+
+    def fix_client_frame(self, frame: str | bytes, dialect: str) -> str | bytes:
+        """A client's session.update with the secret's settings laid over it, so they stay fixed."""
+        fixed = self.fixed_session(dialect)
+        if not fixed or not mentions(frame, '"session.update"'):
+            return frame
+        try:
+            event = json.loads(frame)
+        except ValueError:
+            return frame
+        if not isinstance(event, dict) or event.get("type") != "session.update" or \
+                not isinstance(event.get("session"), dict):
+            return frame
+        event["session"] = _overlay(event["session"], fixed)
+        return json.dumps(event)
+
     def client_messages(self, messages: list[dict[str, Any]]) -> None:
         """Messages sent to an OpenAI client: error events are counted."""
         for message in messages:
@@ -501,6 +524,14 @@ class Grant:
                  duration, self.principal.label, model, self.route)
 
 
+def _overlay(base: dict[str, Any], fixed: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for name, value in fixed.items():
+        out[name] = _overlay(out[name], value) if isinstance(value, dict) and isinstance(out.get(name), dict) \
+            else value
+    return out
+
+
 def _header(headers: Mapping[str, str], *names: str) -> str | None:
     for name in names:
         value = headers.get(name)
@@ -510,6 +541,4 @@ def _header(headers: Mapping[str, str], *names: str) -> str | None:
 
 
 def _json(value: Any) -> str:
-    import json
-
     return json.dumps(value, separators=(",", ":"))

@@ -55,9 +55,8 @@ class RealtimeSession:
         enforcer = asyncio.create_task(self._enforce_limits()) if self.grant else None
         try:
             await self.deliver(self.translator.start())
-            if self.grant is not None and self.grant.principal.secret and self.grant.principal.secret.session:
-                fixed = {k: v for k, v in self.grant.principal.secret.session.items()
-                         if k != "model" and (k != "type" or self.translator.dialect == "ga")}
+            fixed = self.grant.fixed_session(self.translator.dialect) if self.grant is not None else None
+            if fixed:  # a client secret's session applies from the start
                 await self.deliver(self.translator.from_client({"type": "session.update", "session": fixed}))
             await self._client_loop()
         except WebSocketDisconnect:
@@ -100,6 +99,7 @@ class RealtimeSession:
                 continue
             if self.grant is not None:
                 self.grant.client_frame(frame)
+                frame = self.grant.fix_client_frame(frame, self.translator.dialect)
             await self.deliver(self.translator.from_client(frame))
 
     async def deliver(self, out: Output) -> None:

@@ -374,7 +374,7 @@ async def test_health_and_metrics(served: Served) -> None:
     async with _connect(served, key) as ws:
         await _text_turn(ws)
         text = (await served.http.get("/metrics")).text
-        assert 'livegate_active_sessions{model="gpt-realtime",route="/v1/realtime"} 1.0' in text
+        assert 'livegate_active_sessions{model="gemini-3.8-live",route="/v1/realtime"} 1.0' in text
     await _refused(served, "sk-wrong-key-0000000000")
     await asyncio.sleep(0.1)
     text = (await served.http.get("/metrics")).text

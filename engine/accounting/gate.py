@@ -324,17 +324,16 @@ class Grant:
         if self.price is None and key is not None and key.max_budget is not None:
             return Refusal(403, f"The model '{model}' has no price on this gateway, so a key with a budget cannot "
                                 "use it.", "model_not_allowed")
-        if self.session:
-            old, self._metric_model = self._metric_model, self.model
-            if not self.finished and old != self.model and self in self.accounting.grants:
-                self.accounting.metrics.active_sessions.labels(old, self.route).dec()
-                self.accounting.metrics.active_sessions.labels(self.model, self.route).inc()
+        # Metric labels use the upstream model id, which the config bounds (a client picks its model name).
+        old, self._metric_model = self._metric_model, self.upstream_model or "-"
+        if self.session and not self.finished and old != self._metric_model and self in self.accounting.grants:
+            self.accounting.metrics.active_sessions.labels(old, self.route).dec()
+            self.accounting.metrics.active_sessions.labels(self._metric_model, self.route).inc()
         return None
 
     def open(self) -> None:
         if self.session:  # REST calls are short and not watched: only sessions are tracked
             self.accounting.grants.add(self)
-            self._metric_model = self.model or "-"
             self.accounting.metrics.active_sessions.labels(self._metric_model, self.route).inc()
         self.limit_duration(None)
 
@@ -487,11 +486,11 @@ class Grant:
         m.sessions_ended.labels(self.route, str(close_code)).inc()
         for kind, count in (("input", usage.input_tokens), ("output", usage.output_tokens)):
             if count:
-                m.tokens.labels(model, kind).inc(count)
+                m.tokens.labels(self._metric_model, kind).inc(count)
         if cost is not None:
-            m.spend.labels(model).inc(cost.total)
+            m.spend.labels(self._metric_model).inc(cost.total)
         elif self.model is not None and usage.total_tokens:
-            m.unknown_cost.labels(model).inc()
+            m.unknown_cost.labels(self._metric_model).inc()
         metadata = {"session_id": self.session_id, "duration_s": round(duration, 3), "close_reason": reason[:200],
                     "turns": self.meter.turns,
                     "user_api_key_alias": key.key_alias if key else None, "instance": acct.instance_id,

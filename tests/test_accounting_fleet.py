@@ -18,7 +18,8 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from livegate.config import parse_config
 from livegate.server import create_app
 from livegate.simulator import GeminiLiveSimulator
-from tests.fakes.postgres import PostgresServer
+from tests.accounting_support import NO_POSTGRES
+from tests.fakes.postgres import PostgresServer, postgres_bin, postgres_server
 from tests.support import serve
 
 MASTER = "sk-master-fleet-test"
@@ -98,3 +99,42 @@ async def test_one_budget_across_two_instances(fleet: tuple[str, str]) -> None:
         assert waiting.close_code == 4029 and errors == ["insufficient_quota"]
     assert await _status(b, key) == (429, "budget_exceeded")
     assert await _status(a, key) == (429, "budget_exceeded")
+
+
+async def test_postgres_outage_does_not_end_sessions_and_spend_is_written_after() -> None:
+    """A real outage: the PostgreSQL server stops mid-session and comes back."""
+    if postgres_bin() is None:
+        pytest.skip(NO_POSTGRES)
+    with postgres_server() as pg:
+        database = pg.create_database()
+        async with GeminiLiveSimulator(chunk_delay=0) as sim, _instance(sim, database) as base, \
+                httpx.AsyncClient(base_url=base) as http:
+            key = await _generate(base, max_budget=10.0)
+            async with _open(base, key) as ws:
+                await _turn(ws)
+                await _until_done(ws)
+                await asyncio.to_thread(pg.halt)
+                await _turn(ws)  # the session goes on without its database
+                await _until_done(ws)
+            await asyncio.sleep(1.0)
+            ready = await http.get("/health/readiness")
+            assert ready.status_code == 503 and ready.json()["db"] == "disconnected"
+            assert ready.json()["store_backlog"] >= 1
+            await asyncio.to_thread(pg.start)
+            for _ in range(100):  # the writer retries with backoff (at most 5 s)
+                if (await http.get("/health/readiness")).status_code == 200:
+                    break
+                await asyncio.sleep(0.2)
+            else:
+                raise AssertionError("livegate did not recover when PostgreSQL came back")
+            rows = (await http.get("/spend/logs", params={"api_key": key},
+                                   headers={"Authorization": f"Bearer {MASTER}"})).json()
+            info = (await http.get("/key/info", params={"key": key},
+                                   headers={"Authorization": f"Bearer {MASTER}"})).json()["info"]
+    assert len(rows) == 1 and rows[0]["spend"] > 0 and rows[0]["metadata"]["turns"] == 2
+    assert info["spend"] == pytest.approx(rows[0]["spend"])
+
+
+async def _until_done(ws: Any) -> None:
+    while json.loads(await asyncio.wait_for(ws.recv(), 10))["type"] != "response.done":
+        pass

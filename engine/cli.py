@@ -14,9 +14,12 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from livegate import __version__
+
+if TYPE_CHECKING:
+    from livegate.config import Config
 
 # `--workers N` runs N uvicorn processes; each builds its app from these (uvicorn needs an import string).
 CONFIG_ENV = "LIVEGATE_CONFIG"
@@ -32,10 +35,21 @@ def app_from_environment() -> Any:
     from livegate.mapping import load_mappings
     from livegate.server import create_app
 
-    app = create_app(load_config(os.environ.get(CONFIG_ENV) or None),
+    app = create_app(with_default_store(load_config(os.environ.get(CONFIG_ENV) or None)),
                      load_mappings(os.environ.get(MAPPINGS_ENV) or None))
     _freeze_startup_objects()
     return app
+
+
+def with_default_store(config: Config) -> Config:
+    """The command's config: with no store configured, the embedded SQLite file (created on first start)."""
+    import dataclasses
+
+    from livegate.config import default_store_path
+
+    if config.store.database_url or config.store.path:
+        return config
+    return dataclasses.replace(config, store=dataclasses.replace(config.store, path=default_store_path()))
 
 
 def _freeze_startup_objects() -> None:
@@ -61,6 +75,7 @@ def _serve(args: argparse.Namespace) -> int:
     except (ConfigError, MappingError) as exc:
         print(f"livegate: {exc}", file=sys.stderr)
         return 1
+    config = with_default_store(config)
     if args.config is None:
         print(f"livegate {__version__}: no --config given, serving every model from the local Gemini Live "
               f"simulator.\nConnect an OpenAI Realtime client to ws://{args.host}:{args.port}/v1/realtime",
@@ -91,6 +106,14 @@ def _lint(args: argparse.Namespace) -> int:
         print(f"mappings: {len(mappings.files)} files OK")
     except MappingError as exc:
         print(f"mappings: {exc}", file=sys.stderr)
+        problems += 1
+    try:
+        from livegate.accounting.prices import PriceTable
+
+        prices = PriceTable.load(Path(args.mappings) / "prices.yaml" if args.mappings else None)
+        print(f"prices: {len(prices.rows)} rows OK")
+    except (OSError, ValueError, TypeError) as exc:
+        print(f"prices: {exc}", file=sys.stderr)
         problems += 1
     if args.config:
         try:

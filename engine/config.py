@@ -48,6 +48,9 @@ class ModelRoute:
     vertex_project: str | None = None
     vertex_location: str | None = None
     vertex_credentials: str | None = None
+    # accounting: LiteLLM's `model_info` price overrides, and an optional cap on session length
+    model_info: dict[str, Any] | None = field(default=None, compare=False, hash=False)
+    max_session_seconds: float | None = None
 
     def __repr__(self) -> str:  # never print secrets
         return f"ModelRoute({self.model_name!r} -> {self.provider}/{self.model_id})"
@@ -85,6 +88,27 @@ TIMEOUT_SETTINGS = {  # livegate_settings key -> Timeouts field
 
 
 @dataclass(frozen=True)
+class StoreSettings:
+    """Where spend and keys are kept: `database_url` (PostgreSQL, or general_settings.database_url /
+    DATABASE_URL as LiteLLM reads it), else the SQLite file `path` (None = in memory; the `livegate` command
+    sets a default file, see default_store_path)."""
+
+    database_url: str | None = field(default=None, repr=False)  # may carry a password
+    path: str | None = None
+    poll_seconds: float = 2.0  # how often live sessions re-read their key (deletion, expiry, spend elsewhere)
+    max_buffered_rows: int = 10_000  # spend rows kept in memory while the database is unreachable
+
+
+def default_store_path() -> str:
+    """The SQLite file of a `livegate` run with no store configured: $LIVEGATE_DB, else
+    $XDG_DATA_HOME/livegate/livegate.db (~/.local/share/livegate/livegate.db)."""
+    if os.environ.get("LIVEGATE_DB"):
+        return os.environ["LIVEGATE_DB"]
+    data = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return os.path.join(data, "livegate", "livegate.db")
+
+
+@dataclass(frozen=True)
 class Config:
     routes: tuple[ModelRoute, ...] = ()
     master_key: str | None = None
@@ -93,6 +117,7 @@ class Config:
     client_compression: bool = False  # permessage-deflate on client WebSockets: base64 audio barely compresses
     source: str = "<built-in>"
     timeouts: Timeouts = field(default_factory=Timeouts)
+    store: StoreSettings = field(default_factory=StoreSettings)
 
     def route(self, model: str | None) -> ModelRoute | None:
         """The route serving `model`: an exact `model_name` first, then wildcard names (`*`, `gemini-*`)."""
@@ -163,10 +188,49 @@ def _route(entry: Any, index: int) -> ModelRoute:
         vertex_project=_opt_str(params, "vertex_project", where),
         vertex_location=_opt_str(params, "vertex_location", where),
         vertex_credentials=_opt_str(params, "vertex_credentials", where),
+        model_info=_model_info(entry, index),
+        max_session_seconds=_opt_positive(params, "max_session_seconds", where),
     )
     if provider == "gemini" and not route.api_key:
         raise ConfigError(f"{where}.api_key: required for provider gemini (Google AI Studio)")
     return route
+
+
+def _opt_positive(block: dict[str, Any], key: str, where: str) -> float | None:
+    value = block.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise ConfigError(f"{where}.{key}: expected a positive number")
+    return float(value)
+
+
+def _model_info(entry: dict[str, Any], index: int) -> dict[str, Any] | None:
+    info = entry.get("model_info")
+    if info is None:
+        return None
+    if not isinstance(info, dict):
+        raise ConfigError(f"model_list[{index}].model_info: expected a mapping")
+    for name, value in info.items():
+        if name.endswith(("_cost_per_token", "_cost_per_audio_token", "_cost_per_image_token",
+                          "_cost_per_video_token", "_cost_per_reasoning_token", "_token_cost")) and (
+                isinstance(value, bool) or not isinstance(value, int | float) or value < 0):
+            raise ConfigError(f"model_list[{index}].model_info.{name}: expected a non-negative number (USD per token)")
+    return info
+
+
+def _store_settings(general: dict[str, Any], settings: dict[str, Any]) -> StoreSettings:
+    url = _opt_str(general, "database_url", "general_settings") or os.environ.get("DATABASE_URL") or None
+    if url and not url.startswith(("postgresql://", "postgres://", "sqlite:///")):
+        raise ConfigError("general_settings.database_url: expected postgresql://USER:PASSWORD@HOST:PORT/DB")
+    path = _opt_str(settings, "store_path", "livegate_settings")
+    poll = settings.get("key_check_seconds", StoreSettings.poll_seconds)
+    rows = settings.get("spend_buffer_rows", StoreSettings.max_buffered_rows)
+    if isinstance(poll, bool) or not isinstance(poll, int | float) or poll <= 0:
+        raise ConfigError("livegate_settings.key_check_seconds: expected a positive number")
+    if isinstance(rows, bool) or not isinstance(rows, int) or rows <= 0:
+        raise ConfigError("livegate_settings.spend_buffer_rows: expected a positive integer")
+    return StoreSettings(database_url=url, path=path, poll_seconds=float(poll), max_buffered_rows=rows)
 
 
 def parse_config(data: Any, source: str = "<config>") -> Config:
@@ -213,6 +277,7 @@ def parse_config(data: Any, source: str = "<config>") -> Config:
         client_compression=client_compression,
         source=source,
         timeouts=_timeouts(settings),
+        store=_store_settings(general, settings),
     )
 
 

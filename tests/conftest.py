@@ -160,3 +160,6 @@ def replace_in(path: Path, old: str, new: str) -> None:
     text = path.read_text()
     assert old in text, old
     path.write_text(text.replace(old, new, 1))
+
+
+from tests.accounting_support import database_url, pg_server, store  # noqa: E402, F401  (accounting fixtures)

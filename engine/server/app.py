@@ -17,9 +17,11 @@ from fastapi import FastAPI, WebSocket
 from fastapi.responses import HTMLResponse, JSONResponse
 
 from livegate import __version__
+from livegate.accounting.gate import Accounting, Refusal
 from livegate.config import Config, ModelRoute
 from livegate.mapping import Mappings, load_mappings
 from livegate.server import auth
+from livegate.server.accounting_routes import add_accounting_routes, build_accounting
 from livegate.server.client_io import ExposeTransportAbort
 from livegate.server.hygiene import install_log_filters
 from livegate.server.passthrough import add_passthrough_routes
@@ -42,6 +44,7 @@ class Gateway:
     config: Config
     mappings: Mappings
     validator: ClientEventValidator
+    accounting: Accounting
     simulator_url: str | None = None
 
 
@@ -51,12 +54,14 @@ def _needs_simulator(config: Config) -> bool:
 
 def create_app(config: Config, mappings: Mappings | None = None, *, simulator_chunk_delay: float = 0.02) -> FastAPI:
     gateway = Gateway(config, mappings or load_mappings(),
-                      ClientEventValidator(max_frame_bytes=config.max_client_frame_bytes))
+                      ClientEventValidator(max_frame_bytes=config.max_client_frame_bytes), build_accounting(config))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if not config.master_key:
             log.warning("no general_settings.master_key configured: this gateway is open to anyone who can reach it")
+        await gateway.accounting.start()  # the spend store; stopped (queued spend flushed) on SIGTERM below
+        log.info("spend store: %s", gateway.accounting.store.db.description)
         simulator = None
         if _needs_simulator(config):
             from livegate.simulator import GeminiLiveSimulator
@@ -70,6 +75,7 @@ def create_app(config: Config, mappings: Mappings | None = None, *, simulator_ch
         finally:
             if simulator is not None:
                 await simulator.stop()
+            await gateway.accounting.stop()
 
     # No /docs, /redoc or /openapi.json: they would describe the gateway to anyone, without a key.
     app = FastAPI(title="livegate", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
@@ -94,6 +100,7 @@ def create_app(config: Config, mappings: Mappings | None = None, *, simulator_ch
         await _realtime(ws, gateway)
 
     add_passthrough_routes(app, gateway)
+    add_accounting_routes(app, gateway)
     return app
 
 
@@ -113,16 +120,22 @@ def _route(gateway: Gateway, model: str | None) -> tuple[ModelRoute | None, tupl
 
 async def _realtime(ws: WebSocket, gateway: Gateway) -> None:
     offered = list(ws.scope.get("subprotocols") or [])
-    refusal = auth.refusal(gateway.config, auth.client_key(ws.headers, offered))
-    if refusal is not None:
-        await _refuse(ws, refusal[0], refusal[1], "invalid_api_key")
+    who = await auth.principal(gateway, auth.client_key(ws.headers, offered))
+    if isinstance(who, Refusal):
+        await _refuse(ws, who.status, who.message, who.code)
         return
     model = ws.query_params.get("model")
+    if not model and who.secret is not None and who.secret.session:  # a client secret may fix the model
+        model = who.secret.session.get("model")
     route, problem = _route(gateway, model)
     if problem is not None:
         await _refuse(ws, *problem)
         return
     assert route is not None and model is not None
+    grant = await auth.admit(gateway, who, route="/v1/realtime", model_route=route, model=model, headers=ws.headers)
+    if isinstance(grant, Refusal):
+        await _refuse(ws, grant.status, grant.message, grant.code)
+        return
     beta = ws.headers.get("openai-beta", "").lower() == BETA_HEADER_VALUE or auth.BETA_PROTOCOL in offered
     provider = provider_for(route, gateway.config, gateway.simulator_url)
     context = {"model": model, "setup_model": provider.setup_model(), "backend": provider.backend}
@@ -131,5 +144,9 @@ async def _realtime(ws: WebSocket, gateway: Gateway) -> None:
     # A browser offering subprotocols needs one echoed back; never echo the one carrying the key.
     chosen = next((p for p in offered if p == "realtime"), None) or next(
         (p for p in offered if not p.startswith(auth.INSECURE_KEY_PROTOCOL)), None)
-    await ws.accept(subprotocol=chosen)
-    await RealtimeSession(ws, translator, provider, model, gateway.config.timeouts).run()
+    try:
+        await ws.accept(subprotocol=chosen)
+    except BaseException:
+        await grant.finish(None, "failure", "handshake failed")
+        raise
+    await RealtimeSession(ws, translator, provider, model, gateway.config.timeouts, grant=grant).run()

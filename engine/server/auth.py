@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
-from livegate.config import Config
+from livegate.accounting.gate import Grant, Principal, Refusal
+from livegate.config import Config, ModelRoute
+
+if TYPE_CHECKING:
+    from livegate.server.app import Gateway
 
 INSECURE_KEY_PROTOCOL = "openai-insecure-api-key."  # browsers cannot set headers on a WebSocket
 BETA_PROTOCOL = "openai-beta.realtime-v1"
@@ -41,3 +46,22 @@ def refusal(config: Config, key: str | None) -> tuple[int, str] | None:
     if key is None:
         return 401, "Missing API key: send `Authorization: Bearer <key>`."
     return 401, "Invalid API key."
+
+
+# --- virtual keys, client secrets and limits (engine/accounting) ---------------------------------------------
+
+
+async def principal(gateway: Gateway, key: str | None) -> Principal | Refusal:
+    """Who a key is: the master key, a virtual key (maybe through a client secret), or anyone on an open
+    gateway. A Refusal (401, 503) otherwise."""
+    return await gateway.accounting.principal(key)
+
+
+async def admit(gateway: Gateway, who: Principal, *, route: str, model_route: ModelRoute | None = None,
+                model: str | None = None, upstream_model: str | None = None, headers: Mapping[str, str] | None = None,
+                session: bool = True) -> Grant | Refusal:
+    """Admit a session (or a REST call): model allowed, budget left, rpm and parallel-session limits."""
+    return await gateway.accounting.admit(
+        who, route=route, model=model, upstream_model=upstream_model or (model_route.model_id if model_route else None),
+        model_info=model_route.model_info if model_route else None, headers=headers, session=session,
+        max_session_seconds=model_route.max_session_seconds if model_route else None)

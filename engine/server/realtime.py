@@ -11,6 +11,7 @@ Gemini's configuration is fixed by that one message. Close codes sent to the cli
           stalled: sent nothing for `upstream_stall_timeout_s` in the middle of a turn (an `error` first)
     1008  the client read nothing for `client_write_timeout_s` (its connection is dropped; the code is
           what the session log records, as the close frame cannot reach such a client)
+    4008, 4010, 4029  accounting stopped the session (engine/accounting/gate.py), after an `error` event
 
 Robustness: relay loops hand the event loop to other sessions after every frame (a flooding peer
 cannot starve the gateway), and writes to the client have a deadline (client_io.py).
@@ -30,6 +31,7 @@ from fastapi import WebSocket, WebSocketDisconnect
 from starlette.websockets import WebSocketState
 from websockets.exceptions import ConnectionClosed
 
+from livegate.accounting.gate import Grant
 from livegate.config import Timeouts
 from livegate.server.client_io import CLOSE_CLIENT_TOO_SLOW, ClientStalled, abort_client, fair_turn, send_within
 from livegate.translator import Output, Translator
@@ -46,7 +48,8 @@ CLOSE_BAD_GATEWAY = 1014
 
 class RealtimeSession:
     def __init__(self, ws: WebSocket, translator: Translator, provider: Provider, model: str,
-                 timeouts: Timeouts | None = None) -> None:
+                 timeouts: Timeouts | None = None, grant: Grant | None = None) -> None:
+        self.grant = grant  # accounting: usage, cost, limits (None: not metered)
         self.ws = ws
         self.timeouts = timeouts or Timeouts()
         self._stall = _StallClock()
@@ -60,8 +63,12 @@ class RealtimeSession:
         self.started = time.monotonic()
 
     async def run(self) -> None:
+        enforcer = asyncio.create_task(self._enforce_limits()) if self.grant else None
         try:
             await self.deliver(self.translator.start())
+            fixed = self.grant.fixed_session(self.translator.dialect) if self.grant is not None else None
+            if fixed:  # a client secret's session applies from the start
+                await self.deliver(self.translator.from_client({"type": "session.update", "session": fixed}))
             await self._client_loop()
         except WebSocketDisconnect:
             self._closed = self._closed or (CLOSE_NORMAL, "client disconnected")
@@ -78,6 +85,18 @@ class RealtimeSession:
                 with contextlib.suppress(Exception):
                     await self.upstream.close()
             self._log_end()
+            if enforcer is not None:
+                enforcer.cancel()
+            if self.grant is not None:
+                code, reason = self._closed or (CLOSE_NORMAL, "")
+                await self.grant.finish(code, "success" if code == CLOSE_NORMAL else "failure", reason)
+
+    async def _enforce_limits(self) -> None:
+        """Budget spent, key deleted or expired, maximum duration: an `error` event, then the close code."""
+        assert self.grant is not None
+        stop = await self.grant.wait_stopped()
+        await self.deliver(self.translator.server_error(stop.message, stop.code))
+        await self._close_client(stop.close_code, stop.message)
 
     async def _client_loop(self) -> None:
         while self._closed is None:
@@ -90,17 +109,22 @@ class RealtimeSession:
                 frame = message["bytes"]  # OpenAI clients send text; JSON in a binary frame is accepted too
             if frame is None:
                 continue
+            if self.grant is not None:
+                self.grant.client_frame(frame)
+                frame = self.grant.fix_client_frame(frame, self.translator.dialect)
             await self.deliver(self.translator.from_client(frame))
             await fair_turn()
 
     async def deliver(self, out: Output) -> None:
         """Send an Output: client messages first (they are confirmations), then Gemini's."""
         if out.client:
+            if self.grant is not None:
+                self.grant.client_messages(out.client)
             async with self._send_lock:
                 for message in out.client:
                     await send_within(self.ws, orjson.dumps(message).decode(), self.timeouts.client_write_s)
-        if not out.upstream:
-            return
+        if not out.upstream or (self.grant is not None and self.grant.stop is not None):
+            return  # nothing more reaches Gemini once accounting has stopped the session
         messages = out.upstream
         if self.upstream is None:
             if self._closed is not None:
@@ -122,11 +146,14 @@ class RealtimeSession:
         if "setup" not in setup:
             raise RuntimeError("the first upstream message of a session must be setup")
         try:
+            connecting = time.monotonic()
             target = await self.provider.target()
             self.upstream = await UpstreamConnection.open(target)
             await self.upstream.send(setup)
             async with asyncio.timeout(self.timeouts.upstream_setup_s):
                 first = await self.upstream.recv()
+            if self.grant is not None:
+                self.grant.upstream_connected(time.monotonic() - connecting)
         except UpstreamError as exc:
             await self._fail(str(exc), "upstream_unavailable")
             return None
@@ -181,6 +208,8 @@ class RealtimeSession:
             except ConnectionClosed as exc:
                 await self._upstream_closed(*self.upstream.close_info(exc))
                 return
+            if self.grant is not None:
+                self.grant.upstream_frame(frame)
             await self.deliver(self.translator.from_upstream(frame))
             self._stall.received(_turn_pending(self.translator.session))
             await fair_turn()

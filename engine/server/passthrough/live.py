@@ -40,6 +40,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
 from livegate import __version__
+from livegate.accounting.gate import Grant, Refusal
 from livegate.config import ModelRoute
 from livegate.server import auth
 from livegate.server.client_io import CLOSE_CLIENT_TOO_SLOW, ClientStalled, abort_client, fair_turn, send_within
@@ -117,9 +118,9 @@ class _Plan:
 async def live_passthrough(ws: WebSocket, gateway: Gateway, backend: Backend, suffix: str = "") -> None:
     """Handshake checks, then one PassthroughSession."""
     offered = list(ws.scope.get("subprotocols") or [])
-    refusal = auth.refusal(gateway.config, auth.client_key(ws.headers, offered))
-    if refusal is not None:
-        await _deny(ws, refusal[0], refusal[1], "invalid_api_key")
+    who = await auth.principal(gateway, auth.client_key(ws.headers, offered))
+    if isinstance(who, Refusal):
+        await _deny(ws, who.status, who.message, who.code)
         return
     version = None
     if suffix.strip("/"):
@@ -137,9 +138,19 @@ async def live_passthrough(ws: WebSocket, gateway: Gateway, backend: Backend, su
     if location is not None and not valid_location(location):
         await _deny(ws, 400, "Invalid location.", "invalid_location")
         return
+    # the model is known at `setup`: checked against the key there (4003)
+    grant = await auth.admit(gateway, who, route="vertex_ai/live" if backend == "vertex" else "gemini/live",
+                             headers=ws.headers)
+    if isinstance(grant, Refusal):
+        await _deny(ws, grant.status, grant.message, grant.code)
+        return
     chosen = next((p for p in offered if not p.startswith(auth.INSECURE_KEY_PROTOCOL)), None)
-    await ws.accept(subprotocol=chosen)
-    await PassthroughSession(ws, gateway, backend, version, project, location).run()
+    try:
+        await ws.accept(subprotocol=chosen)
+    except BaseException:
+        await grant.finish(None, "failure", "handshake failed")
+        raise
+    await PassthroughSession(ws, gateway, backend, version, project, location, grant).run()
 
 
 async def _deny(ws: WebSocket, status: int, message: str, code: str) -> None:
@@ -149,7 +160,8 @@ async def _deny(ws: WebSocket, status: int, message: str, code: str) -> None:
 
 class PassthroughSession:
     def __init__(self, ws: WebSocket, gateway: Gateway, backend: Backend, version: str | None,
-                 project: str | None, location: str | None) -> None:
+                 project: str | None, location: str | None, grant: Grant | None = None) -> None:
+        self.grant = grant  # accounting: usage, cost, limits
         self.ws = ws
         self.gateway = gateway
         self.backend: Backend = backend
@@ -169,7 +181,10 @@ class PassthroughSession:
             if setup is not None:
                 frame, message = setup
                 self.plan = await self._plan(message["setup"]["model"])
+                connecting = time.monotonic()
                 self.upstream = await self._open(self.plan)
+                if self.grant is not None:
+                    self.grant.upstream_connected(time.monotonic() - connecting)
                 await self.upstream.send(self._setup_frame(frame, message, self.plan.setup_model))
                 await self._pump(self.upstream)
         except _Close as close:
@@ -186,6 +201,9 @@ class PassthroughSession:
                 with contextlib.suppress(Exception):
                     await close_promptly(self.upstream)
             self._log_end()
+            if self.grant is not None:
+                code, reason, _ = self.closed or (CLOSE_NORMAL, "", "livegate")
+                await self.grant.finish(code, "success" if code == CLOSE_NORMAL else "failure", reason)
 
     # --- setup -------------------------------------------------------------------------------------------
 
@@ -212,6 +230,11 @@ class PassthroughSession:
         match = match_model(self.gateway.config, model)
         if match is None:
             raise _Close(CLOSE_MODEL_NOT_ALLOWED, f"model {model!r} is not available on this gateway")
+        if self.grant is not None:
+            refusal = self.grant.bind_model(match.route.model_name, match.upstream_id, match.route.model_info)
+            if refusal is not None:
+                raise _Close(CLOSE_MODEL_NOT_ALLOWED, refusal.message)
+            self.grant.limit_duration(match.route.max_session_seconds)
         provider = match.route.provider
         if self.backend == "vertex":
             if provider == "simulator":
@@ -280,6 +303,8 @@ class PassthroughSession:
     async def _pump(self, upstream: ClientConnection) -> None:
         tasks = {asyncio.create_task(self._client_to_upstream(upstream)),
                  asyncio.create_task(self._upstream_to_client(upstream))}
+        if self.grant is not None:
+            tasks.add(asyncio.create_task(self._enforce_limits()))
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -288,6 +313,12 @@ class PassthroughSession:
             await asyncio.gather(*tasks, return_exceptions=True)
         for task in done:
             task.result()  # re-raise a failure (-> 1011)
+
+    async def _enforce_limits(self) -> None:
+        """Budget spent, key deleted or expired, maximum duration: close with the accounting code and reason."""
+        assert self.grant is not None
+        stop = await self.grant.wait_stopped()
+        raise _Close(stop.close_code, stop.message)
 
     async def _client_to_upstream(self, upstream: ClientConnection) -> None:
         while True:
@@ -304,6 +335,8 @@ class PassthroughSession:
                 continue
             if may_be_setup(data):
                 raise _Close(CLOSE_INVALID_SETUP, "setup may only be sent once, as the first message")
+            if self.grant is not None:
+                self.grant.client_frame(data)
             try:
                 await upstream.send(data)  # str -> text frame, bytes -> binary frame: as the client sent it
             except ConnectionClosed as exc:
@@ -319,6 +352,8 @@ class PassthroughSession:
                 await self._upstream_closed(exc)
                 return
             self.usage.observe(frame)
+            if self.grant is not None:
+                self.grant.upstream_frame(frame)
             try:
                 await send_within(self.ws, frame, self.gateway.config.timeouts.client_write_s)
             except ClientStalled as exc:

@@ -24,7 +24,7 @@ import logging
 import re
 import time
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import httpx
@@ -32,6 +32,7 @@ from fastapi import Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.requests import ClientDisconnect
 
+from livegate.accounting.gate import Grant, Refusal
 from livegate.server import auth
 from livegate.server.passthrough.models import ModelMatch, match_model, vertex_scope
 from livegate.server.passthrough.usage import UsageTotals, last_usage
@@ -88,9 +89,9 @@ class RestPassthrough:
 
     async def handle(self, request: Request, discovery: bool = False) -> Response:
         started = time.monotonic()
-        refusal = auth.refusal(self.gateway.config, auth.client_key(request.headers))
-        if refusal is not None:
-            return _error(refusal[0], refusal[1], "invalid_api_key")
+        who = await auth.principal(self.gateway, auth.client_key(request.headers))
+        if isinstance(who, Refusal):
+            return _error(who.status, who.message, who.code)
         path = _upstream_path(request, discovery)
         decoded = request.path_params.get("path", "")
         if _DOT_SEGMENTS.intersection(decoded.split("/")):
@@ -98,8 +99,10 @@ class RestPassthrough:
             return _error(400, "Paths with '.' or '..' segments are not accepted.", "invalid_path")
         match: ModelMatch | None = None
         location: str | None = None
+        asked: str | None = None
         if not discovery:
             for segment in _MODEL.finditer(decoded):  # every model the path names must be on the list
+                asked = asked or segment["model"]
                 listed = match_model(self.gateway.config, segment["model"])
                 if listed is None or listed.route.provider == "simulator":
                     return _error(403, f"The model '{segment['model']}' is not available on this gateway.",
@@ -114,6 +117,20 @@ class RestPassthrough:
                 location = located["location"]
                 if not valid_location(location):
                     return _error(400, "Invalid location in the path.", "invalid_location")
+        grant = await auth.admit(self.gateway, who, route="vertex_ai/discovery" if discovery else "vertex_ai",
+                                 model_route=match.route if match else None,
+                                 model=asked if match else None,
+                                 upstream_model=match.upstream_id if match else None, headers=request.headers,
+                                 session=False)
+        if isinstance(grant, Refusal):
+            return _error(grant.status, grant.message, grant.code)
+        response = await self._forward(request, discovery, path, match, location, started, grant)
+        if grant.finished is False and not isinstance(response, StreamingResponse):
+            await grant.finish(response.status_code, "failure")
+        return response
+
+    async def _forward(self, request: Request, discovery: bool, path: str, match: ModelMatch | None,
+                       location: str | None, started: float, grant: Grant) -> Response:
         scope = vertex_scope(self.gateway.config, match.route if match else None, location=location)
         if discovery:
             base = self.gateway.config.vertex.discovery_api_base or DISCOVERY_ORIGIN
@@ -143,7 +160,8 @@ class RestPassthrough:
             return _error(504, "Vertex AI did not answer in time.", "upstream_timeout")
         except httpx.TransportError as exc:
             return _error(502, f"Vertex AI is unreachable ({type(exc).__name__}).", "upstream_unavailable")
-        record = _Record(discovery, decoded, request.method, match, upstream, started)
+        decoded = request.path_params.get("path", "")
+        record = _Record(discovery, decoded, request.method, match, upstream, started, grant)
         response = StreamingResponse(record.relay(), status_code=upstream.status_code)
         response.raw_headers = [(k.lower().encode("latin-1"), v.encode("latin-1"))  # repeated ones too
                                 for k, v in upstream.headers.multi_items() if k.lower() not in _DROP_RESPONSE]
@@ -174,7 +192,8 @@ class _Record:
     """Relays one upstream response body and writes the request's log line when it is done."""
 
     def __init__(self, discovery: bool, path: str, method: str, match: ModelMatch | None,
-                 upstream: httpx.Response, started: float) -> None:
+                 upstream: httpx.Response, started: float, grant: Grant | None = None) -> None:
+        self.grant = grant
         self.discovery, self.path, self.method, self.match = discovery, path, method, match
         self.upstream, self.started = upstream, started
         self.metered = upstream.status_code == 200 and path.endswith(_USAGE_METHODS)
@@ -196,10 +215,16 @@ class _Record:
         finally:
             with contextlib.suppress(Exception):
                 await self.upstream.aclose()
-            self._log(outcome)
+            usage = self._log(outcome)
+            if self.grant is not None:
+                if usage is not None:
+                    self.grant.add_usage(usage)
+                status = "success" if outcome == "complete" and self.upstream.status_code < 400 else "failure"
+                await self.grant.finish(self.upstream.status_code, status, outcome, {"path": self.path})
 
-    def _log(self, outcome: str) -> None:
+    def _log(self, outcome: str) -> dict[str, Any] | None:
         totals = UsageTotals()
+        usage = None
         if self.metered and len(self.body) < MAX_USAGE_BODY:
             event_stream = "text/event-stream" in self.upstream.headers.get("content-type", "")
             usage = last_usage(bytes(self.body), event_stream)
@@ -215,6 +240,7 @@ class _Record:
             "duration_s": round(time.monotonic() - self.started, 3),
             "tokens": totals.to_json(),
         }, sort_keys=True))
+        return usage
 
 
 def _upstream_path(request: Request, discovery: bool) -> str:

@@ -1,0 +1,177 @@
+"""The two database drivers behind the spend store, with one interface: SQLite (the standard `sqlite3`
+module, on one worker thread) and PostgreSQL (`asyncpg`, a connection pool).
+
+SQL is written once, with PostgreSQL's `$1` placeholders; the SQLite driver rewrites them to `?1`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import sqlite3
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Protocol
+
+_PLACEHOLDER = re.compile(r"\$(\d+)")
+
+
+class StoreUnavailable(Exception):
+    """The database cannot be reached or refused an operation. The message names no secret."""
+
+
+class Tx(Protocol):
+    async def execute(self, sql: str, *args: Any) -> None: ...
+    async def fetch(self, sql: str, *args: Any) -> list[dict[str, Any]]: ...
+
+
+class Database(Protocol):
+    dialect: str
+    description: str
+
+    async def open(self) -> None: ...
+    async def close(self) -> None: ...
+    def transaction(self) -> contextlib.AbstractAsyncContextManager[Tx]: ...
+
+
+class SQLiteDatabase:
+    """One connection on one thread; an asyncio lock makes each transaction whole (WAL, busy timeout)."""
+
+    dialect = "sqlite"
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.description = f"sqlite:{path}"
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="livegate-sqlite")
+        self._conn: sqlite3.Connection | None = None
+        self._lock = asyncio.Lock()
+
+    async def open(self) -> None:
+        def connect() -> sqlite3.Connection:
+            if self.path != ":memory:":
+                Path(self.path).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(Path(self.path).expanduser() if self.path != ":memory:" else self.path,
+                                   isolation_level=None, check_same_thread=False, timeout=10)
+            conn.row_factory = sqlite3.Row
+            if self.path != ":memory:":
+                conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            return conn
+
+        try:
+            self._conn = await self._run(connect)
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"cannot open SQLite database {self.path}: {exc}") from None
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            await self._run(conn.close)
+        self._executor.shutdown(wait=True)
+
+    async def _run(self, fn: Any, *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Tx]:
+        if self._conn is None:
+            raise StoreUnavailable("the SQLite database is closed")
+        async with self._lock:
+            tx = _SQLiteTx(self, self._conn)
+            await tx.execute("BEGIN IMMEDIATE")
+            try:
+                yield tx
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):
+                    await tx.execute("ROLLBACK")
+                raise
+            await tx.execute("COMMIT")
+
+
+class _SQLiteTx:
+    def __init__(self, db: SQLiteDatabase, conn: sqlite3.Connection) -> None:
+        self.db, self.conn = db, conn
+
+    async def execute(self, sql: str, *args: Any) -> None:
+        await self.fetch(sql, *args)
+
+    async def fetch(self, sql: str, *args: Any) -> list[dict[str, Any]]:
+        query = _PLACEHOLDER.sub(r"?\1", sql)
+
+        def run() -> list[dict[str, Any]]:
+            return [dict(row) for row in self.conn.execute(query, args).fetchall()]
+
+        try:
+            return await self.db._run(run)
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"SQLite: {exc}") from None
+
+
+class PostgresDatabase:
+    dialect = "postgresql"
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.description = "postgresql:" + _redact(url)
+        self._pool: Any = None
+
+    async def open(self) -> None:
+        import asyncpg
+
+        try:
+            self._pool = await asyncpg.create_pool(self.url, min_size=1, max_size=10, timeout=10,
+                                                   command_timeout=10)
+        except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+            raise StoreUnavailable(f"cannot connect to {self.description}: {type(exc).__name__}") from None
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(5):
+                    await pool.close()
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Tx]:
+        import asyncpg
+
+        if self._pool is None:
+            raise StoreUnavailable("the PostgreSQL pool is closed")
+        try:
+            async with self._pool.acquire() as conn, conn.transaction():
+                yield _PostgresTx(conn)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+            raise StoreUnavailable(f"PostgreSQL: {type(exc).__name__}: {_first_line(exc)}") from None
+
+
+class _PostgresTx:
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+
+    async def execute(self, sql: str, *args: Any) -> None:
+        await self.conn.execute(sql, *args)
+
+    async def fetch(self, sql: str, *args: Any) -> list[dict[str, Any]]:
+        return [dict(row) for row in await self.conn.fetch(sql, *args)]
+
+
+def open_database(database_url: str | None, store_path: str | None) -> Database:
+    if database_url:
+        if database_url.startswith(("postgresql://", "postgres://")):
+            return PostgresDatabase(database_url)
+        if database_url.startswith("sqlite:///"):
+            return SQLiteDatabase(database_url[len("sqlite:///"):] or ":memory:")
+        raise ValueError("database_url: expected postgresql://... (or sqlite:///PATH)")
+    return SQLiteDatabase(store_path or ":memory:")
+
+
+def _redact(url: str) -> str:
+    """host:port/db of a URL, without user or password."""
+    rest = url.split("://", 1)[-1]
+    return rest.rsplit("@", 1)[-1].split("?", 1)[0]
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).splitlines()[0][:200] if str(exc) else ""

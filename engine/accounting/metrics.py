@@ -1,0 +1,33 @@
+"""Prometheus metrics (prometheus-client), one registry per app so several apps can live in one process.
+Labels carry models, routes and close codes, never keys."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = r = CollectorRegistry()
+        self.active_sessions = Gauge("livegate_active_sessions", "Sessions open now", ["model", "route"], registry=r)
+        self.sessions_ended = Counter("livegate_sessions_ended", "Sessions and REST calls ended, by close code "
+                                      "(HTTP status for REST)", ["route", "close_code"], registry=r)
+        self.frames = Counter("livegate_frames", "WebSocket frames received", ["route", "direction"], registry=r)
+        self.bytes = Counter("livegate_bytes", "WebSocket bytes received", ["route", "direction"], registry=r)
+        self.upstream_connect = Histogram("livegate_upstream_connect_seconds", "Time to open the Gemini session",
+                                          ["route"], registry=r,
+                                          buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
+        self.translation_errors = Counter("livegate_translation_errors", "error events sent to OpenAI clients",
+                                          ["route"], registry=r)
+        self.resumptions = Counter("livegate_resumptions", "Gemini session resumption handles received",
+                                   ["route"], registry=r)
+        self.spend = Counter("livegate_spend_usd", "Spend in USD (known prices only)", ["model"], registry=r)
+        self.unknown_cost = Counter("livegate_unknown_cost_sessions", "Sessions whose model has no price",
+                                    ["model"], registry=r)
+        self.tokens = Counter("livegate_tokens", "Tokens used", ["model", "type"], registry=r)
+        self.store_backlog = Gauge("livegate_store_backlog", "Spend rows waiting to be written", registry=r)
+        self.store_up = Gauge("livegate_store_up", "1 when the last spend store write succeeded", registry=r)
+        self.store_dropped = Gauge("livegate_store_dropped_rows", "Spend rows dropped (backlog full)", registry=r)
+        self.refusals = Counter("livegate_handshake_refusals", "Handshakes refused by accounting",
+                                ["route", "code"], registry=r)
+        self.store_up.set(1)

@@ -1,0 +1,123 @@
+"""The background writer: spend and spend-log rows are queued by sessions (no I/O on the audio path) and
+written in batches. A database outage does not end sessions: rows stay queued (up to `max_rows`, the
+oldest dropped beyond that and counted) and the batch is retried with backoff; the outage is logged once,
+shown in /health/readiness and the metrics. `stop()` flushes what is queued (SIGTERM included, through the
+app's lifespan)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from livegate.accounting.database import StoreUnavailable
+from livegate.accounting.store import Store
+
+log = logging.getLogger("livegate.accounting")
+
+
+class SpendWriter:
+    def __init__(self, store: Store, *, interval: float = 0.5, max_rows: int = 10_000, batch_rows: int = 500,
+                 on_flushed: Callable[[dict[str, float]], None] | None = None) -> None:
+        self.store = store
+        self.interval = interval
+        self.max_rows = max_rows
+        self.batch_rows = batch_rows
+        self.on_flushed = on_flushed
+        self._spend: dict[str, float] = {}
+        self._inflight: dict[str, float] = {}  # spend being written: still counted by unflushed_spend
+        self._logs: deque[dict[str, Any]] = deque()
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.dropped = 0
+        self.error: str | None = None  # the current outage, None when writes succeed
+        self.error_since: float | None = None
+        self.written_rows = 0
+
+    # --- called by sessions (synchronous, no I/O) ----------------------------------------------------------
+
+    def add_spend(self, token_hash: str, amount: float) -> None:
+        if amount:
+            self._spend[token_hash] = self._spend.get(token_hash, 0.0) + amount
+
+    def add_log(self, row: dict[str, Any]) -> None:
+        if len(self._logs) >= self.max_rows:
+            self._logs.popleft()
+            self.dropped += 1
+            log.error("spend store backlog full (%d rows): dropped the oldest spend log row", self.max_rows)
+        self._logs.append(row)
+        if len(self._logs) >= self.batch_rows:
+            self._wake.set()
+
+    def unflushed_spend(self, token_hash: str) -> float:
+        return self._spend.get(token_hash, 0.0) + self._inflight.get(token_hash, 0.0)
+
+    @property
+    def backlog(self) -> int:
+        return len(self._logs) + len(self._spend)
+
+    # --- lifecycle -----------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="livegate-spend-writer")
+
+    async def stop(self, timeout: float = 10.0) -> None:
+        """Stop the loop and write what is queued (retrying until `timeout`)."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        deadline = time.monotonic() + timeout
+        while self.backlog and time.monotonic() < deadline:
+            if not await self.flush():
+                await asyncio.sleep(0.2)
+        if self.backlog:
+            log.error("spend store unreachable at shutdown: %d queued spend rows not written", self.backlog)
+
+    async def _run(self) -> None:
+        delay = self.interval
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await self._wake.wait()
+            self._wake.clear()
+            ok = await self.flush()
+            delay = self.interval if ok else min(max(delay * 2, 0.5), 5.0)
+
+    async def flush(self) -> bool:
+        """Write one batch of what is queued; False (rows kept) when the store failed."""
+        if not self._logs and not self._spend:
+            return True
+        spend, self._spend = self._spend, {}
+        self._inflight = spend
+        logs = [self._logs.popleft() for _ in range(min(len(self._logs), self.batch_rows))]
+        try:
+            await self.store.write_batch(spend, logs)
+        except (StoreUnavailable, OSError) as exc:
+            self._inflight = {}
+            for token_hash, amount in spend.items():  # put back, in front of anything queued meanwhile
+                self._spend[token_hash] = self._spend.get(token_hash, 0.0) + amount
+            self._logs.extendleft(reversed(logs))
+            while len(self._logs) > self.max_rows:
+                self._logs.popleft()
+                self.dropped += 1
+            if self.error is None:
+                self.error_since = time.time()
+                log.error("spend store write failed, will retry (%d rows queued): %s", self.backlog, exc)
+            self.error = str(exc)
+            return False
+        if self.error is not None:
+            log.warning("spend store writes recovered after %.1f s", time.time() - (self.error_since or 0))
+        self.error = self.error_since = None
+        self.written_rows += len(logs)
+        if self.on_flushed is not None:
+            self.on_flushed(spend)  # the key cache now holds it: stop counting it as in flight
+        self._inflight = {}
+        if len(self._logs) >= self.batch_rows:
+            self._wake.set()
+        return True

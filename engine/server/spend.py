@@ -1,0 +1,56 @@
+"""GET /spend/logs: one row per realtime session, passthrough session and REST call, with LiteLLM's field
+names plus livegate's tokens by modality. Filters: api_key (a key or its hash), start_date, end_date
+(YYYY-MM-DD, inclusive, or ISO 8601), model. The master key sees every row; a virtual key its own."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from livegate.accounting.database import StoreUnavailable
+from livegate.accounting.store import SPEND_TOKEN_COLUMNS
+from livegate.server.admin import ApiError, caller, iso, parse_time
+from livegate.server.keys import token_of
+
+if TYPE_CHECKING:
+    from livegate.server.app import Gateway
+
+
+def spend_row(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "request_id": row["request_id"], "api_key": row["api_key"], "key_alias": row["key_alias"],
+        "model": row["model"], "upstream_model": row["upstream_model"], "call_type": row["call_type"],
+        "route": row["route"], "spend": row["spend"], "total_tokens": row["total_tokens"],
+        "prompt_tokens": row["prompt_tokens"], "completion_tokens": row["completion_tokens"],
+        "startTime": iso(row["start_time"]), "endTime": iso(row["end_time"]), "status": row["status"],
+        "close_code": row["close_code"], "request_tags": json.loads(row["request_tags"] or "[]"),
+        "end_user": row["end_user"], "metadata": json.loads(row["metadata"] or "{}"),
+        **{f"{name}_tokens": row[f"{name}_tokens"] for name in SPEND_TOKEN_COLUMNS},
+    }
+
+
+def add_spend_routes(app: FastAPI, gateway: Gateway) -> None:
+    async def logs(request: Request) -> JSONResponse:
+        try:
+            who = await caller(gateway, request)
+            query = request.query_params
+            api_key = token_of(query["api_key"]) if query.get("api_key") else None
+            if who.kind == "key":
+                if api_key not in (None, who.token_hash):
+                    raise ApiError(403, "A key may only read its own spend.", "forbidden", "api_key")
+                api_key = who.token_hash
+            elif gateway.config.master_key and who.kind != "master":
+                raise ApiError(403, "Only the master key may do this.", "forbidden")
+            start = parse_time(query["start_date"], "start_date") if query.get("start_date") else None
+            end = parse_time(query["end_date"], "end_date", end_of_day=True) if query.get("end_date") else None
+            rows = await gateway.accounting.store.spend_logs(api_key, start, end, query.get("model") or None)
+        except ApiError as exc:
+            return exc.response()
+        except StoreUnavailable:
+            return ApiError(503, "The spend store is unavailable; try again shortly.", "store_unavailable").response()
+        return JSONResponse([spend_row(r) for r in rows])
+
+    app.add_api_route("/spend/logs", logs, methods=["GET"], include_in_schema=False)

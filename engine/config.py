@@ -18,6 +18,7 @@ Values written `os.environ/NAME` are read from the environment when the file is 
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import json
 import os
@@ -48,6 +49,8 @@ class ModelRoute:
     vertex_project: str | None = None
     vertex_location: str | None = None
     vertex_credentials: str | None = None
+    # Capability columns overriding the model's row of mappings/models.yaml (the entry's `model_info`).
+    model_info: dict[str, Any] | None = field(default=None, compare=False, hash=False)
 
     def __repr__(self) -> str:  # never print secrets
         return f"ModelRoute({self.model_name!r} -> {self.provider}/{self.model_id})"
@@ -140,6 +143,13 @@ def _route(entry: Any, index: int) -> ModelRoute:
         vertex_location=_opt_str(params, "vertex_location", where),
         vertex_credentials=_opt_str(params, "vertex_credentials", where),
     )
+    from livegate.models import check_overrides
+
+    problem = check_overrides(entry.get("model_info"), f"model_list[{index}].model_info")
+    if problem is not None:
+        raise ConfigError(problem)
+    if entry.get("model_info") is not None:
+        route = dataclasses.replace(route, model_info=dict(entry["model_info"]))
     if provider == "gemini" and not route.api_key:
         raise ConfigError(f"{where}.api_key: required for provider gemini (Google AI Studio)")
     return route

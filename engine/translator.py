@@ -103,6 +103,9 @@ class Translator:
         self.runtime = Runtime(self.helpers)
         self.config: dict[str, Any] = dict(context or {})
         self.config.setdefault("dialect", dialect)
+        if "capabilities" not in self.config and mappings.models is not None:  # the server passes its own
+            self.config["capabilities"] = mappings.models.capabilities(
+                self.config.get("setup_model") or self.config.get("model") or "", self.config.get("backend", ""))
         self.session: dict[str, Any] = {}
         static = {"config": self.config, "tables": mappings.tables}
         self.helpers.shapes = {

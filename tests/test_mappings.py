@@ -7,6 +7,8 @@ Translator one step at a time:
     description: what the case shows
     dialect: ga | beta                    (default ga)
     backend: aistudio | vertex            (default aistudio)
+    model: gemini-3.8-live                (default DEFAULT_MODEL; selects the row of mappings/models.yaml)
+    model_info: {column: value}           (optional: capability overrides, as a config entry's model_info)
     show_connect: false                   (include the session.created step in the snapshot)
     steps:
       - client: {type: ...}               a client event (also `client_raw: "text"` for a raw frame)
@@ -37,6 +39,9 @@ ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "fixtures"
 MAPPINGS = load_mappings()
 CLOCK = 1_767_225_600  # 2026-01-01T00:00:00Z
+# The Gemini model a case runs against (`model:` in a case): by default a legacy model that produces TEXT
+# natively, so cases about the text path see it without emulation. `model_info:` overrides its row.
+DEFAULT_MODEL = "gemini-2.0-flash-live-001"
 
 
 def _covered_files() -> set[str]:
@@ -73,10 +78,13 @@ def _feed(translator: Translator, step: dict[str, Any]) -> Output:
 
 def run_case(case: dict[str, Any]) -> list[dict[str, Any]]:
     backend = case.get("backend", "aistudio")
-    setup_model = ("projects/demo-project/locations/us-central1/publishers/google/models/gemini-live-2.5-flash"
-                   if backend == "vertex" else "models/gemini-live-2.5-flash")
+    model = case.get("model", DEFAULT_MODEL)
+    setup_model = (f"projects/demo-project/locations/us-central1/publishers/google/models/{model}"
+                   if backend == "vertex" else f"models/{model}")
+    capabilities = MAPPINGS.models.capabilities(model, backend, case.get("model_info"))
     translator = Translator(MAPPINGS, dialect=case.get("dialect", "ga"), deterministic=True, clock=lambda: CLOCK,
-                            context={"model": "gpt-realtime", "setup_model": setup_model, "backend": backend})
+                            context={"model": "gpt-realtime", "setup_model": setup_model, "backend": backend,
+                                     "capabilities": capabilities})
     transcript = []
     connect = translator.start()
     if case.get("show_connect"):

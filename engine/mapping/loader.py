@@ -8,6 +8,7 @@ Layout (the folder decides what a file is):
     shapes/<topic>.yaml           named templates, applied with `shape('name', value)`
     dialects/<name>.yaml          a client dialect as a reshape table over the canonical GA events
     tables.yaml                   plain data visible to expressions as `tables`
+    models.yaml                   the model capability table (livegate.models), seen as `config.capabilities`
     dispatch.yaml                 the order of fields within one Gemini frame
 """
 
@@ -79,6 +80,7 @@ class Mappings:
     upstream_fields: tuple[str, ...] = ()
     idle_after_ms: int = 250
     files: list[str] = field(default_factory=list)
+    models: Any = None  # livegate.models.ModelTable, from models.yaml
 
     def rule_files(self) -> list[RuleFile]:
         return [*self.client.values(), *self.upstream.values(), *self.lifecycle.values()]
@@ -125,6 +127,10 @@ class _Loader:
         if tables.exists():
             doc = self.read(tables, "tables_file")
             self.result.tables = doc.data or {}
+        from livegate.models import ModelTable  # here: livegate.models imports this package
+
+        models = root / "models.yaml"
+        self.result.models = ModelTable.load(models, file_label=self.rel(models)) if models.exists() else None
         dispatch = self.read(root / "dispatch.yaml", "dispatch_file")
         self.result.upstream_fields = tuple(dispatch.data["upstream_fields"])
         self.result.idle_after_ms = dispatch.data.get("idle_after_ms", self.result.idle_after_ms)

@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse
 from livegate import __version__
 from livegate.config import Config, ModelRoute
 from livegate.mapping import Mappings, load_mappings
+from livegate.models import shipped_table
 from livegate.server import auth
 from livegate.server.passthrough import add_passthrough_routes
 from livegate.server.realtime import RealtimeSession
@@ -109,7 +110,9 @@ async def _realtime(ws: WebSocket, gateway: Gateway) -> None:
     assert route is not None and model is not None
     beta = ws.headers.get("openai-beta", "").lower() == BETA_HEADER_VALUE or auth.BETA_PROTOCOL in offered
     provider = provider_for(route, gateway.config, gateway.simulator_url)
-    context = {"model": model, "setup_model": provider.setup_model(), "backend": provider.backend}
+    context = {"model": model, "setup_model": provider.setup_model(), "backend": provider.backend,
+               "capabilities": (gateway.mappings.models or shipped_table()).capabilities(
+                   route.model_id, provider.backend, route.model_info)}
     translator = Translator(gateway.mappings, dialect="beta" if beta else "ga", context=context,
                             validator=gateway.validator)
     # A browser offering subprotocols needs one echoed back; never echo the one carrying the key.

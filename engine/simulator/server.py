@@ -24,6 +24,8 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
+from livegate.models import ModelTable, shipped_table
+
 from . import audio, script
 from .wire import b64decode, b64encode, camel, normalize_keys, sample_rate
 
@@ -63,6 +65,7 @@ class SimSession:
     received: list[dict[str, Any]] = field(default_factory=list)  # parsed client messages, as sent
     sent: list[dict[str, Any]] = field(default_factory=list)  # server frames, in order
     setup: dict[str, Any] | None = None  # the setup message, keys normalised to camelCase
+    capabilities: dict[str, Any] | None = None  # the model's row of mappings/models.yaml, once set up
     close_code: int | None = None  # set when the simulator closed the connection itself
     close_reason: str | None = None
 
@@ -80,6 +83,7 @@ class GeminiLiveSimulator:
         usage_placement: UsagePlacement = "with_turn_complete",
         api_key: str | None = None,
         ssl: ssl_module.SSLContext | None = None,
+        models: ModelTable | None = None,
     ) -> None:
         if usage_placement not in ("with_turn_complete", "after_turn_complete"):
             raise ValueError(f"unknown usage_placement {usage_placement!r}")
@@ -87,6 +91,7 @@ class GeminiLiveSimulator:
         self.usage_placement = usage_placement
         self.api_key = api_key
         self.ssl = ssl
+        self.models = models or shipped_table()  # it behaves as the model named in setup
         self.sessions: list[SimSession] = []
         self._server: Server | None = None
         self._host = "127.0.0.1"
@@ -183,6 +188,8 @@ class _Connection:
         # Where the answer task is: "idle" (not in a model turn yet), "streaming" (model turn frames sent),
         # "finishing" (turnComplete under way: only usage / resumption frames left).
         self.phase = "idle"
+        self.caps: dict[str, Any] = {}  # the model's capabilities (mappings/models.yaml), set at setup
+        self.model_turns = 0  # finished model turns
 
     # --- plumbing --------------------------------------------------------------------------------------
 
@@ -274,12 +281,18 @@ class _Connection:
         elif not self.setup_done:
             raise _ClientError("The first message must be setup.")
         elif name == "clientContent":
+            if self.model_turns and not self.caps["client_content_after_first_turn"]:
+                log.info("simulator: %s ignores clientContent after the first turn", self.caps["model"])
+                return
             await self._on_client_content(body)
         elif name == "realtimeInput":
             await self._on_realtime_input(body)
         elif name == "toolResponse":
             await self._on_tool_response(body)
         else:
+            if not self.caps["context_update"]:
+                raise _ClientError(f"contextUpdate is not supported by the model {self.caps['model']}.")
+            self._check_model_can(body)
             self._on_context_update(body)
 
     async def _on_setup(self, setup: dict[str, Any]) -> None:
@@ -291,6 +304,12 @@ class _Connection:
         if wanted not in (["TEXT"], ["AUDIO"]):
             raise _ClientError(f"responseModalities must be [TEXT] or [AUDIO], got {modalities!r}.")
         self.text_out = wanted == ["TEXT"]
+        self.caps = self.sim.models.capabilities(setup["model"], self.session.backend)
+        self.session.capabilities = self.caps
+        if wanted[0] not in self.caps["output_modalities"]:
+            raise _ClientError(f"The requested combination of response modalities ({wanted[0]}) is not supported "
+                               "by the model.")
+        self._check_model_can(setup)
         self.input_transcription = setup.get("inputAudioTranscription") is not None
         self.output_transcription = setup.get("outputAudioTranscription") is not None
         detection = _obj(_obj(setup.get("realtimeInputConfig")).get("automaticActivityDetection"))
@@ -299,6 +318,35 @@ class _Connection:
         self.session.setup = setup
         self.setup_done = True
         await self._send({"setupComplete": {"sessionId": self.session.session_id}})
+
+    def _check_model_can(self, setup: dict[str, Any]) -> None:
+        """Close with 1007, as the real service does, for what the model's row says it cannot take."""
+        caps, config = self.caps, _obj(setup.get("generationConfig"))
+        tools = setup.get("tools")
+        tools = tools.get("tools") if isinstance(tools, dict) else tools  # contextUpdate wraps the list
+        declarations = [d for t in tools or [] if isinstance(t, dict) for d in t.get("functionDeclarations") or []]
+        thinking = _obj(config.get("thinkingConfig"))
+        proactive = _obj(setup.get("proactivity")).get("proactiveAudio")
+        problems = [
+            (bool(tools) and not caps["tools"], "tools are not supported by this model"),
+            ("systemInstruction" in setup and not caps["instructions"], "systemInstruction is not supported"),
+            (any(_obj(d).get("behavior") == "BLOCKING" for d in declarations) and not caps["blocking_tools"],
+             "only NON_BLOCKING functions are supported by this model"),
+            ("thinkingLevel" in thinking and caps["thinking"] not in ("level", "required"),
+             "thinkingLevel is not supported by this model"),
+            (caps["thinking"] == "required" and "generationConfig" in setup
+             and ("thinkingLevel" in thinking) == ("thinkingBudget" in thinking),
+             "exactly one of thinkingLevel and thinkingBudget is required"),
+            (proactive is not None and caps["proactive_audio"] == "none", "proactivity is not supported"),
+            (proactive is False and caps["proactive_audio"] == "always", "proactiveAudio cannot be disabled"),
+            ("enableAffectiveDialog" in config and not caps["affective_dialog"],
+             "enableAffectiveDialog is not supported"),
+            (_obj(setup.get("sessionResumption")).get("transparent") is not None and not caps["transparent_resumption"],
+             "transparent is not supported"),
+        ]
+        for failed, reason in problems:
+            if failed:
+                raise _ClientError(f"{reason} ({caps['model']}).")
 
     def _on_context_update(self, update: dict[str, Any]) -> None:
         """systemInstruction / tools, from setup or a later contextUpdate."""
@@ -371,9 +419,15 @@ class _Connection:
             return
         started, ended = self.vad.feed(data, rate)
         if started:
+            await self._voice_activity("ACTIVITY_START")
             await self._interrupt()
         for pcm in ended:
+            await self._voice_activity("ACTIVITY_END")
             await self._user_audio_turn(pcm, rate)
+
+    async def _voice_activity(self, kind: str) -> None:
+        if self.caps["voice_activity"]:
+            await self._send({"voiceActivity": {"type": kind}})  # the wire name (the SDK says voice_activity_type)
 
     async def _on_tool_response(self, body: dict[str, Any]) -> None:
         responses = body.get("functionResponses") or []
@@ -427,7 +481,7 @@ class _Connection:
         await self._respond(self._audio_answer(seconds, tokens))
 
     async def _audio_answer(self, seconds: float, tokens: dict[str, int]) -> None:
-        if self.input_transcription:
+        if self.input_transcription or self.caps["input_transcription_unasked"]:
             for chunk in script.heard_transcript(seconds):
                 await self._send({"serverContent": {"inputTranscription": {"text": chunk}}})
                 await self._pause()
@@ -462,12 +516,15 @@ class _Connection:
         await self._pause()
         usage = script.usage_metadata(self.session.backend, prompt_tokens, response_tokens)
         self.phase = "finishing"  # from here on a barge-in waits for the turn instead of interrupting it
-        if self.sim.usage_placement == "with_turn_complete":
+        if not self.caps["reports_usage"]:
+            await self._send({"serverContent": {"turnComplete": True}})
+        elif self.sim.usage_placement == "with_turn_complete":
             await self._send({"serverContent": {"turnComplete": True}, "usageMetadata": usage})
         else:
             await self._send({"serverContent": {"turnComplete": True}})
             await self._send({"usageMetadata": usage})
         self.history.append({"role": "model", "parts": [{"text": text}]})
+        self.model_turns += 1
         self.handles += 1
         update = {"newHandle": f"sim-handle-{self.handles}", "resumable": True}
         await self._send({"sessionResumptionUpdate": update})

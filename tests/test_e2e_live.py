@@ -1,0 +1,86 @@
+"""End to end against today's models (issue 8): the official openai SDK -> livegate -> the simulator acting
+as the model the config names (mappings/models.yaml)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from openai import AsyncOpenAI
+
+from livegate.config import parse_config
+from livegate.server import create_app
+from livegate.simulator import GeminiLiveSimulator
+from tests.support import serve
+
+KEY = "sk-livegate-test"
+
+
+def live_config(sim_url: str, model: str = "gemini-3.8-live", backend: str = "gemini", **entry: Any) -> Any:
+    params = {"model": f"{backend}/{model}", "api_key": "AIza-e2e", "api_base": sim_url}
+    return parse_config({"model_list": [{"model_name": "gpt-realtime", "litellm_params": params, **entry}],
+                         "general_settings": {"master_key": KEY}})
+
+
+@pytest.fixture
+async def sim() -> AsyncIterator[GeminiLiveSimulator]:
+    async with GeminiLiveSimulator(chunk_delay=0) as simulator:
+        yield simulator
+
+
+@pytest.fixture
+async def livegate(sim: GeminiLiveSimulator) -> AsyncIterator[str]:
+    async with serve(create_app(live_config(sim.url), simulator_chunk_delay=0)) as url:
+        yield url.replace("http", "ws") + "/v1"
+
+
+def client(ws_url: str) -> AsyncOpenAI:
+    return AsyncOpenAI(api_key=KEY, websocket_base_url=ws_url)
+
+
+async def collect(conn: Any, until: str = "response.done") -> list[Any]:
+    events = []
+    async for event in conn:
+        events.append(event)
+        if event.type == until:
+            return events
+        if event.type == "error":
+            raise AssertionError(f"unexpected error event: {event.error}")
+    raise AssertionError("connection closed before " + until)
+
+
+async def ask(conn: Any, text: str) -> list[Any]:
+    await conn.conversation.item.create(item={"type": "message", "role": "user",
+                                              "content": [{"type": "input_text", "text": text}]})
+    await conn.response.create()
+    return await collect(conn)
+
+
+async def test_text_only_client_on_an_audio_only_model(livegate: str, sim: GeminiLiveSimulator) -> None:
+    async with client(livegate).realtime.connect(model="gpt-realtime") as conn:
+        await conn.session.update(session={"type": "realtime", "output_modalities": ["text"]})
+        events = await ask(conn, "Hello there")
+    types = [e.type for e in events]
+    assert not [t for t in types if "audio" in t], "no audio reaches a text-only client"
+    deltas = [e.delta for e in events if e.type == "response.output_text.delta"]
+    done = next(e.text for e in events if e.type == "response.output_text.done")
+    assert done == "".join(deltas) == "[livegate simulator] You said: Hello there"
+    response = events[-1].response
+    assert response.output[0].content[0].type == "output_text" and response.output[0].content[0].text == done
+    assert response.usage.output_token_details.audio_tokens > 0, "Gemini bills the audio it produced"
+    setup = sim.sessions[0].setup
+    assert setup["generationConfig"]["responseModalities"] == ["AUDIO"] and "outputAudioTranscription" in setup
+    assert sim.sessions[0].close_code is None, "Gemini never closed the session"
+
+
+async def test_refused_by_name_before_gemini(sim: GeminiLiveSimulator) -> None:
+    config = live_config(sim.url, "gemini-3.5-transcribe-live")
+    async with serve(create_app(config, simulator_chunk_delay=0)) as url, \
+            client(url.replace("http", "ws") + "/v1").realtime.connect(model="gpt-realtime") as conn:
+        await conn.session.update(session={"type": "realtime", "instructions": "Be brief."}, event_id="u1")
+        created = await conn.recv()
+        error = await conn.recv()
+        assert created.type == "session.created" and created.session.output_modalities == ["text"]
+        assert error.type == "error" and error.error.param == "session.instructions" and error.error.event_id == "u1"
+    assert not sim.sessions, "nothing reached Gemini"

@@ -84,3 +84,17 @@ async def test_refused_by_name_before_gemini(sim: GeminiLiveSimulator) -> None:
         assert created.type == "session.created" and created.session.output_modalities == ["text"]
         assert error.type == "error" and error.error.param == "session.instructions" and error.error.event_id == "u1"
     assert not sim.sessions, "nothing reached Gemini"
+
+
+async def test_later_turns_on_a_model_that_ignores_client_content(sim: GeminiLiveSimulator) -> None:
+    config = live_config(sim.url, "gemini-3.1-flash-live-preview")
+    async with serve(create_app(config, simulator_chunk_delay=0)) as url, \
+            client(url.replace("http", "ws") + "/v1").realtime.connect(model="gpt-realtime") as conn:
+        await conn.session.update(session={"type": "realtime", "output_modalities": ["text"]})
+        answers = []
+        for text in ("First", "Second", "Third"):
+            events = await ask(conn, text)
+            answers.append(next(e.text for e in events if e.type == "response.output_text.done"))
+    assert answers == [f"[livegate simulator] You said: {t}" for t in ("First", "Second", "Third")]
+    sent = [next(iter(m)) for m in sim.sessions[0].received]
+    assert sent.count("realtimeInput") == 2, "later turns go as realtime text, which the model does not ignore"

@@ -18,6 +18,7 @@ Translator one step at a time:
                                           the same as a binary frame)
       - idle: true                        Gemini stayed quiet past idle_after_ms
       - upstream_closed: {code: 1011, reason: "..."}
+      - upstream_resume: {mode: handle | fresh, cut: false}   livegate moves to a new Gemini connection
 
 Every output is checked against the SDK types (tests/conftest.py) and the whole conversation is
 snapshotted (tests/__snapshots__/test_mappings/). A mapping file without a case fails the suite.
@@ -71,6 +72,9 @@ def _feed(translator: Translator, step: dict[str, Any]) -> Output:
         return translator.from_upstream(step["upstream_binary"].encode())
     if "idle" in step:
         return translator.upstream_idle()
+    if "upstream_resume" in step:
+        resume = step["upstream_resume"]
+        return translator.upstream_resume(resume["mode"], cut=resume.get("cut", False))
     if "upstream_closed" in step:
         return translator.upstream_closed(step["upstream_closed"]["code"], step["upstream_closed"].get("reason", ""))
     raise AssertionError(f"unknown step {sorted(step)}")

@@ -162,3 +162,31 @@ async def test_38_sends_voice_activity_and_unasked_input_transcription(sim: Gemi
         await c.send(audio_msg(chunk))
     frames = await c.turn()
     assert not any("voiceActivity" in f or "inputTranscription" in f.get("serverContent", {}) for f in frames)
+
+
+def test_input_queue_drops_the_oldest_audio_only() -> None:
+    from livegate.upstream.resumption import InputQueue
+
+    def audio(ms: int) -> dict[str, Any]:
+        return {"realtimeInput": {"audio": {"mimeType": "audio/pcm;rate=24000", "data": "AAAA" * (ms * 16)}}}
+
+    queue = InputQueue(max_audio_ms=2000)
+    text = {"clientContent": {"turns": [{"role": "user", "parts": [{"text": "hi"}]}]}}
+    tool = {"toolResponse": {"functionResponses": [{"id": "c1", "response": {}}]}}
+    for message in (audio(1000), text, audio(1000), tool, audio(500)):
+        queue.put(message)
+    assert queue.take_dropped() == pytest.approx(1000)
+    assert [next(iter(m)) for m in queue.drain()] == ["clientContent", "realtimeInput", "toolResponse", "realtimeInput"]
+
+
+def test_a_bad_resumption_policy_fails_at_load(tmp_path: Path) -> None:
+    import shutil
+
+    from livegate.mapping import load_mappings
+
+    root = tmp_path / "mappings"
+    shutil.copytree(Path(__file__).parent.parent / "mappings", root)
+    policy = root / "resumption.yaml"
+    policy.write_text(policy.read_text().replace("&& session.resumption_handle", "&& session.resumption_handle &&"))
+    with pytest.raises(MappingError, match=r"resumption\.yaml:.*expression syntax error"):
+        load_mappings(root)

@@ -23,6 +23,7 @@ from livegate.server.passthrough import add_passthrough_routes
 from livegate.server.realtime import RealtimeSession
 from livegate.translator import Translator
 from livegate.upstream.base import provider_for
+from livegate.upstream.resumption import ResumptionPolicy
 from livegate.validation import ClientEventValidator
 
 log = logging.getLogger("livegate")
@@ -38,6 +39,7 @@ class Gateway:
     mappings: Mappings
     validator: ClientEventValidator
     simulator_url: str | None = None
+    resumption: ResumptionPolicy | None = None  # mappings/resumption.yaml
 
 
 def _needs_simulator(config: Config) -> bool:
@@ -47,6 +49,7 @@ def _needs_simulator(config: Config) -> bool:
 def create_app(config: Config, mappings: Mappings | None = None, *, simulator_chunk_delay: float = 0.02) -> FastAPI:
     gateway = Gateway(config, mappings or load_mappings(),
                       ClientEventValidator(max_frame_bytes=config.max_client_frame_bytes))
+    gateway.resumption = gateway.mappings.resumption or ResumptionPolicy.load()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -119,4 +122,4 @@ async def _realtime(ws: WebSocket, gateway: Gateway) -> None:
     chosen = next((p for p in offered if p == "realtime"), None) or next(
         (p for p in offered if not p.startswith(auth.INSECURE_KEY_PROTOCOL)), None)
     await ws.accept(subprotocol=chosen)
-    await RealtimeSession(ws, translator, provider, model).run()
+    await RealtimeSession(ws, translator, provider, model, gateway.resumption).run()

@@ -4,7 +4,15 @@ The pump is thin on purpose: it moves frames between the sockets and the transla
 timing the translator cannot (connect, the idle timer, closes).
 
 Gemini is contacted when the first content arrives (the translator emits `setup` then), because
-Gemini's configuration is fixed by that one message. Close codes sent to the client:
+Gemini's configuration is fixed by that one message.
+
+A session outlives its Gemini connection: after a goAway the pump opens a new connection resumed
+with the latest handle and switches to it at a turn boundary (mappings/resumption.yaml says what one
+is), no later than timeLeft minus a margin; client input is queued meanwhile (audio bounded). A
+connection that fails is recovered the same way (a 1011 with a fresh session re-seeded with the
+conversation). What the new connection is sent is lifecycle/upstream_resume.yaml's.
+
+Close codes sent to the client:
     1000  the session ended normally (client or Gemini closed cleanly)
     1011  an internal livegate error
     1014  Gemini could not be reached, refused the connection, or closed it abnormally (bad gateway)
@@ -27,16 +35,20 @@ from livegate.translator import Output, Translator
 from livegate.upstream.base import Provider
 from livegate.upstream.connection import UpstreamConnection, UpstreamError
 from livegate.upstream.google_credentials import CredentialsError
+from livegate.upstream.resumption import InputQueue, ResumptionPolicy, duration_s
 
 log = logging.getLogger("livegate.session")
 
 CLOSE_NORMAL = 1000
 CLOSE_INTERNAL_ERROR = 1011
 CLOSE_BAD_GATEWAY = 1014
+# Gemini closes that resuming cannot fix: our request was refused (1007 invalid, 1008 policy).
+NOT_RECOVERABLE = frozenset({CLOSE_NORMAL, 1007, 1008})
 
 
 class RealtimeSession:
-    def __init__(self, ws: WebSocket, translator: Translator, provider: Provider, model: str) -> None:
+    def __init__(self, ws: WebSocket, translator: Translator, provider: Provider, model: str,
+                 policy: ResumptionPolicy | None = None) -> None:
         self.ws = ws
         self.translator = translator
         self.provider = provider
@@ -46,6 +58,13 @@ class RealtimeSession:
         self._upstream_task: asyncio.Task[None] | None = None
         self._closed: tuple[int, str] | None = None
         self.started = time.monotonic()
+        self.policy = policy or ResumptionPolicy.load()
+        self._queue: InputQueue | None = None  # client input held while switching connections
+        self._switch_task: asyncio.Task[None] | None = None
+        self._deadline_task: asyncio.Task[None] | None = None
+        self._recoveries = 0  # failed connections recovered since the last new handle
+        self._recovery_handle: Any = None
+        self.switches = 0  # connections the session moved to (goAway, recovery)
 
     async def run(self) -> None:
         try:
@@ -57,10 +76,11 @@ class RealtimeSession:
             log.exception("session failed")
             await self._close_client(CLOSE_INTERNAL_ERROR, "internal error")
         finally:
-            if self._upstream_task is not None:
-                self._upstream_task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await self._upstream_task
+            for task in (self._switch_task, self._deadline_task, self._upstream_task):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await task
             if self.upstream is not None:
                 with contextlib.suppress(Exception):
                     await self.upstream.close()
@@ -86,8 +106,12 @@ class RealtimeSession:
                 for message in out.client:
                     await self.ws.send_text(orjson.dumps(message).decode())
         if not out.upstream:
+            self._check_switch()
             return
         messages = out.upstream
+        if self._queue is not None:  # moving to a new connection: hold the input, in order
+            await self._hold(messages)
+            return
         if self.upstream is None:
             if self._closed is not None:
                 return
@@ -98,7 +122,8 @@ class RealtimeSession:
             try:
                 await self.upstream.send(message)
             except ConnectionClosed:
-                return  # the upstream reader reports the close
+                break  # the upstream reader reports the close
+        self._check_switch()
 
     async def _open_upstream(self, messages: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
         """Connect, send `setup`, wait for setupComplete; returns the messages still to send."""
@@ -128,31 +153,150 @@ class RealtimeSession:
             await self._fail("livegate could not open the Gemini Live session.", "upstream_unavailable")
             return None
         await self.deliver(self.translator.from_upstream(first))
-        self._upstream_task = asyncio.create_task(self._upstream_loop())
+        self._upstream_task = asyncio.create_task(self._upstream_loop(self.upstream))
         return rest
 
-    async def _upstream_loop(self) -> None:
+    async def _upstream_loop(self, conn: UpstreamConnection) -> None:
         try:
-            await self._pump_upstream()
+            await self._pump_upstream(conn)
         except asyncio.CancelledError:
             raise
         except Exception:  # never leave the client waiting on a reader that died
             log.exception("upstream reader failed")
             await self._close_client(CLOSE_INTERNAL_ERROR, "internal error")
 
-    async def _pump_upstream(self) -> None:
-        assert self.upstream is not None
+    async def _pump_upstream(self, conn: UpstreamConnection) -> None:
         while True:
             timeout = self.translator.idle_timeout
             try:
-                frame = await (asyncio.wait_for(self.upstream.recv(), timeout) if timeout else self.upstream.recv())
+                frame = await (asyncio.wait_for(conn.recv(), timeout) if timeout else conn.recv())
             except TimeoutError:
                 await self.deliver(self.translator.upstream_idle())
                 continue
             except ConnectionClosed as exc:
-                await self._upstream_closed(*self.upstream.close_info(exc))
+                if conn is not self.upstream or self._queue is not None:
+                    return  # a connection the session moved away from (or is moving away from)
+                code, reason = conn.close_info(exc)
+                if self._recoverable(code):
+                    log.info("upstream closed (%s); moving the session to a new connection", code)
+                    self._start_switch("fresh" if code == CLOSE_INTERNAL_ERROR else "handle")
+                    return
+                await self._upstream_closed(code, reason)
                 return
             await self.deliver(self.translator.from_upstream(frame))
+
+    # -- moving the session to a new connection ----------------------------------------------------
+
+    def _recoverable(self, code: int) -> bool:
+        if self.translator.session.get("go_away"):
+            return True  # the connection was ending anyway
+        return code not in NOT_RECOVERABLE and self._recoveries < self.policy.recoveries
+
+    def _check_switch(self) -> None:
+        """After each input: start the move a goAway asked for once the session is at a turn boundary."""
+        session = self.translator.session
+        if self._recoveries and session.get("resumption_handle") != self._recovery_handle:
+            self._recoveries = 0  # the recovered connection completed a turn
+        go_away = session.get("go_away")
+        if not go_away or self._switch_task is not None or self._closed is not None or self.upstream is None:
+            return
+        if self.policy.at_turn_boundary(self.translator):
+            self._start_switch("handle")
+        elif self._deadline_task is None:
+            left = duration_s(go_away)
+            delay = max(0.0, (left if left is not None else 0.0) - self.policy.switch_margin_s)
+            self._deadline_task = asyncio.create_task(self._switch_by_deadline(delay))
+
+    async def _switch_by_deadline(self, delay: float) -> None:
+        await asyncio.sleep(delay)
+        self._deadline_task = None
+        if self._switch_task is None and self._closed is None:
+            log.info("no turn boundary before the goAway deadline; switching mid-turn")
+            self._start_switch("handle")
+
+    def _start_switch(self, mode: str) -> None:
+        if self._switch_task is None:
+            self._queue = InputQueue(self.policy.queue_audio_ms)
+            self._switch_task = asyncio.create_task(self._switch(mode))
+
+    def _handle_usable(self) -> bool:
+        session = self.translator.session
+        arrived = session.get("resumption_handle_at")
+        return bool(session.get("resumption_handle")) and not session.get("handle_stale") and (
+            isinstance(arrived, int | float) and time.time() - arrived < self.policy.handle_ttl_s)
+
+    async def _switch(self, mode: str) -> None:
+        """Open the new connection (resumed, else fresh and re-seeded), then flush the held input."""
+        try:
+            if self._deadline_task is not None:
+                self._deadline_task.cancel()
+                self._deadline_task = None
+            recovering = not self.translator.session.get("go_away")
+            cut = not self.policy.at_turn_boundary(self.translator)
+            if mode == "handle" and not self._handle_usable():
+                mode = "fresh"
+            old = self.upstream
+            moved = await self._reconnect(mode, cut)
+            if not moved and mode == "handle":
+                moved = await self._reconnect("fresh", False)
+            if old is not None:
+                with contextlib.suppress(Exception):
+                    await old.close()
+            if not moved:
+                await self._fail("livegate could not move the session to a new Gemini Live connection.",
+                                 "upstream_unavailable")
+                return
+            self.switches += 1
+            if recovering:
+                self._recoveries += 1
+                self._recovery_handle = self.translator.session.get("resumption_handle")
+            queue, self._queue = self._queue, None
+            for message in queue.drain() if queue is not None else ():
+                try:
+                    await self.upstream.send(message)
+                except ConnectionClosed:
+                    break
+        finally:
+            self._switch_task = None
+            self._queue = None
+        self._check_switch()
+
+    async def _reconnect(self, mode: str, cut: bool) -> bool:
+        out = self.translator.upstream_resume(mode, cut=cut)
+        if out.client:
+            await self.deliver(Output(client=out.client))
+        setup, rest = out.upstream[0], out.upstream[1:]
+        conn: UpstreamConnection | None = None
+        try:
+            conn = await UpstreamConnection.open(await self.provider.target())
+            await conn.send(setup)
+            first = await asyncio.wait_for(conn.recv(), timeout=30)
+            for message in rest:
+                await conn.send(message)
+        except ConnectionClosed as exc:
+            log.warning("the new upstream connection (%s) closed: %s", mode, conn.close_info(exc) if conn else "")
+            return False
+        except Exception as exc:  # unreachable, refused, timed out, credentials: the caller decides
+            log.warning("could not open the new upstream connection (%s): %s", mode, type(exc).__name__)
+            if conn is not None:
+                with contextlib.suppress(Exception):
+                    await conn.close()
+            return False
+        self.upstream = conn
+        await self.deliver(Output(client=self.translator.from_upstream(first).client))
+        self._upstream_task = asyncio.create_task(self._upstream_loop(conn))
+        return True
+
+    async def _hold(self, messages: list[dict[str, Any]]) -> None:
+        assert self._queue is not None
+        for message in messages:
+            self._queue.put(message)
+        dropped = self._queue.take_dropped()
+        if dropped:
+            await self.deliver(self.translator.server_error(
+                f"{dropped:.0f} ms of input audio were dropped while livegate moved the session to a new "
+                f"Gemini Live connection (at most {self.policy.queue_audio_ms:.0f} ms are held).",
+                "input_audio_dropped"))
 
     async def _upstream_closed(self, code: int, reason: str) -> None:
         await self.deliver(self.translator.upstream_closed(code, reason))

@@ -13,6 +13,7 @@ import json
 import logging
 import re
 import ssl as ssl_module
+import time
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from http import HTTPStatus
@@ -66,12 +67,24 @@ class SimSession:
     sent: list[dict[str, Any]] = field(default_factory=list)  # server frames, in order
     setup: dict[str, Any] | None = None  # the setup message, keys normalised to camelCase
     capabilities: dict[str, Any] | None = None  # the model's row of mappings/models.yaml, once set up
+    resumed_from: str | None = None  # the resumption handle this connection's setup resumed
+    connection: Any = field(default=None, repr=False, compare=False)  # the live _Connection (for abort())
+
+    async def abort(self, code: int = 1011, reason: str = "Internal error encountered.") -> None:
+        """End the connection as a failing service would: a close `code` (1011: the session's handles die
+        with it, as a backend fault is not fixed by resuming), or 1006: the TCP connection just drops."""
+        if self.connection is not None:
+            await self.connection.abort(code, reason)
     close_code: int | None = None  # set when the simulator closed the connection itself
     close_reason: str | None = None
 
 
 class _ClientError(Exception):
     """Bad client input: the connection is closed with 1007 and this reason."""
+
+
+class _Fault(Exception):
+    """A backend fault: the connection is closed with 1011 and this reason."""
 
 
 class GeminiLiveSimulator:
@@ -84,7 +97,13 @@ class GeminiLiveSimulator:
         api_key: str | None = None,
         ssl: ssl_module.SSLContext | None = None,
         models: ModelTable | None = None,
+        connection_lifetime: float | None = None,
+        go_away_lead: float = 1.0,
+        handle_ttl: float = 7200.0,
     ) -> None:
+        """`connection_lifetime`: seconds after which a connection ends, `go_away_lead` seconds after a
+        goAway (like the real ~10 min / ~60 s, shortened for tests). Resumption handles live `handle_ttl`
+        seconds and carry the conversation, as Gemini's do."""
         if usage_placement not in ("with_turn_complete", "after_turn_complete"):
             raise ValueError(f"unknown usage_placement {usage_placement!r}")
         self.chunk_delay = chunk_delay
@@ -92,6 +111,11 @@ class GeminiLiveSimulator:
         self.api_key = api_key
         self.ssl = ssl
         self.models = models or shipped_table()  # it behaves as the model named in setup
+        self.connection_lifetime = connection_lifetime
+        self.go_away_lead = go_away_lead
+        self.handle_ttl = handle_ttl
+        self.resumable: dict[str, dict[str, Any]] = {}  # handle -> what a resumed session continues with
+        self.handles_issued = 0
         self.sessions: list[SimSession] = []
         self._server: Server | None = None
         self._host = "127.0.0.1"
@@ -163,7 +187,11 @@ class GeminiLiveSimulator:
             session_id=f"sim-session-{len(self.sessions) + 1}",
         )
         self.sessions.append(session)
-        await _Connection(self, ws, session).run()
+        session.connection = _Connection(self, ws, session)
+        try:
+            await session.connection.run()
+        finally:
+            session.connection = None
 
 
 class _Connection:
@@ -179,7 +207,9 @@ class _Connection:
         self.system_instruction = ""
         self.history: list[dict[str, Any]] = []
         self.pending_calls: dict[str, str] = {}  # call id -> function name, awaiting a toolResponse
-        self.calls = self.handles = 0
+        self.calls = 0
+        self.lifetime_task: asyncio.Task[None] | None = None
+        self.seeding = False  # historyConfig.initialHistoryInClientContent: clientContent is history until turnComplete
         self.vad = audio.EnergyVad()
         self.in_activity = False  # between activityStart and activityEnd (manual mode)
         self.activity_audio = bytearray()
@@ -199,14 +229,35 @@ class _Connection:
                 await self._on_frame(raw)
         except _ClientError as exc:
             await self._close(1007, str(exc))
+        except _Fault as exc:
+            await self._close(1011, str(exc))
         except ConnectionClosed:
             pass
         except Exception as exc:
             log.exception("simulator session %s failed", self.session.session_id)
             await self._close(1011, f"internal error: {exc!r}")
         finally:
-            if self.answer_task is not None:
-                self.answer_task.cancel()
+            for task in (self.answer_task, self.lifetime_task):
+                if task is not None:
+                    task.cancel()
+
+    async def abort(self, code: int, reason: str) -> None:
+        if code == 1011:  # its handles cannot resume a session the backend lost
+            for handle in [h for h, saved in self.sim.resumable.items() if saved["session"] == self.session.session_id]:
+                self.sim.resumable[handle]["dead"] = True
+        if code == 1006:
+            self.session.close_code, self.session.close_reason = 1006, "connection dropped"
+            self.ws.transport.abort()
+            return
+        await self._close(code, reason)
+
+    async def _live_for(self, lifetime: float) -> None:
+        """The connection's lifetime: a goAway `go_away_lead` seconds before the end, then the close."""
+        lead = min(self.sim.go_away_lead, lifetime)
+        await asyncio.sleep(lifetime - lead)
+        await self._send({"goAway": {"timeLeft": f"{lead:g}s"}})
+        await asyncio.sleep(lead)
+        await self._close(1000, "The connection reached its maximum lifetime.")
 
     async def _close(self, code: int, reason: str) -> None:
         reason = reason.encode()[:120].decode(errors="ignore")  # close reasons are capped at 123 bytes
@@ -315,9 +366,27 @@ class _Connection:
         detection = _obj(_obj(setup.get("realtimeInputConfig")).get("automaticActivityDetection"))
         self.manual_activity = bool(detection.get("disabled"))
         self._on_context_update(setup)
+        self._resume(_obj(setup.get("sessionResumption")).get("handle"))
+        self.seeding = bool(_obj(setup.get("historyConfig")).get("initialHistoryInClientContent"))
         self.session.setup = setup
         self.setup_done = True
         await self._send({"setupComplete": {"sessionId": self.session.session_id}})
+        if self.sim.connection_lifetime is not None:
+            self.lifetime_task = asyncio.create_task(self._live_for(self.sim.connection_lifetime))
+
+    def _resume(self, handle: Any) -> None:
+        """Continue the conversation a handle was issued for (the new setup's configuration applies)."""
+        if handle is None:
+            return
+        saved = self.sim.resumable.get(handle) if isinstance(handle, str) else None
+        if saved is None or time.monotonic() - saved["issued"] > self.sim.handle_ttl:
+            raise _ClientError("Invalid or expired session resumption handle.")
+        if saved.get("dead"):
+            raise _Fault("Deadline expired before operation could complete.")
+        self.history = [dict(turn) for turn in saved["history"]]
+        self.pending_calls = dict(saved["pending_calls"])
+        self.model_turns = saved["model_turns"]
+        self.session.resumed_from = handle
 
     def _check_model_can(self, setup: dict[str, Any]) -> None:
         """Close with 1007, as the real service does, for what the model's row says it cannot take."""
@@ -362,6 +431,10 @@ class _Connection:
         turns = content.get("turns") or []
         if not isinstance(turns, list) or not all(isinstance(t, dict) for t in turns):
             raise _ClientError("clientContent.turns must be a list of Content objects.")
+        if self.seeding:  # history for a fresh session: taken as it is, nothing is answered
+            self.history.extend(turns)
+            self.seeding = not content.get("turnComplete")
+            return
         await self._interrupt()  # clientContent always interrupts the current generation
         self.history.extend(turns)
         if not content.get("turnComplete"):
@@ -463,7 +536,9 @@ class _Connection:
         tokens = {"TEXT": script.text_tokens(self.system_instruction + prompt)}
         name = script.called_function(user_text, self.functions)
         if name is None:
-            await self._respond(self._stream_turn(script.echo_answer(user_text), tokens))
+            said = [_text_of(t) for t in self.history if t.get("role", "user") == "user" and _text_of(t)]
+            answer = script.recall_answer(said[:-1]) if script.asks_recall(user_text) else script.echo_answer(user_text)
+            await self._respond(self._stream_turn(answer, tokens))
             return
         self.calls += 1
         call = {"id": f"call-{self.calls}", "name": name, "args": script.sample_args(self.functions[name])}
@@ -525,10 +600,17 @@ class _Connection:
             await self._send({"usageMetadata": usage})
         self.history.append({"role": "model", "parts": [{"text": text}]})
         self.model_turns += 1
-        self.handles += 1
-        update = {"newHandle": f"sim-handle-{self.handles}", "resumable": True}
-        await self._send({"sessionResumptionUpdate": update})
+        await self._send({"sessionResumptionUpdate": {"newHandle": self._new_handle(), "resumable": True}})
         self.phase = "idle"
+
+
+    def _new_handle(self) -> str:
+        self.sim.handles_issued += 1
+        handle = f"sim-handle-{self.sim.handles_issued}"
+        self.sim.resumable[handle] = {"session": self.session.session_id, "issued": time.monotonic(),
+                                      "history": [dict(turn) for turn in self.history],
+                                      "pending_calls": dict(self.pending_calls), "model_turns": self.model_turns}
+        return handle
 
 
 def _model_turn(part: dict[str, Any]) -> dict[str, Any]:

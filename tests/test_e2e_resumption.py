@@ -128,3 +128,32 @@ async def test_when_no_new_session_can_be_had_the_client_is_told() -> None:
                 events.append(event)
     assert events[-1].type == "error" and events[-1].error.code == "upstream_unavailable"
     assert closed.value.rcvd.code == 1014
+
+
+async def test_mid_session_instructions_go_through_context_update() -> None:
+    async with GeminiLiveSimulator(chunk_delay=0) as sim, livegate_on(sim) as conn:
+        await conn.session.update(session={"type": "realtime", "output_modalities": ["text"]})
+        await ask(conn, "My name is Ada")
+        await conn.session.update(session={"type": "realtime", "instructions": "Answer in French."})
+        updated = await conn.recv()
+        final = await ask(conn, "What did I say before?")
+    assert updated.type == "session.updated" and updated.session.instructions == "Answer in French."
+    assert len(sim.sessions) == 1, "no new connection"
+    update = next(m["contextUpdate"] for m in sim.sessions[0].received if "contextUpdate" in m)
+    assert update == {"systemInstruction": {"parts": [{"text": "Answer in French."}]}}
+    assert answer(final).endswith("said: My name is Ada")
+
+
+async def test_mid_session_voice_change_resumes_with_a_new_setup() -> None:
+    async with GeminiLiveSimulator(chunk_delay=0) as sim, livegate_on(sim) as conn:
+        await conn.session.update(session={"type": "realtime", "output_modalities": ["text"]})
+        await ask(conn, "My name is Ada")
+        await conn.session.update(session={"type": "realtime", "audio": {"output": {"voice": "coral"}}})
+        updated = await conn.recv()
+        await wait_for(lambda: len(sim.sessions) == 2 and sim.sessions[1].setup is not None)
+        final = await ask(conn, "What did I say before?")
+    assert updated.type == "session.updated" and updated.session.audio.output.voice == "coral"
+    setup = sim.sessions[1].setup
+    assert setup["generationConfig"]["speechConfig"]["voiceConfig"]["prebuiltVoiceConfig"]["voiceName"] == "Kore"
+    assert sim.sessions[1].resumed_from == "sim-handle-1"
+    assert answer(final) == "[livegate simulator] Before this you said: My name is Ada"

@@ -179,7 +179,8 @@ class RealtimeSession:
                 code, reason = conn.close_info(exc)
                 if self._recoverable(code):
                     log.info("upstream closed (%s); moving the session to a new connection", code)
-                    self._start_switch("fresh" if code == CLOSE_INTERNAL_ERROR else "handle")
+                    self._start_switch("fresh" if code == CLOSE_INTERNAL_ERROR else "handle",
+                                       recovering=not self.translator.session.get("go_away"))
                     return
                 await self._upstream_closed(code, reason)
                 return
@@ -193,16 +194,18 @@ class RealtimeSession:
         return code not in NOT_RECOVERABLE and self._recoveries < self.policy.recoveries
 
     def _check_switch(self) -> None:
-        """After each input: start the move a goAway asked for once the session is at a turn boundary."""
+        """After each input: start the move a goAway (or a session.update needing a new setup) asked for,
+        once the session is at a turn boundary."""
         session = self.translator.session
         if self._recoveries and session.get("resumption_handle") != self._recovery_handle:
             self._recoveries = 0  # the recovered connection completed a turn
         go_away = session.get("go_away")
-        if not go_away or self._switch_task is not None or self._closed is not None or self.upstream is None:
+        if not (go_away or session.get("reconfigure")) or self._switch_task is not None or self._closed is not None \
+                or self.upstream is None:
             return
         if self.policy.at_turn_boundary(self.translator):
             self._start_switch("handle")
-        elif self._deadline_task is None:
+        elif go_away and self._deadline_task is None:
             left = duration_s(go_away)
             delay = max(0.0, (left if left is not None else 0.0) - self.policy.switch_margin_s)
             self._deadline_task = asyncio.create_task(self._switch_by_deadline(delay))
@@ -214,10 +217,10 @@ class RealtimeSession:
             log.info("no turn boundary before the goAway deadline; switching mid-turn")
             self._start_switch("handle")
 
-    def _start_switch(self, mode: str) -> None:
+    def _start_switch(self, mode: str, *, recovering: bool = False) -> None:
         if self._switch_task is None:
             self._queue = InputQueue(self.policy.queue_audio_ms)
-            self._switch_task = asyncio.create_task(self._switch(mode))
+            self._switch_task = asyncio.create_task(self._switch(mode, recovering))
 
     def _handle_usable(self) -> bool:
         session = self.translator.session
@@ -225,13 +228,12 @@ class RealtimeSession:
         return bool(session.get("resumption_handle")) and not session.get("handle_stale") and (
             isinstance(arrived, int | float) and time.time() - arrived < self.policy.handle_ttl_s)
 
-    async def _switch(self, mode: str) -> None:
+    async def _switch(self, mode: str, recovering: bool) -> None:
         """Open the new connection (resumed, else fresh and re-seeded), then flush the held input."""
         try:
-            if self._deadline_task is not None:
+            if self._deadline_task is not None and asyncio.current_task() is not self._deadline_task:
                 self._deadline_task.cancel()
-                self._deadline_task = None
-            recovering = not self.translator.session.get("go_away")
+            self._deadline_task = None
             cut = not self.policy.at_turn_boundary(self.translator)
             if mode == "handle" and not self._handle_usable():
                 mode = "fresh"

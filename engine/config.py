@@ -71,6 +71,7 @@ class Config:
     master_key: str | None = None
     vertex: VertexDefaults = field(default_factory=VertexDefaults)
     max_client_frame_bytes: int = 15 * 1024 * 1024
+    reattach_grace_s: float = 30.0  # how long a session waits for a dropped client to reattach
     source: str = "<built-in>"
 
     def route(self, model: str | None) -> ModelRoute | None:
@@ -182,6 +183,9 @@ def parse_config(data: Any, source: str = "<config>") -> Config:
     max_frame = settings.get("max_client_frame_bytes", Config.max_client_frame_bytes)
     if not isinstance(max_frame, int) or max_frame <= 0:
         raise ConfigError("livegate_settings.max_client_frame_bytes: expected a positive integer")
+    grace = settings.get("reattach_grace_s", Config.reattach_grace_s)
+    if not isinstance(grace, int | float) or isinstance(grace, bool) or grace < 0:
+        raise ConfigError("livegate_settings.reattach_grace_s: expected a number of seconds >= 0")
     routes = tuple(_route(entry, i) for i, entry in enumerate(models))
     for i, route in enumerate(routes):  # fail at load, not in every session
         if route.provider == "vertex_ai" and not (route.vertex_project or vertex.project):
@@ -193,6 +197,7 @@ def parse_config(data: Any, source: str = "<config>") -> Config:
         master_key=_opt_str(general, "master_key", "general_settings"),
         vertex=vertex,
         max_client_frame_bytes=max_frame,
+        reattach_grace_s=float(grace),
         source=source,
     )
 

@@ -157,3 +157,50 @@ async def test_mid_session_voice_change_resumes_with_a_new_setup() -> None:
     assert setup["generationConfig"]["speechConfig"]["voiceConfig"]["prebuiltVoiceConfig"]["voiceName"] == "Kore"
     assert sim.sessions[1].resumed_from == "sim-handle-1"
     assert answer(final) == "[livegate simulator] Before this you said: My name is Ada"
+
+
+async def test_a_client_that_drops_reattaches_through_the_sdk_reconnect_hook() -> None:
+    session_id: list[str] = []
+
+    def on_reconnecting(event: Any) -> dict[str, Any]:  # the SDK does not resend session.update
+        return {"extra_query": {**dict(event.extra_query or {}), "session_id": session_id[0]}}
+
+    async with GeminiLiveSimulator(chunk_delay=0) as sim:
+        app = create_app(live_config(sim.url), simulator_chunk_delay=0)
+        async with serve(app) as url, client(url.replace("http", "ws") + "/v1").realtime.connect(
+                model="gpt-realtime", on_reconnecting=on_reconnecting) as conn:
+            created = await conn.recv()
+            session_id.append(created.session.id)
+            await conn.session.update(session={"type": "realtime", "output_modalities": ["text"]})
+            await conn.recv()
+            await ask(conn, "My name is Ada")
+            dropped = conn._connection
+            dropped.transport.abort()  # the client's network drops (1006 on both sides)
+            reading = asyncio.create_task(collect(conn))  # the SDK notices while reading, and reconnects
+            await wait_for(lambda: conn._connection is not dropped and not conn._is_reconnecting)
+            await conn.conversation.item.create(item={"type": "message", "role": "user", "content": [
+                {"type": "input_text", "text": "What did I say before?"}]})
+            await conn.response.create()
+            final = await reading
+        assert answer(final) == "[livegate simulator] Before this you said: My name is Ada"
+        assert final[-1].response.output[0].content[0].type == "output_text", "its configuration is intact"
+        assert len(sim.sessions) == 1, "the same Gemini session served the reattached client"
+        assert not app.state.gateway.detached
+
+
+async def test_without_a_reattach_the_upstream_closes_after_the_grace_period() -> None:
+    async with GeminiLiveSimulator(chunk_delay=0) as sim:
+        config = dataclasses.replace(live_config(sim.url), reattach_grace_s=0.3)
+        app = create_app(config, simulator_chunk_delay=0)
+        async with serve(app) as url, client(url.replace("http", "ws") + "/v1").realtime.connect(
+                model="gpt-realtime") as conn:
+            created = await conn.recv()
+            await ask(conn, "My name is Ada")
+            conn._connection.transport.abort()
+            await wait_for(lambda: created.session.id in app.state.gateway.detached)
+            await wait_for(lambda: sim.sessions[0].connection is None)  # Gemini's connection was closed
+            assert not app.state.gateway.detached
+            stale = url.replace("http", "ws") + f"/v1/realtime?model=gpt-realtime&session_id={created.session.id}"
+            with pytest.raises(websockets.InvalidStatus) as refused:
+                await websockets.connect(stale, additional_headers={"Authorization": "Bearer sk-livegate-test"})
+            assert refused.value.response.status_code == 404

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from fastapi import FastAPI, WebSocket
 from fastapi.responses import JSONResponse
@@ -40,6 +40,7 @@ class Gateway:
     validator: ClientEventValidator
     simulator_url: str | None = None
     resumption: ResumptionPolicy | None = None  # mappings/resumption.yaml
+    detached: dict[str, RealtimeSession] = field(default_factory=dict)  # sessions awaiting their client
 
 
 def _needs_simulator(config: Config) -> bool:
@@ -112,14 +113,28 @@ async def _realtime(ws: WebSocket, gateway: Gateway) -> None:
         return
     assert route is not None and model is not None
     beta = ws.headers.get("openai-beta", "").lower() == BETA_HEADER_VALUE or auth.BETA_PROTOCOL in offered
+    reattaching = ws.query_params.get("session_id")
+    if reattaching is not None:
+        session = gateway.detached.get(reattaching)
+        if session is None or session.model != model:
+            await _refuse(ws, 404, f"No session '{reattaching}' is waiting for its client on this gateway "
+                                   "(it ended, or its reattach grace period passed).", "session_not_found")
+            return
+        await ws.accept(subprotocol=_chosen_subprotocol(offered))
+        await session.reattach(ws)
+        return
     provider = provider_for(route, gateway.config, gateway.simulator_url)
     context = {"model": model, "setup_model": provider.setup_model(), "backend": provider.backend,
                "capabilities": (gateway.mappings.models or shipped_table()).capabilities(
                    route.model_id, provider.backend, route.model_info)}
     translator = Translator(gateway.mappings, dialect="beta" if beta else "ga", context=context,
                             validator=gateway.validator)
-    # A browser offering subprotocols needs one echoed back; never echo the one carrying the key.
-    chosen = next((p for p in offered if p == "realtime"), None) or next(
+    await ws.accept(subprotocol=_chosen_subprotocol(offered))
+    await RealtimeSession(ws, translator, provider, model, gateway.resumption, detached=gateway.detached,
+                          reattach_grace_s=gateway.config.reattach_grace_s).run()
+
+
+def _chosen_subprotocol(offered: list[str]) -> str | None:
+    """A browser offering subprotocols needs one echoed back; never echo the one carrying the key."""
+    return next((p for p in offered if p == "realtime"), None) or next(
         (p for p in offered if not p.startswith(auth.INSECURE_KEY_PROTOCOL)), None)
-    await ws.accept(subprotocol=chosen)
-    await RealtimeSession(ws, translator, provider, model, gateway.resumption).run()

@@ -44,11 +44,15 @@ CLOSE_INTERNAL_ERROR = 1011
 CLOSE_BAD_GATEWAY = 1014
 # Gemini closes that resuming cannot fix: our request was refused (1007 invalid, 1008 policy).
 NOT_RECOVERABLE = frozenset({CLOSE_NORMAL, 1007, 1008})
+# Client closes after which the openai SDK reconnects by itself: the session waits for it to reattach.
+RETRIED_BY_SDK = frozenset({1001, 1005, 1006, 1011, 1012, 1013, 1015})
+MAX_HELD_CLIENT_EVENTS = 5000  # events for a detached client, oldest dropped beyond
 
 
 class RealtimeSession:
     def __init__(self, ws: WebSocket, translator: Translator, provider: Provider, model: str,
-                 policy: ResumptionPolicy | None = None) -> None:
+                 policy: ResumptionPolicy | None = None, *, detached: dict[str, RealtimeSession] | None = None,
+                 reattach_grace_s: float = 0.0) -> None:
         self.ws = ws
         self.translator = translator
         self.provider = provider
@@ -65,11 +69,25 @@ class RealtimeSession:
         self._recoveries = 0  # failed connections recovered since the last new handle
         self._recovery_handle: Any = None
         self.switches = 0  # connections the session moved to (goAway, recovery)
+        # Reattach: a client whose connection dropped may take the session over within the grace period.
+        self._detached_sessions = detached  # the gateway's registry, session id -> session
+        self.reattach_grace_s = reattach_grace_s
+        self._held_client: list[str] = []  # events for a client whose connection is gone
+        self._client_gone = False
+        self._reattached = asyncio.Event()
+        self._ws_released: asyncio.Future[None] | None = None  # resolved when a reattached socket is done
+        self.reattaches = 0
 
     async def run(self) -> None:
         try:
             await self.deliver(self.translator.start())
-            await self._client_loop()
+            while True:
+                try:
+                    await self._client_loop()
+                except WebSocketDisconnect as exc:
+                    self._closed = self._closed or (exc.code, "client disconnected")
+                if not await self._await_reattach():
+                    break
         except WebSocketDisconnect:
             self._closed = self._closed or (CLOSE_NORMAL, "client disconnected")
         except Exception:
@@ -84,7 +102,52 @@ class RealtimeSession:
             if self.upstream is not None:
                 with contextlib.suppress(Exception):
                     await self.upstream.close()
+            self._release_ws()
             self._log_end()
+
+    # -- reattach ----------------------------------------------------------------------------------
+
+    async def _await_reattach(self) -> bool:
+        """After the client's connection dropped: keep the session for the grace period, for the client
+        to take it over (`?session_id=`). True when it did; the events it missed are sent first."""
+        self._release_ws()
+        closed = self._closed
+        session_id = self.translator.session.get("id")
+        if (closed is None or closed[1] != "client disconnected" or closed[0] not in RETRIED_BY_SDK
+                or self.reattach_grace_s <= 0 or self._detached_sessions is None or not session_id):
+            return False
+        self._client_gone, self._closed = True, None
+        self._reattached.clear()
+        self._detached_sessions[session_id] = self
+        log.info("client connection dropped (%s); keeping the session %.0f s for a reattach",
+                 closed[0], self.reattach_grace_s)
+        try:
+            await asyncio.wait_for(self._reattached.wait(), self.reattach_grace_s)
+        except TimeoutError:
+            self._closed = (closed[0], "client did not reattach")
+            return False
+        finally:
+            self._detached_sessions.pop(session_id, None)
+        if self._closed is not None:  # the session ended while the client was away
+            return False
+        async with self._send_lock:
+            held, self._held_client = self._held_client, []
+            for text in held:
+                await self.ws.send_text(text)
+            self._client_gone = False
+        self.reattaches += 1
+        return True
+
+    async def reattach(self, ws: WebSocket) -> None:
+        """A reconnecting client takes the session over; returns when the session is done with `ws`."""
+        self._ws_released = asyncio.get_running_loop().create_future()
+        self.ws = ws
+        self._reattached.set()
+        await self._ws_released
+
+    def _release_ws(self) -> None:
+        if self._ws_released is not None and not self._ws_released.done():
+            self._ws_released.set_result(None)
 
     async def _client_loop(self) -> None:
         while self._closed is None:
@@ -104,7 +167,17 @@ class RealtimeSession:
         if out.client:
             async with self._send_lock:
                 for message in out.client:
-                    await self.ws.send_text(orjson.dumps(message).decode())
+                    text = orjson.dumps(message).decode()
+                    if self._client_gone:
+                        self._hold_for_client(text)
+                        continue
+                    try:
+                        await self.ws.send_text(text)
+                    except Exception:
+                        if self.reattach_grace_s <= 0:
+                            raise
+                        self._client_gone = True  # the client loop decides: reattach or end
+                        self._hold_for_client(text)
         if not out.upstream:
             self._check_switch()
             return
@@ -289,6 +362,11 @@ class RealtimeSession:
         self._upstream_task = asyncio.create_task(self._upstream_loop(conn))
         return True
 
+    def _hold_for_client(self, text: str) -> None:
+        self._held_client.append(text)
+        if len(self._held_client) > MAX_HELD_CLIENT_EVENTS:
+            del self._held_client[0]
+
     async def _hold(self, messages: list[dict[str, Any]]) -> None:
         assert self._queue is not None
         for message in messages:
@@ -314,6 +392,7 @@ class RealtimeSession:
     async def _close_client(self, code: int, reason: str) -> None:
         if self._closed is None:
             self._closed = (code, reason)
+            self._reattached.set()  # a session waiting for its client to come back ends now
             with contextlib.suppress(Exception):
                 await self.ws.close(code=code, reason=reason[:120])
 

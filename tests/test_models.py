@@ -3,6 +3,7 @@ that behaves as the named model does (1007 on what it cannot take, ignored clien
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -190,3 +191,47 @@ def test_a_bad_resumption_policy_fails_at_load(tmp_path: Path) -> None:
     policy.write_text(policy.read_text().replace("&& session.resumption_handle", "&& session.resumption_handle &&"))
     with pytest.raises(MappingError, match=r"resumption\.yaml:.*expression syntax error"):
         load_mappings(root)
+
+
+# --- the simulator's resumption ----------------------------------------------------------------------
+
+
+async def test_simulator_handles_carry_the_conversation_and_expire() -> None:
+    async with GeminiLiveSimulator(handle_ttl=0.3) as sim:
+        c = await open_client(sim)
+        await c.send({"setup": {"model": "models/gemini-2.0-flash-live-001",
+                                "generationConfig": {"responseModalities": ["TEXT"]}, "sessionResumption": {}}})
+        await c.recv()
+        await c.send(text_turn("My name is Ada"))
+        handle = (await c.turn())[-1]["sessionResumptionUpdate"]["newHandle"]
+        resumed = await open_client(sim)
+        await resumed.send({"setup": {"model": "models/gemini-2.0-flash-live-001",
+                                      "generationConfig": {"responseModalities": ["TEXT"]},
+                                      "sessionResumption": {"handle": handle}}})
+        await resumed.recv()
+        await resumed.send(text_turn("What did I say before?"))
+        said = "".join(p.get("text", "") for f in await resumed.turn()
+                       for p in f.get("serverContent", {}).get("modelTurn", {}).get("parts", []))
+        assert said.endswith("Before this you said: My name is Ada")
+        for bad in ("no-such-handle", handle):
+            if bad == handle:
+                await asyncio.sleep(0.35)  # expired
+            late = await open_client(sim)
+            await late.send({"setup": {"model": "models/gemini-3.8-live", "sessionResumption": {"handle": bad}}})
+            assert "Invalid or expired session resumption handle" in await _closed_1007(late)
+
+
+async def test_simulator_go_away_and_seeded_history() -> None:
+    async with GeminiLiveSimulator(connection_lifetime=0.4, go_away_lead=0.2) as sim:
+        c = await open_client(sim)
+        await c.send({"setup": {"model": "models/gemini-2.0-flash-live-001", "generationConfig": {
+            "responseModalities": ["TEXT"]}, "historyConfig": {"initialHistoryInClientContent": True}}})
+        await c.recv()
+        await c.send({"clientContent": {"turns": [{"role": "user", "parts": [{"text": "I am Ada"}]},
+                                                  {"role": "model", "parts": [{"text": "Hello Ada"}]}],
+                                        "turnComplete": True}})
+        assert (await c.recv(timeout=1.0)) == {"goAway": {"timeLeft": "0.2s"}}, "history is not answered"
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            await c.recv(timeout=1.0)
+        assert closed.value.rcvd.code == 1000
+        assert sim.sessions[0].connection is None

@@ -204,3 +204,18 @@ async def test_without_a_reattach_the_upstream_closes_after_the_grace_period() -
             with pytest.raises(websockets.InvalidStatus) as refused:
                 await websockets.connect(stale, additional_headers={"Authorization": "Bearer sk-livegate-test"})
             assert refused.value.response.status_code == 404
+
+
+async def test_a_stale_handle_is_not_used() -> None:
+    async with GeminiLiveSimulator(chunk_delay=0) as sim:
+        app = create_app(live_config(sim.url), simulator_chunk_delay=0)
+        app.state.gateway.resumption = dataclasses.replace(app.state.gateway.resumption, handle_ttl_s=0)
+        async with serve(app) as url, client(url.replace("http", "ws") + "/v1").realtime.connect(
+                model="gpt-realtime") as conn:
+            await conn.session.update(session={"type": "realtime", "output_modalities": ["text"]})
+            await ask(conn, "My name is Ada")
+            await sim.sessions[0].abort(1006)
+            await wait_for(lambda: len(sim.sessions) == 2 and sim.sessions[1].setup is not None)
+            final = await ask(conn, "What did I say before?")
+    assert sim.sessions[1].resumed_from is None and "historyConfig" in sim.sessions[1].setup
+    assert answer(final) == "[livegate simulator] Before this you said: My name is Ada"

@@ -4,6 +4,7 @@ simulator whose connections live about a second, send goAway, issue resumption h
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import dataclasses
 from collections.abc import AsyncIterator
@@ -218,4 +219,35 @@ async def test_a_stale_handle_is_not_used() -> None:
             await wait_for(lambda: len(sim.sessions) == 2 and sim.sessions[1].setup is not None)
             final = await ask(conn, "What did I say before?")
     assert sim.sessions[1].resumed_from is None and "historyConfig" in sim.sessions[1].setup
+    assert answer(final) == "[livegate simulator] Before this you said: My name is Ada"
+
+
+async def test_input_during_a_switch_is_queued_and_audio_beyond_two_seconds_dropped() -> None:
+    chunk = base64.b64encode(bytes(48000 // 10)).decode()  # 100 ms of 24 kHz PCM16
+    async with GeminiLiveSimulator(chunk_delay=0) as sim, livegate_on(sim) as conn:
+        await conn.session.update(session={"type": "realtime", "output_modalities": ["text"]})
+        await ask(conn, "My name is Ada")
+        sim.setup_delay = 0.5  # the new connection takes a while
+        await conn.session.update(session={"type": "realtime", "audio": {"output": {"voice": "coral"}}})
+        await conn.recv()  # session.updated; the switch starts
+        await wait_for(lambda: len(sim.sessions) == 2)
+        for _ in range(30):  # 3 s of audio while switching
+            await conn.input_audio_buffer.append(audio=chunk)
+        await conn.conversation.item.create(item={"type": "message", "role": "user", "content": [
+            {"type": "input_text", "text": "What did I say before?"}]})
+        errors = []
+        async for event in conn:
+            if event.type == "error":
+                errors.append(event.error)
+            if event.type == "conversation.item.done":
+                break
+        await conn.response.create()
+        final = await collect(conn)
+    dropped = sum(int(e.message.split(" ms")[0]) for e in errors if e.code == "input_audio_dropped")
+    assert dropped == 1000, [e.message for e in errors]
+    received = sim.sessions[1].received
+    audio = [m for m in received if "audio" in m.get("realtimeInput", {})]
+    assert len(audio) == 20, "the newest 2 s of audio reached the new connection, in order"
+    texts = [m for m in received if m.get("clientContent", {}).get("turns")]
+    assert received.index(audio[-1]) < received.index(texts[0]), "input keeps its order"
     assert answer(final) == "[livegate simulator] Before this you said: My name is Ada"

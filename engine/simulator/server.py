@@ -115,6 +115,7 @@ class GeminiLiveSimulator:
         self.go_away_lead = go_away_lead
         self.handle_ttl = handle_ttl
         self.resumable: dict[str, dict[str, Any]] = {}  # handle -> what a resumed session continues with
+        self.setup_delay = 0.0  # seconds before setupComplete (a slow service, for tests)
         self.handles_issued = 0
         self.sessions: list[SimSession] = []
         self._server: Server | None = None
@@ -370,6 +371,8 @@ class _Connection:
         self.seeding = bool(_obj(setup.get("historyConfig")).get("initialHistoryInClientContent"))
         self.session.setup = setup
         self.setup_done = True
+        if self.sim.setup_delay:
+            await asyncio.sleep(self.sim.setup_delay)
         await self._send({"setupComplete": {"sessionId": self.session.session_id}})
         if self.sim.connection_lifetime is not None:
             self.lifetime_task = asyncio.create_task(self._live_for(self.sim.connection_lifetime))

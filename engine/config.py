@@ -48,7 +48,8 @@ class ModelRoute:
     vertex_project: str | None = None
     vertex_location: str | None = None
     vertex_credentials: str | None = None
-    # accounting: LiteLLM's `model_info` price overrides, and an optional cap on session length
+    # The entry's `model_info`: LiteLLM's price overrides (accounting) and capability columns overriding the
+    # model's row of mappings/models.yaml; and an optional cap on session length.
     model_info: dict[str, Any] | None = field(default=None, compare=False, hash=False)
     max_session_seconds: float | None = None
 
@@ -115,6 +116,7 @@ class Config:
     vertex: VertexDefaults = field(default_factory=VertexDefaults)
     max_client_frame_bytes: int = 15 * 1024 * 1024
     client_compression: bool = False  # permessage-deflate on client WebSockets: base64 audio barely compresses
+    reattach_grace_s: float = 30.0  # how long a session waits for a dropped client to reattach
     source: str = "<built-in>"
     timeouts: Timeouts = field(default_factory=Timeouts)
     store: StoreSettings = field(default_factory=StoreSettings)
@@ -191,6 +193,11 @@ def _route(entry: Any, index: int) -> ModelRoute:
         model_info=_model_info(entry, index),
         max_session_seconds=_opt_positive(params, "max_session_seconds", where),
     )
+    from livegate.models import check_overrides
+
+    problem = check_overrides(entry.get("model_info"), f"model_list[{index}].model_info")
+    if problem is not None:
+        raise ConfigError(problem)
     if provider == "gemini" and not route.api_key:
         raise ConfigError(f"{where}.api_key: required for provider gemini (Google AI Studio)")
     return route
@@ -263,6 +270,9 @@ def parse_config(data: Any, source: str = "<config>") -> Config:
     client_compression = settings.get("client_compression", Config.client_compression)
     if not isinstance(client_compression, bool):
         raise ConfigError("livegate_settings.client_compression: expected true or false")
+    grace = settings.get("reattach_grace_s", Config.reattach_grace_s)
+    if not isinstance(grace, int | float) or isinstance(grace, bool) or grace < 0:
+        raise ConfigError("livegate_settings.reattach_grace_s: expected a number of seconds >= 0")
     routes = tuple(_route(entry, i) for i, entry in enumerate(models))
     for i, route in enumerate(routes):  # fail at load, not in every session
         if route.provider == "vertex_ai" and not (route.vertex_project or vertex.project):
@@ -275,6 +285,7 @@ def parse_config(data: Any, source: str = "<config>") -> Config:
         vertex=vertex,
         max_client_frame_bytes=max_frame,
         client_compression=client_compression,
+        reattach_grace_s=float(grace),
         source=source,
         timeouts=_timeouts(settings),
         store=_store_settings(general, settings),

@@ -13,6 +13,7 @@ of its own, so the server, the tests and the benchmark all drive this same objec
                                                                present, in dispatch.yaml order
     upstream_idle()             quiet for `idle_timeout` s  -> lifecycle/upstream_idle.yaml
     upstream_closed(code, why)  Gemini closed               -> lifecycle/upstream_closed.yaml
+    upstream_resume(mode)       a new Gemini connection     -> lifecycle/upstream_resume.yaml
 
 Within a file, rules run top to bottom, each seeing the state the previous one left. A rule runs when
 its `when` holds, once or once per `for_each` element (bound to `as`); it evaluates `let`, then
@@ -141,6 +142,9 @@ class Translator:
         self.runtime = Runtime(self.helpers)
         self.config: dict[str, Any] = dict(context or {})
         self.config.setdefault("dialect", dialect)
+        if "capabilities" not in self.config and mappings.models is not None:  # the server passes its own
+            self.config["capabilities"] = mappings.models.capabilities(
+                self.config.get("setup_model") or self.config.get("model") or "", self.config.get("backend", ""))
         self.session: dict[str, Any] = {}
         self._unhandled: set[str] = set()
         self.helpers.shapes = {name: self._shape(build) for name, build in mappings.shapes.items()}
@@ -219,6 +223,10 @@ class Translator:
 
     def upstream_closed(self, code: int, reason: str) -> Output:
         return self._lifecycle("upstream_closed", {"code": code, "reason": reason})
+
+    def upstream_resume(self, mode: str, *, cut: bool = False) -> Output:
+        """The session moves to a new Gemini connection: mode "handle" (resumed) or "fresh" (re-seeded)."""
+        return self._lifecycle("upstream_resume", {"mode": mode, "cut": cut})
 
     @property
     def idle_timeout(self) -> float | None:

@@ -95,7 +95,7 @@ def _checked(method: Any) -> Any:
     return wrapper
 
 
-for _name in ("start", "from_client", "from_upstream", "upstream_idle", "upstream_closed"):
+for _name in ("start", "from_client", "from_upstream", "upstream_idle", "upstream_closed", "upstream_resume"):
     setattr(Translator, _name, _checked(getattr(Translator, _name)))
 
 

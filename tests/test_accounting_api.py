@@ -267,9 +267,11 @@ async def test_spend_logs_rows_tags_end_user_and_filters(served: Served, caplog:
     assert row["request_tags"] == ["team-a", "vertex-js-sdk", "pass-through-endpoint"]
     assert row["end_user"] == "user-42" and row["close_code"] == 1000 and row["call_type"] == "realtime_session"
     assert row["prompt_tokens"] == usage["input_tokens"] and row["completion_tokens"] == usage["output_tokens"]
-    expected = (usage["input_token_details"]["text_tokens"] * 0.75 + usage["output_token_details"]["text_tokens"]
-                * 4.50) / 1e6
-    assert row["spend"] == pytest.approx(expected, rel=1e-9) and row["output_text_tokens"] > 0
+    # gemini-3.8-live speaks only: a text client's answer is its transcript, billed as output audio
+    inputs, outputs = usage["input_token_details"], usage["output_token_details"]
+    expected = (inputs["text_tokens"] * 0.75 + inputs["audio_tokens"] * 3.00 + outputs["text_tokens"] * 4.50
+                + outputs["audio_tokens"] * 12.00) / 1e6
+    assert row["spend"] == pytest.approx(expected, rel=1e-9) and row["output_audio_tokens"] > 0
     assert row["startTime"].endswith("Z") and row["metadata"]["user_api_key_alias"] == "alias-a"
     assert row["metadata"]["turns"] == 1
     assert key not in json.dumps(rows)
@@ -339,7 +341,7 @@ async def test_client_secret_subprotocol_parent_models_and_spend(served: Served)
 
 async def test_passthrough_routes_enforce_keys(served: Served) -> None:
     key = await served.key(models=["gpt-realtime"], max_budget=1.0)
-    setup = json.dumps({"setup": {"model": "other-model", "generationConfig": {"responseModalities": ["TEXT"]}}})
+    setup = json.dumps({"setup": {"model": "other-model", "generationConfig": {"responseModalities": ["AUDIO"]}}})
     async with connect(f"{served.ws}/gemini/live", additional_headers={"x-goog-api-key": key}) as ws:
         await ws.send(setup)
         with pytest.raises(ConnectionClosed):

@@ -7,6 +7,8 @@ Translator one step at a time:
     description: what the case shows
     dialect: ga | beta                    (default ga)
     backend: aistudio | vertex            (default aistudio)
+    model: gemini-3.8-live                (default DEFAULT_MODEL; selects the row of mappings/models.yaml)
+    model_info: {column: value}           (optional: capability overrides, as a config entry's model_info)
     show_connect: false                   (include the session.created step in the snapshot)
     snapshot: true                        (false: the expectations say it all; no whole-conversation snapshot)
     steps:
@@ -23,6 +25,7 @@ Translator one step at a time:
                                           the same as a binary frame)
       - idle: true                        Gemini stayed quiet past idle_after_ms
       - upstream_closed: {code: 1011, reason: "..."}
+      - upstream_resume: {mode: handle | fresh, cut: false}   livegate moves to a new Gemini connection
 
 Every output is checked against the SDK types (tests/conftest.py). Cases whose behaviour is best read
 as a whole conversation are snapshotted (tests/__snapshots__/test_mappings/); the others say what they
@@ -45,6 +48,9 @@ ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "fixtures"
 MAPPINGS = load_mappings()
 CLOCK = 1_767_225_600  # 2026-01-01T00:00:00Z
+# The Gemini model a case runs against (`model:` in a case): by default a legacy model that produces TEXT
+# natively, so cases about the text path see it without emulation. `model_info:` overrides its row.
+DEFAULT_MODEL = "gemini-2.0-flash-live-001"
 
 
 def _covered_files() -> set[str]:
@@ -74,6 +80,9 @@ def _feed(translator: Translator, step: dict[str, Any]) -> Output:
         return translator.from_upstream(step["upstream_binary"].encode())
     if "idle" in step:
         return translator.upstream_idle()
+    if "upstream_resume" in step:
+        resume = step["upstream_resume"]
+        return translator.upstream_resume(resume["mode"], cut=resume.get("cut", False))
     if "upstream_closed" in step:
         return translator.upstream_closed(step["upstream_closed"]["code"], step["upstream_closed"].get("reason", ""))
     raise AssertionError(f"unknown step {sorted(step)}")
@@ -131,11 +140,14 @@ def check_upstream(what: str, actual: list[dict[str, Any]], expected: list[Any])
 
 def run_case(case: dict[str, Any], mappings: Any = None) -> list[dict[str, Any]]:
     backend = case.get("backend", "aistudio")
-    setup_model = ("projects/demo-project/locations/us-central1/publishers/google/models/gemini-live-2.5-flash"
-                   if backend == "vertex" else "models/gemini-live-2.5-flash")
-    translator = Translator(mappings or MAPPINGS, dialect=case.get("dialect", "ga"), deterministic=True,
-                            clock=lambda: CLOCK,
-                            context={"model": "gpt-realtime", "setup_model": setup_model, "backend": backend})
+    model = case.get("model", DEFAULT_MODEL)
+    setup_model = (f"projects/demo-project/locations/us-central1/publishers/google/models/{model}"
+                   if backend == "vertex" else f"models/{model}")
+    mappings = mappings or MAPPINGS
+    capabilities = mappings.models.capabilities(model, backend, case.get("model_info"))
+    translator = Translator(mappings, dialect=case.get("dialect", "ga"), deterministic=True, clock=lambda: CLOCK,
+                            context={"model": "gpt-realtime", "setup_model": setup_model, "backend": backend,
+                                     "capabilities": capabilities})
     transcript = []
     connect = translator.start()
     if case.get("show_connect"):

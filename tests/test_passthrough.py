@@ -38,7 +38,7 @@ from tests.fakes.google import (
     tls_files,
 )
 
-MODEL = "gemini-live-2.5-flash"
+MODEL = "gemini-2.0-flash-live-001"  # answers in TEXT (mappings/models.yaml); 2.5 would close with 1007
 KEY = "sk-livegate-test"
 PREFIX = "[livegate simulator]"
 AUTH = {"x-goog-api-key": KEY}
@@ -245,7 +245,7 @@ async def test_models_outside_the_list_are_refused(sim: GeminiLiveSimulator, sa_
     config["model_list"].append({"model_name": "sim", "livegate_params": {"model": "simulator/x",
                                                                           "api_base": sim.url}})
     async with gateway(config) as served:
-        code, reason = await closed_with(served, "/vertex_ai/live", setup("gemini-2.0-flash-live-001"))
+        code, reason = await closed_with(served, "/vertex_ai/live", setup("gemini-3.1-flash-live-preview"))
         assert code == 4003 and "not available" in reason
         code, reason = await closed_with(served, "/vertex_ai/live", setup("sim"))
         assert code == 4003 and "simulator" in reason
@@ -332,7 +332,8 @@ async def test_gemini_live_injects_the_server_api_key(sim: GeminiLiveSimulator) 
 async def test_gemini_live_on_the_built_in_simulator_config() -> None:
     async with gateway(yaml.safe_load(DEFAULT_CONFIG_TEXT)) as served, websockets.connect(
             served.ws_url + "/gemini/live") as ws:  # no master key: open, as /v1/realtime is
-        await ws.send(setup("any-model"))
+        # The built-in config serves every name with the simulator acting as gemini-3.8-live: AUDIO only.
+        await ws.send(setup("any-model", generationConfig={"responseModalities": ["AUDIO"]}))
         assert "setupComplete" in json.loads(await ws.recv())
         await ws.send(user_text("hi"))
         assert any("usageMetadata" in f for f in await read_turn(ws))

@@ -30,7 +30,7 @@ AI_PATH = "/ws/google.ai.generativelanguage.v1beta.GenerativeService.BidiGenerat
 VERTEX_PATH = "/ws/google.cloud.aiplatform.v1.LlmBidiService/BidiGenerateContent"
 PREFIX = "[livegate simulator]"
 HOST = "127.0.0.1"
-MODEL = "gemini-live-2.5-flash-preview"
+MODEL = "gemini-2.0-flash-live-001"  # a legacy model that answers in TEXT (mappings/models.yaml)
 
 
 # --- helpers -------------------------------------------------------------------------------------------
@@ -40,6 +40,8 @@ def validate(frame: dict[str, Any], backend: str = "aistudio") -> None:
     """The frame must parse as the SDK would parse it (Vertex frames go through the SDK's converter)."""
     if backend == "vertex":
         frame = _live_converters._LiveServerMessage_from_vertex(frame)
+    elif "voiceActivity" in frame:  # its wire `type` is renamed by the SDK's converter
+        frame = _live_converters._LiveServerMessage_from_mldev(frame)
     types.LiveServerMessage.model_validate(frame)
 
 
@@ -85,7 +87,7 @@ class Client:
         return await self.recv_until(lambda f: "sessionResumptionUpdate" in f)
 
     async def setup(self, **fields: Any) -> dict[str, Any]:
-        await self.send({"setup": {"model": "models/gemini-live-sim", **fields}})
+        await self.send({"setup": {"model": f"models/{MODEL}", **fields}})
         return await self.recv()
 
     async def closed(self) -> websockets.ConnectionClosed:
@@ -256,7 +258,7 @@ async def test_tool_call_round_trip_snake_case(sim: GeminiLiveSimulator) -> None
     }
     declaration = {"name": "get_weather", "parameters_json_schema": schema}
     setup = {
-        "model": "models/x",
+        "model": f"models/{MODEL}",
         "generation_config": {"response_modalities": ["TEXT"]},
         "system_instruction": {"parts": [{"text": "be brief"}]},
         "tools": [{"function_declarations": [declaration]}],

@@ -245,3 +245,8 @@ class Helpers(functions.Functions):
         if encoder is None:
             encoder = self.encoders[codec] = audio.TelephonyEncoder(codec)
         return encoder
+
+    @functions.signature({"types": ["number", "null"]}, {"types": ["number", "null"]})
+    def _func_multiply(self, a: float | None, b: float | None) -> float | None:
+        """`a * b` (JMESPath has no arithmetic), null when either is null; floor() it for a token count."""
+        return None if a is None or b is None else a * b

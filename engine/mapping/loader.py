@@ -8,6 +8,8 @@ Layout (the folder decides what a file is):
     shapes/<topic>.yaml           named templates, applied with `shape('name', value)`
     dialects/<name>.yaml          a client dialect as a reshape table over the canonical GA events
     tables.yaml                   plain data visible to expressions as `tables`
+    models.yaml                   the model capability table (livegate.models), seen as `config.capabilities`
+    resumption.yaml               when a session moves to a new Gemini connection (livegate.upstream.resumption)
     dispatch.yaml                 the order of fields within one Gemini frame
     state.yaml                    the session state keys, their writers, and the lifecycle table
 
@@ -35,7 +37,7 @@ from livegate.mapping.yamlpos import Located, Path_
 from livegate.paths import MAPPINGS_DIR, SCHEMAS_DIR
 
 RULE_FOLDERS = ("client", "upstream", "lifecycle")
-LIFECYCLE_MOMENTS = ("connect", "upstream_idle", "upstream_closed")
+LIFECYCLE_MOMENTS = ("connect", "upstream_idle", "upstream_closed", "upstream_resume")
 
 
 @dataclass(frozen=True)
@@ -94,6 +96,8 @@ class Mappings:
     idle_after_ms: int = 250
     state: StateSpec = field(default_factory=StateSpec)
     files: list[str] = field(default_factory=list)
+    models: Any = None  # livegate.models.ModelTable, from models.yaml
+    resumption: Any = None  # livegate.upstream.resumption.ResumptionPolicy, from resumption.yaml
 
     def rule_files(self) -> list[RuleFile]:
         return [*self.client.values(), *self.upstream.values(), *self.lifecycle.values()]
@@ -142,6 +146,13 @@ class _Loader:
             doc = self.read(tables, "tables_file")
             self.result.tables = doc.data or {}
         self.load_state(self.read(root / "state.yaml", "state_file"))
+        from livegate.models import ModelTable  # here: livegate.models imports this package
+        from livegate.upstream.resumption import ResumptionPolicy
+
+        models = root / "models.yaml"
+        self.result.models = ModelTable.load(models, file_label=self.rel(models)) if models.exists() else None
+        if (root / "resumption.yaml").exists():
+            self.result.resumption = ResumptionPolicy.load(root)
         dispatch = self.read(root / "dispatch.yaml", "dispatch_file")
         self.result.upstream_fields = tuple(dispatch.data["upstream_fields"])
         self.result.idle_after_ms = dispatch.data.get("idle_after_ms", self.result.idle_after_ms)

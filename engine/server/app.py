@@ -10,16 +10,17 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from fastapi import FastAPI, WebSocket
 from fastapi.responses import HTMLResponse, JSONResponse
 
 from livegate import __version__
-from livegate.accounting.gate import Accounting, Refusal
+from livegate.accounting.gate import Accounting, Principal, Refusal
 from livegate.config import Config, ModelRoute
 from livegate.mapping import Mappings, load_mappings
+from livegate.models import shipped_table
 from livegate.server import auth
 from livegate.server.accounting_routes import add_accounting_routes, build_accounting
 from livegate.server.client_io import ExposeTransportAbort
@@ -29,6 +30,7 @@ from livegate.server.realtime import RealtimeSession
 from livegate.server.serving import configure as configure_http
 from livegate.translator import Translator
 from livegate.upstream.base import provider_for
+from livegate.upstream.resumption import ResumptionPolicy
 from livegate.validation import ClientEventValidator
 
 log = logging.getLogger("livegate")
@@ -46,6 +48,8 @@ class Gateway:
     validator: ClientEventValidator
     accounting: Accounting
     simulator_url: str | None = None
+    resumption: ResumptionPolicy | None = None  # mappings/resumption.yaml
+    detached: dict[str, RealtimeSession] = field(default_factory=dict)  # sessions awaiting their client
 
 
 def _needs_simulator(config: Config) -> bool:
@@ -55,6 +59,7 @@ def _needs_simulator(config: Config) -> bool:
 def create_app(config: Config, mappings: Mappings | None = None, *, simulator_chunk_delay: float = 0.02) -> FastAPI:
     gateway = Gateway(config, mappings or load_mappings(),
                       ClientEventValidator(max_frame_bytes=config.max_client_frame_bytes), build_accounting(config))
+    gateway.resumption = gateway.mappings.resumption or ResumptionPolicy.load()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -132,21 +137,47 @@ async def _realtime(ws: WebSocket, gateway: Gateway) -> None:
         await _refuse(ws, *problem)
         return
     assert route is not None and model is not None
+    reattaching = ws.query_params.get("session_id")
+    if reattaching is not None:
+        await _reattach(ws, gateway, who, model, reattaching, offered)
+        return
     grant = await auth.admit(gateway, who, route="/v1/realtime", model_route=route, model=model, headers=ws.headers)
     if isinstance(grant, Refusal):
         await _refuse(ws, grant.status, grant.message, grant.code)
         return
     beta = ws.headers.get("openai-beta", "").lower() == BETA_HEADER_VALUE or auth.BETA_PROTOCOL in offered
     provider = provider_for(route, gateway.config, gateway.simulator_url)
-    context = {"model": model, "setup_model": provider.setup_model(), "backend": provider.backend}
+    context = {"model": model, "setup_model": provider.setup_model(), "backend": provider.backend,
+               "capabilities": (gateway.mappings.models or shipped_table()).capabilities(
+                   route.model_id, provider.backend, route.model_info)}
     translator = Translator(gateway.mappings, dialect="beta" if beta else "ga", context=context,
                             validator=gateway.validator)
-    # A browser offering subprotocols needs one echoed back; never echo the one carrying the key.
-    chosen = next((p for p in offered if p == "realtime"), None) or next(
-        (p for p in offered if not p.startswith(auth.INSECURE_KEY_PROTOCOL)), None)
     try:
-        await ws.accept(subprotocol=chosen)
+        await ws.accept(subprotocol=_chosen_subprotocol(offered))
     except BaseException:
         await grant.finish(None, "failure", "handshake failed")
         raise
-    await RealtimeSession(ws, translator, provider, model, gateway.config.timeouts, grant=grant).run()
+    await RealtimeSession(ws, translator, provider, model, gateway.config.timeouts, grant=grant,
+                          policy=gateway.resumption, detached=gateway.detached,
+                          reattach_grace_s=gateway.config.reattach_grace_s).run()
+
+
+async def _reattach(ws: WebSocket, gateway: Gateway, who: Principal, model: str, session_id: str,
+                    offered: list[str]) -> None:
+    """A client whose connection dropped takes its session back (`?session_id=`). Only the key that opened
+    the session (or the master key) may; the session's own admission and accounting carry on."""
+    session = gateway.detached.get(session_id)
+    owner = session.grant.principal if session is not None and session.grant is not None else None
+    if session is None or session.model != model or (
+            owner is not None and who.kind != "master" and who.token_hash != owner.token_hash):
+        await _refuse(ws, 404, f"No session '{session_id}' is waiting for its client on this gateway "
+                               "(it ended, or its reattach grace period passed).", "session_not_found")
+        return
+    await ws.accept(subprotocol=_chosen_subprotocol(offered))
+    await session.reattach(ws)
+
+
+def _chosen_subprotocol(offered: list[str]) -> str | None:
+    """A browser offering subprotocols needs one echoed back; never echo the one carrying the key."""
+    return next((p for p in offered if p == "realtime"), None) or next(
+        (p for p in offered if not p.startswith(auth.INSECURE_KEY_PROTOCOL)), None)

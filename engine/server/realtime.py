@@ -4,7 +4,15 @@ The pump is thin on purpose: it moves frames between the sockets and the transla
 timing the translator cannot (connect, the idle timer, closes).
 
 Gemini is contacted when the first content arrives (the translator emits `setup` then), because
-Gemini's configuration is fixed by that one message. Close codes sent to the client:
+Gemini's configuration is fixed by that one message.
+
+A session outlives its Gemini connection: after a goAway the pump opens a new connection resumed
+with the latest handle and switches to it at a turn boundary (mappings/resumption.yaml says what one
+is), no later than timeLeft minus a margin; client input is queued meanwhile (audio bounded). A
+connection that fails is recovered the same way (a 1011 with a fresh session re-seeded with the
+conversation). What the new connection is sent is lifecycle/upstream_resume.yaml's.
+
+Close codes sent to the client:
     1000  the session ended normally (client or Gemini closed cleanly)
     1011  an internal livegate error
     1014  Gemini could not be reached, refused the connection, closed it abnormally (bad gateway), or
@@ -38,17 +46,25 @@ from livegate.translator import Output, Translator
 from livegate.upstream.base import Provider
 from livegate.upstream.connection import UpstreamConnection, UpstreamError
 from livegate.upstream.google_credentials import CredentialsError
+from livegate.upstream.resumption import InputQueue, ResumptionPolicy, duration_s
 
 log = logging.getLogger("livegate.session")
 
 CLOSE_NORMAL = 1000
 CLOSE_INTERNAL_ERROR = 1011
 CLOSE_BAD_GATEWAY = 1014
+# Gemini closes that resuming cannot fix: our request was refused (1007 invalid, 1008 policy).
+NOT_RECOVERABLE = frozenset({CLOSE_NORMAL, 1007, 1008})
+# Client closes after which the openai SDK reconnects by itself: the session waits for it to reattach.
+RETRIED_BY_SDK = frozenset({1001, 1005, 1006, 1011, 1012, 1013, 1015})
+MAX_HELD_CLIENT_EVENTS = 5000  # events for a detached client, oldest dropped beyond
 
 
 class RealtimeSession:
     def __init__(self, ws: WebSocket, translator: Translator, provider: Provider, model: str,
-                 timeouts: Timeouts | None = None, grant: Grant | None = None) -> None:
+                 timeouts: Timeouts | None = None, grant: Grant | None = None,
+                 policy: ResumptionPolicy | None = None, *, detached: dict[str, RealtimeSession] | None = None,
+                 reattach_grace_s: float = 0.0) -> None:
         self.grant = grant  # accounting: usage, cost, limits (None: not metered)
         self.ws = ws
         self.timeouts = timeouts or Timeouts()
@@ -61,6 +77,21 @@ class RealtimeSession:
         self._upstream_task: asyncio.Task[None] | None = None
         self._closed: tuple[int, str] | None = None
         self.started = time.monotonic()
+        self.policy = policy or ResumptionPolicy.load()
+        self._queue: InputQueue | None = None  # client input held while switching connections
+        self._switch_task: asyncio.Task[None] | None = None
+        self._deadline_task: asyncio.Task[None] | None = None
+        self._recoveries = 0  # failed connections recovered since the last new handle
+        self._recovery_handle: Any = None
+        self.switches = 0  # connections the session moved to (goAway, recovery)
+        # Reattach: a client whose connection dropped may take the session over within the grace period.
+        self._detached_sessions = detached  # the gateway's registry, session id -> session
+        self.reattach_grace_s = reattach_grace_s
+        self._held_client: list[str] = []  # events for a client whose connection is gone
+        self._client_away = False  # its connection dropped; events are held for a reattach
+        self._reattached = asyncio.Event()
+        self._ws_released: asyncio.Future[None] | None = None  # resolved when a reattached socket is done
+        self.reattaches = 0
 
     async def run(self) -> None:
         enforcer = asyncio.create_task(self._enforce_limits()) if self.grant else None
@@ -69,7 +100,13 @@ class RealtimeSession:
             fixed = self.grant.fixed_session(self.translator.dialect) if self.grant is not None else None
             if fixed:  # a client secret's session applies from the start
                 await self.deliver(self.translator.from_client({"type": "session.update", "session": fixed}))
-            await self._client_loop()
+            while True:
+                try:
+                    await self._client_loop()
+                except WebSocketDisconnect as exc:
+                    self._closed = self._closed or (exc.code, "client disconnected")
+                if not await self._await_reattach():
+                    break
         except WebSocketDisconnect:
             self._closed = self._closed or (CLOSE_NORMAL, "client disconnected")
         except Exception as exc:
@@ -77,13 +114,15 @@ class RealtimeSession:
                 log.exception("session failed")
             await self._close_client(CLOSE_INTERNAL_ERROR, "internal error")
         finally:
-            if self._upstream_task is not None:
-                self._upstream_task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await self._upstream_task
+            for task in (self._switch_task, self._deadline_task, self._upstream_task):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await task
             if self.upstream is not None:
                 with contextlib.suppress(Exception):
                     await self.upstream.close()
+            self._release_ws()
             self._log_end()
             if enforcer is not None:
                 enforcer.cancel()
@@ -97,6 +136,51 @@ class RealtimeSession:
         stop = await self.grant.wait_stopped()
         await self.deliver(self.translator.server_error(stop.message, stop.code))
         await self._close_client(stop.close_code, stop.message)
+
+    # -- reattach ----------------------------------------------------------------------------------
+
+    async def _await_reattach(self) -> bool:
+        """After the client's connection dropped: keep the session for the grace period, for the client
+        to take it over (`?session_id=`). True when it did; the events it missed are sent first."""
+        self._release_ws()
+        closed = self._closed
+        session_id = self.translator.session.get("id")
+        if (closed is None or closed[1] != "client disconnected" or closed[0] not in RETRIED_BY_SDK
+                or self.reattach_grace_s <= 0 or self._detached_sessions is None or not session_id):
+            return False
+        self._client_away, self._closed = True, None
+        self._reattached.clear()
+        self._detached_sessions[session_id] = self
+        log.info("client connection dropped (%s); keeping the session %.0f s for a reattach",
+                 closed[0], self.reattach_grace_s)
+        try:
+            async with asyncio.timeout(self.reattach_grace_s):
+                await self._reattached.wait()
+        except TimeoutError:
+            self._closed = (closed[0], "client did not reattach")
+            return False
+        finally:
+            self._detached_sessions.pop(session_id, None)
+        if self._closed is not None:  # the session ended while the client was away
+            return False
+        async with self._send_lock:
+            held, self._held_client = self._held_client, []
+            for text in held:
+                await send_within(self.ws, text, self.timeouts.client_write_s)
+            self._client_away = False
+        self.reattaches += 1
+        return True
+
+    async def reattach(self, ws: WebSocket) -> None:
+        """A reconnecting client takes the session over; returns when the session is done with `ws`."""
+        self._ws_released = asyncio.get_running_loop().create_future()
+        self.ws = ws
+        self._reattached.set()
+        await self._ws_released
+
+    def _release_ws(self) -> None:
+        if self._ws_released is not None and not self._ws_released.done():
+            self._ws_released.set_result(None)
 
     async def _client_loop(self) -> None:
         while self._closed is None:
@@ -122,10 +206,26 @@ class RealtimeSession:
                 self.grant.client_messages(out.client)
             async with self._send_lock:
                 for message in out.client:
-                    await send_within(self.ws, orjson.dumps(message).decode(), self.timeouts.client_write_s)
+                    text = orjson.dumps(message).decode()
+                    if self._client_away:
+                        self._hold_for_client(text)
+                        continue
+                    try:
+                        await send_within(self.ws, text, self.timeouts.client_write_s)
+                    except ClientStalled:
+                        raise  # connected but not reading: dropped, never reattached
+                    except Exception:
+                        if self.reattach_grace_s <= 0:
+                            raise
+                        self._client_away = True  # the client loop decides: reattach or end
+                        self._hold_for_client(text)
         if not out.upstream or (self.grant is not None and self.grant.stop is not None):
-            return  # nothing more reaches Gemini once accounting has stopped the session
+            self._check_switch()
+            return  # (nothing more reaches Gemini once accounting has stopped the session)
         messages = out.upstream
+        if self._queue is not None:  # moving to a new connection: hold the input, in order
+            await self._hold(messages)
+            return
         if self.upstream is None:
             if self._closed is not None:
                 return
@@ -137,8 +237,9 @@ class RealtimeSession:
             try:
                 await self.upstream.send(message)
             except ConnectionClosed:
-                return  # the upstream reader reports the close
+                break  # the upstream reader reports the close
         self._stall.sent(_turn_pending(self.translator.session))
+        self._check_switch()
 
     async def _open_upstream(self, messages: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
         """Connect, send `setup`, wait for setupComplete; returns the messages still to send."""
@@ -172,12 +273,12 @@ class RealtimeSession:
             await self._fail("livegate could not open the Gemini Live session.", "upstream_unavailable")
             return None
         await self.deliver(self.translator.from_upstream(first))
-        self._upstream_task = asyncio.create_task(self._upstream_loop())
+        self._upstream_task = asyncio.create_task(self._upstream_loop(self.upstream))
         return rest
 
-    async def _upstream_loop(self) -> None:
+    async def _upstream_loop(self, conn: UpstreamConnection) -> None:
         try:
-            await self._pump_upstream()
+            await self._pump_upstream(conn)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # never leave the client waiting on a reader that died
@@ -186,8 +287,7 @@ class RealtimeSession:
             log.exception("upstream reader failed")
             await self._close_client(CLOSE_INTERNAL_ERROR, "internal error")
 
-    async def _pump_upstream(self) -> None:
-        assert self.upstream is not None
+    async def _pump_upstream(self, conn: UpstreamConnection) -> None:
         while True:
             idle = self.translator.idle_timeout
             stall = self._stall.remaining(self.timeouts.upstream_stall_s)
@@ -196,7 +296,7 @@ class RealtimeSession:
                 # asyncio.timeout, not wait_for: Python 3.11's wait_for returns a frame that arrives together
                 # with a cancellation and drops the cancellation, so the session's end would wait forever.
                 async with asyncio.timeout(timeout):
-                    frame = await self.upstream.recv()
+                    frame = await conn.recv()
             except TimeoutError:
                 if self._stall.stalled(self.timeouts.upstream_stall_s, _turn_pending(self.translator.session)):
                     await self._fail(f"Gemini Live sent nothing for {self.timeouts.upstream_stall_s:g} s in the "
@@ -206,13 +306,142 @@ class RealtimeSession:
                     await self.deliver(self.translator.upstream_idle())
                 continue
             except ConnectionClosed as exc:
-                await self._upstream_closed(*self.upstream.close_info(exc))
+                if conn is not self.upstream or self._queue is not None:
+                    return  # a connection the session moved away from (or is moving away from)
+                code, reason = conn.close_info(exc)
+                if self._recoverable(code):
+                    log.info("upstream closed (%s); moving the session to a new connection", code)
+                    self._start_switch("fresh" if code == CLOSE_INTERNAL_ERROR else "handle",
+                                       recovering=not self.translator.session.get("go_away"))
+                    return
+                await self._upstream_closed(code, reason)
                 return
             if self.grant is not None:
                 self.grant.upstream_frame(frame)
             await self.deliver(self.translator.from_upstream(frame))
             self._stall.received(_turn_pending(self.translator.session))
             await fair_turn()
+
+    # -- moving the session to a new connection ----------------------------------------------------
+
+    def _recoverable(self, code: int) -> bool:
+        if self.translator.session.get("go_away"):
+            return True  # the connection was ending anyway
+        return code not in NOT_RECOVERABLE and self._recoveries < self.policy.recoveries
+
+    def _check_switch(self) -> None:
+        """After each input: start the move a goAway (or a session.update needing a new setup) asked for,
+        once the session is at a turn boundary."""
+        session = self.translator.session
+        if self._recoveries and session.get("resumption_handle") != self._recovery_handle:
+            self._recoveries = 0  # the recovered connection completed a turn
+        go_away = session.get("go_away")
+        if not (go_away or session.get("reconfigure")) or self._switch_task is not None or self._closed is not None \
+                or self.upstream is None:
+            return
+        if self.policy.at_turn_boundary(self.translator):
+            self._start_switch("handle")
+        elif go_away and self._deadline_task is None:
+            left = duration_s(go_away)
+            delay = max(0.0, (left if left is not None else 0.0) - self.policy.switch_margin_s)
+            self._deadline_task = asyncio.create_task(self._switch_by_deadline(delay))
+
+    async def _switch_by_deadline(self, delay: float) -> None:
+        await asyncio.sleep(delay)
+        self._deadline_task = None
+        if self._switch_task is None and self._closed is None:
+            log.info("no turn boundary before the goAway deadline; switching mid-turn")
+            self._start_switch("handle")
+
+    def _start_switch(self, mode: str, *, recovering: bool = False) -> None:
+        if self._switch_task is None:
+            self._queue = InputQueue(self.policy.queue_audio_ms)
+            self._switch_task = asyncio.create_task(self._switch(mode, recovering))
+
+    def _handle_usable(self) -> bool:
+        session = self.translator.session
+        arrived = session.get("resumption_handle_at")
+        return bool(session.get("resumption_handle")) and not session.get("handle_stale") and (
+            isinstance(arrived, int | float) and time.time() - arrived < self.policy.handle_ttl_s)
+
+    async def _switch(self, mode: str, recovering: bool) -> None:
+        """Open the new connection (resumed, else fresh and re-seeded), then flush the held input."""
+        try:
+            if self._deadline_task is not None and asyncio.current_task() is not self._deadline_task:
+                self._deadline_task.cancel()
+            self._deadline_task = None
+            cut = not self.policy.at_turn_boundary(self.translator)
+            if mode == "handle" and not self._handle_usable():
+                mode = "fresh"
+            old = self.upstream
+            moved = await self._reconnect(mode, cut)
+            if not moved and mode == "handle":
+                moved = await self._reconnect("fresh", False)
+            if old is not None:
+                with contextlib.suppress(Exception):
+                    await old.close()
+            if not moved:
+                await self._fail("livegate could not move the session to a new Gemini Live connection.",
+                                 "upstream_unavailable")
+                return
+            assert self.upstream is not None  # the new connection
+            self.switches += 1
+            if recovering:
+                self._recoveries += 1
+                self._recovery_handle = self.translator.session.get("resumption_handle")
+            queue, self._queue = self._queue, None
+            for message in queue.drain() if queue is not None else ():
+                try:
+                    await self.upstream.send(message)
+                except ConnectionClosed:
+                    break
+        finally:
+            self._switch_task = None
+            self._queue = None
+        self._check_switch()
+
+    async def _reconnect(self, mode: str, cut: bool) -> bool:
+        out = self.translator.upstream_resume(mode, cut=cut)
+        if out.client:
+            await self.deliver(Output(client=out.client))
+        setup, rest = out.upstream[0], out.upstream[1:]
+        conn: UpstreamConnection | None = None
+        try:
+            conn = await UpstreamConnection.open(await self.provider.target())
+            await conn.send(setup)
+            async with asyncio.timeout(self.timeouts.upstream_setup_s):
+                first = await conn.recv()
+            for message in rest:
+                await conn.send(message)
+        except ConnectionClosed as exc:
+            log.warning("the new upstream connection (%s) closed: %s", mode, conn.close_info(exc) if conn else "")
+            return False
+        except Exception as exc:  # unreachable, refused, timed out, credentials: the caller decides
+            log.warning("could not open the new upstream connection (%s): %s", mode, type(exc).__name__)
+            if conn is not None:
+                with contextlib.suppress(Exception):
+                    await conn.close()
+            return False
+        self.upstream = conn
+        await self.deliver(Output(client=self.translator.from_upstream(first).client))
+        self._upstream_task = asyncio.create_task(self._upstream_loop(conn))
+        return True
+
+    def _hold_for_client(self, text: str) -> None:
+        self._held_client.append(text)
+        if len(self._held_client) > MAX_HELD_CLIENT_EVENTS:
+            del self._held_client[0]
+
+    async def _hold(self, messages: list[dict[str, Any]]) -> None:
+        assert self._queue is not None
+        for message in messages:
+            self._queue.put(message)
+        dropped = self._queue.take_dropped()
+        if dropped:
+            await self.deliver(self.translator.server_error(
+                f"{dropped:.0f} ms of input audio were dropped while livegate moved the session to a new "
+                f"Gemini Live connection (at most {self.policy.queue_audio_ms:.0f} ms are held).",
+                "input_audio_dropped"))
 
     async def _upstream_closed(self, code: int, reason: str) -> None:
         await self.deliver(self.translator.upstream_closed(code, reason))
@@ -228,6 +457,7 @@ class RealtimeSession:
     async def _close_client(self, code: int, reason: str) -> None:
         if self._closed is None:
             self._closed = (code, reason)
+            self._reattached.set()  # a session waiting for its client to come back ends now
             try:
                 async with asyncio.timeout(self.timeouts.client_write_s):  # a close frame waits like any write
                     await self.ws.close(code=code, reason=reason[:120])

@@ -25,6 +25,16 @@ def echo_answer(user_text: str) -> str:
     return f"{PREFIX} You said: {user_text}"
 
 
+def asks_recall(user_text: str) -> bool:
+    """A question whose answer depends on the conversation so far ("What did I say before?")."""
+    return "what did i say" in user_text.lower()
+
+
+def recall_answer(earlier: list[str]) -> str:
+    """Every earlier user turn, in order: an answer only a session that kept its history can give."""
+    return f"{PREFIX} Before this you said: " + " | ".join(earlier) if earlier else f"{PREFIX} You said nothing before."
+
+
 def heard_answer(seconds: float) -> str:
     return f"{PREFIX} I heard {seconds:.1f} s of audio."
 

@@ -13,6 +13,7 @@ import json
 import logging
 import re
 import ssl as ssl_module
+import time
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from http import HTTPStatus
@@ -23,6 +24,8 @@ from urllib.parse import parse_qs, urlsplit
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
+
+from livegate.models import ModelTable, shipped_table
 
 from . import audio, script
 from .wire import b64decode, b64encode, camel, normalize_keys, sample_rate
@@ -63,12 +66,25 @@ class SimSession:
     received: list[dict[str, Any]] = field(default_factory=list)  # parsed client messages, as sent
     sent: list[dict[str, Any]] = field(default_factory=list)  # server frames, in order
     setup: dict[str, Any] | None = None  # the setup message, keys normalised to camelCase
+    capabilities: dict[str, Any] | None = None  # the model's row of mappings/models.yaml, once set up
+    resumed_from: str | None = None  # the resumption handle this connection's setup resumed
+    connection: Any = field(default=None, repr=False, compare=False)  # the live _Connection (for abort())
+
+    async def abort(self, code: int = 1011, reason: str = "Internal error encountered.") -> None:
+        """End the connection as a failing service would: a close `code` (1011: the session's handles die
+        with it, as a backend fault is not fixed by resuming), or 1006: the TCP connection just drops."""
+        if self.connection is not None:
+            await self.connection.abort(code, reason)
     close_code: int | None = None  # set when the simulator closed the connection itself
     close_reason: str | None = None
 
 
 class _ClientError(Exception):
     """Bad client input: the connection is closed with 1007 and this reason."""
+
+
+class _Fault(Exception):
+    """A backend fault: the connection is closed with 1011 and this reason."""
 
 
 class GeminiLiveSimulator:
@@ -80,13 +96,27 @@ class GeminiLiveSimulator:
         usage_placement: UsagePlacement = "with_turn_complete",
         api_key: str | None = None,
         ssl: ssl_module.SSLContext | None = None,
+        models: ModelTable | None = None,
+        connection_lifetime: float | None = None,
+        go_away_lead: float = 1.0,
+        handle_ttl: float = 7200.0,
     ) -> None:
+        """`connection_lifetime`: seconds after which a connection ends, `go_away_lead` seconds after a
+        goAway (like the real ~10 min / ~60 s, shortened for tests). Resumption handles live `handle_ttl`
+        seconds and carry the conversation, as Gemini's do."""
         if usage_placement not in ("with_turn_complete", "after_turn_complete"):
             raise ValueError(f"unknown usage_placement {usage_placement!r}")
         self.chunk_delay = chunk_delay
         self.usage_placement = usage_placement
         self.api_key = api_key
         self.ssl = ssl
+        self.models = models or shipped_table()  # it behaves as the model named in setup
+        self.connection_lifetime = connection_lifetime
+        self.go_away_lead = go_away_lead
+        self.handle_ttl = handle_ttl
+        self.resumable: dict[str, dict[str, Any]] = {}  # handle -> what a resumed session continues with
+        self.setup_delay = 0.0  # seconds before setupComplete (a slow service, for tests)
+        self.handles_issued = 0
         self.sessions: list[SimSession] = []
         self._server: Server | None = None
         self._host = "127.0.0.1"
@@ -158,7 +188,11 @@ class GeminiLiveSimulator:
             session_id=f"sim-session-{len(self.sessions) + 1}",
         )
         self.sessions.append(session)
-        await _Connection(self, ws, session).run()
+        session.connection = _Connection(self, ws, session)
+        try:
+            await session.connection.run()
+        finally:
+            session.connection = None
 
 
 class _Connection:
@@ -174,7 +208,9 @@ class _Connection:
         self.system_instruction = ""
         self.history: list[dict[str, Any]] = []
         self.pending_calls: dict[str, str] = {}  # call id -> function name, awaiting a toolResponse
-        self.calls = self.handles = 0
+        self.calls = 0
+        self.lifetime_task: asyncio.Task[None] | None = None
+        self.seeding = False  # historyConfig.initialHistoryInClientContent: clientContent is history until turnComplete
         self.vad = audio.EnergyVad()
         self.in_activity = False  # between activityStart and activityEnd (manual mode)
         self.activity_audio = bytearray()
@@ -183,6 +219,8 @@ class _Connection:
         # Where the answer task is: "idle" (not in a model turn yet), "streaming" (model turn frames sent),
         # "finishing" (turnComplete under way: only usage / resumption frames left).
         self.phase = "idle"
+        self.caps: dict[str, Any] = {}  # the model's capabilities (mappings/models.yaml), set at setup
+        self.model_turns = 0  # finished model turns
 
     # --- plumbing --------------------------------------------------------------------------------------
 
@@ -192,14 +230,35 @@ class _Connection:
                 await self._on_frame(raw)
         except _ClientError as exc:
             await self._close(1007, str(exc))
+        except _Fault as exc:
+            await self._close(1011, str(exc))
         except ConnectionClosed:
             pass
         except Exception as exc:
             log.exception("simulator session %s failed", self.session.session_id)
             await self._close(1011, f"internal error: {exc!r}")
         finally:
-            if self.answer_task is not None:
-                self.answer_task.cancel()
+            for task in (self.answer_task, self.lifetime_task):
+                if task is not None:
+                    task.cancel()
+
+    async def abort(self, code: int, reason: str) -> None:
+        if code == 1011:  # its handles cannot resume a session the backend lost
+            for handle in [h for h, saved in self.sim.resumable.items() if saved["session"] == self.session.session_id]:
+                self.sim.resumable[handle]["dead"] = True
+        if code == 1006:
+            self.session.close_code, self.session.close_reason = 1006, "connection dropped"
+            self.ws.transport.abort()
+            return
+        await self._close(code, reason)
+
+    async def _live_for(self, lifetime: float) -> None:
+        """The connection's lifetime: a goAway `go_away_lead` seconds before the end, then the close."""
+        lead = min(self.sim.go_away_lead, lifetime)
+        await asyncio.sleep(lifetime - lead)
+        await self._send({"goAway": {"timeLeft": f"{lead:g}s"}})
+        await asyncio.sleep(lead)
+        await self._close(1000, "The connection reached its maximum lifetime.")
 
     async def _close(self, code: int, reason: str) -> None:
         reason = reason.encode()[:120].decode(errors="ignore")  # close reasons are capped at 123 bytes
@@ -274,12 +333,18 @@ class _Connection:
         elif not self.setup_done:
             raise _ClientError("The first message must be setup.")
         elif name == "clientContent":
+            if self.model_turns and not self.caps["client_content_after_first_turn"]:
+                log.info("simulator: %s ignores clientContent after the first turn", self.caps["model"])
+                return
             await self._on_client_content(body)
         elif name == "realtimeInput":
             await self._on_realtime_input(body)
         elif name == "toolResponse":
             await self._on_tool_response(body)
         else:
+            if not self.caps["context_update"]:
+                raise _ClientError(f"contextUpdate is not supported by the model {self.caps['model']}.")
+            self._check_model_can(body)
             self._on_context_update(body)
 
     async def _on_setup(self, setup: dict[str, Any]) -> None:
@@ -291,14 +356,69 @@ class _Connection:
         if wanted not in (["TEXT"], ["AUDIO"]):
             raise _ClientError(f"responseModalities must be [TEXT] or [AUDIO], got {modalities!r}.")
         self.text_out = wanted == ["TEXT"]
+        self.caps = self.sim.models.capabilities(setup["model"], self.session.backend)
+        self.session.capabilities = self.caps
+        if wanted[0] not in self.caps["output_modalities"]:
+            raise _ClientError(f"The requested combination of response modalities ({wanted[0]}) is not supported "
+                               "by the model.")
+        self._check_model_can(setup)
         self.input_transcription = setup.get("inputAudioTranscription") is not None
         self.output_transcription = setup.get("outputAudioTranscription") is not None
         detection = _obj(_obj(setup.get("realtimeInputConfig")).get("automaticActivityDetection"))
         self.manual_activity = bool(detection.get("disabled"))
         self._on_context_update(setup)
+        self._resume(_obj(setup.get("sessionResumption")).get("handle"))
+        self.seeding = bool(_obj(setup.get("historyConfig")).get("initialHistoryInClientContent"))
         self.session.setup = setup
         self.setup_done = True
+        if self.sim.setup_delay:
+            await asyncio.sleep(self.sim.setup_delay)
         await self._send({"setupComplete": {"sessionId": self.session.session_id}})
+        if self.sim.connection_lifetime is not None:
+            self.lifetime_task = asyncio.create_task(self._live_for(self.sim.connection_lifetime))
+
+    def _resume(self, handle: Any) -> None:
+        """Continue the conversation a handle was issued for (the new setup's configuration applies)."""
+        if handle is None:
+            return
+        saved = self.sim.resumable.get(handle) if isinstance(handle, str) else None
+        if saved is None or time.monotonic() - saved["issued"] > self.sim.handle_ttl:
+            raise _ClientError("Invalid or expired session resumption handle.")
+        if saved.get("dead"):
+            raise _Fault("Deadline expired before operation could complete.")
+        self.history = [dict(turn) for turn in saved["history"]]
+        self.pending_calls = dict(saved["pending_calls"])
+        self.model_turns = saved["model_turns"]
+        self.session.resumed_from = handle
+
+    def _check_model_can(self, setup: dict[str, Any]) -> None:
+        """Close with 1007, as the real service does, for what the model's row says it cannot take."""
+        caps, config = self.caps, _obj(setup.get("generationConfig"))
+        tools = setup.get("tools")
+        tools = tools.get("tools") if isinstance(tools, dict) else tools  # contextUpdate wraps the list
+        declarations = [d for t in tools or [] if isinstance(t, dict) for d in t.get("functionDeclarations") or []]
+        thinking = _obj(config.get("thinkingConfig"))
+        proactive = _obj(setup.get("proactivity")).get("proactiveAudio")
+        problems = [
+            (bool(tools) and not caps["tools"], "tools are not supported by this model"),
+            ("systemInstruction" in setup and not caps["instructions"], "systemInstruction is not supported"),
+            (any(_obj(d).get("behavior") == "BLOCKING" for d in declarations) and not caps["blocking_tools"],
+             "only NON_BLOCKING functions are supported by this model"),
+            ("thinkingLevel" in thinking and caps["thinking"] not in ("level", "required"),
+             "thinkingLevel is not supported by this model"),
+            (caps["thinking"] == "required" and "generationConfig" in setup
+             and ("thinkingLevel" in thinking) == ("thinkingBudget" in thinking),
+             "exactly one of thinkingLevel and thinkingBudget is required"),
+            (proactive is not None and caps["proactive_audio"] == "none", "proactivity is not supported"),
+            (proactive is False and caps["proactive_audio"] == "always", "proactiveAudio cannot be disabled"),
+            ("enableAffectiveDialog" in config and not caps["affective_dialog"],
+             "enableAffectiveDialog is not supported"),
+            (_obj(setup.get("sessionResumption")).get("transparent") is not None and not caps["transparent_resumption"],
+             "transparent is not supported"),
+        ]
+        for failed, reason in problems:
+            if failed:
+                raise _ClientError(f"{reason} ({caps['model']}).")
 
     def _on_context_update(self, update: dict[str, Any]) -> None:
         """systemInstruction / tools, from setup or a later contextUpdate."""
@@ -314,6 +434,10 @@ class _Connection:
         turns = content.get("turns") or []
         if not isinstance(turns, list) or not all(isinstance(t, dict) for t in turns):
             raise _ClientError("clientContent.turns must be a list of Content objects.")
+        if self.seeding:  # history for a fresh session: taken as it is, nothing is answered
+            self.history.extend(turns)
+            self.seeding = not content.get("turnComplete")
+            return
         await self._interrupt()  # clientContent always interrupts the current generation
         self.history.extend(turns)
         if not content.get("turnComplete"):
@@ -371,9 +495,15 @@ class _Connection:
             return
         started, ended = self.vad.feed(data, rate)
         if started:
+            await self._voice_activity("ACTIVITY_START")
             await self._interrupt()
         for pcm in ended:
+            await self._voice_activity("ACTIVITY_END")
             await self._user_audio_turn(pcm, rate)
+
+    async def _voice_activity(self, kind: str) -> None:
+        if self.caps["voice_activity"]:
+            await self._send({"voiceActivity": {"type": kind}})  # the wire name (the SDK says voice_activity_type)
 
     async def _on_tool_response(self, body: dict[str, Any]) -> None:
         responses = body.get("functionResponses") or []
@@ -409,7 +539,9 @@ class _Connection:
         tokens = {"TEXT": script.text_tokens(self.system_instruction + prompt)}
         name = script.called_function(user_text, self.functions)
         if name is None:
-            await self._respond(self._stream_turn(script.echo_answer(user_text), tokens))
+            said = [_text_of(t) for t in self.history if t.get("role", "user") == "user" and _text_of(t)]
+            answer = script.recall_answer(said[:-1]) if script.asks_recall(user_text) else script.echo_answer(user_text)
+            await self._respond(self._stream_turn(answer, tokens))
             return
         self.calls += 1
         args = script.sample_args(self.functions[name])
@@ -428,7 +560,7 @@ class _Connection:
         await self._respond(self._audio_answer(seconds, tokens))
 
     async def _audio_answer(self, seconds: float, tokens: dict[str, int]) -> None:
-        if self.input_transcription:
+        if self.input_transcription or self.caps["input_transcription_unasked"]:
             for chunk in script.heard_transcript(seconds):
                 await self._send({"serverContent": {"inputTranscription": {"text": chunk}}})
                 await self._pause()
@@ -463,16 +595,26 @@ class _Connection:
         await self._pause()
         usage = script.usage_metadata(self.session.backend, prompt_tokens, response_tokens)
         self.phase = "finishing"  # from here on a barge-in waits for the turn instead of interrupting it
-        if self.sim.usage_placement == "with_turn_complete":
+        if not self.caps["reports_usage"]:
+            await self._send({"serverContent": {"turnComplete": True}})
+        elif self.sim.usage_placement == "with_turn_complete":
             await self._send({"serverContent": {"turnComplete": True}, "usageMetadata": usage})
         else:
             await self._send({"serverContent": {"turnComplete": True}})
             await self._send({"usageMetadata": usage})
         self.history.append({"role": "model", "parts": [{"text": text}]})
-        self.handles += 1
-        update = {"newHandle": f"sim-handle-{self.handles}", "resumable": True}
-        await self._send({"sessionResumptionUpdate": update})
+        self.model_turns += 1
+        await self._send({"sessionResumptionUpdate": {"newHandle": self._new_handle(), "resumable": True}})
         self.phase = "idle"
+
+
+    def _new_handle(self) -> str:
+        self.sim.handles_issued += 1
+        handle = f"sim-handle-{self.sim.handles_issued}"
+        self.sim.resumable[handle] = {"session": self.session.session_id, "issued": time.monotonic(),
+                                      "history": [dict(turn) for turn in self.history],
+                                      "pending_calls": dict(self.pending_calls), "model_turns": self.model_turns}
+        return handle
 
 
 def _model_turn(part: dict[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,96 @@
+"""The model capability table (`mappings/models.yaml`): which Gemini Live model can do what.
+
+The table is data; this module only matches a model id to its row, applies a config entry's
+`model_info` overrides and resolves the backend-dependent columns. The translator sees the result as
+`config.capabilities`, and the simulator behaves by the same rows.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+
+from livegate.mapping.errors import MappingError
+from livegate.mapping.yamlpos import Located
+from livegate.paths import MAPPINGS_DIR, SCHEMAS_DIR
+
+# Columns listing the backends where something holds; a session sees them as booleans for its backend.
+BACKEND_COLUMNS = ("transparent_resumption", "affective_dialog")
+
+
+@cache
+def _schema() -> dict[str, Any]:
+    return json.loads((SCHEMAS_DIR / "models.schema.json").read_text())
+
+
+def short_model_id(model: str) -> str:
+    """`gemini-x` from `gemini-x`, `models/gemini-x` or a Vertex resource path."""
+    return model.rsplit("models/", 1)[-1] if "models/" in model else model
+
+
+@dataclass(frozen=True)
+class ModelTable:
+    default: dict[str, Any]
+    rows: tuple[dict[str, Any], ...]
+
+    @classmethod
+    def load(cls, path: str | Path | None = None, *, file_label: str | None = None) -> ModelTable:
+        """Read and check a models.yaml; raises MappingError naming file:line:column."""
+        path = Path(path) if path else MAPPINGS_DIR / "models.yaml"
+        doc = Located(file_label or str(path), path.read_text())
+        validator = jsonschema.Draft202012Validator(_schema())
+        error = jsonschema.exceptions.best_match(validator.iter_errors(doc.data))
+        if error is not None:
+            where = ".".join(str(p) for p in error.absolute_path) or "(top level)"
+            raise MappingError(doc.position(tuple(error.absolute_path)), f"{where}: {error.message}")
+        return cls(default=doc.data["default"], rows=tuple(doc.data["models"]))
+
+    def row(self, model: str) -> dict[str, Any]:
+        """The row for a model id in any spelling: the first matching pattern, else the default row."""
+        name = short_model_id(model)
+        for row in self.rows:
+            if any(fnmatch.fnmatchcase(name, pattern) for pattern in row["match"]):
+                return row
+        return {**self.default, "family": "default"}
+
+    def capabilities(self, model: str, backend: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+        """What a session on `model` over `backend` can use, with `model_info` overrides applied."""
+        row = {k: v for k, v in self.row(model).items() if k != "match"}
+        row.update(known_overrides(overrides))
+        for column in BACKEND_COLUMNS:
+            row[column] = backend in row[column]
+        row["model"] = short_model_id(model)
+        return row
+
+
+def known_overrides(model_info: dict[str, Any] | None) -> dict[str, Any]:
+    """The capability columns in a config entry's `model_info` (other keys, e.g. LiteLLM's, are ignored)."""
+    columns = _schema()["$defs"]["columns"]
+    return {k: v for k, v in (model_info or {}).items() if k in columns}
+
+
+def check_overrides(model_info: Any, where: str) -> str | None:
+    """A message naming the first invalid capability column of `model_info`, or None when it is fine."""
+    if model_info is None:
+        return None
+    if not isinstance(model_info, dict):
+        return f"{where}: expected a mapping"
+    schema = _schema()
+    for key, value in known_overrides(model_info).items():
+        column = {"$defs": schema["$defs"], **schema["$defs"]["columns"][key]}
+        error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(column).iter_errors(value))
+        if error is not None:
+            return f"{where}.{key}: {error.message}"
+    return None
+
+
+@cache
+def shipped_table() -> ModelTable:
+    """The table shipped in mappings/ (what the simulator reads)."""
+    return ModelTable.load()

@@ -81,7 +81,7 @@ async def test_rest_calls_are_costed_and_limited(served: dict[str, Any]) -> None
 async def test_live_passthrough_session_ends_when_the_budget_runs_out(served: dict[str, Any]) -> None:
     key = await _key(served["http"], max_budget=0.00001)
     async with connect(served["ws"] + "/gemini/live", additional_headers={"x-goog-api-key": key}) as ws:
-        await ws.send(json.dumps({"setup": {"model": "live", "generationConfig": {"responseModalities": ["TEXT"]}}}))
+        await ws.send(json.dumps({"setup": {"model": "live", "generationConfig": {"responseModalities": ["AUDIO"]}}}))
         await ws.send(json.dumps({"clientContent": {"turns": [{"role": "user", "parts": [{"text": "Hi " * 50}]}],
                                                     "turnComplete": True}}))
         with contextlib.suppress(ConnectionClosed):

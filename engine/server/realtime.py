@@ -56,7 +56,8 @@ CLOSE_BAD_GATEWAY = 1014
 # Gemini closes that resuming cannot fix: our request was refused (1007 invalid, 1008 policy).
 NOT_RECOVERABLE = frozenset({CLOSE_NORMAL, 1007, 1008})
 # Client closes after which the openai SDK reconnects by itself: the session waits for it to reattach.
-RETRIED_BY_SDK = frozenset({1001, 1005, 1006, 1011, 1012, 1013, 1015})
+# Not 1012: that is uvicorn shutting this gateway down, and the session cannot outlive the process.
+RETRIED_BY_SDK = frozenset({1001, 1005, 1006, 1011, 1013, 1015})
 MAX_HELD_CLIENT_EVENTS = 5000  # events for a detached client, oldest dropped beyond
 
 

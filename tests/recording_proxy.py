@@ -1,0 +1,118 @@
+"""A WebSocket proxy that records every frame between a client library and livegate.
+
+The framework tests (tests/test_frameworks.py) put it between the real library and livegate, to assert what
+the library sent and what reached it. It also captures a library's exact event sequence for study:
+
+    python -m tests.recording_proxy ws://127.0.0.1:4000 8765 capture.jsonl
+
+then point the library at ws://127.0.0.1:8765/v1/realtime instead of livegate; each line of capture.jsonl is
+{"dir": "client" | "server", "event": <the JSON frame>} (audio payloads cut to 16 characters).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import websockets
+from websockets.asyncio.server import ServerConnection, serve
+
+_LONG = ("audio", "delta")  # base64 audio: kept short in a capture file
+
+
+@dataclass
+class Recording:
+    """Frames in the order the proxy saw them: ("client" | "server", decoded JSON)."""
+
+    frames: list[tuple[str, Any]] = field(default_factory=list)
+    closes: list[tuple[int | None, str]] = field(default_factory=list)
+
+    def sent(self) -> list[dict[str, Any]]:
+        """What the client library sent."""
+        return [event for side, event in self.frames if side == "client"]
+
+    def received(self) -> list[dict[str, Any]]:
+        """What reached the client library."""
+        return [event for side, event in self.frames if side == "server"]
+
+    def types(self, side: str) -> list[str]:
+        return [event.get("type", "?") for s, event in self.frames if s == side and isinstance(event, dict)]
+
+    def errors(self) -> list[dict[str, Any]]:
+        return [event for event in self.received() if isinstance(event, dict) and event.get("type") == "error"]
+
+
+def _decode(frame: str | bytes) -> Any:
+    try:
+        return json.loads(frame)
+    except ValueError:
+        return {"type": "<not json>", "bytes": len(frame)}
+
+
+@contextlib.asynccontextmanager
+async def recording_proxy(upstream: str, port: int = 0) -> AsyncIterator[tuple[str, Recording]]:
+    """Serve a proxy on 127.0.0.1 that forwards each connection (path, query and headers as sent) to
+    `upstream` (ws://host:port); yield its base URL (ws://127.0.0.1:PORT) and the recording."""
+    recording = Recording()
+
+    async def handle(client: ServerConnection) -> None:
+        request = client.request
+        assert request is not None
+        headers = {k: v for k, v in request.headers.raw_items()
+                   if k.lower() in ("authorization", "openai-beta", "x-goog-api-key", "api-key")}
+        protocols = request.headers.get("sec-websocket-protocol")
+        subprotocols = [p.strip() for p in protocols.split(",")] if protocols else None
+        try:
+            server = await websockets.connect(upstream + request.path, additional_headers=headers,
+                                              subprotocols=subprotocols,  # type: ignore[arg-type]
+                                              max_size=None)
+        except websockets.InvalidStatus as refused:
+            await client.close(1008, f"upstream refused: HTTP {refused.response.status_code}")
+            return
+
+        async def pump(source: Any, sink: Any, side: str) -> None:
+            try:
+                async for frame in source:
+                    recording.frames.append((side, _decode(frame)))
+                    await sink.send(frame)
+            except websockets.ConnectionClosed:
+                pass
+            finally:
+                if side == "server":
+                    recording.closes.append((source.close_code, source.close_reason or ""))
+                await sink.close(source.close_code or 1000, source.close_reason or "")
+
+        async with server:
+            await asyncio.gather(pump(client, server, "client"), pump(server, client, "server"))
+
+    async with serve(handle, "127.0.0.1", port, max_size=None) as proxy:
+        port = next(iter(proxy.sockets)).getsockname()[1]
+        yield f"ws://127.0.0.1:{port}", recording
+
+
+def _short(event: Any) -> Any:
+    if isinstance(event, dict):
+        return {k: (v[:16] + "..." if k in _LONG and isinstance(v, str) and len(v) > 16 else _short(v))
+                for k, v in event.items()}
+    return event
+
+
+async def _main(upstream: str, port: int, path: str) -> None:
+    async with recording_proxy(upstream, port) as (url, recording):
+        print(f"recording {url} -> {upstream} into {path} (Ctrl-C to stop)")
+        try:
+            await asyncio.Event().wait()
+        finally:
+            with open(path, "w") as out:
+                for side, event in recording.frames:
+                    out.write(json.dumps({"dir": side, "event": _short(event)}) + "\n")
+
+
+if __name__ == "__main__":
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_main(sys.argv[1], int(sys.argv[2]), sys.argv[3]))

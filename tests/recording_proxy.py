@@ -85,7 +85,9 @@ async def recording_proxy(upstream: str, port: int = 0) -> AsyncIterator[tuple[s
             finally:
                 if side == "server":
                     recording.closes.append((source.close_code, source.close_reason or ""))
-                await sink.close(source.close_code or 1000, source.close_reason or "")
+                code = source.close_code
+                # 1005/1006 (no status, abnormal) describe a close but cannot be sent in one
+                await sink.close(code if code and code not in (1005, 1006) else 1000, source.close_reason or "")
 
         async with server:
             await asyncio.gather(pump(client, server, "client"), pump(server, client, "server"))

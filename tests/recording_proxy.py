@@ -29,8 +29,10 @@ _LONG = ("audio", "delta")  # base64 audio: kept short in a capture file
 class Recording:
     """Frames in the order the proxy saw them: ("client" | "server", decoded JSON)."""
 
+    upstream: str = ""  # where new connections go (a test may move it: another instance behind a balancer)
     frames: list[tuple[str, Any]] = field(default_factory=list)
     closes: list[tuple[int | None, str]] = field(default_factory=list)
+    connections: int = 0
 
     def sent(self) -> list[dict[str, Any]]:
         """What the client library sent."""
@@ -58,7 +60,7 @@ def _decode(frame: str | bytes) -> Any:
 async def recording_proxy(upstream: str, port: int = 0) -> AsyncIterator[tuple[str, Recording]]:
     """Serve a proxy on 127.0.0.1 that forwards each connection (path, query and headers as sent) to
     `upstream` (ws://host:port); yield its base URL (ws://127.0.0.1:PORT) and the recording."""
-    recording = Recording()
+    recording = Recording(upstream=upstream)
 
     async def handle(client: ServerConnection) -> None:
         request = client.request
@@ -68,7 +70,8 @@ async def recording_proxy(upstream: str, port: int = 0) -> AsyncIterator[tuple[s
         protocols = request.headers.get("sec-websocket-protocol")
         subprotocols = [p.strip() for p in protocols.split(",")] if protocols else None
         try:
-            server = await websockets.connect(upstream + request.path, additional_headers=headers,
+            recording.connections += 1
+            server = await websockets.connect(recording.upstream + request.path, additional_headers=headers,
                                               subprotocols=subprotocols,  # type: ignore[arg-type]
                                               max_size=None)
         except websockets.InvalidStatus as refused:

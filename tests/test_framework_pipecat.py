@@ -32,13 +32,13 @@ with warnings.catch_warnings():  # pipecat 1.x renames modules with DeprecationW
         LLMTextFrame,
     )
     from pipecat.pipeline.pipeline import Pipeline
-    from pipecat.pipeline.runner import PipelineRunner
-    from pipecat.pipeline.task import PipelineTask
+    from pipecat.pipeline.worker import PipelineWorker
     from pipecat.processors.aggregators.llm_context import LLMContext
     from pipecat.processors.aggregators.llm_response_universal import LLMContextAggregatorPair
     from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
     from pipecat.services.openai.realtime import events
     from pipecat.services.openai.realtime.llm import OpenAIRealtimeLLMService
+    from pipecat.workers.runner import WorkerRunner
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -73,7 +73,7 @@ class Sink(FrameProcessor):
 
 @asynccontextmanager
 async def pipeline(gw: Gateway, said: str, calls: list[Any],
-                   **session: Any) -> AsyncIterator[tuple[PipelineTask, Sink]]:
+                   **session: Any) -> AsyncIterator[tuple[PipelineWorker, Sink]]:
     """A running pipeline whose conversation starts with the user saying `said`."""
     settings = OpenAIRealtimeLLMService.Settings(model="gpt-realtime", session_properties=events.SessionProperties(
         output_modalities=["text"], instructions="Answer briefly.", **session))
@@ -87,8 +87,10 @@ async def pipeline(gw: Gateway, said: str, calls: list[Any],
     context = LLMContext(messages=[{"role": "user", "content": said}], tools=ToolsSchema(standard_tools=[WEATHER]))
     aggregators = LLMContextAggregatorPair(context)
     sink = Sink()
-    task = PipelineTask(Pipeline([aggregators.user(), llm, sink, aggregators.assistant()]))
-    running = asyncio.create_task(PipelineRunner(handle_sigint=False).run(task))
+    task = PipelineWorker(Pipeline([aggregators.user(), llm, sink, aggregators.assistant()]))
+    runner = WorkerRunner(handle_sigint=False)
+    await runner.add_workers(task)
+    running = asyncio.create_task(runner.run())
     await task.queue_frames([LLMRunFrame()])
     try:
         yield task, sink

@@ -49,7 +49,7 @@ async def gateway(model: str = "gemini-3.8-live", chunk_delay: float = 0) -> Asy
 
 
 def no_errors(recording: Recording) -> None:
-    """Fail with the error events livegate sent (all of them, with the client event each one answered)."""
+    """Fail with every error event livegate sent the application."""
     errors = recording.errors()
     if errors:
         pytest.fail("error events reached the application:\n" + "\n".join(

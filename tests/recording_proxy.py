@@ -17,7 +17,7 @@ import json
 import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TextIO
 
 import websockets
 from websockets.asyncio.server import ServerConnection, serve
@@ -33,6 +33,13 @@ class Recording:
     frames: list[tuple[str, Any]] = field(default_factory=list)
     closes: list[tuple[int | None, str]] = field(default_factory=list)
     connections: int = 0
+    out: TextIO | None = None  # a capture file: each frame is written as it passes
+
+    def add(self, side: str, event: Any) -> None:
+        self.frames.append((side, event))
+        if self.out is not None:
+            self.out.write(json.dumps({"dir": side, "event": _short(event)}) + "\n")
+            self.out.flush()
 
     def sent(self) -> list[dict[str, Any]]:
         """What the client library sent."""
@@ -81,7 +88,7 @@ async def recording_proxy(upstream: str, port: int = 0) -> AsyncIterator[tuple[s
         async def pump(source: Any, sink: Any, side: str) -> None:
             try:
                 async for frame in source:
-                    recording.frames.append((side, _decode(frame)))
+                    recording.add(side, _decode(frame))
                     await sink.send(frame)
             except websockets.ConnectionClosed:
                 pass
@@ -108,14 +115,11 @@ def _short(event: Any) -> Any:
 
 
 async def _main(upstream: str, port: int, path: str) -> None:
-    async with recording_proxy(upstream, port) as (url, recording):
-        print(f"recording {url} -> {upstream} into {path} (Ctrl-C to stop)")
-        try:
+    with open(path, "w") as out:
+        async with recording_proxy(upstream, port) as (url, recording):
+            recording.out = out
+            print(f"recording {url} -> {upstream} into {path} (stop it with Ctrl-C)", flush=True)
             await asyncio.Event().wait()
-        finally:
-            with open(path, "w") as out:
-                for side, event in recording.frames:
-                    out.write(json.dumps({"dir": side, "event": _short(event)}) + "\n")
 
 
 if __name__ == "__main__":

@@ -1,11 +1,11 @@
 """A WebSocket proxy that records every frame between a client library and livegate.
 
-The framework tests (tests/test_frameworks.py) put it between the real library and livegate, to assert what
+The framework tests (tests/test_framework_*.py) put it between the real library and livegate, to assert what
 the library sent and what reached it. It also captures a library's exact event sequence for study:
 
     python -m tests.recording_proxy ws://127.0.0.1:4000 8765 capture.jsonl
 
-then point the library at ws://127.0.0.1:8765/v1/realtime instead of livegate; each line of capture.jsonl is
+then point the library at ws://127.0.0.1:8765 (its usual path, e.g. /v1/realtime) instead of livegate; each line of capture.jsonl is
 {"dir": "client" | "server", "event": <the JSON frame>} (audio payloads cut to 16 characters).
 """
 

@@ -5,8 +5,8 @@ the library sent and what reached it. It also captures a library's exact event s
 
     python -m tests.recording_proxy ws://127.0.0.1:4000 8765 capture.jsonl
 
-then point the library at ws://127.0.0.1:8765 (its usual path, e.g. /v1/realtime) instead of livegate; each line of capture.jsonl is
-{"dir": "client" | "server", "event": <the JSON frame>} (audio payloads cut to 16 characters).
+then point the library at ws://127.0.0.1:8765 (with its usual path, /v1/realtime) instead of livegate; each
+line of capture.jsonl is {"dir": "client" | "server", "event": <the JSON frame>} (audio cut to 16 characters).
 """
 
 from __future__ import annotations

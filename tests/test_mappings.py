@@ -147,7 +147,8 @@ def run_case(case: dict[str, Any], mappings: Any = None) -> list[dict[str, Any]]
     capabilities = mappings.models.capabilities(model, backend, case.get("model_info"))
     translator = Translator(mappings, dialect=case.get("dialect", "ga"), deterministic=True, clock=lambda: CLOCK,
                             context={"model": "gpt-realtime", "setup_model": setup_model, "backend": backend,
-                                     "capabilities": capabilities, **({"intent": case["intent"]} if "intent" in case else {})})
+                                     "capabilities": capabilities,
+                                     **({"intent": case["intent"]} if "intent" in case else {})})
     transcript = []
     connect = translator.start()
     if "expect_connect" in case:

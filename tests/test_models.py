@@ -248,7 +248,8 @@ async def test_transcription_model_only_transcribes(sim: GeminiLiveSimulator) ->
     await c.recv()
     await c.send(audio_msg(pcm16(1000) + silence(700)))
     frames = await c.turn()
-    pieces = [f["serverContent"]["inputTranscription"] for f in frames if "inputTranscription" in f.get("serverContent", {})]
+    pieces = [f["serverContent"]["inputTranscription"] for f in frames
+              if "inputTranscription" in f.get("serverContent", {})]
     assert "".join(p["text"] for p in pieces).endswith("heard 1.5 s of audio")
     assert all(p["speakerLabel"] == "A" and p["endOffset"].endswith("s") for p in pieces)
     assert [p.get("finished") for p in pieces] == [None] * (len(pieces) - 1) + [True]

@@ -187,6 +187,30 @@ class Helpers(functions.Functions):
             out[key] = value
         return out
 
+    @functions.signature({"types": ["array", "null"]}, {"types": ["string"]}, {"types": []})
+    def _func_find(self, items: list[Any] | None, key: str, value: Any) -> Any:
+        """The first object in `items` whose `key` equals `value`, or null (a filter cannot see outer names)."""
+        for item in items or ():
+            if isinstance(item, dict) and item.get(key) == value:
+                return item
+        return None
+
+    @functions.signature({"types": ["array", "null"]}, {"types": ["string"]}, {"types": []})
+    def _func_remove(self, items: list[Any] | None, key: str, value: Any) -> list[Any]:
+        """A copy of `items` without the objects whose `key` equals `value`."""
+        return [item for item in items or () if not (isinstance(item, dict) and item.get(key) == value)]
+
+    @functions.signature({"types": ["array", "null"]}, {"types": ["string"]}, {"types": []}, {"types": ["object"]})
+    def _func_patch(self, items: list[Any] | None, key: str, value: Any, changes: dict[str, Any]) -> list[Any]:
+        """A copy of `items` where each object whose `key` equals `value` has `changes` merged in (null removes)."""
+        out = []
+        for item in items or ():
+            if isinstance(item, dict) and item.get(key) == value:
+                item = {**item, **changes}
+                item = {k: v for k, v in item.items() if v is not None}
+            out.append(item)
+        return out
+
     @functions.signature({"types": ["array", "null"]}, {"types": []})
     def _func_append(self, items: list[Any] | None, value: Any) -> list[Any]:
         """A copy of `items` with `value` added at the end."""

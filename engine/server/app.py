@@ -146,12 +146,16 @@ async def _realtime(ws: WebSocket, gateway: Gateway) -> None:
         await _refuse(ws, grant.status, grant.message, grant.code)
         return
     beta = ws.headers.get("openai-beta", "").lower() == BETA_HEADER_VALUE or auth.BETA_PROTOCOL in offered
+    compat = gateway.config.compat(route)
     provider = provider_for(route, gateway.config, gateway.simulator_url)
     context = {"model": model, "setup_model": provider.setup_model(), "backend": provider.backend,
                "capabilities": (gateway.mappings.models or shipped_table()).capabilities(
-                   route.model_id, provider.backend, route.model_info)}
-    translator = Translator(gateway.mappings, dialect="beta" if beta else "ga", context=context,
-                            validator=gateway.validator)
+                   route.model_id, provider.backend, route.model_info),
+               "litellm_compat": compat}
+    # With no header, LiteLLM compatibility starts in beta (LiteLLM's clients speak it); either way the
+    # first session.update's shape may still switch the dialect.
+    translator = Translator(gateway.mappings, dialect="beta" if beta or compat else "ga", context=context,
+                            validator=gateway.validator, sniff_dialect=not beta)
     try:
         await ws.accept(subprotocol=_chosen_subprotocol(offered))
     except BaseException:

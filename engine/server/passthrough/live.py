@@ -43,7 +43,14 @@ from livegate import __version__
 from livegate.accounting.gate import Grant, Refusal
 from livegate.config import ModelRoute
 from livegate.server import auth
-from livegate.server.client_io import CLOSE_CLIENT_TOO_SLOW, ClientStalled, abort_client, fair_turn, send_within
+from livegate.server.client_io import (
+    CLOSE_CLIENT_TOO_SLOW,
+    ClientStalled,
+    abort_client,
+    close_reason,
+    fair_turn,
+    send_within,
+)
 from livegate.server.passthrough.models import match_model, vertex_scope
 from livegate.server.passthrough.usage import LiveUsageMeter
 from livegate.upstream import google_credentials
@@ -229,7 +236,7 @@ class PassthroughSession:
     async def _plan(self, model: str) -> _Plan:
         match = match_model(self.gateway.config, model)
         if match is None:
-            raise _Close(CLOSE_MODEL_NOT_ALLOWED, f"model {model!r} is not available on this gateway")
+            raise _Close(CLOSE_MODEL_NOT_ALLOWED, f"model not available on this gateway: {model!r}")
         if self.grant is not None:
             refusal = self.grant.bind_model(match.route.model_name, match.upstream_id, match.route.model_info)
             if refusal is not None:
@@ -238,10 +245,11 @@ class PassthroughSession:
         provider = match.route.provider
         if self.backend == "vertex":
             if provider == "simulator":
-                raise _Close(CLOSE_MODEL_NOT_ALLOWED, f"model {model!r} is served by the local simulator")
+                raise _Close(CLOSE_MODEL_NOT_ALLOWED,
+                             f"model served by the local simulator, not Vertex AI (use /v1/realtime): {model!r}")
             return await self._vertex_plan(model, match.upstream_id, match.route)
         if provider == "vertex_ai":
-            raise _Close(CLOSE_MODEL_NOT_ALLOWED, f"model {model!r} is on Vertex AI: use /vertex_ai/live")
+            raise _Close(CLOSE_MODEL_NOT_ALLOWED, f"model on Vertex AI, use /vertex_ai/live: {model!r}")
         return await self._aistudio_plan(match.upstream_id, match.route)
 
     async def _vertex_plan(self, model: str, upstream_id: str, route: ModelRoute) -> _Plan:
@@ -416,8 +424,7 @@ def _sendable(code: int) -> bool:
 
 
 def _truncate(reason: str) -> str:
-    """Close reasons are capped at 123 bytes of UTF-8."""
-    return reason.encode()[:123].decode(errors="ignore")
+    return close_reason(reason)
 
 
 class _Duplicate(ValueError):

@@ -245,8 +245,7 @@ class PassthroughSession:
         provider = match.route.provider
         if self.backend == "vertex":
             if provider == "simulator":
-                raise _Close(CLOSE_MODEL_NOT_ALLOWED,
-                             f"model served by the local simulator, not Vertex AI (use /v1/realtime): {model!r}")
+                return self._simulator_vertex_plan(model, match.upstream_id, match.route)
             return await self._vertex_plan(model, match.upstream_id, match.route)
         if provider == "vertex_ai":
             raise _Close(CLOSE_MODEL_NOT_ALLOWED, f"model on Vertex AI, use /vertex_ai/live: {model!r}")
@@ -273,6 +272,24 @@ class PassthroughSession:
         version = scope.api_version or self.client_version or VERTEX_VERSION
         return _Plan(live_url(scope.location, version, scope.api_base), token.headers(), setup_model, upstream_id,
                      scope.project, scope.location)
+
+    def _simulator_vertex_plan(self, model: str, upstream_id: str, route: ModelRoute) -> _Plan:
+        """A simulator entry on /vertex_ai/live: the simulator's Vertex endpoint, offline, with no Google
+        credentials (README "Vertex AI offline, on the simulator"). Project and location are as sent, or
+        the configured ones, or placeholders: the simulator checks only their shape."""
+        api_base = route.api_base or self.gateway.simulator_url
+        if api_base is None:
+            raise RuntimeError("the simulator is not running")
+        named_project, named_location = resource_scope(model)
+        project = (named_project or self.query_project or route.vertex_project or self.gateway.config.vertex.project
+                   or "simulator-project")
+        location = (named_location or self.query_location or route.vertex_location
+                    or self.gateway.config.vertex.location or "us-central1")
+        if not (valid_project(project) and valid_location(location)):
+            raise _Close(CLOSE_INVALID_SETUP, "setup.model names an invalid project or location")
+        setup_model = model if named_project else model_resource(project, location, upstream_id)
+        version = route.api_version or self.client_version or VERTEX_VERSION
+        return _Plan(live_url(location, version, api_base), {}, setup_model, upstream_id, project, location)
 
     async def _aistudio_plan(self, upstream_id: str, route: ModelRoute) -> _Plan:
         api_base, api_key = route.api_base, route.api_key

@@ -27,11 +27,11 @@ def _line_of(path: Path, text: str) -> int:
 # --- declared state ---------------------------------------------------------------------------------
 
 def test_a_typo_in_a_state_read_is_a_load_error(mappings: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    path = mappings / "client" / "response.create.yaml"
+    path = mappings / "shared" / "request_response.yaml"
     replace_in(path, 'when: "=session.turn_started"', 'when: "=session.turn_startd"')
     assert main(["lint", "--mappings", str(mappings)]) == 1
     line = _line_of(path, "turn_startd")
-    assert f"client/response.create.yaml:{line}:" in capsys.readouterr().err
+    assert f"shared/request_response.yaml:{line}:" in capsys.readouterr().err
     with pytest.raises(MappingError, match=r"session.turn_startd is read but not declared"):
         load_mappings(mappings)
 

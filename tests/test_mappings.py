@@ -151,9 +151,12 @@ def run_case(case: dict[str, Any], mappings: Any = None) -> list[dict[str, Any]]
                             sniff_dialect=case.get("sniff_dialect", False),
                             context={"model": "gpt-realtime", "setup_model": setup_model, "backend": backend,
                                      "capabilities": capabilities,
-                                     "litellm_compat": case.get("litellm_compat", False)})
+                                     "litellm_compat": case.get("litellm_compat", False),
+                                     **({"intent": case["intent"]} if "intent" in case else {})})
     transcript = []
     connect = translator.start()
+    if "expect_connect" in case:
+        check_client("connect to client", connect.client, case["expect_connect"])
     if case.get("show_connect"):
         transcript.append({"step": "connect", "to_client": connect.client, "to_upstream": connect.upstream})
     for index, step in enumerate(case["steps"]):

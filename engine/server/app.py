@@ -115,6 +115,8 @@ def create_app(config: Config, mappings: Mappings | None = None, *, simulator_ch
 
 
 REFUSAL_CLOSE_BASE = 4000  # a refusal closes with 4000 + its HTTP status
+# The model name a `?intent=transcription` URL without `?model=` is routed by (OpenAI's transcription model).
+TRANSCRIPTION_MODEL = "gpt-4o-transcribe"
 
 
 async def _refuse(ws: WebSocket, status: int, message: str, code: str) -> None:
@@ -152,6 +154,12 @@ async def _realtime(ws: WebSocket, gateway: Gateway) -> None:
     model = ws.query_params.get("model")
     if not model and who.secret is not None and who.secret.session:  # a client secret may fix the model
         model = who.secret.session.get("model")
+    intent = ws.query_params.get("intent")
+    if intent is not None and intent != "transcription":
+        await _refuse(ws, 400, f"Unknown intent '{intent[:64]}'; the only intent is 'transcription'.", "invalid_intent")
+        return
+    if not model and intent == "transcription":  # OpenAI's transcription URL names no model
+        model = TRANSCRIPTION_MODEL
     route, problem = _route(gateway, model)
     if problem is not None:
         await _refuse(ws, *problem)
@@ -168,7 +176,7 @@ async def _realtime(ws: WebSocket, gateway: Gateway) -> None:
     beta = ws.headers.get("openai-beta", "").lower() == BETA_HEADER_VALUE or auth.BETA_PROTOCOL in offered
     compat = gateway.config.compat(route)
     provider = provider_for(route, gateway.config, gateway.simulator_url)
-    context = {"model": model, "setup_model": provider.setup_model(), "backend": provider.backend,
+    context = {"model": model, "setup_model": provider.setup_model(), "backend": provider.backend, "intent": intent,
                "capabilities": (gateway.mappings.models or shipped_table()).capabilities(
                    route.model_id, provider.backend, route.model_info),
                "litellm_compat": compat}

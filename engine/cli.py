@@ -1,7 +1,7 @@
 """The `livegate` command.
 
-    livegate [--config FILE] [--host HOST] [--port PORT] [--workers N]
-                                                            run the gateway (no config: the simulator)
+    livegate [serve] [--config FILE] [--host HOST] [--port PORT] [--workers N]
+                     [--ssl-certfile CERT --ssl-keyfile KEY]  run the gateway (no config: the simulator)
     livegate lint [--config FILE] [--mappings DIR]          check mappings/ and the config; exit 1 on error
     livegate simulator [--host HOST] [--port PORT]          run only the local Gemini Live simulator
 """
@@ -81,6 +81,11 @@ def _serve(args: argparse.Namespace) -> int:
               f"simulator.\nConnect an OpenAI Realtime client to ws://{args.host}:{args.port}/v1/realtime",
               file=sys.stderr)
     transport = {**uvicorn_options(config), "ws": args.ws}
+    if args.ssl_certfile or args.ssl_keyfile:  # wss:// for SDKs that turn a base_url into wss (README: TLS)
+        if not (args.ssl_certfile and args.ssl_keyfile):
+            print("livegate: --ssl-certfile and --ssl-keyfile go together", file=sys.stderr)
+            return 1
+        transport.update(ssl_certfile=args.ssl_certfile, ssl_keyfile=args.ssl_keyfile)
     if args.workers > 1:  # each worker process loads the config itself: checked above, so it loads
         os.environ[CONFIG_ENV] = str(Path(args.config).resolve()) if args.config else ""
         os.environ[MAPPINGS_ENV] = str(Path(args.mappings).resolve()) if args.mappings else ""
@@ -132,10 +137,23 @@ def _simulator(args: argparse.Namespace) -> int:
     return 0
 
 
+SUBCOMMANDS = {
+    "serve": "run the gateway (the default; no --config: every model from the local simulator)",
+    "lint": "check mappings/, prices and the config; exit 1 on any error",
+    "simulator": "run only the local Gemini Live simulator (a stand-in for offline use and tests)",
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    command = argv.pop(0) if argv and argv[0] in ("serve", "lint", "simulator") else "serve"
-    parser = argparse.ArgumentParser(prog=f"livegate {command}" if command != "serve" else "livegate")
+    command = argv.pop(0) if argv and argv[0] in SUBCOMMANDS else "serve"
+    commands = "\n".join(f"  {name:<10} {what}" for name, what in SUBCOMMANDS.items())
+    parser = argparse.ArgumentParser(
+        prog=f"livegate {command}" if command != "serve" else "livegate",
+        usage=None if command != "serve" else "livegate [serve|lint|simulator] [options]",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=f"subcommands (`livegate SUBCOMMAND --help` for each):\n{commands}" if command == "serve" else
+        SUBCOMMANDS[command])
     parser.add_argument("--version", action="version", version=f"livegate {__version__}")
     parser.add_argument("--config", help="config file (YAML); LiteLLM proxy configs work as they are")
     parser.add_argument("--mappings", help="mappings folder (default: the one shipped with livegate)")
@@ -146,6 +164,8 @@ def main(argv: list[str] | None = None) -> int:
     if command == "serve":
         parser.add_argument("--workers", type=int, default=1,
                             help="worker processes serving sessions (default 1; about one per core)")
+        parser.add_argument("--ssl-certfile", help="serve wss:// and https:// with this certificate (PEM)")
+        parser.add_argument("--ssl-keyfile", help="the certificate's private key (PEM)")
         parser.add_argument("--ws", default="websockets-sansio", help=argparse.SUPPRESS,
                             choices=["websockets", "websockets-sansio", "wsproto"])  # uvicorn's implementations
     args = parser.parse_args(argv)

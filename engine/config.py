@@ -18,8 +18,10 @@ Values written `os.environ/NAME` are read from the environment when the file is 
 
 from __future__ import annotations
 
+import difflib
 import fnmatch
 import json
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +31,26 @@ import yaml
 
 PROVIDERS = ("gemini", "vertex_ai", "simulator")
 ENV_PREFIX = "os.environ/"
+log = logging.getLogger("livegate.config")
+
+# The keys livegate reads, per block. An unknown key is an error naming the closest known one
+# (`general_setings` must not silently give an open gateway). LiteLLM's own settings in its blocks are
+# accepted and ignored with a warning (a LiteLLM config works unchanged), unless they look like a typo
+# of a livegate key.
+TOP_LEVEL_KEYS = ("model_list", "general_settings", "litellm_settings", "livegate_settings")
+LITELLM_TOP_LEVEL = ("router_settings", "environment_variables", "callback_settings", "guardrails",
+                     "credential_list", "mcp_servers", "vector_store_registry", "include", "files_settings",
+                     "assistant_settings", "finetune_settings", "search_tools", "prompts")
+GENERAL_KEYS = ("master_key", "database_url", "litellm_compat")
+LITELLM_SETTINGS_KEYS = ("default_vertex_config",)
+MODEL_ENTRY_KEYS = ("model_name", "litellm_params", "livegate_params", "model_info")
+PARAMS_KEYS = ("model", "api_key", "api_base", "api_version", "vertex_project", "vertex_location",
+               "vertex_credentials", "max_session_seconds", "litellm_compat")
+VERTEX_KEYS = ("vertex_project", "vertex_location", "vertex_credentials", "api_base", "discovery_api_base")
+LIVEGATE_KEYS = ("max_client_frame_bytes", "client_compression", "reattach_grace_s", "store_path",
+                 "key_check_seconds", "spend_buffer_rows", "default_vertex_config", "client_write_timeout_s",
+                 "upstream_setup_timeout_s", "upstream_stall_timeout_s", "http_header_timeout_s",
+                 "http_body_timeout_s", "max_request_body_bytes")
 
 
 class ConfigError(ValueError):
@@ -52,6 +74,7 @@ class ModelRoute:
     # model's row of mappings/models.yaml; and an optional cap on session length.
     model_info: dict[str, Any] | None = field(default=None, compare=False, hash=False)
     max_session_seconds: float | None = None
+    litellm_compat: bool | None = None  # None: general_settings.litellm_compat decides
 
     def __repr__(self) -> str:  # never print secrets
         return f"ModelRoute({self.model_name!r} -> {self.provider}/{self.model_id})"
@@ -117,6 +140,7 @@ class Config:
     max_client_frame_bytes: int = 15 * 1024 * 1024
     client_compression: bool = False  # permessage-deflate on client WebSockets: base64 audio barely compresses
     reattach_grace_s: float = 30.0  # how long a session waits for a dropped client to reattach
+    litellm_compat: bool = False  # general_settings.litellm_compat: behave as LiteLLM's proxy (README)
     source: str = "<built-in>"
     timeouts: Timeouts = field(default_factory=Timeouts)
     store: StoreSettings = field(default_factory=StoreSettings)
@@ -133,6 +157,10 @@ class Config:
                 return route
         return None
 
+    def compat(self, route: ModelRoute) -> bool:
+        """Whether sessions on `route` get LiteLLM's proxy behaviour (the entry's setting, else the global one)."""
+        return self.litellm_compat if route.litellm_compat is None else route.litellm_compat
+
     def __repr__(self) -> str:
         return f"Config({self.source}, {len(self.routes)} routes, master_key={'set' if self.master_key else 'none'})"
 
@@ -144,6 +172,31 @@ model_list:
     livegate_params:
       model: simulator/livegate-simulator
 """
+
+
+def _suggest(key: str, known: tuple[str, ...]) -> str:
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+    return f"; did you mean `{close[0]}`?" if close else f"; known keys: {', '.join(known)}"
+
+
+def check_keys(block: Any, known: tuple[str, ...], where: str, *, foreign_ok: bool) -> None:
+    """Unknown keys of `block` are errors with a did-you-mean. With `foreign_ok` (a block LiteLLM also
+    reads), a key that is no near-miss of a livegate key is LiteLLM's: accepted, warned, unused."""
+    if not isinstance(block, dict):
+        return
+    for key in block:
+        if key in known:
+            continue
+        near = difflib.get_close_matches(str(key), known, n=1, cutoff=0.8)
+        if foreign_ok and not near:
+            log.warning("%s.%s is not used by livegate (a LiteLLM setting?); ignored", where, key)
+            continue
+        raise ConfigError(f"{where}.{key}: unknown key{_suggest(str(key), known)}")
+
+
+def _env_fallback(*names: str) -> str | None:
+    """The first of LiteLLM's usual environment variables that is set."""
+    return next((os.environ[n] for n in names if os.environ.get(n)), None)
 
 
 def _env(value: Any, where: str) -> Any:
@@ -170,10 +223,12 @@ def _route(entry: Any, index: int) -> ModelRoute:
     where = f"model_list[{index}]"
     if not isinstance(entry, dict) or not isinstance(entry.get("model_name"), str):
         raise ConfigError(f"{where}: each entry needs a string `model_name`")
+    check_keys(entry, MODEL_ENTRY_KEYS, where, foreign_ok=False)
     params = entry.get("livegate_params", entry.get("litellm_params"))
     if not isinstance(params, dict):
         raise ConfigError(f"{where}: needs `livegate_params` (or `litellm_params`) with a `model`")
     where = f"{where}.{'livegate_params' if 'livegate_params' in entry else 'litellm_params'}"
+    check_keys(params, PARAMS_KEYS, where, foreign_ok="livegate_params" not in entry)
     model = params.get("model")
     if not isinstance(model, str) or "/" not in model:
         raise ConfigError(f"{where}.model: expected `<provider>/<model id>`, provider one of {PROVIDERS}")
@@ -184,7 +239,8 @@ def _route(entry: Any, index: int) -> ModelRoute:
         model_name=entry["model_name"],
         provider=provider,
         model_id=model_id,
-        api_key=_opt_str(params, "api_key", where),
+        api_key=_opt_str(params, "api_key", where)
+        or (_env_fallback("GEMINI_API_KEY", "GOOGLE_API_KEY") if provider == "gemini" else None),
         api_base=_opt_str(params, "api_base", where),
         api_version=_opt_str(params, "api_version", where),
         vertex_project=_opt_str(params, "vertex_project", where),
@@ -192,6 +248,7 @@ def _route(entry: Any, index: int) -> ModelRoute:
         vertex_credentials=_opt_str(params, "vertex_credentials", where),
         model_info=_model_info(entry, index),
         max_session_seconds=_opt_positive(params, "max_session_seconds", where),
+        litellm_compat=_opt_bool(params, "litellm_compat", where),
     )
     from livegate.models import check_overrides
 
@@ -199,8 +256,16 @@ def _route(entry: Any, index: int) -> ModelRoute:
     if problem is not None:
         raise ConfigError(problem)
     if provider == "gemini" and not route.api_key:
-        raise ConfigError(f"{where}.api_key: required for provider gemini (Google AI Studio)")
+        raise ConfigError(f"{where}.api_key: required for provider gemini (Google AI Studio); "
+                          "or set GEMINI_API_KEY")
     return route
+
+
+def _opt_bool(block: dict[str, Any], key: str, where: str) -> bool | None:
+    value = block.get(key)
+    if value is not None and not isinstance(value, bool):
+        raise ConfigError(f"{where}.{key}: expected true or false")
+    return value
 
 
 def _opt_positive(block: dict[str, Any], key: str, where: str) -> float | None:
@@ -249,18 +314,26 @@ def parse_config(data: Any, source: str = "<config>") -> Config:
     models = data.get("model_list") or []
     if not isinstance(models, list):
         raise ConfigError("model_list: expected a list")
+    for key in data:
+        if key not in TOP_LEVEL_KEYS and key not in LITELLM_TOP_LEVEL:
+            raise ConfigError(f"{key}: unknown top-level key{_suggest(str(key), TOP_LEVEL_KEYS)}")
     general = data.get("general_settings") or {}
+    check_keys(general, GENERAL_KEYS, "general_settings", foreign_ok=True)
+    check_keys(data.get("litellm_settings"), LITELLM_SETTINGS_KEYS, "litellm_settings", foreign_ok=True)
     vertex_block = (data.get("litellm_settings") or {}).get("default_vertex_config") or {}
     vertex_block = {**vertex_block, **((data.get("livegate_settings") or {}).get("default_vertex_config") or {})}
+    check_keys(vertex_block, VERTEX_KEYS, "default_vertex_config", foreign_ok=False)
     settings = data.get("livegate_settings") or {}
+    check_keys(settings, LIVEGATE_KEYS, "livegate_settings", foreign_ok=False)
     where = "default_vertex_config"
     vertex = VertexDefaults(
-        project=_opt_str(vertex_block, "vertex_project", where) or os.environ.get("DEFAULT_VERTEXAI_PROJECT"),
+        project=_opt_str(vertex_block, "vertex_project", where)
+        or _env_fallback("DEFAULT_VERTEXAI_PROJECT", "VERTEXAI_PROJECT", "VERTEX_PROJECT"),
         location=_opt_str(vertex_block, "vertex_location", where)
-        or os.environ.get("DEFAULT_VERTEXAI_LOCATION"),
+        or _env_fallback("DEFAULT_VERTEXAI_LOCATION", "VERTEXAI_LOCATION", "VERTEX_LOCATION"),
         credentials=_opt_str(vertex_block, "vertex_credentials", where)
-        or os.environ.get("DEFAULT_GOOGLE_APPLICATION_CREDENTIALS")
-        or os.environ.get("GOOGLE_APPLICATION_CREDENTIALS"),
+        or _env_fallback("DEFAULT_GOOGLE_APPLICATION_CREDENTIALS", "VERTEXAI_CREDENTIALS",
+                         "GOOGLE_APPLICATION_CREDENTIALS"),
         api_base=_opt_str(vertex_block, "api_base", where),
         discovery_api_base=_opt_str(vertex_block, "discovery_api_base", where),
     )
@@ -286,6 +359,7 @@ def parse_config(data: Any, source: str = "<config>") -> Config:
         max_client_frame_bytes=max_frame,
         client_compression=client_compression,
         reattach_grace_s=float(grace),
+        litellm_compat=bool(_opt_bool(general, "litellm_compat", "general_settings")),
         source=source,
         timeouts=_timeouts(settings),
         store=_store_settings(general, settings),

@@ -75,6 +75,8 @@ def camelize(value: Any) -> Any:
 
 
 _CONTAINERS = (dict, list)
+_BETA_SESSION_FIELDS = frozenset({"modalities", "voice", "turn_detection", "input_audio_format", "output_audio_format",
+                                  "input_audio_transcription", "max_response_output_tokens"})
 
 
 def _has_snake_key(value: Any) -> bool:
@@ -130,11 +132,13 @@ class Translator:
 
     def __init__(self, mappings: Mappings, *, dialect: str = "ga", context: dict[str, Any] | None = None,
                  validator: ClientEventValidator | None = None, deterministic: bool = False,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, sniff_dialect: bool = False) -> None:
         if dialect != "ga" and dialect not in mappings.dialects:
             raise ValueError(f"unknown dialect {dialect!r}")
         self.mappings = mappings
         self.dialect = dialect
+        # No header chose the dialect: the first session.update's shape does (README "Connecting").
+        self._sniff = sniff_dialect
         self.validator = validator or ClientEventValidator()
         ids = SequentialIds() if deterministic else RandomIds()
         self.ids = ids
@@ -162,8 +166,42 @@ class Translator:
     def start(self) -> Output:
         return self._lifecycle("connect", {})
 
+    def _set_dialect(self, dialect: str) -> None:
+        reshapes = self.mappings.dialects.get(dialect, {})
+        self.dialect = self.config["dialect"] = dialect
+        self._from_client = reshapes.get("from_client", {})
+        self._to_client = reshapes.get("to_client", {})
+
+    def _sniff_dialect(self, frame: str | bytes | dict[str, Any]) -> None:
+        """Until the first session.update or content, a client that sent no dialect header is served in
+        the dialect its session.update is written in: beta (`modalities`, flat `voice`/`turn_detection`/
+        `input_audio_format`, no `type`) or GA (`type`, `audio`, `output_modalities`)."""
+        try:
+            event = frame if isinstance(frame, dict) else orjson.loads(frame)
+        except orjson.JSONDecodeError:
+            return
+        kind = event.get("type") if isinstance(event, dict) else None
+        if kind not in ("session.update", "conversation.item.create", "input_audio_buffer.append", "response.create"):
+            return
+        self._sniff = False
+        session = event.get("session") if kind == "session.update" else None
+        if not isinstance(session, dict) or not session:
+            return
+        if "type" in session or "audio" in session or "output_modalities" in session:
+            detected = "ga"
+        elif _BETA_SESSION_FIELDS & session.keys():
+            detected = "beta"
+        else:
+            return
+        if detected != self.dialect:
+            log.info("session %s: no dialect header; its session.update is %s-shaped, served in that dialect",
+                     self.session.get("id"), detected)
+            self._set_dialect(detected)
+
     def from_client(self, frame: str | bytes | dict[str, Any]) -> Output:
         out = Output()
+        if self._sniff:
+            self._sniff_dialect(frame)
         event, error = self.validator.parse(frame, self.dialect)
         if error is not None:
             self._send_client(out, error)

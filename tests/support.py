@@ -26,3 +26,23 @@ async def serve(app: Any, **config: Any) -> AsyncIterator[str]:
     finally:
         server.should_exit = True
         await task
+
+
+async def refusal(connecting: Any) -> tuple[int, dict[str, Any]]:
+    """A realtime refusal as a client sees it (README "Connecting"): the WebSocket opens, one `error`
+    event says why, and the close code is 4000 + the HTTP status. Returns (that status, the error)."""
+    import json
+
+    from websockets.exceptions import ConnectionClosed
+
+    async with connecting as ws:
+        event = json.loads(await ws.recv())
+        assert event["type"] == "error", event
+        try:
+            await ws.recv()
+            raise AssertionError("a refused connection sends one error event, then closes")
+        except ConnectionClosed:
+            pass
+        code = ws.close_code
+    assert code is not None and 4400 <= code < 4600, code
+    return code - 4000, event["error"]

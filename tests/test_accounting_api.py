@@ -24,7 +24,7 @@ from livegate.accounting.keys import hash_key
 from livegate.config import parse_config
 from livegate.server import create_app
 from livegate.simulator import GeminiLiveSimulator
-from tests.support import serve
+from tests.support import refusal, serve
 
 MASTER = "sk-master-accounting-test"
 GEMINI_KEY = "AIza-accounting-upstream-secret"
@@ -90,12 +90,15 @@ def _connect(served: Served, key: str | None, model: str = "gpt-realtime", path:
 
 async def _refused(served: Served, key: str | None, model: str = "gpt-realtime", path: str = "/v1/realtime",
                    **kwargs: Any) -> tuple[int, dict[str, Any]]:
-    with pytest.raises(InvalidStatus) as info:
-        async with _connect(served, key, model, path, **kwargs):
-            pass
-    response = info.value.response
+    if path in ("/v1/realtime", "/realtime"):  # an error event, then close 4000 + status
+        result = await refusal(_connect(served, key, model, path, **kwargs))
+    else:  # the passthrough routes refuse with HTTP
+        with pytest.raises(InvalidStatus) as info:
+            async with _connect(served, key, model, path, **kwargs):
+                pass
+        result = info.value.response.status_code, json.loads(info.value.response.body)["error"]
     assert served.sim.sessions == [] or all(s.setup for s in served.sim.sessions)  # no new upstream for a refusal
-    return response.status_code, json.loads(response.body)["error"]
+    return result
 
 
 async def _text_turn(ws: ClientConnection, text: str = "Hello there") -> list[dict[str, Any]]:

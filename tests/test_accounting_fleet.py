@@ -13,14 +13,14 @@ from typing import Any
 import httpx
 import pytest
 from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.exceptions import ConnectionClosed
 
 from livegate.config import parse_config
 from livegate.server import create_app
 from livegate.simulator import GeminiLiveSimulator
 from tests.accounting_support import NO_POSTGRES
 from tests.fakes.postgres import PostgresServer, postgres_bin, postgres_server
-from tests.support import serve
+from tests.support import refusal, serve
 
 MASTER = "sk-master-fleet-test"
 
@@ -57,10 +57,8 @@ def _open(base: str, key: str) -> Any:
 
 
 async def _status(base: str, key: str) -> tuple[int, str]:
-    with pytest.raises(InvalidStatus) as info:
-        async with _open(base, key):
-            pass
-    return info.value.response.status_code, json.loads(info.value.response.body)["error"]["code"]
+    status, error = await refusal(_open(base, key))
+    return status, error["code"]
 
 
 async def _turn(ws: Any) -> None:

@@ -11,12 +11,12 @@ from typing import Any
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.server import serve as ws_serve
-from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.exceptions import ConnectionClosed
 
 from livegate.config import parse_config
 from livegate.server import create_app
 from livegate.simulator import GeminiLiveSimulator
-from tests.support import serve
+from tests.support import refusal, serve
 
 MASTER_KEY = "sk-livegate-front-door"
 GEMINI_KEY = "AIza-front-door-upstream-secret"
@@ -76,12 +76,8 @@ async def _text_turn(ws: ClientConnection, seen: list[str] | None = None) -> str
 ])
 async def test_refused_at_the_handshake(base: str, sim: GeminiLiveSimulator, key: str | None, model: str,
                                         status: int, code: str) -> None:
-    with pytest.raises(InvalidStatus) as refused:
-        async with _connect(base, key=key, model=model):
-            pass
-    response = refused.value.response
-    assert response.status_code == status
-    assert json.loads(response.body)["error"]["code"] == code
+    got, error = await refusal(_connect(base, key=key, model=model))
+    assert got == status and error["code"] == code
     assert sim.sessions == [], "no upstream connection is opened for a refused client"
 
 

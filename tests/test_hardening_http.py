@@ -24,7 +24,7 @@ from livegate.server.passthrough import rest as rest_module
 from livegate.server.serving import uvicorn_options
 from tests.fakes import serve_app
 from tests.fakes.google import FakeVertexRest, generate_content_response
-from tests.support import serve
+from tests.support import refusal, serve
 from tests.test_passthrough import GENERATE, KEY, MODEL, mappings
 
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -238,8 +238,9 @@ async def test_keys_in_the_query_never_reach_the_logs(google: tuple[FakeVertexRe
             await client.get(f"/health?key={secret}")
             await client.post(f"{GENERATE}?alt=json&key={secret}", content=b"{}", headers=AUTH)
             await client.get(f"/vertex_ai/v1/projects/p/locations/us-central1/endpoints?access_token={secret}")
-        with pytest.raises(websockets.InvalidStatus):  # refused: wrong key, and one more in the query
-            await websockets.connect(url.replace("http", "ws") + f"/v1/realtime?model={MODEL}&api_key={secret}")
+        status, _ = await refusal(  # refused: wrong key, and one more in the query
+            websockets.connect(url.replace("http", "ws") + f"/v1/realtime?model={MODEL}&api_key={secret}"))
+        assert status == 401
     assert fake.requests and fake.requests[0].query == f"alt=json&key={secret}", "Google still gets the query"
     messages = [r.getMessage() for r in caplog.records]
     assert any("/health?key=[redacted]" in m for m in messages), "access lines keep the path"

@@ -27,11 +27,11 @@ def _line_of(path: Path, text: str) -> int:
 # --- declared state ---------------------------------------------------------------------------------
 
 def test_a_typo_in_a_state_read_is_a_load_error(mappings: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    path = mappings / "client" / "response.create.yaml"
+    path = mappings / "shared" / "request_response.yaml"
     replace_in(path, 'when: "=session.turn_started"', 'when: "=session.turn_startd"')
     assert main(["lint", "--mappings", str(mappings)]) == 1
     line = _line_of(path, "turn_startd")
-    assert f"client/response.create.yaml:{line}:" in capsys.readouterr().err
+    assert f"shared/request_response.yaml:{line}:" in capsys.readouterr().err
     with pytest.raises(MappingError, match=r"session.turn_startd is read but not declared"):
         load_mappings(mappings)
 
@@ -67,12 +67,12 @@ def test_refuse_is_an_error_event_echoing_the_event_id_then_stop() -> None:
     translator = Translator(MAPPINGS, deterministic=True)
     translator.start()
     out = translator.from_client({"type": "session.update", "event_id": "e1", "session": {
-        "type": "realtime", "audio": {"input": {"noise_reduction": {"type": "near_field"}}}}})
+        "type": "realtime", "tool_choice": "required"}})
     assert out.client == [{"event_id": "event_002", "type": "error", "error": {
-        "type": "invalid_request_error", "code": "unsupported_value", "param": "session.audio.input.noise_reduction",
+        "type": "invalid_request_error", "code": "unsupported_value", "param": "session.tool_choice",
         "event_id": "e1",
-        "message": "Gemini Live has no input noise reduction setting; send null. The update was not applied."}}]
-    assert translator.session["config"]["audio"]["input"]["noise_reduction"] is None
+        "message": "tool_choice must be 'auto' or 'none' with Gemini Live. The update was not applied."}}]
+    assert translator.session["config"]["tool_choice"] == "auto"
 
 
 @pytest.mark.parametrize("extra", ["    stop: true\n", "    emit: []\n", "    set: {session.requested: true}\n"])

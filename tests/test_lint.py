@@ -17,12 +17,12 @@ def test_shipped_mappings_pass(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_expression_syntax_error_has_line_column_and_caret(mappings: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    path = mappings / "client" / "response.create.yaml"
+    path = mappings / "shared" / "request_response.yaml"
     replace_in(path, '"=session.turn_started"', '"=session.turn_started &&"')
     line = next(i for i, text in enumerate(path.read_text().splitlines(), 1) if '"=session.turn_started &&"' in text)
     assert main(["lint", "--mappings", str(mappings)]) == 1
     err = capsys.readouterr().err
-    assert f"mappings/client/response.create.yaml:{line}:" in err
+    assert f"mappings/shared/request_response.yaml:{line}:" in err
     assert "expression syntax error" in err
     source_line, caret_line = err.strip().splitlines()[-2:]
     caret_at = caret_line.index("^")

@@ -9,6 +9,8 @@ Translator one step at a time:
     backend: aistudio | vertex            (default aistudio)
     model: gemini-3.8-live                (default DEFAULT_MODEL; selects the row of mappings/models.yaml)
     model_info: {column: value}           (optional: capability overrides, as a config entry's model_info)
+    litellm_compat: false                 (the config's LiteLLM compatibility setting for the session)
+    sniff_dialect: false                  (no dialect header: the first session.update's shape decides)
     show_connect: false                   (include the session.created step in the snapshot)
     snapshot: true                        (false: the expectations say it all; no whole-conversation snapshot)
     steps:
@@ -146,8 +148,10 @@ def run_case(case: dict[str, Any], mappings: Any = None) -> list[dict[str, Any]]
     mappings = mappings or MAPPINGS
     capabilities = mappings.models.capabilities(model, backend, case.get("model_info"))
     translator = Translator(mappings, dialect=case.get("dialect", "ga"), deterministic=True, clock=lambda: CLOCK,
+                            sniff_dialect=case.get("sniff_dialect", False),
                             context={"model": "gpt-realtime", "setup_model": setup_model, "backend": backend,
                                      "capabilities": capabilities,
+                                     "litellm_compat": case.get("litellm_compat", False),
                                      **({"intent": case["intent"]} if "intent" in case else {})})
     transcript = []
     connect = translator.start()

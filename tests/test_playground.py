@@ -1,7 +1,8 @@
 """The playground page in a real browser: headless Chromium (Debian's) with a fake microphone fed a
 sentence spoken by espeak-ng, against livegate and its simulator over loopback.
 
-The page connects with the browser subprotocol, streams the microphone, plays the simulator's spoken
+The page mints a client secret from a virtual key (POST /v1/realtime/client_secrets) and connects with
+it in the browser subprotocol, streams the microphone, plays the simulator's spoken
 answer, shows both transcripts, and the screenshot shows them. Skipped where Chromium or its driver is
 missing; .ci/run installs both.
 """
@@ -17,6 +18,7 @@ import wave
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from livegate.config import parse_config
@@ -81,10 +83,14 @@ async def test_the_playground_talks_through_a_real_browser(tmp_path: Path) -> No
         config = parse_config({"model_list": [{"model_name": "gpt-realtime", "litellm_params": {
             "model": "gemini/gemini-live-2.5-flash", "api_key": "AIza-sim", "api_base": sim.url}}],
             "general_settings": {"master_key": KEY}})
-        async with serve(create_app(config, simulator_chunk_delay=0)) as base:
-            url = f"{base}/playground#model=gpt-realtime&key={KEY}&autostart=1"
+        async with serve(create_app(config, simulator_chunk_delay=0)) as base, httpx.AsyncClient(
+                base_url=base, headers={"Authorization": f"Bearer {KEY}"}) as http:
+            key = (await http.post("/key/generate", json={"models": ["gpt-realtime"]})).json()["key"]
+            url = f"{base}/playground#model=gpt-realtime&key={key}&autostart=1"
             stats = await asyncio.to_thread(_browse, url, microphone, tmp_path / "playground.png")
+
     assert stats["connected"] and not stats["errors"], stats["errors"]
+    assert stats["secret"], "the page minted a client secret from the virtual key and connected with it"
     assert stats["sentMs"] > 1500, "the microphone streamed the sentence"
     user = [t["text"] for t in stats["transcripts"] if t["who"] == "user"]
     answer = [t["text"] for t in stats["transcripts"] if t["who"] == "assistant"]

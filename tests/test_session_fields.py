@@ -1,7 +1,10 @@
-"""The session-field classification (tables.session_fields in mappings/tables.yaml) is complete and true.
+"""The acceptance policy's tables (client_events, session_fields, response_fields in mappings/tables.yaml)
+are complete and true.
 
-Every field of the openai SDK's session type is classified; every refused field has a rule in
-client/session.update.yaml that names it as `param`; the README's table shows every row.
+Every field of the openai SDK's session and response.create types and every client event type (GA and
+beta) is classified; every refused session field has a rule in client/session.update.yaml that names it
+as `param`; every event has a mapping (refused ones refuse unconditionally); the
+README's table is the one rendered from the tables.
 """
 
 from __future__ import annotations
@@ -9,13 +12,17 @@ from __future__ import annotations
 import typing
 from pathlib import Path
 
+from openai.types.beta.realtime import realtime_client_event as beta_events
+from openai.types.realtime import realtime_client_event as ga_events
+from openai.types.realtime import realtime_response_create_params_param as response_param
 from openai.types.realtime import realtime_session_create_request_param as session_param
 from typing_extensions import is_typeddict
 
-from livegate.mapping import load_mappings
+from livegate.mapping import load_mappings, policy
 
 ROOT = Path(__file__).resolve().parent.parent
-TABLE = load_mappings().tables["session_fields"]
+MAPPINGS = load_mappings()
+TABLE = MAPPINGS.tables["session_fields"]
 CLASSIFIED = {row["path"]: kind for kind, rows in TABLE.items() for row in rows}
 
 
@@ -50,9 +57,40 @@ def test_refused_fields_have_a_refusal_rule() -> None:
         assert f"param: session.{row['path']}" in rules, row["path"]
 
 
-def test_ignored_fields_say_why_and_the_readme_shows_every_row() -> None:
+def test_every_row_says_how_or_why() -> None:
+    for section in ("session_fields", "response_fields", "client_events"):
+        for kind, rows in MAPPINGS.tables[section].items():
+            assert kind in policy.CLASSES, (section, kind)
+            for row in rows or []:
+                assert row.get("how") if kind in ("mapped", "approximated") else row.get("why"), (section, row)
+
+
+def test_every_sdk_response_field_is_classified() -> None:
+    classified = {row["path"] for rows in MAPPINGS.tables["response_fields"].values() for row in rows or []}
+    fields = set(typing.get_type_hints(response_param.RealtimeResponseCreateParamsParam))
+    assert fields == classified, f"unclassified: {sorted(fields - classified)}, unknown: {sorted(classified - fields)}"
+
+
+def _event_types(module: typing.Any) -> set[str]:
+    union = typing.get_args(module.RealtimeClientEvent)[0]
+    return {typing.get_args(m.model_fields["type"].annotation)[0] for m in typing.get_args(union)}
+
+
+def test_every_client_event_is_classified_and_handled_as_it_says() -> None:
+    table = MAPPINGS.tables["client_events"]
+    classified = {row["type"]: kind for kind, rows in table.items() for row in rows or []}
+    assert _event_types(ga_events) | _event_types(beta_events) == set(classified)
+    beta_reshapes = MAPPINGS.dialects["beta"]["from_client"]
+    for event_type, kind in classified.items():
+        handled = event_type in MAPPINGS.client or event_type in beta_reshapes
+        assert handled, f"{event_type}: no mapping in client/ and no dialect reshape"
+        if kind == "refused":  # refused by an unconditional first rule
+            first = (ROOT / "mappings" / "client" / f"{event_type}.yaml").read_text().split("rules:", 1)[1]
+            assert "refuse:" in first.split("- name:")[1] and "when:" not in first.split("- name:")[1], event_type
+
+
+def test_the_readme_table_is_rendered_from_the_tables() -> None:
     readme = (ROOT / "README.md").read_text()
-    for kind, rows in TABLE.items():
-        for row in rows:
-            assert row.get("how") or row.get("why"), row
-            assert f"`{row['path']}`" in readme, f"README's session-field table lacks {row['path']} ({kind})"
+    start, end = readme.index(policy.BEGIN), readme.index(policy.END) + len(policy.END)
+    assert readme[start:end] == policy.render(MAPPINGS.tables), \
+        "README's acceptance table is stale: paste the output of `python -m livegate.mapping.policy`"

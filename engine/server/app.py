@@ -1,29 +1,34 @@
 """The FastAPI application: `/v1/realtime` (handshake checks of key, model and dialect, then a
 RealtimeSession) and the passthrough routes.
 
-Realtime refusals happen before the WebSocket is accepted and before any upstream connection: the
-client gets an HTTP status with a JSON reason (401 key, 400 no `?model=`, 404 unknown model).
+Realtime refusals happen before any upstream connection. SDKs show an HTTP refusal only as its status
+(`HTTP 404`), so livegate accepts the WebSocket, sends one OpenAI `error` event with the reason, and
+closes with 4000 + the HTTP status it stands for (4400 no `?model=`, 4401 key, 4403 not allowed,
+4404 unknown model or session, 4429 limits): README "Connecting".
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
+import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from fastapi import FastAPI, WebSocket
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse
 
 from livegate import __version__
 from livegate.accounting.gate import Accounting, Principal, Refusal
 from livegate.config import Config, ModelRoute
+from livegate.errors import error_event
 from livegate.mapping import Mappings, load_mappings
 from livegate.models import shipped_table
 from livegate.server import auth
 from livegate.server.accounting_routes import add_accounting_routes, build_accounting
-from livegate.server.client_io import ExposeTransportAbort
+from livegate.server.client_io import ExposeTransportAbort, close_reason
 from livegate.server.hygiene import install_log_filters
 from livegate.server.passthrough import add_passthrough_routes
 from livegate.server.realtime import RealtimeSession
@@ -109,13 +114,26 @@ def create_app(config: Config, mappings: Mappings | None = None, *, simulator_ch
     return app
 
 
+REFUSAL_CLOSE_BASE = 4000  # a refusal closes with 4000 + its HTTP status
 # The model name a `?intent=transcription` URL without `?model=` is routed by (OpenAI's transcription model).
 TRANSCRIPTION_MODEL = "gpt-4o-transcribe"
 
 
 async def _refuse(ws: WebSocket, status: int, message: str, code: str) -> None:
-    body = {"error": {"type": "invalid_request_error", "code": code, "message": message}}
-    await ws.send_denial_response(JSONResponse(body, status_code=status))
+    """Refuse a realtime client so that its SDK can say why: accept, one `error` event, close 4000+status.
+
+    Nothing upstream was opened. A refusal is the client's business, logged at info without a traceback.
+    """
+    log.info("realtime connection refused (%d %s): %s", status, code, message)
+    offered = list(ws.scope.get("subprotocols") or [])
+    event = error_event(message, code=code, type="invalid_request_error")
+    event["event_id"] = f"event_{secrets.token_hex(8)}"
+    try:
+        await ws.accept(subprotocol=_chosen_subprotocol(offered))
+        await ws.send_text(json.dumps(event))
+        await ws.close(code=REFUSAL_CLOSE_BASE + status, reason=close_reason(f"{code}: {message}"))
+    except Exception as exc:  # the client left first: nothing to tell it
+        log.info("refused realtime client went away: %s", type(exc).__name__)
 
 
 def _route(gateway: Gateway, model: str | None) -> tuple[ModelRoute | None, tuple[int, str, str] | None]:
@@ -156,12 +174,16 @@ async def _realtime(ws: WebSocket, gateway: Gateway) -> None:
         await _refuse(ws, grant.status, grant.message, grant.code)
         return
     beta = ws.headers.get("openai-beta", "").lower() == BETA_HEADER_VALUE or auth.BETA_PROTOCOL in offered
+    compat = gateway.config.compat(route)
     provider = provider_for(route, gateway.config, gateway.simulator_url)
     context = {"model": model, "setup_model": provider.setup_model(), "backend": provider.backend, "intent": intent,
                "capabilities": (gateway.mappings.models or shipped_table()).capabilities(
-                   route.model_id, provider.backend, route.model_info)}
-    translator = Translator(gateway.mappings, dialect="beta" if beta else "ga", context=context,
-                            validator=gateway.validator)
+                   route.model_id, provider.backend, route.model_info),
+               "litellm_compat": compat}
+    # With no header, LiteLLM compatibility starts in beta (LiteLLM's clients speak it); either way the
+    # first session.update's shape may still switch the dialect.
+    translator = Translator(gateway.mappings, dialect="beta" if beta or compat else "ga", context=context,
+                            validator=gateway.validator, sniff_dialect=not beta)
     try:
         await ws.accept(subprotocol=_chosen_subprotocol(offered))
     except BaseException:

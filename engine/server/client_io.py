@@ -22,6 +22,16 @@ ABORT_KEY = "livegate.abort"
 CLOSE_CLIENT_TOO_SLOW = 1008  # recorded in the session log; the frame itself cannot reach such a client
 
 
+MAX_CLOSE_REASON_BYTES = 123  # RFC 6455: the close frame's payload is 125 bytes, 2 of them the code
+
+
+def close_reason(text: str) -> str:
+    """A close reason within 123 bytes of UTF-8, cut at a character boundary (reasons put the cause
+    first, so what is cut is detail)."""
+    data = text.encode()
+    return text if len(data) <= MAX_CLOSE_REASON_BYTES else data[:MAX_CLOSE_REASON_BYTES].decode(errors="ignore")
+
+
 class ClientStalled(Exception):
     """The client read nothing for the write timeout."""
 

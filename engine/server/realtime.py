@@ -41,7 +41,14 @@ from websockets.exceptions import ConnectionClosed
 
 from livegate.accounting.gate import Grant
 from livegate.config import Timeouts
-from livegate.server.client_io import CLOSE_CLIENT_TOO_SLOW, ClientStalled, abort_client, fair_turn, send_within
+from livegate.server.client_io import (
+    CLOSE_CLIENT_TOO_SLOW,
+    ClientStalled,
+    abort_client,
+    close_reason,
+    fair_turn,
+    send_within,
+)
 from livegate.translator import Output, Translator
 from livegate.upstream.base import Provider
 from livegate.upstream.connection import UpstreamConnection, UpstreamError
@@ -267,7 +274,7 @@ class RealtimeSession:
             await self._fail("Gemini Live did not answer the session setup in time.", "upstream_timeout")
             return None
         except CredentialsError as exc:  # its message names the problem, never a secret
-            await self._fail(f"livegate could not authenticate to Gemini Live: {exc}", "upstream_auth_failed")
+            await self._fail(f"Gemini Live credentials failed: {exc}", "upstream_auth_failed")
             return None
         except Exception as exc:  # other provider failures: no details to the client
             log.warning("could not open the upstream: %s", type(exc).__name__)
@@ -453,7 +460,7 @@ class RealtimeSession:
 
     async def _fail(self, message: str, code: str) -> None:
         await self.deliver(self.translator.server_error(message, code))
-        await self._close_client(CLOSE_BAD_GATEWAY, message[:120])
+        await self._close_client(CLOSE_BAD_GATEWAY, message)
 
     async def _close_client(self, code: int, reason: str) -> None:
         if self._closed is None:
@@ -461,7 +468,7 @@ class RealtimeSession:
             self._reattached.set()  # a session waiting for its client to come back ends now
             try:
                 async with asyncio.timeout(self.timeouts.client_write_s):  # a close frame waits like any write
-                    await self.ws.close(code=code, reason=reason[:120])
+                    await self.ws.close(code=code, reason=close_reason(reason))
             except TimeoutError:
                 abort_client(self.ws)
             except Exception:

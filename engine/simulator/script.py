@@ -65,10 +65,25 @@ def declared_functions(tools: Any) -> dict[str, dict[str, Any]]:
     return functions
 
 
+_VERBS = frozenset({"get", "set", "fetch", "lookup", "look", "find", "check", "search", "query", "call", "do", "run"})
+_NAME_WORDS = re.compile(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])|\d+")
+
+
+def topic_words(name: str) -> list[str]:
+    """What a function is about: its name's words without a leading verb (`get_weather` -> weather)."""
+    words = [w.lower() for w in _NAME_WORDS.findall(name)]
+    while len(words) > 1 and words[0] in _VERBS:
+        words = words[1:]
+    return words
+
+
 def called_function(user_text: str, functions: dict[str, dict[str, Any]]) -> str | None:
-    """The first declared function whose name occurs in the user's text (case-insensitive)."""
+    """The first declared function the user's text asks for: its name occurs in the text, or every word
+    of its topic does (`get_weather` for "What's the weather in Paris?"), case-insensitive."""
     lowered = user_text.lower()
-    return next((name for name in functions if name.lower() in lowered), None)
+    said = set(re.findall(r"[a-z0-9]+", lowered))
+    return next((name for name in functions if name.lower() in lowered), None) or next(
+        (name for name in functions if (words := topic_words(name)) and all(w in said for w in words)), None)
 
 
 def sample_args(schema: dict[str, Any]) -> dict[str, Any]:

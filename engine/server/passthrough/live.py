@@ -43,7 +43,14 @@ from livegate import __version__
 from livegate.accounting.gate import Grant, Refusal
 from livegate.config import ModelRoute
 from livegate.server import auth
-from livegate.server.client_io import CLOSE_CLIENT_TOO_SLOW, ClientStalled, abort_client, fair_turn, send_within
+from livegate.server.client_io import (
+    CLOSE_CLIENT_TOO_SLOW,
+    ClientStalled,
+    abort_client,
+    close_reason,
+    fair_turn,
+    send_within,
+)
 from livegate.server.passthrough.models import match_model, vertex_scope
 from livegate.server.passthrough.usage import LiveUsageMeter
 from livegate.upstream import google_credentials
@@ -229,7 +236,7 @@ class PassthroughSession:
     async def _plan(self, model: str) -> _Plan:
         match = match_model(self.gateway.config, model)
         if match is None:
-            raise _Close(CLOSE_MODEL_NOT_ALLOWED, f"model {model!r} is not available on this gateway")
+            raise _Close(CLOSE_MODEL_NOT_ALLOWED, f"model not available on this gateway: {model!r}")
         if self.grant is not None:
             refusal = self.grant.bind_model(match.route.model_name, match.upstream_id, match.route.model_info)
             if refusal is not None:
@@ -238,10 +245,10 @@ class PassthroughSession:
         provider = match.route.provider
         if self.backend == "vertex":
             if provider == "simulator":
-                raise _Close(CLOSE_MODEL_NOT_ALLOWED, f"model {model!r} is served by the local simulator")
+                return self._simulator_vertex_plan(model, match.upstream_id, match.route)
             return await self._vertex_plan(model, match.upstream_id, match.route)
         if provider == "vertex_ai":
-            raise _Close(CLOSE_MODEL_NOT_ALLOWED, f"model {model!r} is on Vertex AI: use /vertex_ai/live")
+            raise _Close(CLOSE_MODEL_NOT_ALLOWED, f"model on Vertex AI, use /vertex_ai/live: {model!r}")
         return await self._aistudio_plan(match.upstream_id, match.route)
 
     async def _vertex_plan(self, model: str, upstream_id: str, route: ModelRoute) -> _Plan:
@@ -265,6 +272,24 @@ class PassthroughSession:
         version = scope.api_version or self.client_version or VERTEX_VERSION
         return _Plan(live_url(scope.location, version, scope.api_base), token.headers(), setup_model, upstream_id,
                      scope.project, scope.location)
+
+    def _simulator_vertex_plan(self, model: str, upstream_id: str, route: ModelRoute) -> _Plan:
+        """A simulator entry on /vertex_ai/live: the simulator's Vertex endpoint, offline, with no Google
+        credentials (README "Vertex AI offline, on the simulator"). Project and location are as sent, or
+        the configured ones, or placeholders: the simulator checks only their shape."""
+        api_base = route.api_base or self.gateway.simulator_url
+        if api_base is None:
+            raise RuntimeError("the simulator is not running")
+        named_project, named_location = resource_scope(model)
+        project = (named_project or self.query_project or route.vertex_project or self.gateway.config.vertex.project
+                   or "simulator-project")
+        location = (named_location or self.query_location or route.vertex_location
+                    or self.gateway.config.vertex.location or "us-central1")
+        if not (valid_project(project) and valid_location(location)):
+            raise _Close(CLOSE_INVALID_SETUP, "setup.model names an invalid project or location")
+        setup_model = model if named_project else model_resource(project, location, upstream_id)
+        version = route.api_version or self.client_version or VERTEX_VERSION
+        return _Plan(live_url(location, version, api_base), {}, setup_model, upstream_id, project, location)
 
     async def _aistudio_plan(self, upstream_id: str, route: ModelRoute) -> _Plan:
         api_base, api_key = route.api_base, route.api_key
@@ -416,8 +441,7 @@ def _sendable(code: int) -> bool:
 
 
 def _truncate(reason: str) -> str:
-    """Close reasons are capped at 123 bytes of UTF-8."""
-    return reason.encode()[:123].decode(errors="ignore")
+    return close_reason(reason)
 
 
 class _Duplicate(ValueError):

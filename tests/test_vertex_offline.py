@@ -1,0 +1,47 @@
+"""README "Vertex AI offline, on the simulator": the same commands, run as a person would. `livegate` with
+no config and TLS (`--ssl-certfile/--ssl-keyfile`), then `examples/vertex_live.py` (google-genai's Vertex
+client, unmodified) trusting the self-signed certificate through SSL_CERT_FILE. No Google credentials."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tests.test_litellm_compat import _self_signed
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_the_readme_commands_run_the_vertex_route_offline(tmp_path: Path) -> None:
+    certfile, keyfile = _self_signed(tmp_path)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "LIVEGATE_DB": str(tmp_path / "livegate.db")}
+    for name in ("GOOGLE_APPLICATION_CREDENTIALS", "DEFAULT_GOOGLE_APPLICATION_CREDENTIALS", "VERTEXAI_CREDENTIALS"):
+        env.pop(name, None)
+    server = subprocess.Popen([sys.executable, "-m", "livegate.cli", "--port", str(port), "--log-level", "warning",
+                               "--ssl-certfile", certfile, "--ssl-keyfile", keyfile],
+                              env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert server.poll() is None, server.stderr.read() if server.stderr else ""
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            assert time.monotonic() < deadline, "livegate did not start listening"
+            time.sleep(0.05)
+        client = subprocess.run(
+            [sys.executable, str(ROOT / "examples" / "vertex_live.py"), "Hello Vertex",
+             "--url", f"https://localhost:{port}/vertex_ai/live"],
+            env={**env, "SSL_CERT_FILE": certfile}, capture_output=True, text=True, timeout=60)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    assert client.returncode == 0, client.stderr
+    assert client.stdout.strip() == "[livegate simulator] You said: Hello Vertex"

@@ -149,7 +149,8 @@ async def _realtime(ws: WebSocket, gateway: Gateway) -> None:
     provider = provider_for(route, gateway.config, gateway.simulator_url)
     context = {"model": model, "setup_model": provider.setup_model(), "backend": provider.backend,
                "capabilities": (gateway.mappings.models or shipped_table()).capabilities(
-                   route.model_id, provider.backend, route.model_info)}
+                   route.model_id, provider.backend, route.model_info),
+               "features": route.gemini_features or {}}
     translator = Translator(gateway.mappings, dialect="beta" if beta else "ga", context=context,
                             validator=gateway.validator)
     try:

@@ -202,8 +202,8 @@ def _route(entry: Any, index: int) -> ModelRoute:
     problem = check_overrides(entry.get("model_info"), f"model_list[{index}].model_info")
     if problem is None and route.gemini_features is not None:
         backend = "vertex" if provider == "vertex_ai" else "aistudio"  # the simulator speaks AI Studio
-        problem = check_features(route.gemini_features, shipped_table().capabilities(model_id, backend, route.model_info),
-                                 f"model_list[{index}].gemini_features")
+        capabilities = shipped_table().capabilities(model_id, backend, route.model_info)
+        problem = check_features(route.gemini_features, capabilities, f"model_list[{index}].gemini_features")
     if problem is not None:
         raise ConfigError(problem)
     if provider == "gemini" and not route.api_key:

@@ -102,7 +102,8 @@ def check_features(features: Any, capabilities: dict[str, Any], where: str) -> s
         return None
     if not isinstance(features, dict):
         return f"{where}: expected a mapping"
-    error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(_features_schema()).iter_errors(features))
+    validator = jsonschema.Draft202012Validator(_features_schema())
+    error = jsonschema.exceptions.best_match(validator.iter_errors(features))
     if error is not None:
         path = ".".join(str(p) for p in error.absolute_path)
         return f"{where}{'.' + path if path else ''}: {error.message}"
@@ -113,7 +114,8 @@ def check_features(features: Any, capabilities: dict[str, Any], where: str) -> s
         ("code_execution", features.get("code_execution") and not caps["code_execution"], "has no codeExecution tool"),
         ("affective_dialog", "affective_dialog" in features and not caps["affective_dialog"],
          "takes no enableAffectiveDialog on this backend"),
-        ("proactive_audio", "proactive_audio" in features and caps["proactive_audio"] == "none", "takes no proactivity"),
+        ("proactive_audio", "proactive_audio" in features and caps["proactive_audio"] == "none",
+         "takes no proactivity"),
         ("proactive_audio", features.get("proactive_audio") is False and caps["proactive_audio"] == "always",
          "always has proactive audio on (false is refused)"),
         ("thinking_level", "thinking_level" in features and thinking not in ("level", "required"),

@@ -28,7 +28,8 @@ def usage_of(frames: list[dict[str, Any]]) -> dict[str, int]:
 
 async def setup(sim: GeminiLiveSimulator, model: str, **fields: Any) -> Any:
     c = await open_client(sim)
-    await c.send({"setup": {"model": f"models/{model}", "generationConfig": {"responseModalities": ["TEXT"]}, **fields}})
+    config = {"generationConfig": {"responseModalities": ["TEXT"]}}
+    await c.send({"setup": {"model": f"models/{model}", **config, **fields}})
     assert "setupComplete" in await c.recv()
     return c
 
@@ -107,7 +108,8 @@ async def test_trigger_phrases_stop_the_turn_with_a_reason(sim: GeminiLiveSimula
 async def test_extended_thinking_ends_turns_waiting_for_input(sim: GeminiLiveSimulator) -> None:
     c = await open_client(sim)
     await c.send({"setup": {"model": "models/gemini-3.8-live-extended-thinking",
-                            "generationConfig": {"responseModalities": ["AUDIO"], "thinkingConfig": {"thinkingLevel": "LOW"}},
+                            "generationConfig": {"responseModalities": ["AUDIO"],
+                                                 "thinkingConfig": {"thinkingLevel": "LOW"}},
                             "outputAudioTranscription": {}}})
     assert "setupComplete" in await c.recv()
     await c.send(text_turn("hi"))

@@ -131,3 +131,20 @@ async def test_idle_timeout_prompts_the_user(gateway: dict[str, Any]) -> None:
     assert events[0].type == "input_audio_buffer.timeout_triggered"
     assert events[-1].response.status == "completed"
     assert "The user has been silent" in next(e.text for e in events if e.type == "response.output_text.done")
+
+
+async def test_tool_choice_none_for_one_response(gateway: dict[str, Any]) -> None:
+    client = AsyncOpenAI(api_key=MASTER, websocket_base_url=gateway["ws"])
+    async with client.realtime.connect(model="gpt-realtime") as conn:
+        await conn.session.update(session={"type": "realtime", "output_modalities": ["text"], "tools": [
+            {"type": "function", "name": "lookup", "parameters": {"type": "object"}}]})
+        await conn.conversation.item.create(item={"type": "message", "role": "user", "content": [
+            {"type": "input_text", "text": "please lookup the weather"}]})
+        await conn.response.create(response={"tool_choice": "none"})
+        first = (await _until(conn, "response.done"))[-1].response
+        await conn.conversation.item.create(item={"type": "message", "role": "user", "content": [
+            {"type": "input_text", "text": "now lookup again"}]})
+        await conn.response.create()
+        second = (await _until(conn, "response.done"))[-1].response
+    assert [item.type for item in first.output] == ["message"]  # the simulator would have called lookup
+    assert [item.type for item in second.output] == ["function_call"]  # the tools are back

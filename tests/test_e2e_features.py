@@ -148,3 +148,21 @@ async def test_tool_choice_none_for_one_response(gateway: dict[str, Any]) -> Non
         second = (await _until(conn, "response.done"))[-1].response
     assert [item.type for item in first.output] == ["message"]  # the simulator would have called lookup
     assert [item.type for item in second.output] == ["function_call"]  # the tools are back
+
+
+async def test_camera_frames_while_the_user_talks(gateway: dict[str, Any]) -> None:
+    client = AsyncOpenAI(api_key=MASTER, websocket_base_url=gateway["ws"])
+    speech = base64.b64encode(b"\x00\x10" * 12000).decode()  # 0.5 s of 24 kHz PCM
+    async with client.realtime.connect(model="gpt-realtime") as conn:
+        await conn.session.update(session={"type": "realtime", "output_modalities": ["text"],
+                                           "audio": {"input": {"turn_detection": None}}})
+        await conn.input_audio_buffer.append(audio=speech)
+        for _ in range(2):
+            await conn.conversation.item.create(item={"type": "message", "role": "user", "content": [
+                {"type": "input_image", "image_url": JPEG}]})
+        await conn.input_audio_buffer.commit()
+        await conn.response.create()
+        done = (await _until(conn, "response.done"))[-1].response
+    frames = [m for m in gateway["sim"].sessions[-1].received if "video" in m.get("realtimeInput", {})]
+    assert len(frames) == 2 and frames[0]["realtimeInput"]["video"]["mimeType"] == "image/jpeg"
+    assert done.usage.input_token_details.image_tokens == 2 * 258  # Gemini's VIDEO tokens

@@ -2,10 +2,12 @@
 
 Mechanism only; the mappings decide when to call it (`decode_audio` / `encode_audio` / `flush_audio`
 in engine/mapping/functions.py). The codec is the standard library's `audioop` (`audioop-lts` from
-Python 3.13 on). Resampling is a streaming FIR: a low-pass designed by scipy (`firwin`, a Kaiser
-window) and applied by numpy's convolution over the chunk plus the previous chunk's last samples,
-computing only the samples kept. So 20 ms chunks join without clicks (chunked and one-shot output are
-identical) and the only latency is the filter's group delay (about 2 ms), never a block.
+Python 3.13 on). Resampling is a streaming FIR: a windowed-sinc low-pass (Kaiser window, the design
+of scipy's `firwin`, which tests/test_audio.py holds it equal to; scipy is not imported at run time
+because it alone took about 1 s of livegate's start-up) applied by numpy's convolution over the
+chunk plus the previous chunk's last samples, computing only the samples kept. So 20 ms chunks join
+without clicks (chunked and one-shot output are identical) and the only latency is the filter's
+group delay (about 2 ms), never a block.
 
     client G.711 8 kHz --decode--> PCM16 8 kHz --x2--> 16 kHz --> Gemini (audio/pcm;rate=16000)
     Gemini PCM16 24 kHz --/3--> 8 kHz --encode--> G.711 --> client
@@ -19,7 +21,6 @@ import sys
 from typing import Any
 
 import numpy as np
-from scipy.signal import firwin
 
 if sys.version_info >= (3, 13):  # pragma: no cover - audioop left the standard library in 3.13
     import audioop_lts as audioop  # type: ignore[import-not-found]
@@ -38,8 +39,14 @@ CODECS = {"pcmu": (audioop.ulaw2lin, audioop.lin2ulaw), "pcma": (audioop.alaw2li
 _TAPS = 63  # odd, linear phase: (63 - 1) / 2 = 31 samples of delay at the filter's rate
 
 
+_KAISER_BETA = 8.0
+
+
 def _lowpass(rate: int, cutoff: float) -> np.ndarray:
-    return firwin(_TAPS, cutoff, fs=rate, window=("kaiser", 8.0))
+    """Linear-phase low-pass: sinc at `cutoff` Hz times a Kaiser window, unity gain at DC."""
+    n = np.arange(_TAPS) - (_TAPS - 1) / 2
+    taps = np.sinc(2 * cutoff / rate * n) * np.kaiser(_TAPS, _KAISER_BETA)
+    return taps / taps.sum()
 
 
 class _Upsampler:

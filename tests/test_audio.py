@@ -21,9 +21,9 @@ from typing import Any
 import numpy as np
 import pytest
 from openai import AsyncOpenAI
-from scipy.signal import resample_poly
+from scipy.signal import firwin, resample_poly
 
-from livegate.audio import TelephonyDecoder, TelephonyEncoder
+from livegate.audio import _KAISER_BETA, _TAPS, TelephonyDecoder, TelephonyEncoder, _lowpass
 from livegate.config import parse_config
 from livegate.mapping import load_mappings
 from livegate.server import create_app
@@ -167,3 +167,11 @@ async def test_a_mulaw_conversation_through_the_openai_sdk(speech: tuple[np.ndar
     transcript = next(e.transcript for e in events if e.type == "conversation.item.input_audio_transcription.completed")
     heard = float(re.search(r"heard ([0-9.]+) s of audio", transcript).group(1))  # type: ignore[union-attr]
     assert abs(heard - len(narrowband) / 8000) < 0.8, f"Gemini heard the whole sentence at 16 kHz: {transcript}"
+
+
+@pytest.mark.parametrize(("rate", "cutoff"), [(16000, 3600.0), (24000, 3600.0), (8000, 3000.0)])
+def test_the_lowpass_is_scipys_firwin_design(rate: int, cutoff: float) -> None:
+    """livegate designs its filters with numpy (scipy costs a second of start-up); the taps are scipy's."""
+    expected = firwin(_TAPS, cutoff, fs=rate, window=("kaiser", _KAISER_BETA))
+    np.testing.assert_allclose(_lowpass(rate, cutoff), expected, rtol=0, atol=1e-12)
+

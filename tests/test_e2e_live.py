@@ -79,14 +79,22 @@ async def test_text_only_client_on_an_audio_only_model(livegate: str, sim: Gemin
 
 
 async def test_refused_by_name_before_gemini(sim: GeminiLiveSimulator) -> None:
-    config = live_config(sim.url, "gemini-3.5-transcribe-live")
+    config = live_config(sim.url, "gemini-3.5-live-translate-preview")
     async with serve(create_app(config, simulator_chunk_delay=0)) as url, \
             client(url.replace("http", "ws") + "/v1").realtime.connect(model="gpt-realtime") as conn:
         await conn.session.update(session={"type": "realtime", "instructions": "Be brief."}, event_id="u1")
         created = await conn.recv()
         error = await conn.recv()
-        assert created.type == "session.created" and created.session.output_modalities == ["text"]
+        assert created.type == "session.created" and created.session.output_modalities == ["audio"]
         assert error.type == "error" and error.error.param == "session.instructions" and error.error.event_id == "u1"
+    config = live_config(sim.url, "gemini-3.5-transcribe-live")
+    async with serve(create_app(config, simulator_chunk_delay=0)) as url, \
+            client(url.replace("http", "ws") + "/v1").realtime.connect(model="gpt-realtime") as conn:
+        await conn.session.update(session={"type": "realtime"}, event_id="u2")
+        created = await conn.recv()
+        error = await conn.recv()
+        assert created.type == "session.created" and created.session.type == "transcription"
+        assert error.type == "error" and error.error.param == "session.type" and error.error.event_id == "u2"
     assert not sim.sessions, "nothing reached Gemini"
 
 

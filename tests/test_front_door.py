@@ -72,6 +72,7 @@ async def _text_turn(ws: ClientConnection, seen: list[str] | None = None) -> str
     ("sk-wrong", "gpt-realtime", 401, "invalid_api_key"),
     (MASTER_KEY, "gpt-unknown", 404, "model_not_found"),
     (MASTER_KEY, "", 400, "missing_model"),
+    (MASTER_KEY, "gpt-realtime&intent=quicksilver", 400, "invalid_intent"),
 ])
 async def test_refused_at_the_handshake(base: str, sim: GeminiLiveSimulator, key: str | None, model: str,
                                         status: int, code: str) -> None:
@@ -108,7 +109,8 @@ async def test_bad_input_gets_errors_and_the_session_goes_on(base: str) -> None:
             (json.dumps({"type": "input_audio_buffer.append", "event_id": "e5", "audio": "A" * 70_000}),
              "message_too_large", None, None),
             (json.dumps({"type": "conversation.item.delete", "event_id": "e6", "item_id": "x"}),
-             "unsupported_event", "type", "e6"),
+             "invalid_value", "item_id", "e6"),
+            (json.dumps({"type": "output_audio_buffer.clear", "event_id": "e7"}), "unsupported_event", "type", "e7"),
         ]
         for frame, code, param, event_id in cases:
             await ws.send(frame)

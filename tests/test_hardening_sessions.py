@@ -255,7 +255,7 @@ async def test_an_upstream_stall_mid_turn_is_reported(caplog: pytest.LogCaptureF
                                                                         "output_modalities": ["text"]}}))
         assert (await text_turn(ws))["response"]["status"] == "completed"
         await asyncio.sleep(1.2)  # quiet between turns is not a stall
-        await ws.send(json.dumps({"type": "input_audio_buffer.clear", "event_id": "alive"}))
+        await ws.send(json.dumps({"type": "output_audio_buffer.clear", "event_id": "alive"}))
         error = (await until(ws, "error"))["error"]
         assert (error["code"], error.get("event_id")) == ("unsupported_event", "alive"), "the session goes on"
         started = time.monotonic()

@@ -66,12 +66,13 @@ def test_state_types_and_lifecycle_are_declared_for_every_key_written() -> None:
 def test_refuse_is_an_error_event_echoing_the_event_id_then_stop() -> None:
     translator = Translator(MAPPINGS, deterministic=True)
     translator.start()
-    out = translator.from_client({"type": "session.update", "event_id": "e1", "session": {"type": "transcription"}})
+    out = translator.from_client({"type": "session.update", "event_id": "e1", "session": {
+        "type": "realtime", "audio": {"input": {"noise_reduction": {"type": "near_field"}}}}})
     assert out.client == [{"event_id": "event_002", "type": "error", "error": {
-        "type": "invalid_request_error", "code": "unsupported_value", "param": "session.type", "event_id": "e1",
-        "message": "Transcription sessions are not supported by livegate; use type 'realtime'. "
-                   "The update was not applied."}}]
-    assert "transcription" not in str(translator.session["config"]["type"])
+        "type": "invalid_request_error", "code": "unsupported_value", "param": "session.audio.input.noise_reduction",
+        "event_id": "e1",
+        "message": "Gemini Live has no input noise reduction setting; send null. The update was not applied."}}]
+    assert translator.session["config"]["audio"]["input"]["noise_reduction"] is None
 
 
 @pytest.mark.parametrize("extra", ["    stop: true\n", "    emit: []\n", "    set: {session.requested: true}\n"])

@@ -151,9 +151,12 @@ def run_case(case: dict[str, Any], mappings: Any = None) -> list[dict[str, Any]]
     capabilities = mappings.models.capabilities(model, backend, case.get("model_info"))
     translator = Translator(mappings, dialect=case.get("dialect", "ga"), deterministic=True, clock=lambda: CLOCK,
                             context={"model": "gpt-realtime", "setup_model": setup_model, "backend": backend,
-                                     "capabilities": capabilities, "features": case.get("gemini_features", {})})
+                                     "capabilities": capabilities, "features": case.get("gemini_features", {}),
+                                     **({"intent": case["intent"]} if "intent" in case else {})})
     transcript = []
     connect = translator.start()
+    if "expect_connect" in case:
+        check_client("connect to client", connect.client, case["expect_connect"])
     if case.get("show_connect"):
         transcript.append({"step": "connect", "to_client": connect.client, "to_upstream": connect.upstream})
     for index, step in enumerate(case["steps"]):

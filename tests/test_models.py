@@ -235,3 +235,25 @@ async def test_simulator_go_away_and_seeded_history() -> None:
             await c.recv(timeout=1.0)
         assert closed.value.rcvd.code == 1000
         assert sim.sessions[0].connection is None
+
+
+async def test_transcription_model_only_transcribes(sim: GeminiLiveSimulator) -> None:
+    """gemini-3.5-transcribe-live: an utterance comes back as its input transcription (speaker labels and
+    offsets with diarization, the last chunk `finished`), then turnComplete: no model turn, no usage.
+    Text input closes the session with 1007."""
+    c = await open_client(sim)
+    await c.send({"setup": {"model": "models/gemini-3.5-transcribe-live",
+                            "generationConfig": {"responseModalities": ["TEXT"]},
+                            "inputAudioTranscription": {"languageCodes": ["en-US"], "diarization": True}}})
+    await c.recv()
+    await c.send(audio_msg(pcm16(1000) + silence(700)))
+    frames = await c.turn()
+    pieces = [f["serverContent"]["inputTranscription"] for f in frames
+              if "inputTranscription" in f.get("serverContent", {})]
+    assert "".join(p["text"] for p in pieces).endswith("heard 1.5 s of audio")
+    assert all(p["speakerLabel"] == "A" and p["endOffset"].endswith("s") for p in pieces)
+    assert [p.get("finished") for p in pieces] == [None] * (len(pieces) - 1) + [True]
+    assert not any("modelTurn" in f.get("serverContent", {}) or "usageMetadata" in f for f in frames)
+    assert {"serverContent": {"turnComplete": True}} in frames
+    await c.send(text_turn("hello"))
+    assert "only transcribes audio" in await _closed_1007(c)

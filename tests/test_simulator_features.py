@@ -56,14 +56,15 @@ async def test_video_frames_count_as_video_with_the_media_resolution(sim: Gemini
 
 
 @pytest.mark.parametrize(("model", "message", "reason"), [
-    ("gemini-3.5-transcribe-live", image_turn("hi", "image/png"), "image input is not supported"),
-    ("gemini-3.5-transcribe-live", {"realtimeInput": {"video": {"mimeType": "image/jpeg", "data": "AAAA"}}},
+    ("gemini-3.5-live-translate-preview", image_turn("hi", "image/png"), "image input is not supported"),
+    ("gemini-3.5-live-translate-preview", {"realtimeInput": {"video": {"mimeType": "image/jpeg", "data": "AAAA"}}},
      "video input is not supported"),
     ("gemini-2.0-flash-live-001", image_turn("hi", "image/gif"), "Unsupported MIME type: image/gif"),
 ])
 async def test_images_the_model_cannot_take_close_1007(sim: GeminiLiveSimulator, model: str, message: dict[str, Any],
                                                       reason: str) -> None:
-    c = await setup(sim, model)
+    modality = "TEXT" if "TEXT" in sim.models.row(model)["output_modalities"] else "AUDIO"
+    c = await setup(sim, model, generationConfig={"responseModalities": [modality]})
     await c.send(message)
     closed = await c.closed()
     assert closed.rcvd is not None and closed.rcvd.code == 1007 and reason in closed.rcvd.reason

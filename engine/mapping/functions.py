@@ -11,13 +11,15 @@ import itertools
 import secrets
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from jmespath import functions
 
-from livegate import audio
 from livegate.mapping.expressions import EXPLICIT_NULL, truthy
+
+if TYPE_CHECKING:
+    from livegate import audio
 
 _URLSAFE_TO_STD = str.maketrans("-_", "+/")
 
@@ -92,6 +94,14 @@ def deep_merge(base: Any, update: Any) -> Any:
         variant = isinstance(value, dict) and "type" in value
         out[key] = deep_merge(old, value) if isinstance(old, dict) and not variant else value
     return out
+
+
+def _telephony() -> Any:
+    """livegate.audio, imported by the first telephony session: numpy would add about 0.2 s to every
+    start-up of a gateway that may never see G.711."""
+    from livegate import audio
+
+    return audio
 
 
 class Helpers(functions.Functions):
@@ -194,6 +204,30 @@ class Helpers(functions.Functions):
             out[key] = value
         return out
 
+    @functions.signature({"types": ["array", "null"]}, {"types": ["string"]}, {"types": []})
+    def _func_find(self, items: list[Any] | None, key: str, value: Any) -> Any:
+        """The first object in `items` whose `key` equals `value`, or null (a filter cannot see outer names)."""
+        for item in items or ():
+            if isinstance(item, dict) and item.get(key) == value:
+                return item
+        return None
+
+    @functions.signature({"types": ["array", "null"]}, {"types": ["string"]}, {"types": []})
+    def _func_remove(self, items: list[Any] | None, key: str, value: Any) -> list[Any]:
+        """A copy of `items` without the objects whose `key` equals `value`."""
+        return [item for item in items or () if not (isinstance(item, dict) and item.get(key) == value)]
+
+    @functions.signature({"types": ["array", "null"]}, {"types": ["string"]}, {"types": []}, {"types": ["object"]})
+    def _func_patch(self, items: list[Any] | None, key: str, value: Any, changes: dict[str, Any]) -> list[Any]:
+        """A copy of `items` where each object whose `key` equals `value` has `changes` merged in (null removes)."""
+        out = []
+        for item in items or ():
+            if isinstance(item, dict) and item.get(key) == value:
+                item = {**item, **changes}
+                item = {k: v for k, v in item.items() if v is not None}
+            out.append(item)
+        return out
+
     @functions.signature({"types": ["array", "null"]}, {"types": []})
     def _func_append(self, items: list[Any] | None, value: Any) -> list[Any]:
         """A copy of `items` with `value` added at the end."""
@@ -239,13 +273,13 @@ class Helpers(functions.Functions):
         """The client's G.711 chunk (`codec` pcmu or pcma) as base64 PCM16 at 16 kHz, continuing the stream."""
         decoder = self.decoders.get(codec)
         if decoder is None:
-            decoder = self.decoders[codec] = audio.TelephonyDecoder(codec)
+            decoder = self.decoders[codec] = _telephony().TelephonyDecoder(codec)
         return decoder.decode(data)
 
     @functions.signature({"types": ["string"]}, {"types": ["string"]})
     def _func_decode_audio_once(self, codec: str, data: str) -> str:
         """A whole G.711 clip (an item's audio) as base64 PCM16 at 16 kHz, apart from the live stream."""
-        return audio.TelephonyDecoder(codec).decode(data)
+        return _telephony().TelephonyDecoder(codec).decode(data)
 
     @functions.signature({"types": ["string"]}, {"types": ["string"]})
     def _func_encode_audio(self, codec: str, data: str) -> str:
@@ -260,7 +294,7 @@ class Helpers(functions.Functions):
     def _encoder(self, codec: str) -> audio.TelephonyEncoder:
         encoder = self.encoders.get(codec)
         if encoder is None:
-            encoder = self.encoders[codec] = audio.TelephonyEncoder(codec)
+            encoder = self.encoders[codec] = _telephony().TelephonyEncoder(codec)
         return encoder
 
     @functions.signature({"types": ["string", "null"]})

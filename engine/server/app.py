@@ -109,6 +109,10 @@ def create_app(config: Config, mappings: Mappings | None = None, *, simulator_ch
     return app
 
 
+# The model name a `?intent=transcription` URL without `?model=` is routed by (OpenAI's transcription model).
+TRANSCRIPTION_MODEL = "gpt-4o-transcribe"
+
+
 async def _refuse(ws: WebSocket, status: int, message: str, code: str) -> None:
     body = {"error": {"type": "invalid_request_error", "code": code, "message": message}}
     await ws.send_denial_response(JSONResponse(body, status_code=status))
@@ -132,6 +136,12 @@ async def _realtime(ws: WebSocket, gateway: Gateway) -> None:
     model = ws.query_params.get("model")
     if not model and who.secret is not None and who.secret.session:  # a client secret may fix the model
         model = who.secret.session.get("model")
+    intent = ws.query_params.get("intent")
+    if intent is not None and intent != "transcription":
+        await _refuse(ws, 400, f"Unknown intent '{intent[:64]}'; the only intent is 'transcription'.", "invalid_intent")
+        return
+    if not model and intent == "transcription":  # OpenAI's transcription URL names no model
+        model = TRANSCRIPTION_MODEL
     route, problem = _route(gateway, model)
     if problem is not None:
         await _refuse(ws, *problem)
@@ -147,7 +157,7 @@ async def _realtime(ws: WebSocket, gateway: Gateway) -> None:
         return
     beta = ws.headers.get("openai-beta", "").lower() == BETA_HEADER_VALUE or auth.BETA_PROTOCOL in offered
     provider = provider_for(route, gateway.config, gateway.simulator_url)
-    context = {"model": model, "setup_model": provider.setup_model(), "backend": provider.backend,
+    context = {"model": model, "setup_model": provider.setup_model(), "backend": provider.backend, "intent": intent,
                "capabilities": (gateway.mappings.models or shipped_table()).capabilities(
                    route.model_id, provider.backend, route.model_info),
                "features": route.gemini_features or {}}

@@ -203,6 +203,7 @@ class _Connection:
         self.setup_done = False
         self.text_out = False
         self.input_transcription = self.output_transcription = False
+        self.diarization = False  # inputAudioTranscription.diarization: transcripts carry speaker labels
         self.manual_activity = False
         self.functions: dict[str, dict[str, Any]] = {}
         self.system_instruction = ""
@@ -335,6 +336,9 @@ class _Connection:
             await self._on_setup(body)
         elif not self.setup_done:
             raise _ClientError("The first message must be setup.")
+        elif self.caps["transcription_only"] and (name in ("clientContent", "toolResponse")
+                                                  or "text" in _obj(body)):
+            raise _ClientError(f"The model {self.caps['model']} only transcribes audio input.")
         elif name == "clientContent":
             if self.model_turns and not self.caps["client_content_after_first_turn"]:
                 log.info("simulator: %s ignores clientContent after the first turn", self.caps["model"])
@@ -369,6 +373,7 @@ class _Connection:
         self.image_tokens = script.IMAGE_TOKENS.get(str(resolution), script.DEFAULT_IMAGE_TOKENS)
         self.waits_for_input = self.caps["thinking"] == "required"
         self.input_transcription = setup.get("inputAudioTranscription") is not None
+        self.diarization = bool(_obj(setup.get("inputAudioTranscription")).get("diarization"))
         self.output_transcription = setup.get("outputAudioTranscription") is not None
         detection = _obj(_obj(setup.get("realtimeInputConfig")).get("automaticActivityDetection"))
         self.manual_activity = bool(detection.get("disabled"))
@@ -609,6 +614,9 @@ class _Connection:
         await self._respond(self._audio_answer(seconds, tokens))
 
     async def _audio_answer(self, seconds: float, tokens: dict[str, int]) -> None:
+        if self.caps["transcription_only"]:
+            await self._transcribe_only(seconds)
+            return
         if self.input_transcription or self.caps["input_transcription_unasked"]:
             for chunk in script.heard_transcript(seconds):
                 await self._send({"serverContent": {"inputTranscription": {"text": chunk}}})
@@ -669,6 +677,27 @@ class _Connection:
         await self._send({"sessionResumptionUpdate": {"newHandle": self._new_handle(), "resumable": True}})
         self.phase = "idle"
 
+
+    async def _transcribe_only(self, seconds: float) -> None:
+        """A transcription model: the utterance's transcript (the last chunk `finished`; with diarization
+        each chunk carries a speaker label and its offsets), then turnComplete. No model turn, no usage."""
+        chunks = script.heard_transcript(seconds)
+        self.phase = "streaming"
+        for i, text in enumerate(chunks):
+            if i:
+                await self._pause()
+            piece: dict[str, Any] = {"text": text}
+            if self.diarization:
+                piece |= {"speakerLabel": "A", "startOffset": f"{seconds * i / len(chunks):.3f}s",
+                          "endOffset": f"{seconds * (i + 1) / len(chunks):.3f}s"}
+            if i == len(chunks) - 1:
+                piece["finished"] = True
+            await self._send({"serverContent": {"inputTranscription": piece}})
+        self.phase = "finishing"
+        await self._send({"serverContent": {"turnComplete": True}})
+        self.history.append({"role": "user", "parts": [{"text": "".join(chunks)}]})
+        await self._send({"sessionResumptionUpdate": {"newHandle": self._new_handle(), "resumable": True}})
+        self.phase = "idle"
 
     def _new_handle(self) -> str:
         self.sim.handles_issued += 1

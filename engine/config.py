@@ -75,6 +75,9 @@ class ModelRoute:
     model_info: dict[str, Any] | None = field(default=None, compare=False, hash=False)
     max_session_seconds: float | None = None
     litellm_compat: bool | None = None  # None: general_settings.litellm_compat decides
+    # The entry's `gemini_features`: defaults of Gemini's own features for its sessions (README "Gemini's own
+    # features"), checked against the model's capabilities at load.
+    gemini_features: dict[str, Any] | None = field(default=None, compare=False, hash=False)
 
     def __repr__(self) -> str:  # never print secrets
         return f"ModelRoute({self.model_name!r} -> {self.provider}/{self.model_id})"
@@ -249,10 +252,15 @@ def _route(entry: Any, index: int) -> ModelRoute:
         model_info=_model_info(entry, index),
         max_session_seconds=_opt_positive(params, "max_session_seconds", where),
         litellm_compat=_opt_bool(params, "litellm_compat", where),
+        gemini_features=entry.get("gemini_features"),
     )
-    from livegate.models import check_overrides
+    from livegate.models import check_features, check_overrides, shipped_table
 
     problem = check_overrides(entry.get("model_info"), f"model_list[{index}].model_info")
+    if problem is None and route.gemini_features is not None:
+        backend = "vertex" if provider == "vertex_ai" else "aistudio"  # the simulator speaks AI Studio
+        capabilities = shipped_table().capabilities(model_id, backend, route.model_info)
+        problem = check_features(route.gemini_features, capabilities, f"model_list[{index}].gemini_features")
     if problem is not None:
         raise ConfigError(problem)
     if provider == "gemini" and not route.api_key:

@@ -91,6 +91,50 @@ def check_overrides(model_info: Any, where: str) -> str | None:
 
 
 @cache
+def _features_schema() -> dict[str, Any]:
+    return json.loads((SCHEMAS_DIR / "gemini_features.schema.json").read_text())
+
+
+def check_features(features: Any, capabilities: dict[str, Any], where: str) -> str | None:
+    """A message naming the first `gemini_features` entry that is malformed or that the model cannot take
+    (by its capability row), or None when all is well."""
+    if features is None:
+        return None
+    if not isinstance(features, dict):
+        return f"{where}: expected a mapping"
+    validator = jsonschema.Draft202012Validator(_features_schema())
+    error = jsonschema.exceptions.best_match(validator.iter_errors(features))
+    if error is not None:
+        path = ".".join(str(p) for p in error.absolute_path)
+        return f"{where}{'.' + path if path else ''}: {error.message}"
+    caps, model = capabilities, capabilities.get("model", "?")
+    thinking = caps["thinking"]
+    problems = [
+        ("google_search", features.get("google_search") and not caps["google_search"], "has no googleSearch tool"),
+        ("code_execution", features.get("code_execution") and not caps["code_execution"], "has no codeExecution tool"),
+        ("affective_dialog", "affective_dialog" in features and not caps["affective_dialog"],
+         "takes no enableAffectiveDialog on this backend"),
+        ("proactive_audio", "proactive_audio" in features and caps["proactive_audio"] == "none",
+         "takes no proactivity"),
+        ("proactive_audio", features.get("proactive_audio") is False and caps["proactive_audio"] == "always",
+         "always has proactive audio on (false is refused)"),
+        ("thinking_level", "thinking_level" in features and thinking not in ("level", "required"),
+         "takes no thinkingLevel"),
+        ("thinking_budget", "thinking_budget" in features and thinking not in ("budget", "required"),
+         "takes no thinkingBudget"),
+        ("thinking_budget", "thinking_budget" in features and "thinking_level" in features,
+         "takes one of thinkingLevel and thinkingBudget, not both"),
+        ("include_thoughts", "include_thoughts" in features and thinking == "none", "has no thinking setting"),
+        ("media_resolution", "media_resolution" in features and not (caps["image_input"] or caps["video_input"]),
+         "takes no images or video"),
+    ]
+    for name, failed, reason in problems:
+        if failed:
+            return f"{where}.{name}: the model {model} {reason}"
+    return None
+
+
+@cache
 def shipped_table() -> ModelTable:
     """The table shipped in mappings/ (what the simulator reads)."""
     return ModelTable.load()

@@ -12,6 +12,7 @@ of its own, so the server, the tests and the benchmark all drive this same objec
     from_upstream(frame)        one Gemini frame            -> upstream/<field>.yaml for each field
                                                                present, in dispatch.yaml order
     upstream_idle()             quiet for `idle_timeout` s  -> lifecycle/upstream_idle.yaml
+    user_idle()                 `user_idle_timeout` s passed -> lifecycle/user_idle.yaml
     upstream_closed(code, why)  Gemini closed               -> lifecycle/upstream_closed.yaml
     upstream_resume(mode)       a new Gemini connection     -> lifecycle/upstream_resume.yaml
 
@@ -146,6 +147,7 @@ class Translator:
         self.runtime = Runtime(self.helpers)
         self.config: dict[str, Any] = dict(context or {})
         self.config.setdefault("dialect", dialect)
+        self.config.setdefault("features", {})  # the config entry's gemini_features (defaults of Gemini's features)
         if "capabilities" not in self.config and mappings.models is not None:  # the server passes its own
             self.config["capabilities"] = mappings.models.capabilities(
                 self.config.get("setup_model") or self.config.get("model") or "", self.config.get("backend", ""))
@@ -265,6 +267,16 @@ class Translator:
     def upstream_resume(self, mode: str, *, cut: bool = False) -> Output:
         """The session moves to a new Gemini connection: mode "handle" (resumed) or "fresh" (re-seeded)."""
         return self._lifecycle("upstream_resume", {"mode": mode, "cut": cut})
+
+    def user_idle(self) -> Output:
+        """turn_detection.idle_timeout_ms passed with no user speech since the last response.done."""
+        return self._lifecycle("user_idle", {})
+
+    @property
+    def user_idle_timeout(self) -> float | None:
+        """Seconds until `user_idle()` should be called (turn_detection.idle_timeout_ms), if a timer is set."""
+        at_ms = self.session.get("user_idle_at_ms")
+        return None if at_ms is None else max(0.0, at_ms / 1000 - self.helpers.clock())
 
     @property
     def idle_timeout(self) -> float | None:

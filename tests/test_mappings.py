@@ -11,6 +11,7 @@ Translator one step at a time:
     model_info: {column: value}           (optional: capability overrides, as a config entry's model_info)
     litellm_compat: false                 (the config's LiteLLM compatibility setting for the session)
     sniff_dialect: false                  (no dialect header: the first session.update's shape decides)
+    gemini_features: {name: value}        (optional: the config entry's gemini_features defaults)
     show_connect: false                   (include the session.created step in the snapshot)
     snapshot: true                        (false: the expectations say it all; no whole-conversation snapshot)
     steps:
@@ -26,6 +27,7 @@ Translator one step at a time:
       - upstream: {serverContent: ...}    a Gemini frame (`upstream_raw:` text frame, `upstream_binary:`
                                           the same as a binary frame)
       - idle: true                        Gemini stayed quiet past idle_after_ms
+      - user_idle: true                   turn_detection.idle_timeout_ms passed (the pump's timer)
       - upstream_closed: {code: 1011, reason: "..."}
       - upstream_resume: {mode: handle | fresh, cut: false}   livegate moves to a new Gemini connection
 
@@ -82,6 +84,8 @@ def _feed(translator: Translator, step: dict[str, Any]) -> Output:
         return translator.from_upstream(step["upstream_binary"].encode())
     if "idle" in step:
         return translator.upstream_idle()
+    if "user_idle" in step:
+        return translator.user_idle()
     if "upstream_resume" in step:
         resume = step["upstream_resume"]
         return translator.upstream_resume(resume["mode"], cut=resume.get("cut", False))
@@ -150,7 +154,7 @@ def run_case(case: dict[str, Any], mappings: Any = None) -> list[dict[str, Any]]
     translator = Translator(mappings, dialect=case.get("dialect", "ga"), deterministic=True, clock=lambda: CLOCK,
                             sniff_dialect=case.get("sniff_dialect", False),
                             context={"model": "gpt-realtime", "setup_model": setup_model, "backend": backend,
-                                     "capabilities": capabilities,
+                                     "capabilities": capabilities, "features": case.get("gemini_features", {}),
                                      "litellm_compat": case.get("litellm_compat", False),
                                      **({"intent": case["intent"]} if "intent" in case else {})})
     transcript = []

@@ -104,5 +104,5 @@ def test_an_audio_frame_only_reaches_the_rules_that_read_model_output() -> None:
                         "a cancelled turn is over", "audio transcript delta"}
     everything = MAPPINGS.upstream["serverContent"].index.rules_for(
         {"serverContent": {"modelTurn": {}, "outputTranscription": {}, "inputTranscription": {}, "interrupted": True,
-                           "turnComplete": True}})
+                           "turnComplete": True, "turnCompleteReason": "X", "waitingForInput": True}})
     assert everything == MAPPINGS.upstream["serverContent"].rules

@@ -68,6 +68,18 @@ def is_base64(data: str) -> bool:
     return body % 4 != 1 and data.find("=", 0, body) < 0
 
 
+def parse_data_url(url: str | None) -> dict[str, Any] | None:
+    """`data:<mime>[;param...];base64,<data>` as {mime_type, data, bytes}; None when it is not one."""
+    if not url or not url.startswith("data:") or "," not in url:
+        return None
+    head, data = url[5:].split(",", 1)
+    params = head.split(";")
+    if params[-1].lower() != "base64" or not data or not is_base64(data):
+        return None
+    body = len(data.rstrip("="))
+    return {"mime_type": params[0].strip().lower(), "data": data, "bytes": body * 3 // 4}
+
+
 def deep_merge(base: Any, update: Any) -> Any:
     """`update` merged into `base`: objects merge key by key, an explicit null replaces.
 
@@ -114,6 +126,11 @@ class Helpers(functions.Functions):
     def _func_now(self) -> int:
         """Unix time in whole seconds."""
         return int(self.clock())
+
+    @functions.signature()
+    def _func_now_ms(self) -> int:
+        """Unix time in whole milliseconds (for timers the pump keeps)."""
+        return int(self.clock() * 1000)
 
     @functions.signature({"types": ["string"]})
     def _func_b64_standard(self, data: str) -> str:
@@ -279,6 +296,20 @@ class Helpers(functions.Functions):
         if encoder is None:
             encoder = self.encoders[codec] = _telephony().TelephonyEncoder(codec)
         return encoder
+
+    @functions.signature({"types": ["string", "null"]})
+    def _func_data_url(self, url: str | None) -> dict[str, Any] | None:
+        """A base64 data URL as {mime_type (lower case), data, bytes (decoded size)}; null for anything else
+        (an http URL, a file id, a URL that is not base64)."""
+        return parse_data_url(url)
+
+    @functions.signature({"types": ["array", "null"]}, {"types": []})
+    def _func_index_of(self, items: list[Any] | None, value: Any) -> int | None:
+        """The position of the first element equal to `value`, null when there is none (to name `param`)."""
+        for index, item in enumerate(items or []):
+            if item == value:
+                return index
+        return None
 
     @functions.signature({"types": ["number", "null"]}, {"types": ["number", "null"]})
     def _func_multiply(self, a: float | None, b: float | None) -> float | None:

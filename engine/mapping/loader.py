@@ -3,7 +3,7 @@
 Layout (the folder decides what a file is):
     client/<event type>.yaml      rules for one OpenAI client event type
     upstream/<field>.yaml         rules for one top-level field of a Gemini frame
-    lifecycle/<moment>.yaml       rules for connection moments (connect, upstream_idle, upstream_closed)
+    lifecycle/<moment>.yaml       rules for connection moments (connect, upstream_idle, upstream_closed, user_idle)
     shared/<name>.yaml            rule fragments, inlined by `- include: <name>`
     shapes/<topic>.yaml           named templates, applied with `shape('name', value)`
     dialects/<name>.yaml          a client dialect as a reshape table over the canonical GA events
@@ -37,7 +37,7 @@ from livegate.mapping.yamlpos import Located, Path_
 from livegate.paths import MAPPINGS_DIR, SCHEMAS_DIR
 
 RULE_FOLDERS = ("client", "upstream", "lifecycle")
-LIFECYCLE_MOMENTS = ("connect", "upstream_idle", "upstream_closed", "upstream_resume")
+LIFECYCLE_MOMENTS = ("connect", "upstream_idle", "upstream_closed", "upstream_resume", "user_idle")
 
 
 @dataclass(frozen=True)

@@ -179,7 +179,7 @@ async def _realtime(ws: WebSocket, gateway: Gateway) -> None:
     context = {"model": model, "setup_model": provider.setup_model(), "backend": provider.backend, "intent": intent,
                "capabilities": (gateway.mappings.models or shipped_table()).capabilities(
                    route.model_id, provider.backend, route.model_info),
-               "litellm_compat": compat}
+               "litellm_compat": compat, "features": route.gemini_features or {}}
     # With no header, LiteLLM compatibility starts in beta (LiteLLM's clients speak it); either way the
     # first session.update's shape may still switch the dialect.
     translator = Translator(gateway.mappings, dialect="beta" if beta or compat else "ga", context=context,

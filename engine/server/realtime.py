@@ -298,8 +298,9 @@ class RealtimeSession:
     async def _pump_upstream(self, conn: UpstreamConnection) -> None:
         while True:
             idle = self.translator.idle_timeout
+            user_idle = self.translator.user_idle_timeout
             stall = self._stall.remaining(self.timeouts.upstream_stall_s)
-            timeout = min(t for t in (idle, stall) if t is not None) if idle or stall else None
+            timeout = min((t for t in (idle, stall, user_idle) if t is not None), default=None)
             try:
                 # asyncio.timeout, not wait_for: Python 3.11's wait_for returns a frame that arrives together
                 # with a cancellation and drops the cancellation, so the session's end would wait forever.
@@ -312,6 +313,8 @@ class RealtimeSession:
                     return
                 if idle is not None and timeout == idle:
                     await self.deliver(self.translator.upstream_idle())
+                if user_idle is not None and timeout == user_idle:
+                    await self.deliver(self.translator.user_idle())
                 continue
             except ConnectionClosed as exc:
                 if conn is not self.upstream or self._queue is not None:

@@ -21,8 +21,28 @@ _WORDS = re.compile(r"\S+\s*|\s+")
 # --- answers -------------------------------------------------------------------------------------------
 
 
-def echo_answer(user_text: str) -> str:
-    return f"{PREFIX} You said: {user_text}"
+def echo_answer(user_text: str, images: int = 0) -> str:
+    seen = f"I see {images} image{'s' if images != 1 else ''}. " if images else ""
+    return f"{PREFIX} {seen}You said: {user_text}"
+
+
+# Phrases in the user's text that make the simulator end the turn as Gemini does when it stops one
+# (serverContent.turnCompleteReason), with no output: for tests of what a client sees then.
+STOP_TRIGGERS = {
+    "[sim:safety]": "PROHIBITED_INPUT_CONTENT",
+    "[sim:malformed-call]": "MALFORMED_FUNCTION_CALL",
+}
+
+
+def stop_reason(user_text: str) -> str | None:
+    """The turnCompleteReason a trigger phrase in the user's text asks for, if any."""
+    return next((reason for phrase, reason in STOP_TRIGGERS.items() if phrase in user_text), None)
+
+
+# Tokens Gemini counts per image or video frame, by generationConfig.mediaResolution.
+IMAGE_TOKENS = {"MEDIA_RESOLUTION_LOW": 66, "MEDIA_RESOLUTION_MEDIUM": 258, "MEDIA_RESOLUTION_HIGH": 258}
+DEFAULT_IMAGE_TOKENS = 258
+IMAGE_MIME_TYPES = ("image/jpeg", "image/png", "image/webp", "image/heic", "image/heif")
 
 
 def asks_recall(user_text: str) -> bool:

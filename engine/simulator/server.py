@@ -221,6 +221,9 @@ class _Connection:
         # "finishing" (turnComplete under way: only usage / resumption frames left).
         self.phase = "idle"
         self.caps: dict[str, Any] = {}  # the model's capabilities (mappings/models.yaml), set at setup
+        self.image_tokens = script.DEFAULT_IMAGE_TOKENS  # per image / video frame, by mediaResolution
+        self.video_frames = 0  # realtimeInput.video frames since the last model turn (counted as VIDEO)
+        self.waits_for_input = False  # extended-thinking models mark the end of a turn with waitingForInput
         self.model_turns = 0  # finished model turns
 
     # --- plumbing --------------------------------------------------------------------------------------
@@ -366,6 +369,9 @@ class _Connection:
             raise _ClientError(f"The requested combination of response modalities ({wanted[0]}) is not supported "
                                "by the model.")
         self._check_model_can(setup)
+        resolution = _obj(setup.get("generationConfig")).get("mediaResolution")
+        self.image_tokens = script.IMAGE_TOKENS.get(str(resolution), script.DEFAULT_IMAGE_TOKENS)
+        self.waits_for_input = self.caps["thinking"] == "required"
         self.input_transcription = setup.get("inputAudioTranscription") is not None
         self.diarization = bool(_obj(setup.get("inputAudioTranscription")).get("diarization"))
         self.output_transcription = setup.get("outputAudioTranscription") is not None
@@ -404,6 +410,7 @@ class _Connection:
         declarations = [d for t in tools or [] if isinstance(t, dict) for d in t.get("functionDeclarations") or []]
         thinking = _obj(config.get("thinkingConfig"))
         proactive = _obj(setup.get("proactivity")).get("proactiveAudio")
+        kinds = {key for t in tools or [] if isinstance(t, dict) for key in t}
         problems = [
             (bool(tools) and not caps["tools"], "tools are not supported by this model"),
             ("systemInstruction" in setup and not caps["instructions"], "systemInstruction is not supported"),
@@ -411,6 +418,12 @@ class _Connection:
              "only NON_BLOCKING functions are supported by this model"),
             ("thinkingLevel" in thinking and caps["thinking"] not in ("level", "required"),
              "thinkingLevel is not supported by this model"),
+            ("thinkingBudget" in thinking and caps["thinking"] not in ("budget", "required"),
+             "thinkingBudget is not supported by this model"),
+            ("googleSearch" in kinds and not caps["google_search"], "googleSearch is not supported by this model"),
+            ("codeExecution" in kinds and not caps["code_execution"], "codeExecution is not supported by this model"),
+            ("mediaResolution" in config and config["mediaResolution"] not in script.IMAGE_TOKENS,
+             f"invalid mediaResolution {config.get('mediaResolution')!r}"),
             (caps["thinking"] == "required" and "generationConfig" in setup
              and ("thinkingLevel" in thinking) == ("thinkingBudget" in thinking),
              "exactly one of thinkingLevel and thinkingBudget is required"),
@@ -443,6 +456,8 @@ class _Connection:
             self.history.extend(turns)
             self.seeding = not content.get("turnComplete")
             return
+        for turn in turns:
+            self._check_images(turn)
         await self._interrupt()  # clientContent always interrupts the current generation
         self.history.extend(turns)
         if not content.get("turnComplete"):
@@ -452,6 +467,17 @@ class _Connection:
         user_text = user_texts[-1] if user_texts else ""
         prompt = "".join(_text_of(turn) for turn in turns) or user_text
         await self._user_text_turn(user_text, prompt)
+
+    def _check_images(self, turn: dict[str, Any]) -> None:
+        """Close with 1007, as the service does, for an image the model cannot take."""
+        for part in turn.get("parts") or []:
+            mime = str(_obj(_obj(part).get("inlineData")).get("mimeType") or "")
+            if not mime.startswith("image/"):
+                continue
+            if not self.caps["image_input"]:
+                raise _ClientError(f"image input is not supported by this model ({self.caps['model']}).")
+            if mime not in script.IMAGE_MIME_TYPES:
+                raise _ClientError(f"Unsupported MIME type: {mime}")
 
     async def _on_realtime_input(self, rt: dict[str, Any]) -> None:
         unknown = sorted(set(rt) - _REALTIME_FIELDS)
@@ -490,8 +516,15 @@ class _Connection:
         except ValueError as exc:
             raise _ClientError(str(exc)) from None
         mime = str(blob.get("mimeType") or "")
+        if mime.startswith("image/"):  # a video frame: seen by the next turn, counted as VIDEO
+            if not self.caps["video_input"]:
+                raise _ClientError(f"video input is not supported by this model ({self.caps['model']}).")
+            if mime not in script.IMAGE_MIME_TYPES:
+                raise _ClientError(f"Unsupported MIME type: {mime}")
+            self.video_frames += 1
+            return
         if not mime.startswith("audio/"):
-            return  # video frames / images are accepted and ignored
+            raise _ClientError(f"Unsupported MIME type: {mime}")
         rate = sample_rate(mime)
         if self.manual_activity:
             if self.in_activity:  # audio outside activityStart..activityEnd is not part of any turn
@@ -538,14 +571,29 @@ class _Connection:
             ids, self.pending_calls = list(self.pending_calls), {}
             await self._send({"toolCallCancellation": {"ids": ids}})
 
+    def _visual_tokens(self) -> tuple[int, dict[str, int]]:
+        """Images in the user's turn (clientContent since the last model turn) and video frames since then:
+        how many images the model saw, and their tokens by modality (usageMetadata promptTokensDetails)."""
+        since = next((i for i in range(len(self.history) - 1, -1, -1) if self.history[i].get("role") == "model"), -1)
+        images = sum(1 for turn in self.history[since + 1:] for part in turn.get("parts") or []
+                     if str(_obj(_obj(part).get("inlineData")).get("mimeType") or "").startswith("image/"))
+        frames, self.video_frames = self.video_frames, 0
+        return images + frames, {"IMAGE": images * self.image_tokens, "VIDEO": frames * self.image_tokens}
+
     async def _user_text_turn(self, user_text: str, prompt: str) -> None:
         await self._interrupt()
         await self._cancel_pending_calls()
-        tokens = {"TEXT": script.text_tokens(self.system_instruction + prompt)}
+        seen, visual = self._visual_tokens()
+        tokens = {"TEXT": script.text_tokens(self.system_instruction + prompt), **visual}
+        reason = script.stop_reason(user_text)
+        if reason is not None:
+            await self._respond(self._stopped_turn(reason, tokens))
+            return
         name = script.called_function(user_text, self.functions)
         if name is None:
             said = [_text_of(t) for t in self.history if t.get("role", "user") == "user" and _text_of(t)]
-            answer = script.recall_answer(said[:-1]) if script.asks_recall(user_text) else script.echo_answer(user_text)
+            answer = (script.recall_answer(said[:-1]) if script.asks_recall(user_text)
+                      else script.echo_answer(user_text, seen))
             await self._respond(self._stream_turn(answer, tokens))
             return
         self.calls += 1
@@ -561,6 +609,7 @@ class _Connection:
         tokens = {
             "TEXT": script.text_tokens(self.system_instruction),
             "AUDIO": script.audio_tokens(len(pcm), rate),
+            **self._visual_tokens()[1],
         }
         await self._respond(self._audio_answer(seconds, tokens))
 
@@ -573,6 +622,18 @@ class _Connection:
                 await self._send({"serverContent": {"inputTranscription": {"text": chunk}}})
                 await self._pause()
         await self._stream_turn(script.heard_answer(seconds), tokens)
+
+    async def _stopped_turn(self, reason: str, prompt_tokens: dict[str, int]) -> None:
+        """A turn Gemini ends without output, giving its reason (a safety stop, a malformed call)."""
+        self.phase = "finishing"
+        end: dict[str, Any] = {"turnComplete": True, "turnCompleteReason": reason}
+        if self.waits_for_input:
+            end["waitingForInput"] = True
+        usage = script.usage_metadata(self.session.backend, prompt_tokens, {})
+        await self._send({"serverContent": end, **({"usageMetadata": usage} if self.caps["reports_usage"] else {})})
+        self.history.append({"role": "model", "parts": []})
+        self.model_turns += 1
+        self.phase = "idle"
 
     async def _stream_turn(self, text: str, prompt_tokens: dict[str, int]) -> None:
         """Stream one model turn: content chunks, generationComplete, turnComplete + usage, new handle."""
@@ -603,12 +664,13 @@ class _Connection:
         await self._pause()
         usage = script.usage_metadata(self.session.backend, prompt_tokens, response_tokens)
         self.phase = "finishing"  # from here on a barge-in waits for the turn instead of interrupting it
+        end: dict[str, Any] = {"turnComplete": True, **({"waitingForInput": True} if self.waits_for_input else {})}
         if not self.caps["reports_usage"]:
-            await self._send({"serverContent": {"turnComplete": True}})
+            await self._send({"serverContent": end})
         elif self.sim.usage_placement == "with_turn_complete":
-            await self._send({"serverContent": {"turnComplete": True}, "usageMetadata": usage})
+            await self._send({"serverContent": end, "usageMetadata": usage})
         else:
-            await self._send({"serverContent": {"turnComplete": True}})
+            await self._send({"serverContent": end})
             await self._send({"usageMetadata": usage})
         self.history.append({"role": "model", "parts": [{"text": text}]})
         self.model_turns += 1

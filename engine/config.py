@@ -43,7 +43,7 @@ LITELLM_TOP_LEVEL = ("router_settings", "environment_variables", "callback_setti
                      "assistant_settings", "finetune_settings", "search_tools", "prompts")
 GENERAL_KEYS = ("master_key", "database_url", "litellm_compat")
 LITELLM_SETTINGS_KEYS = ("default_vertex_config",)
-MODEL_ENTRY_KEYS = ("model_name", "litellm_params", "livegate_params", "model_info")
+MODEL_ENTRY_KEYS = ("model_name", "litellm_params", "livegate_params", "model_info", "gemini_features")
 PARAMS_KEYS = ("model", "api_key", "api_base", "api_version", "vertex_project", "vertex_location",
                "vertex_credentials", "max_session_seconds", "litellm_compat")
 VERTEX_KEYS = ("vertex_project", "vertex_location", "vertex_credentials", "api_base", "discovery_api_base")

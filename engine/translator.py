@@ -279,6 +279,20 @@ class Translator:
         return None if at_ms is None else max(0.0, at_ms / 1000 - self.helpers.clock())
 
     @property
+    def awaits_request(self) -> bool:
+        """Gemini is continuing after a tool output that the client has not asked a response for yet
+        (`session.continuation_pending`, no response open, none waiting for its usage): the server holds
+        Gemini's frames for up to `continuation_wait` s, so the response opens with the request's metadata,
+        as OpenAI's would."""
+        session = self.session
+        return bool(session.get("continuation_pending") and session.get("turn_started")
+                    and not session.get("response") and not session.get("held"))
+
+    @property
+    def continuation_wait(self) -> float:
+        return self.mappings.continuation_wait_ms / 1000
+
+    @property
     def idle_timeout(self) -> float | None:
         """Seconds of upstream silence after which `upstream_idle()` should be called, if any."""
         return self.mappings.idle_after_ms / 1000 if self.session.get("awaiting_idle") else None

@@ -6,6 +6,7 @@ against a local token endpoint), each reached through the real upstream layer.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import math
 import struct
@@ -161,3 +162,40 @@ async def test_tool_round_trip(gateway: dict[str, Any]) -> None:
     assert answer == '[livegate simulator] The tool get_weather returned: {"output": {"temperature_c": 21}}'
     tool_response = next(m for m in gateway["sim"].sessions[0].received if "toolResponse" in m)
     assert tool_response["toolResponse"]["functionResponses"][0]["name"] == "get_weather"
+
+
+async def _tool_call(conn: Any) -> Any:
+    tool = {"type": "function", "name": "get_weather", "parameters": {"type": "object", "properties": {}}}
+    await conn.session.update(session={"type": "realtime", "output_modalities": ["text"], "tools": [tool]})
+    await conn.conversation.item.create(item={"type": "message", "role": "user", "content": [
+        {"type": "input_text", "text": "Please call get_weather for Paris"}]})
+    await conn.response.create()
+    first = await _collect(conn)
+    call = next(e for e in first if e.type == "response.function_call_arguments.done")
+    await conn.conversation.item.create(item={"type": "function_call_output", "call_id": call.call_id,
+                                              "output": '{"temperature_c": 21}'})
+    return call
+
+
+async def test_a_late_response_create_after_a_tool_output_gets_its_own_response_created(
+        gateway: dict[str, Any]) -> None:
+    """Gemini continues at once after the tool output; OpenAI waits for response.create. The continuation is
+    held until the client asks, so the response opens with the request's metadata (LiveKit's generate_reply
+    waits for exactly that) and there is one response, no error."""
+    async with _client(gateway).realtime.connect(model="gpt-realtime") as conn:
+        await _tool_call(conn)
+        await asyncio.sleep(0.3)  # the simulator has answered the tool result by now
+        await conn.response.create(response={"metadata": {"request": "after-tool"}})
+        second = await _collect(conn)
+    created = [e for e in second if e.type == "response.created"]
+    assert len(created) == 1 and created[0].response.metadata == {"request": "after-tool"}
+    assert not [e for e in second if e.type == "error"]
+    assert second[-1].response.metadata == {"request": "after-tool"}
+
+
+async def test_a_continuation_nobody_asks_for_is_served_after_the_wait(gateway: dict[str, Any]) -> None:
+    async with _client(gateway).realtime.connect(model="gpt-realtime") as conn:
+        await _tool_call(conn)
+        second = await _collect(conn)  # no response.create: Gemini's continuation comes as its own response
+    assert [e.type for e in second].count("response.created") == 1
+    assert next(e.text for e in second if e.type == "response.output_text.done").endswith('{"temperature_c": 21}}')

@@ -174,13 +174,13 @@ SDK_SENDS_GA = [  # docs/protocol-notes.md §1, as serialized by the SDK
                                            "output_modalities": ["audio"],
                                            "audio": {"input": {"format": {"type": "audio/pcm", "rate": 24000},
                                                                "turn_detection": {"type": "server_vad"}}}}},
-    {"type": "input_audio_buffer.append", "audio": "AAAA"},
+    {"type": "input_audio_buffer.append", "audio": "AAAAAA=="},
     {"type": "response.create"},
 ]
 SDK_SENDS_BETA = [
     {"type": "session.update", "session": {"modalities": ["text", "audio"], "voice": "alloy",
                                            "input_audio_format": "pcm16", "turn_detection": {"type": "server_vad"}}},
-    {"type": "input_audio_buffer.append", "audio": "AAAA"},
+    {"type": "input_audio_buffer.append", "audio": "AAAAAA=="},
     {"type": "response.create"},
 ]
 
@@ -260,13 +260,13 @@ def ga_items() -> list[Any]:
         ga.RealtimeConversationItemUserMessage(
             type="message", role="user", id="item_1", object="realtime.item", status="completed",
             content=[user_msg.Content(type="input_text", text="What is this?"),
-                     user_msg.Content(type="input_audio", audio="AAAA", transcript="hello"),
-                     user_msg.Content(type="input_image", image_url="data:image/jpeg;base64,AAAA",
+                     user_msg.Content(type="input_audio", audio="AAAAAA==", transcript="hello"),
+                     user_msg.Content(type="input_image", image_url="data:image/jpeg;base64,AAAAAA==",
                                       detail="low")]),
         ga.RealtimeConversationItemAssistantMessage(
             type="message", role="assistant",
             content=[assistant_msg.Content(type="output_text", text="Hi!"),
-                     assistant_msg.Content(type="output_audio", audio="AAAA", transcript="Hi!")]),
+                     assistant_msg.Content(type="output_audio", audio="AAAAAA==", transcript="Hi!")]),
         ga.RealtimeConversationItemFunctionCall(type="function_call", name="get_weather", call_id="call_1",
                                                 arguments='{"city": "Paris"}', status="completed"),
         ga.RealtimeConversationItemFunctionCallOutput(type="function_call_output", call_id="call_1",
@@ -349,7 +349,7 @@ def beta_valid_events() -> list[dict[str, Any]]:
         beta.ConversationItem(type="message", role="system", content=[content(type="input_text", text="Be nice.")]),
         beta.ConversationItem(type="message", role="user", id="item_1", object="realtime.item", status="completed",
                               content=[content(type="input_text", text="hi"),
-                                       content(type="input_audio", audio="AAAA", transcript="hi")]),
+                                       content(type="input_audio", audio="AAAAAA==", transcript="hi")]),
         beta.ConversationItem(type="message", role="assistant",
                               content=[content(type="text", text="Hello"),
                                        content(type="audio", transcript="Hello")]),
@@ -570,9 +570,9 @@ INVALID_GA = [
     ("beta part type in a GA assistant message", _item({"type": "message", "role": "assistant", "content": [
         {"type": "text", "text": "x"}]}), ("item.content.0.type", "enum")),
     ("audio in a system message", _item({"type": "message", "role": "system", "content": [
-        {"type": "input_audio", "audio": "AAAA"}]}), ("item.content.0.type", "enum")),
+        {"type": "input_audio", "audio": "AAAAAA=="}]}), ("item.content.0.type", "enum")),
     ("part without type", _user({"text": "hi"}), ("item.content.0.type", "required")),
-    ("field of another part type", _user({"type": "input_text", "text": "hi", "audio": "AAAA"}),
+    ("field of another part type", _user({"type": "input_text", "text": "hi", "audio": "AAAAAA=="}),
      ("item.content.0.audio", "additionalProperties")),
     ("bad image detail", _user({"type": "input_image", "image_url": "data:,", "detail": "max"}),
      ("item.content.0.detail", "enum")),

@@ -14,7 +14,7 @@ from livegate.mapping.index import RuleIndex
 from livegate.translator import Translator
 
 MAPPINGS = load_mappings()
-AUDIO = "AAAA" * 20
+AUDIO = "AAAAAA==" * 20
 
 CLIENT = [
     {"type": "session.update", "session": {"type": "realtime", "output_modalities": ["audio"]}},

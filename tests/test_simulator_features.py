@@ -57,7 +57,7 @@ async def test_video_frames_count_as_video_with_the_media_resolution(sim: Gemini
 
 @pytest.mark.parametrize(("model", "message", "reason"), [
     ("gemini-3.5-live-translate-preview", image_turn("hi", "image/png"), "image input is not supported"),
-    ("gemini-3.5-live-translate-preview", {"realtimeInput": {"video": {"mimeType": "image/jpeg", "data": "AAAA"}}},
+    ("gemini-3.5-live-translate-preview", {"realtimeInput": {"video": {"mimeType": "image/jpeg", "data": "AAAAAA=="}}},
      "video input is not supported"),
     ("gemini-2.0-flash-live-001", image_turn("hi", "image/gif"), "Unsupported MIME type: image/gif"),
 ])

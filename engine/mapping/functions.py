@@ -150,6 +150,11 @@ class Helpers(functions.Functions):
     def _func_is_base64(self, data: str) -> bool:
         return is_base64(data)
 
+    @functions.signature({"types": ["string"]}, {"types": ["number"]})
+    def _func_whole_samples(self, data: str, width: int) -> bool:
+        """Whether base64 `data` decodes to whole samples of `width` bytes, from its length alone."""
+        return len(data.rstrip("=")) * 3 // 4 % int(width) == 0
+
     @functions.signature({"types": []})
     def _func_to_json(self, value: Any) -> str:
         """Compact JSON text of any value (OpenAI sends function arguments as a JSON string)."""

@@ -94,6 +94,7 @@ class Mappings:
     dialects: dict[str, dict[str, dict[str, Reshape]]] = field(default_factory=dict)
     upstream_fields: tuple[str, ...] = ()
     idle_after_ms: int = 250
+    continuation_wait_ms: int = 1000
     state: StateSpec = field(default_factory=StateSpec)
     files: list[str] = field(default_factory=list)
     models: Any = None  # livegate.models.ModelTable, from models.yaml
@@ -156,6 +157,7 @@ class _Loader:
         dispatch = self.read(root / "dispatch.yaml", "dispatch_file")
         self.result.upstream_fields = tuple(dispatch.data["upstream_fields"])
         self.result.idle_after_ms = dispatch.data.get("idle_after_ms", self.result.idle_after_ms)
+        self.result.continuation_wait_ms = dispatch.data.get("continuation_wait_ms", self.result.continuation_wait_ms)
         for path in sorted((root / "shared").glob("*.yaml")):
             self.fragments[path.stem] = self.read(path, "fragment_file")
         for path in sorted((root / "shapes").glob("*.yaml")):

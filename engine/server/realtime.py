@@ -28,6 +28,7 @@ cannot starve the gateway), and writes to the client have a deadline (client_io.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 import logging
@@ -98,6 +99,10 @@ class RealtimeSession:
         self._held_client: list[str] = []  # events for a client whose connection is gone
         self._client_away = False  # its connection dropped; events are held for a reattach
         self._reattached = asyncio.Event()
+        # Gemini's continuation after a tool output, held until the client's response.create (or
+        # continuation_wait): frames in arrival order, the first still being delivered while it leads.
+        self._awaiting_request: collections.deque[str | bytes] = collections.deque()
+        self._awaiting_until: float | None = None
         self._ws_released: asyncio.Future[None] | None = None  # resolved when a reattached socket is done
         self.reattaches = 0
 
@@ -205,6 +210,8 @@ class RealtimeSession:
                 self.grant.client_frame(frame)
                 frame = self.grant.fix_client_frame(frame, self.translator.dialect)
             await self.deliver(self.translator.from_client(frame))
+            if self._awaiting_request and self._awaiting_until is not None and not self.translator.awaits_request:
+                await self._release_continuation()  # the response.create it waited for came
             await fair_turn()
 
     async def deliver(self, out: Output) -> None:
@@ -300,13 +307,17 @@ class RealtimeSession:
             idle = self.translator.idle_timeout
             user_idle = self.translator.user_idle_timeout
             stall = self._stall.remaining(self.timeouts.upstream_stall_s)
-            timeout = min((t for t in (idle, stall, user_idle) if t is not None), default=None)
+            held = None if self._awaiting_until is None else max(0.0, self._awaiting_until - time.monotonic())
+            timeout = min((t for t in (idle, stall, user_idle, held) if t is not None), default=None)
             try:
                 # asyncio.timeout, not wait_for: Python 3.11's wait_for returns a frame that arrives together
                 # with a cancellation and drops the cancellation, so the session's end would wait forever.
                 async with asyncio.timeout(timeout):
                     frame = await conn.recv()
             except TimeoutError:
+                if held is not None and timeout == held:
+                    await self._release_continuation()  # the client did not ask: served as Gemini's own
+                    continue
                 if self._stall.stalled(self.timeouts.upstream_stall_s, _turn_pending(self.translator.session)):
                     await self._fail(f"Gemini Live sent nothing for {self.timeouts.upstream_stall_s:g} s in the "
                                      "middle of a turn.", "upstream_timeout")
@@ -327,11 +338,28 @@ class RealtimeSession:
                     return
                 await self._upstream_closed(code, reason)
                 return
-            if self.grant is not None:
-                self.grant.upstream_frame(frame)
-            await self.deliver(self.translator.from_upstream(frame))
-            self._stall.received(_turn_pending(self.translator.session))
+            if self._awaiting_request or self.translator.awaits_request:
+                if not self._awaiting_request:
+                    self._awaiting_until = time.monotonic() + self.translator.continuation_wait
+                self._awaiting_request.append(frame)
+                self._stall.received(True)
+                continue
+            await self._from_upstream(frame)
             await fair_turn()
+
+    async def _from_upstream(self, frame: str | bytes) -> None:
+        if self.grant is not None:
+            self.grant.upstream_frame(frame)
+        await self.deliver(self.translator.from_upstream(frame))
+        self._stall.received(_turn_pending(self.translator.session))
+
+    async def _release_continuation(self) -> None:
+        """Translate the held continuation in order: after the client's response.create, or when the
+        wait is over. The leading frame stays in the queue until delivered, so the pump keeps queueing."""
+        self._awaiting_until = None
+        while self._awaiting_request:
+            await self._from_upstream(self._awaiting_request[0])
+            self._awaiting_request.popleft()
 
     # -- moving the session to a new connection ----------------------------------------------------
 

@@ -199,3 +199,20 @@ async def test_a_continuation_nobody_asks_for_is_served_after_the_wait(gateway: 
         second = await _collect(conn)  # no response.create: Gemini's continuation comes as its own response
     assert [e.type for e in second].count("response.created") == 1
     assert next(e.text for e in second if e.type == "response.output_text.done").endswith('{"temperature_c": 21}}')
+
+
+async def test_a_system_message_is_accepted_and_reaches_gemini(gateway: dict[str, Any]) -> None:
+    """Clients put system messages in the conversation; Gemini gets them as instructions, no error."""
+    async with _client(gateway).realtime.connect(model="gpt-realtime") as conn:
+        await conn.session.update(session={"type": "realtime", "output_modalities": ["text"],
+                                           "instructions": "Be brief."})
+        await conn.conversation.item.create(item={"type": "message", "role": "system", "content": [
+            {"type": "input_text", "text": "Answer in French."}]})
+        await conn.conversation.item.create(item={"type": "message", "role": "user", "content": [
+            {"type": "input_text", "text": "Hello"}]})
+        await conn.response.create()
+        events = await _collect(conn)  # raises on any error event
+    added = [e for e in events if e.type == "conversation.item.added"]
+    assert added[0].item.role == "system"
+    instruction = gateway["sim"].sessions[-1].setup["systemInstruction"]["parts"][0]["text"]
+    assert instruction == "Be brief.\n\nAnswer in French."

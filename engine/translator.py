@@ -76,8 +76,6 @@ def camelize(value: Any) -> Any:
 
 
 _CONTAINERS = (dict, list)
-_BETA_SESSION_FIELDS = frozenset({"modalities", "voice", "turn_detection", "input_audio_format", "output_audio_format",
-                                  "input_audio_transcription", "max_response_output_tokens"})
 
 
 def _has_snake_key(value: Any) -> bool:
@@ -154,9 +152,7 @@ class Translator:
         self.session: dict[str, Any] = {}
         self._unhandled: set[str] = set()
         self.helpers.shapes = {name: self._shape(build) for name, build in mappings.shapes.items()}
-        reshapes = mappings.dialects.get(dialect, {})
-        self._from_client = reshapes.get("from_client", {})
-        self._to_client = reshapes.get("to_client", {})
+        self._set_dialect(dialect)
 
     def _shape(self, build: Any) -> Callable[[Any], Any]:
         """A named template as a function of `it`; it also sees the session as it is when applied."""
@@ -176,8 +172,8 @@ class Translator:
 
     def _sniff_dialect(self, frame: str | bytes | dict[str, Any]) -> None:
         """Until the first session.update or content, a client that sent no dialect header is served in
-        the dialect its session.update is written in: beta (`modalities`, flat `voice`/`turn_detection`/
-        `input_audio_format`, no `type`) or GA (`type`, `audio`, `output_modalities`)."""
+        the dialect its session.update is written in, told by the fields only one dialect has
+        (`tables.dialect_markers`: beta `modalities`, flat `voice`...; GA `type`, `audio`...)."""
         try:
             event = frame if isinstance(frame, dict) else orjson.loads(frame)
         except orjson.JSONDecodeError:
@@ -189,11 +185,9 @@ class Translator:
         session = event.get("session") if kind == "session.update" else None
         if not isinstance(session, dict) or not session:
             return
-        if "type" in session or "audio" in session or "output_modalities" in session:
-            detected = "ga"
-        elif _BETA_SESSION_FIELDS & session.keys():
-            detected = "beta"
-        else:
+        markers = self.mappings.tables.get("dialect_markers", {})  # session fields only one dialect has
+        detected = next((name for name, fields in markers.items() if not session.keys().isdisjoint(fields)), None)
+        if detected is None:
             return
         if detected != self.dialect:
             log.info("session %s: no dialect header; its session.update is %s-shaped, served in that dialect",

@@ -46,3 +46,15 @@ async def refusal(connecting: Any) -> tuple[int, dict[str, Any]]:
         code = ws.close_code
     assert code is not None and 4400 <= code < 4600, code
     return code - 4000, event["error"]
+
+
+async def collect(conn: Any, until: str = "response.done") -> list[Any]:
+    """An openai SDK connection's events up to and including the first `until`; an error event fails."""
+    events = []
+    async for event in conn:
+        events.append(event)
+        if event.type == until:
+            return events
+        if event.type == "error":
+            raise AssertionError(f"unexpected error event: {event.error}")
+    raise AssertionError("connection closed before " + until)

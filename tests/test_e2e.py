@@ -19,7 +19,7 @@ from openai import AsyncOpenAI
 from livegate.config import parse_config
 from livegate.server import create_app
 from livegate.simulator import GeminiLiveSimulator
-from tests.support import serve
+from tests.support import collect, serve
 
 API_KEY = "AIza-e2e-secret-key"
 
@@ -54,17 +54,6 @@ def _client(gateway: dict[str, Any]) -> AsyncOpenAI:
     return AsyncOpenAI(api_key="sk-livegate-test", websocket_base_url=gateway["ws"])
 
 
-async def _collect(conn: Any, until: str = "response.done") -> list[Any]:
-    events = []
-    async for event in conn:
-        events.append(event)
-        if event.type == until:
-            return events
-        if event.type == "error":
-            raise AssertionError(f"unexpected error event: {event.error}")
-    raise AssertionError("connection closed before " + until)
-
-
 def _pcm16(seconds: float, amplitude: int, rate: int = 24000) -> bytes:
     count = int(seconds * rate)
     return struct.pack(f"<{count}h", *(int(amplitude * math.sin(2 * math.pi * 440 * i / rate)) for i in range(count)))
@@ -77,7 +66,7 @@ async def test_text_turn_ga(gateway: dict[str, Any]) -> None:
         await conn.conversation.item.create(item={"type": "message", "role": "user",
                                                   "content": [{"type": "input_text", "text": "Hello there"}]})
         await conn.response.create()
-        events = await _collect(conn)
+        events = await collect(conn)
     types = [e.type for e in events]
     assert types[:2] == ["session.created", "session.updated"]
     deltas = [e.delta for e in events if e.type == "response.output_text.delta"]
@@ -104,7 +93,7 @@ async def test_text_turn_beta(gateway: dict[str, Any]) -> None:
         await conn.conversation.item.create(item={"type": "message", "role": "user",
                                                   "content": [{"type": "input_text", "text": "Bonjour"}]})
         await conn.response.create()
-        events = await _collect(conn)
+        events = await collect(conn)
     types = [e.type for e in events]
     assert "response.text.delta" in types and "response.output_text.delta" not in types
     assert "conversation.item.created" in types and "conversation.item.done" not in types
@@ -118,7 +107,7 @@ async def test_audio_turn_with_server_vad(gateway: dict[str, Any]) -> None:
         speech = _pcm16(1.0, 8000) + _pcm16(0.7, 0)  # 1 s of tone, then silence: the VAD ends the turn 500 ms into it
         for start in range(0, len(speech), 9600):  # 200 ms chunks, as a microphone would send them
             await conn.input_audio_buffer.append(audio=base64.b64encode(speech[start:start + 9600]).decode())
-        events = await _collect(conn)
+        events = await collect(conn)
     audio = b"".join(base64.b64decode(e.delta) for e in events if e.type == "response.output_audio.delta")
     assert len(audio) > 4800 and len(audio) % 2 == 0, "PCM16 audio came back"
     transcript = next(e.transcript for e in events if e.type == "response.output_audio_transcript.done")
@@ -137,44 +126,40 @@ async def test_manual_audio_turn(gateway: dict[str, Any]) -> None:
         await conn.input_audio_buffer.append(audio=base64.b64encode(_pcm16(0.5, 8000)).decode())
         await conn.input_audio_buffer.commit()
         await conn.response.create()
-        events = await _collect(conn)
+        events = await collect(conn)
     assert "input_audio_buffer.committed" in [e.type for e in events]
     assert next(e.text for e in events if e.type == "response.output_text.done").endswith("I heard 0.5 s of audio.")
 
 
+WEATHER_TOOL = {"type": "function", "name": "get_weather", "description": "Weather for a city",
+                "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}
+
+
+async def _tool_call(conn: Any) -> tuple[list[Any], Any]:
+    """A text session with get_weather: the user asks, Gemini calls it, the client sends its output.
+    Returns the first response's events and the call."""
+    await conn.session.update(session={"type": "realtime", "output_modalities": ["text"], "tools": [WEATHER_TOOL]})
+    await conn.conversation.item.create(item={"type": "message", "role": "user", "content": [
+        {"type": "input_text", "text": "Please call get_weather for Paris"}]})
+    await conn.response.create()
+    first = await collect(conn)
+    call = next(e for e in first if e.type == "response.function_call_arguments.done")
+    await conn.conversation.item.create(item={"type": "function_call_output", "call_id": call.call_id,
+                                              "output": '{"temperature_c": 21}'})
+    return first, call
+
+
 async def test_tool_round_trip(gateway: dict[str, Any]) -> None:
-    tool = {"type": "function", "name": "get_weather", "description": "Weather for a city",
-            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}
     async with _client(gateway).realtime.connect(model="gpt-realtime") as conn:
-        await conn.session.update(session={"type": "realtime", "output_modalities": ["text"], "tools": [tool]})
-        await conn.conversation.item.create(item={"type": "message", "role": "user", "content": [
-            {"type": "input_text", "text": "Please call get_weather for Paris"}]})
-        await conn.response.create()
-        first = await _collect(conn)
-        call = next(e for e in first if e.type == "response.function_call_arguments.done")
+        first, call = await _tool_call(conn)
         assert call.name == "get_weather" and call.arguments == '{"city":"sample"}'
         assert first[-1].response.output[-1].type == "function_call"
-        await conn.conversation.item.create(item={"type": "function_call_output", "call_id": call.call_id,
-                                                  "output": '{"temperature_c": 21}'})
         await conn.response.create()
-        second = await _collect(conn)
+        second = await collect(conn)
     answer = next(e.text for e in second if e.type == "response.output_text.done")
     assert answer == '[livegate simulator] The tool get_weather returned: {"output": {"temperature_c": 21}}'
     tool_response = next(m for m in gateway["sim"].sessions[0].received if "toolResponse" in m)
     assert tool_response["toolResponse"]["functionResponses"][0]["name"] == "get_weather"
-
-
-async def _tool_call(conn: Any) -> Any:
-    tool = {"type": "function", "name": "get_weather", "parameters": {"type": "object", "properties": {}}}
-    await conn.session.update(session={"type": "realtime", "output_modalities": ["text"], "tools": [tool]})
-    await conn.conversation.item.create(item={"type": "message", "role": "user", "content": [
-        {"type": "input_text", "text": "Please call get_weather for Paris"}]})
-    await conn.response.create()
-    first = await _collect(conn)
-    call = next(e for e in first if e.type == "response.function_call_arguments.done")
-    await conn.conversation.item.create(item={"type": "function_call_output", "call_id": call.call_id,
-                                              "output": '{"temperature_c": 21}'})
-    return call
 
 
 async def test_a_late_response_create_after_a_tool_output_gets_its_own_response_created(
@@ -186,7 +171,7 @@ async def test_a_late_response_create_after_a_tool_output_gets_its_own_response_
         await _tool_call(conn)
         await asyncio.sleep(0.3)  # the simulator has answered the tool result by now
         await conn.response.create(response={"metadata": {"request": "after-tool"}})
-        second = await _collect(conn)
+        second = await collect(conn)
     created = [e for e in second if e.type == "response.created"]
     assert len(created) == 1 and created[0].response.metadata == {"request": "after-tool"}
     assert not [e for e in second if e.type == "error"]
@@ -196,7 +181,7 @@ async def test_a_late_response_create_after_a_tool_output_gets_its_own_response_
 async def test_a_continuation_nobody_asks_for_is_served_after_the_wait(gateway: dict[str, Any]) -> None:
     async with _client(gateway).realtime.connect(model="gpt-realtime") as conn:
         await _tool_call(conn)
-        second = await _collect(conn)  # no response.create: Gemini's continuation comes as its own response
+        second = await collect(conn)  # no response.create: Gemini's continuation comes as its own response
     assert [e.type for e in second].count("response.created") == 1
     assert next(e.text for e in second if e.type == "response.output_text.done").endswith('{"temperature_c": 21}}')
 
@@ -211,7 +196,7 @@ async def test_a_system_message_is_accepted_and_reaches_gemini(gateway: dict[str
         await conn.conversation.item.create(item={"type": "message", "role": "user", "content": [
             {"type": "input_text", "text": "Hello"}]})
         await conn.response.create()
-        events = await _collect(conn)  # raises on any error event
+        events = await collect(conn)  # raises on any error event
     added = [e for e in events if e.type == "conversation.item.added"]
     assert added[0].item.role == "system"
     instruction = gateway["sim"].sessions[-1].setup["systemInstruction"]["parts"][0]["text"]

@@ -19,7 +19,7 @@ from livegate.config import parse_config
 from livegate.paths import MAPPINGS_DIR
 from livegate.server import create_app
 from livegate.simulator import GeminiLiveSimulator
-from tests.support import serve
+from tests.support import collect, serve
 
 MASTER = "sk-master-e2e-features"
 PRICES = next(row for row in yaml.safe_load((MAPPINGS_DIR / "prices.yaml").read_text())["models"]
@@ -43,17 +43,6 @@ async def gateway(tmp_path: Path) -> AsyncIterator[dict[str, Any]]:
             yield {"ws": url.replace("http", "ws") + "/v1", "http": http, "app": app, "sim": sim}
 
 
-async def _until(conn: Any, last: str) -> list[Any]:
-    events = []
-    async for event in conn:
-        events.append(event)
-        if event.type == "error":
-            raise AssertionError(f"unexpected error event: {event.error}")
-        if event.type == last:
-            return events
-    raise AssertionError(f"closed before {last}")
-
-
 async def test_an_image_turn_reaches_gemini_and_its_tokens_are_billed(gateway: dict[str, Any]) -> None:
     http = gateway["http"]
     key = (await http.post("/key/generate", json={"key_alias": "images"})).json()["key"]
@@ -64,7 +53,7 @@ async def test_an_image_turn_reaches_gemini_and_its_tokens_are_billed(gateway: d
             {"type": "input_text", "text": "What is in the picture?"},
             {"type": "input_image", "image_url": JPEG}]})
         await conn.response.create()
-        events = await _until(conn, "response.done")
+        events = await collect(conn, "response.done")
     text = next(e.text for e in events if e.type == "response.output_text.done")
     assert text == "[livegate simulator] I see 1 image. You said: What is in the picture?"
     usage = events[-1].response.usage
@@ -96,12 +85,12 @@ async def test_google_search_declared_in_setup(gateway: dict[str, Any]) -> None:
         await conn.session.update(session={"type": "realtime", "output_modalities": ["text"], "tools": [
             {"type": "google_search"},  # a livegate extension: the SDK passes the dict through
             {"type": "function", "name": "lookup", "parameters": {"type": "object"}}]})
-        updated = await _until(conn, "session.updated")
+        updated = await collect(conn, "session.updated")
         assert [tool.name for tool in updated[-1].session.tools] == ["lookup"]
         await conn.conversation.item.create(item={"type": "message", "role": "user", "content": [
             {"type": "input_text", "text": "Who won yesterday?"}]})
         await conn.response.create()
-        events = await _until(conn, "response.done")
+        events = await collect(conn, "response.done")
     assert events[-1].response.status == "completed"
     tools = gateway["sim"].sessions[-1].setup["tools"]
     assert tools[0] == {"googleSearch": {}} and tools[1]["functionDeclarations"][0]["name"] == "lookup"
@@ -114,7 +103,7 @@ async def test_a_safety_stop_ends_the_response_incomplete(gateway: dict[str, Any
         await conn.conversation.item.create(item={"type": "message", "role": "user", "content": [
             {"type": "input_text", "text": "Something the filter stops [sim:safety]"}]})
         await conn.response.create()
-        done = (await _until(conn, "response.done"))[-1].response
+        done = (await collect(conn, "response.done"))[-1].response
     assert done.status == "incomplete" and done.status_details.reason == "content_filter"
 
 
@@ -126,8 +115,8 @@ async def test_idle_timeout_prompts_the_user(gateway: dict[str, Any]) -> None:
         await conn.conversation.item.create(item={"type": "message", "role": "user", "content": [
             {"type": "input_text", "text": "Hi"}]})
         await conn.response.create()
-        await _until(conn, "response.done")
-        events = await _until(conn, "response.done")  # no more input: the timer fires and Gemini speaks up
+        await collect(conn, "response.done")
+        events = await collect(conn, "response.done")  # no more input: the timer fires and Gemini speaks up
     assert events[0].type == "input_audio_buffer.timeout_triggered"
     assert events[-1].response.status == "completed"
     assert "The user has been silent" in next(e.text for e in events if e.type == "response.output_text.done")
@@ -141,11 +130,11 @@ async def test_tool_choice_none_for_one_response(gateway: dict[str, Any]) -> Non
         await conn.conversation.item.create(item={"type": "message", "role": "user", "content": [
             {"type": "input_text", "text": "please lookup the weather"}]})
         await conn.response.create(response={"tool_choice": "none"})
-        first = (await _until(conn, "response.done"))[-1].response
+        first = (await collect(conn, "response.done"))[-1].response
         await conn.conversation.item.create(item={"type": "message", "role": "user", "content": [
             {"type": "input_text", "text": "now lookup again"}]})
         await conn.response.create()
-        second = (await _until(conn, "response.done"))[-1].response
+        second = (await collect(conn, "response.done"))[-1].response
     assert [item.type for item in first.output] == ["message"]  # the simulator would have called lookup
     assert [item.type for item in second.output] == ["function_call"]  # the tools are back
 
@@ -162,7 +151,7 @@ async def test_camera_frames_while_the_user_talks(gateway: dict[str, Any]) -> No
                 {"type": "input_image", "image_url": JPEG}]})
         await conn.input_audio_buffer.commit()
         await conn.response.create()
-        done = (await _until(conn, "response.done"))[-1].response
+        done = (await collect(conn, "response.done"))[-1].response
     frames = [m for m in gateway["sim"].sessions[-1].received if "video" in m.get("realtimeInput", {})]
     assert len(frames) == 2 and frames[0]["realtimeInput"]["video"]["mimeType"] == "image/jpeg"
     assert done.usage.input_token_details.image_tokens == 2 * 258  # Gemini's VIDEO tokens

@@ -16,7 +16,7 @@ from openai import AsyncOpenAI
 from livegate.config import parse_config
 from livegate.server import create_app
 from livegate.simulator import GeminiLiveSimulator
-from tests.support import serve
+from tests.support import collect, serve
 
 KEY = "sk-livegate-test"
 
@@ -41,17 +41,6 @@ async def livegate(sim: GeminiLiveSimulator) -> AsyncIterator[str]:
 
 def client(ws_url: str) -> AsyncOpenAI:
     return AsyncOpenAI(api_key=KEY, websocket_base_url=ws_url)
-
-
-async def collect(conn: Any, until: str = "response.done") -> list[Any]:
-    events = []
-    async for event in conn:
-        events.append(event)
-        if event.type == until:
-            return events
-        if event.type == "error":
-            raise AssertionError(f"unexpected error event: {event.error}")
-    raise AssertionError("connection closed before " + until)
 
 
 async def ask(conn: Any, text: str) -> list[Any]:

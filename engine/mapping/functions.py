@@ -68,6 +68,11 @@ def is_base64(data: str) -> bool:
     return body % 4 != 1 and data.find("=", 0, body) < 0
 
 
+def base64_size(data: str) -> int:
+    """The bytes a valid base64 string decodes to, from its length alone (no decoding)."""
+    return len(data.rstrip("=")) * 3 // 4
+
+
 def parse_data_url(url: str | None) -> dict[str, Any] | None:
     """`data:<mime>[;param...];base64,<data>` as {mime_type, data, bytes}; None when it is not one."""
     if not url or not url.startswith("data:") or "," not in url:
@@ -76,8 +81,7 @@ def parse_data_url(url: str | None) -> dict[str, Any] | None:
     params = head.split(";")
     if params[-1].lower() != "base64" or not data or not is_base64(data):
         return None
-    body = len(data.rstrip("="))
-    return {"mime_type": params[0].strip().lower(), "data": data, "bytes": body * 3 // 4}
+    return {"mime_type": params[0].strip().lower(), "data": data, "bytes": base64_size(data)}
 
 
 def deep_merge(base: Any, update: Any) -> Any:
@@ -153,7 +157,7 @@ class Helpers(functions.Functions):
     @functions.signature({"types": ["string"]}, {"types": ["number"]})
     def _func_whole_samples(self, data: str, width: int) -> bool:
         """Whether base64 `data` decodes to whole samples of `width` bytes, from its length alone."""
-        return len(data.rstrip("=")) * 3 // 4 % int(width) == 0
+        return base64_size(data) % int(width) == 0
 
     @functions.signature({"types": []})
     def _func_to_json(self, value: Any) -> str:

@@ -472,12 +472,15 @@ class _Connection:
         """Close with 1007, as the service does, for an image the model cannot take."""
         for part in turn.get("parts") or []:
             mime = str(_obj(_obj(part).get("inlineData")).get("mimeType") or "")
-            if not mime.startswith("image/"):
-                continue
-            if not self.caps["image_input"]:
-                raise _ClientError(f"image input is not supported by this model ({self.caps['model']}).")
-            if mime not in script.IMAGE_MIME_TYPES:
-                raise _ClientError(f"Unsupported MIME type: {mime}")
+            if mime.startswith("image/"):
+                self._check_image(mime, "image")
+
+    def _check_image(self, mime: str, kind: str) -> None:
+        """An inline image (`kind` image) or a video frame (`kind` video) the model must be able to take."""
+        if not self.caps[f"{kind}_input"]:
+            raise _ClientError(f"{kind} input is not supported by this model ({self.caps['model']}).")
+        if mime not in script.IMAGE_MIME_TYPES:
+            raise _ClientError(f"Unsupported MIME type: {mime}")
 
     async def _on_realtime_input(self, rt: dict[str, Any]) -> None:
         unknown = sorted(set(rt) - _REALTIME_FIELDS)
@@ -517,10 +520,7 @@ class _Connection:
             raise _ClientError(str(exc)) from None
         mime = str(blob.get("mimeType") or "")
         if mime.startswith("image/"):  # a video frame: seen by the next turn, counted as VIDEO
-            if not self.caps["video_input"]:
-                raise _ClientError(f"video input is not supported by this model ({self.caps['model']}).")
-            if mime not in script.IMAGE_MIME_TYPES:
-                raise _ClientError(f"Unsupported MIME type: {mime}")
+            self._check_image(mime, "video")
             self.video_frames += 1
             return
         if not mime.startswith("audio/"):

@@ -11,6 +11,7 @@ from typing import Any
 
 from livegate.mapping.errors import MappingError
 from livegate.mapping.expressions import Expression, compile_expression, truthy
+from livegate.mapping.functions import base64_size
 from livegate.mapping.yamlpos import Located
 from livegate.paths import MAPPINGS_DIR
 
@@ -64,7 +65,7 @@ def audio_ms(message: dict[str, Any]) -> float:
         return 0.0
     rate = _RATE.search(str(blob.get("mimeType") or ""))
     data = str(blob.get("data") or "")
-    n_bytes = len(data) * 3 // 4 - data.count("=")
+    n_bytes = base64_size(data)
     return n_bytes / 2 / int(rate.group(1)) * 1000 if rate else 0.0
 
 

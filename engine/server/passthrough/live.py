@@ -353,7 +353,7 @@ class PassthroughSession:
                 self._ended(code, message.get("reason") or "client disconnected", "client")
                 sendable = code if _sendable(code) else CLOSE_NORMAL
                 with contextlib.suppress(Exception):
-                    await close_promptly(upstream, sendable, _truncate(message.get("reason") or ""))
+                    await close_promptly(upstream, sendable, close_reason(message.get("reason") or ""))
                 return
             data = message["text"] if message.get("text") is not None else message.get("bytes")
             if data is None:
@@ -412,7 +412,7 @@ class PassthroughSession:
             log.info("passthrough closing the client with %d: %s", code, reason)
         try:
             async with asyncio.timeout(self.gateway.config.timeouts.client_write_s):  # a close waits like a write
-                await self.ws.close(code if _sendable(code) else CLOSE_INTERNAL_ERROR, _truncate(reason))
+                await self.ws.close(code if _sendable(code) else CLOSE_INTERNAL_ERROR, close_reason(reason))
         except TimeoutError:
             abort_client(self.ws)
         except Exception:
@@ -438,10 +438,6 @@ class PassthroughSession:
 
 def _sendable(code: int) -> bool:
     return code in (1000, 1001, 1002, 1003) or 1007 <= code <= 1014 or 3000 <= code <= 4999
-
-
-def _truncate(reason: str) -> str:
-    return close_reason(reason)
 
 
 class _Duplicate(ValueError):

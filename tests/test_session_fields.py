@@ -94,3 +94,10 @@ def test_the_readme_table_is_rendered_from_the_tables() -> None:
     start, end = readme.index(policy.BEGIN), readme.index(policy.END) + len(policy.END)
     assert readme[start:end] == policy.render(MAPPINGS.tables), \
         "README's acceptance table is stale: paste the output of `python -m livegate.mapping.policy`"
+
+
+def test_the_readme_state_tables_are_rendered_from_state_yaml() -> None:
+    readme = (ROOT / "README.md").read_text()
+    start, end = readme.index(policy.STATE_BEGIN), readme.index(policy.STATE_END) + len(policy.STATE_END)
+    assert readme[start:end] == policy.render_state(policy.state_data()), \
+        "README's session-state tables are stale: paste the second part of `python -m livegate.mapping.policy`"

@@ -1,6 +1,7 @@
-"""The acceptance table of the README, rendered from mappings/tables.yaml (client_events, session_fields,
-response_fields). `python -m livegate.mapping.policy` prints it; tests/test_session_fields.py checks the
-README holds exactly this text between its markers."""
+"""The README's tables that copy mappings/, rendered so they cannot drift: the acceptance table (from
+tables.yaml: client_events, session_fields, response_fields) and the session state (from state.yaml:
+keys, lifecycle states, transitions). `python -m livegate.mapping.policy` prints both; the suite checks
+the README holds exactly this text between each pair of markers."""
 
 from __future__ import annotations
 
@@ -23,7 +24,43 @@ def render(tables: dict[str, Any]) -> str:
     return "\n".join([*lines, "", END])
 
 
+STATE_BEGIN = "<!-- state-tables: rendered from mappings/state.yaml by `python -m livegate.mapping.policy` -->"
+STATE_END = "<!-- /state-tables -->"
+
+
+def _names(values: list[str]) -> str:
+    return ", ".join(f"`{v}`" for v in values)
+
+
+def render_state(state: dict[str, Any]) -> str:
+    """The declared session keys, then the lifecycle's states and transitions."""
+    lines = [STATE_BEGIN, "", "| key | type | meaning | written by |", "|---|---|---|---|"]
+    for key, spec in state["keys"].items():
+        meaning = str(spec.get("meaning", "")).replace("|", "\\|")
+        lines.append(f"| `{key}` | {spec['type']} | {meaning} | {', '.join(spec.get('writers') or [])} |")
+    lifecycle = state["lifecycle"]
+    lines += ["", "| state | holds when (the first that holds) |", "|---|---|"]
+    lines += [f"| `{name}` | `{condition.removeprefix('=')}` |" for name, condition in lifecycle["states"].items()]
+    lines += ["", "| from | input | to |", "|---|---|---|"]
+    for t in lifecycle["transitions"]:
+        lines.append(f"| {_names([t['from']] if isinstance(t['from'], str) else t['from'])} | {_names(t['on'])} "
+                     f"| `{t['to']}` |")
+    return "\n".join([*lines, "", STATE_END])
+
+
+def state_data() -> dict[str, Any]:
+    """state.yaml as plain data (keys verbatim: YAML 1.1 would read a transition's `on:` as true)."""
+    from livegate.mapping.yamlpos import Located
+    from livegate.paths import MAPPINGS_DIR
+
+    path = MAPPINGS_DIR / "state.yaml"
+    data: dict[str, Any] = Located(str(path), path.read_text()).data
+    return data
+
+
 if __name__ == "__main__":
     from livegate.mapping import load_mappings
 
     print(render(load_mappings().tables))
+    print()
+    print(render_state(state_data()))

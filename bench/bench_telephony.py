@@ -19,7 +19,7 @@ import time
 import orjson
 
 from livegate.mapping import load_mappings
-from livegate.translator import Translator
+from livegate.translation.translator import Translator
 
 MAPPINGS = load_mappings()
 

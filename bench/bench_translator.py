@@ -24,8 +24,8 @@ from collections.abc import Callable
 import orjson
 
 from livegate.mapping import load_mappings
-from livegate.translator import Translator
-from livegate.validation import ClientEventValidator
+from livegate.translation.translator import Translator
+from livegate.translation.validation import ClientEventValidator
 
 MAPPINGS = load_mappings()
 VALIDATOR = ClientEventValidator()  # one per process, as in the server

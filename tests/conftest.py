@@ -23,7 +23,7 @@ import orjson
 import pytest
 
 from livegate.paths import MAPPINGS_DIR
-from livegate.translator import Output, Translator
+from livegate.translation.translator import Output, Translator
 from livegate.upstream import google_credentials
 from tests.conformance import check_client_event, check_upstream_message
 from tests.fakes.google import FakeTokenEndpoint, write_service_account

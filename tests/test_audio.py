@@ -23,12 +23,12 @@ import pytest
 from openai import AsyncOpenAI
 from scipy.signal import firwin, resample_poly
 
-from livegate.audio import _KAISER_BETA, _TAPS, TelephonyDecoder, TelephonyEncoder, _lowpass
 from livegate.config import parse_config
 from livegate.mapping import load_mappings
 from livegate.server import create_app
 from livegate.simulator import GeminiLiveSimulator
-from livegate.translator import Translator
+from livegate.translation.audio import _KAISER_BETA, _TAPS, TelephonyDecoder, TelephonyEncoder, _lowpass
+from livegate.translation.translator import Translator
 from tests.support import serve
 
 SENTENCE = "The quick brown fox jumps over the lazy dog, and the phone line carries every word of it."

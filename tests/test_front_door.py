@@ -204,7 +204,7 @@ async def test_session_log_line_has_tokens_and_no_secrets(base: str, caplog: pyt
 
 async def test_a_failing_upstream_reader_closes_the_client(base: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """A bug while handling a Gemini frame must end in a 1011 close, never in a client left waiting."""
-    from livegate.translator import Translator
+    from livegate.translation.translator import Translator
 
     original = Translator.from_upstream
 

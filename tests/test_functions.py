@@ -11,7 +11,7 @@ import random
 import pytest
 
 from livegate.mapping.functions import b64_standard, is_base64
-from livegate.translator import camelize, camelize_frame
+from livegate.translation.translator import camelize, camelize_frame
 
 
 def _decodes(data: str) -> bool:

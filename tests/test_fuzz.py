@@ -27,7 +27,7 @@ from websockets.sync.client import ClientConnection, connect
 from livegate.config import parse_config
 from livegate.server import create_app
 from livegate.simulator import GeminiLiveSimulator
-from livegate.translator import Translator
+from livegate.translation.translator import Translator
 from tests.fakes.google import RecordingLiveUpstream
 from tests.support import serve
 from tests.test_passthrough import mappings

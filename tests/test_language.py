@@ -14,7 +14,7 @@ import pytest
 
 from livegate.cli import main
 from livegate.mapping import MappingError, load_mappings
-from livegate.translator import Translator
+from livegate.translation.translator import Translator
 from tests.conftest import replace_in
 
 MAPPINGS = load_mappings()
@@ -135,7 +135,7 @@ def test_get_with_a_null_key_is_null_not_the_default() -> None:
 def test_gemini_fields_no_mapping_handles_are_logged_once_at_debug(caplog: pytest.LogCaptureFixture) -> None:
     translator = Translator(MAPPINGS, deterministic=True)
     translator.start()
-    with caplog.at_level(logging.DEBUG, logger="livegate.translator"):
+    with caplog.at_level(logging.DEBUG, logger="livegate.translation.translator"):
         translator.from_upstream({"newGeminiThing": {"x": 1}, "goAway": {"timeLeft": "5s"}})
         translator.from_upstream({"newGeminiThing": {"x": 2}})
     notes = [r.getMessage() for r in caplog.records if "newGeminiThing" in r.getMessage()]

@@ -46,7 +46,7 @@ import yaml
 from syrupy.extensions.json import JSONSnapshotExtension
 
 from livegate.mapping import load_mappings
-from livegate.translator import Output, Translator
+from livegate.translation.translator import Output, Translator
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "fixtures"

@@ -12,8 +12,8 @@ import websockets
 
 from livegate.config import ConfigError, parse_config
 from livegate.mapping import MappingError
-from livegate.models import ModelTable, shipped_table
 from livegate.simulator import GeminiLiveSimulator
+from livegate.translation.capabilities import ModelTable, shipped_table
 from tests.test_simulator import audio_msg, open_client, pcm16, silence, text_turn
 
 TABLE = shipped_table()

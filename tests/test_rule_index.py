@@ -11,7 +11,7 @@ import pytest
 
 from livegate.mapping import load_mappings
 from livegate.mapping.index import RuleIndex
-from livegate.translator import Translator
+from livegate.translation.translator import Translator
 
 MAPPINGS = load_mappings()
 AUDIO = "AAAAAA==" * 20

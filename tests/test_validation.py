@@ -18,8 +18,8 @@ import pytest
 
 from livegate.mapping import load_mappings
 from livegate.server import create_app
-from livegate.translator import Translator
-from livegate.validation import MAX_DEPTH, ClientEventValidator
+from livegate.translation.translator import Translator
+from livegate.translation.validation import MAX_DEPTH, ClientEventValidator
 from tests.support import serve
 from tests.test_front_door import _config, _connect, _text_turn, _until, sim  # noqa: F401 (fixture)
 from tests.test_openai_schemas import INVALID_BETA, INVALID_GA, VALID, _object_paths

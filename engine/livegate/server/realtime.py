@@ -19,7 +19,7 @@ Close codes sent to the client:
           stalled: sent nothing for `upstream_stall_timeout_s` in the middle of a turn (an `error` first)
     1008  the client read nothing for `client_write_timeout_s` (its connection is dropped; the code is
           what the session log records, as the close frame cannot reach such a client)
-    4008, 4010, 4029  accounting stopped the session (engine/accounting/gate.py), after an `error` event
+    4008, 4010, 4029  accounting stopped the session (engine/livegate/accounting/gate.py), after an `error` event
 
 Robustness: relay loops hand the event loop to other sessions after every frame (a flooding peer
 cannot starve the gateway), and writes to the client have a deadline (client_io.py).
@@ -50,7 +50,7 @@ from livegate.server.client_io import (
     fair_turn,
     send_within,
 )
-from livegate.translator import Output, Translator
+from livegate.translation.translator import Output, Translator
 from livegate.upstream.base import Provider
 from livegate.upstream.connection import UpstreamConnection, UpstreamError
 from livegate.upstream.google_credentials import CredentialsError

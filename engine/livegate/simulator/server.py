@@ -25,7 +25,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from livegate.models import ModelTable, shipped_table
+from livegate.translation.capabilities import ModelTable, shipped_table
 
 from . import audio, script
 from .wire import b64decode, b64encode, camel, normalize_keys, sample_rate

@@ -254,7 +254,7 @@ def _route(entry: Any, index: int) -> ModelRoute:
         litellm_compat=_opt_bool(params, "litellm_compat", where),
         gemini_features=entry.get("gemini_features"),
     )
-    from livegate.models import check_features, check_overrides, shipped_table
+    from livegate.translation.capabilities import check_features, check_overrides, shipped_table
 
     problem = check_overrides(entry.get("model_info"), f"model_list[{index}].model_info")
     if problem is None and route.gemini_features is not None:

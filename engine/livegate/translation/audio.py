@@ -1,7 +1,7 @@
 """Telephony audio: G.711 (μ-law, A-law) at 8 kHz <-> the PCM16 Gemini takes and sends.
 
 Mechanism only; the mappings decide when to call it (`decode_audio` / `encode_audio` / `flush_audio`
-in engine/mapping/functions.py). The codec is the standard library's `audioop` (`audioop-lts` from
+in engine/livegate/mapping/functions.py). The codec is the standard library's `audioop` (`audioop-lts` from
 Python 3.13 on). Resampling is a streaming FIR: a windowed-sinc low-pass (Kaiser window, the design
 of scipy's `firwin`, which tests/test_audio.py holds it equal to; scipy is not imported at run time
 because it alone took about 1 s of livegate's start-up) applied by numpy's convolution over the

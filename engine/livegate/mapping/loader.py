@@ -8,7 +8,7 @@ Layout (the folder decides what a file is):
     shapes/<topic>.yaml           named templates, applied with `shape('name', value)`
     dialects/<name>.yaml          a client dialect as a reshape table over the canonical GA events
     tables.yaml                   plain data visible to expressions as `tables`
-    models.yaml                   the model capability table (livegate.models), seen as `config.capabilities`
+    models.yaml                   capabilities (livegate.translation.capabilities), seen as `config.capabilities`
     resumption.yaml               when a session moves to a new Gemini connection (livegate.upstream.resumption)
     dispatch.yaml                 the order of fields within one Gemini frame
     state.yaml                    the session state keys, their writers, and the lifecycle table
@@ -97,7 +97,7 @@ class Mappings:
     continuation_wait_ms: int = 1000
     state: StateSpec = field(default_factory=StateSpec)
     files: list[str] = field(default_factory=list)
-    models: Any = None  # livegate.models.ModelTable, from models.yaml
+    models: Any = None  # livegate.translation.capabilities.ModelTable, from models.yaml
     resumption: Any = None  # livegate.upstream.resumption.ResumptionPolicy, from resumption.yaml
 
     def rule_files(self) -> list[RuleFile]:
@@ -147,7 +147,9 @@ class _Loader:
             doc = self.read(tables, "tables_file")
             self.result.tables = doc.data or {}
         self.load_state(self.read(root / "state.yaml", "state_file"))
-        from livegate.models import ModelTable  # here: livegate.models imports this package
+        from livegate.translation.capabilities import (
+            ModelTable,  # here: livegate.translation.capabilities imports this package
+        )
         from livegate.upstream.resumption import ResumptionPolicy
 
         models = root / "models.yaml"

@@ -23,9 +23,7 @@ from fastapi.responses import HTMLResponse
 from livegate import __version__
 from livegate.accounting.gate import Accounting, Principal, Refusal
 from livegate.config import Config, ModelRoute
-from livegate.errors import error_event
 from livegate.mapping import Mappings, load_mappings
-from livegate.models import shipped_table
 from livegate.server import auth
 from livegate.server.accounting_routes import add_accounting_routes, build_accounting
 from livegate.server.client_io import ExposeTransportAbort, close_reason
@@ -33,10 +31,12 @@ from livegate.server.hygiene import install_log_filters
 from livegate.server.passthrough import add_passthrough_routes
 from livegate.server.realtime import RealtimeSession
 from livegate.server.serving import configure as configure_http
-from livegate.translator import Translator
+from livegate.translation.capabilities import shipped_table
+from livegate.translation.errors import error_event
+from livegate.translation.translator import Translator
+from livegate.translation.validation import ClientEventValidator
 from livegate.upstream.base import provider_for
 from livegate.upstream.resumption import ResumptionPolicy
-from livegate.validation import ClientEventValidator
 
 log = logging.getLogger("livegate")
 

@@ -33,13 +33,13 @@ from typing import Any
 import orjson
 from jmespath.exceptions import JMESPathError
 
-from livegate.errors import error_event
 from livegate.mapping.expressions import EXPLICIT_NULL, Runtime, Scope, truthy
 from livegate.mapping.functions import Helpers, RandomIds, SequentialIds
 from livegate.mapping.loader import Mappings, Rule, RuleFile
-from livegate.validation import ClientEventValidator
+from livegate.translation.errors import error_event
+from livegate.translation.validation import ClientEventValidator
 
-log = logging.getLogger("livegate.translator")
+log = logging.getLogger("livegate.translation.translator")
 
 # Values whose keys are user data (function arguments, schemas), never protocol field names.
 _OPAQUE_KEYS = frozenset({"args", "response", "parameters", "parametersJsonSchema", "responseJsonSchema"})

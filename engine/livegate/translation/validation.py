@@ -24,8 +24,8 @@ import jsonschema
 import orjson
 from referencing import Registry, Resource
 
-from livegate.errors import error_event
 from livegate.paths import SCHEMAS_DIR
+from livegate.translation.errors import error_event
 
 _CODES = {
     "required": "missing_required_parameter",

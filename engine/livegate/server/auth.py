@@ -48,7 +48,7 @@ def refusal(config: Config, key: str | None) -> tuple[int, str] | None:
     return 401, "Invalid API key."
 
 
-# --- virtual keys, client secrets and limits (engine/accounting) ---------------------------------------------
+# --- virtual keys, client secrets and limits (engine/livegate/accounting) ---------------------------------------------
 
 
 async def principal(gateway: Gateway, key: str | None) -> Principal | Refusal:

@@ -1,5 +1,5 @@
 """The resumption policy (mappings/resumption.yaml) and the bounded queue of client input held while a
-session moves to a new Gemini connection. The switching itself is in engine/server/realtime.py."""
+session moves to a new Gemini connection. The switching itself is in engine/livegate/server/realtime.py."""
 
 from __future__ import annotations
 

@@ -19,7 +19,7 @@ from jmespath import functions
 from livegate.mapping.expressions import EXPLICIT_NULL, truthy
 
 if TYPE_CHECKING:
-    from livegate import audio
+    from livegate.translation import audio
 
 _URLSAFE_TO_STD = str.maketrans("-_", "+/")
 
@@ -101,9 +101,9 @@ def deep_merge(base: Any, update: Any) -> Any:
 
 
 def _telephony() -> Any:
-    """livegate.audio, imported by the first telephony session: numpy would add about 0.2 s to every
+    """livegate.translation.audio, imported by the first telephony session: numpy would add about 0.2 s to every
     start-up of a gateway that may never see G.711."""
-    from livegate import audio
+    from livegate.translation import audio
 
     return audio
 
@@ -275,7 +275,7 @@ class Helpers(functions.Functions):
             value = value.get(key)
         return value
 
-    # -- telephony audio (livegate.audio): one decoder and one encoder stream per session ----------
+    # -- telephony audio (livegate.translation.audio): one decoder and one encoder stream per session ----------
 
     @functions.signature({"types": ["string"]}, {"types": ["string"]})
     def _func_decode_audio(self, codec: str, data: str) -> str:

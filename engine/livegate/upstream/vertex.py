@@ -1,7 +1,7 @@
 """Vertex AI: OAuth bearer from google-auth, a regional host, model `projects/P/locations/L/publishers/google/models/M`.
 
 The helpers here (hosts, URLs, resource names, validation of project and location) are shared with the
-native passthrough routes in `engine/server/passthrough/`.
+native passthrough routes in `engine/livegate/server/passthrough/`.
 """
 
 from __future__ import annotations

@@ -1,0 +1,1 @@
+"""The translation core: sans-I/O, it knows no sockets and no clocks of its own."""

@@ -18,7 +18,6 @@ Values written `os.environ/NAME` are read from the environment when the file is 
 
 from __future__ import annotations
 
-import difflib
 import fnmatch
 import json
 import logging
@@ -29,33 +28,12 @@ from typing import Any
 
 import yaml
 
+from livegate.config_schema import ConfigError, check
+
+__all__ = ["Config", "ConfigError", "ModelRoute", "load_config", "parse_config"]
+
 PROVIDERS = ("gemini", "vertex_ai", "simulator")
-ENV_PREFIX = "os.environ/"
 log = logging.getLogger("livegate.config")
-
-# The keys livegate reads, per block. An unknown key is an error naming the closest known one
-# (`general_setings` must not silently give an open gateway). LiteLLM's own settings in its blocks are
-# accepted and ignored with a warning (a LiteLLM config works unchanged), unless they look like a typo
-# of a livegate key.
-TOP_LEVEL_KEYS = ("model_list", "general_settings", "litellm_settings", "livegate_settings")
-LITELLM_TOP_LEVEL = ("router_settings", "environment_variables", "callback_settings", "guardrails",
-                     "credential_list", "mcp_servers", "vector_store_registry", "include", "files_settings",
-                     "assistant_settings", "finetune_settings", "search_tools", "prompts")
-GENERAL_KEYS = ("master_key", "database_url", "litellm_compat")
-LITELLM_SETTINGS_KEYS = ("default_vertex_config",)
-MODEL_ENTRY_KEYS = ("model_name", "litellm_params", "livegate_params", "model_info", "gemini_features")
-PARAMS_KEYS = ("model", "api_key", "api_base", "api_version", "vertex_project", "vertex_location",
-               "vertex_credentials", "max_session_seconds", "litellm_compat")
-VERTEX_KEYS = ("vertex_project", "vertex_location", "vertex_credentials", "api_base", "discovery_api_base")
-LIVEGATE_KEYS = ("max_client_frame_bytes", "client_compression", "reattach_grace_s", "store_path",
-                 "key_check_seconds", "spend_buffer_rows", "default_vertex_config", "client_write_timeout_s",
-                 "upstream_setup_timeout_s", "upstream_stall_timeout_s", "http_header_timeout_s",
-                 "http_body_timeout_s", "max_request_body_bytes")
-
-
-class ConfigError(ValueError):
-    """A config problem, phrased for the person who wrote the file."""
-
 
 @dataclass(frozen=True)
 class ModelRoute:
@@ -177,81 +155,41 @@ model_list:
 """
 
 
-def _suggest(key: str, known: tuple[str, ...]) -> str:
-    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
-    return f"; did you mean `{close[0]}`?" if close else f"; known keys: {', '.join(known)}"
-
-
-def check_keys(block: Any, known: tuple[str, ...], where: str, *, foreign_ok: bool) -> None:
-    """Unknown keys of `block` are errors with a did-you-mean. With `foreign_ok` (a block LiteLLM also
-    reads), a key that is no near-miss of a livegate key is LiteLLM's: accepted, warned, unused."""
-    if not isinstance(block, dict):
-        return
-    for key in block:
-        if key in known:
-            continue
-        near = difflib.get_close_matches(str(key), known, n=1, cutoff=0.8)
-        if foreign_ok and not near:
-            log.warning("%s.%s is not used by livegate (a LiteLLM setting?); ignored", where, key)
-            continue
-        raise ConfigError(f"{where}.{key}: unknown key{_suggest(str(key), known)}")
-
-
 def _env_fallback(*names: str) -> str | None:
     """The first of LiteLLM's usual environment variables that is set."""
     return next((os.environ[n] for n in names if os.environ.get(n)), None)
 
 
-def _env(value: Any, where: str) -> Any:
-    if isinstance(value, str) and value.startswith(ENV_PREFIX):
-        name = value[len(ENV_PREFIX) :]
-        if name not in os.environ:
-            raise ConfigError(f"{where}: environment variable {name} is not set")
-        return os.environ[name]
-    return value
-
-
-def _opt_str(block: dict[str, Any], key: str, where: str) -> str | None:
-    value = _env(block.get(key), f"{where}.{key}")
-    if value is None:
-        return None
+def _opt_str(block: dict[str, Any], key: str) -> str | None:
+    value = block.get(key)
     if isinstance(value, dict):  # vertex_credentials may be given inline as a JSON object
         return json.dumps(value)
-    if not isinstance(value, str | int | float):
-        raise ConfigError(f"{where}.{key}: expected a string")
-    return str(value)
+    return None if value is None else str(value)
 
 
-def _route(entry: Any, index: int) -> ModelRoute:
+def _route(entry: dict[str, Any], index: int) -> ModelRoute:
+    """One checked `model_list` entry (types and keys were checked against the schema)."""
     where = f"model_list[{index}]"
-    if not isinstance(entry, dict) or not isinstance(entry.get("model_name"), str):
-        raise ConfigError(f"{where}: each entry needs a string `model_name`")
-    check_keys(entry, MODEL_ENTRY_KEYS, where, foreign_ok=False)
     params = entry.get("livegate_params", entry.get("litellm_params"))
-    if not isinstance(params, dict):
+    if params is None:
         raise ConfigError(f"{where}: needs `livegate_params` (or `litellm_params`) with a `model`")
     where = f"{where}.{'livegate_params' if 'livegate_params' in entry else 'litellm_params'}"
-    check_keys(params, PARAMS_KEYS, where, foreign_ok="livegate_params" not in entry)
-    model = params.get("model")
-    if not isinstance(model, str) or "/" not in model:
-        raise ConfigError(f"{where}.model: expected `<provider>/<model id>`, provider one of {PROVIDERS}")
-    provider, model_id = model.split("/", 1)
-    if provider not in PROVIDERS:
-        raise ConfigError(f"{where}.model: unknown provider {provider!r}; expected one of {PROVIDERS}")
+    provider, model_id = params["model"].split("/", 1)
+    max_seconds = params.get("max_session_seconds")
     route = ModelRoute(
         model_name=entry["model_name"],
         provider=provider,
         model_id=model_id,
-        api_key=_opt_str(params, "api_key", where)
+        api_key=_opt_str(params, "api_key")
         or (_env_fallback("GEMINI_API_KEY", "GOOGLE_API_KEY") if provider == "gemini" else None),
-        api_base=_opt_str(params, "api_base", where),
-        api_version=_opt_str(params, "api_version", where),
-        vertex_project=_opt_str(params, "vertex_project", where),
-        vertex_location=_opt_str(params, "vertex_location", where),
-        vertex_credentials=_opt_str(params, "vertex_credentials", where),
+        api_base=_opt_str(params, "api_base"),
+        api_version=_opt_str(params, "api_version"),
+        vertex_project=_opt_str(params, "vertex_project"),
+        vertex_location=_opt_str(params, "vertex_location"),
+        vertex_credentials=_opt_str(params, "vertex_credentials"),
         model_info=_model_info(entry, index),
-        max_session_seconds=_opt_positive(params, "max_session_seconds", where),
-        litellm_compat=_opt_bool(params, "litellm_compat", where),
+        max_session_seconds=None if max_seconds is None else float(max_seconds),
+        litellm_compat=params.get("litellm_compat"),
         gemini_features=entry.get("gemini_features"),
     )
     from livegate.translation.capabilities import check_features, check_overrides, shipped_table
@@ -269,29 +207,9 @@ def _route(entry: Any, index: int) -> ModelRoute:
     return route
 
 
-def _opt_bool(block: dict[str, Any], key: str, where: str) -> bool | None:
-    value = block.get(key)
-    if value is not None and not isinstance(value, bool):
-        raise ConfigError(f"{where}.{key}: expected true or false")
-    return value
-
-
-def _opt_positive(block: dict[str, Any], key: str, where: str) -> float | None:
-    value = block.get(key)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-        raise ConfigError(f"{where}.{key}: expected a positive number")
-    return float(value)
-
-
 def _model_info(entry: dict[str, Any], index: int) -> dict[str, Any] | None:
     info = entry.get("model_info")
-    if info is None:
-        return None
-    if not isinstance(info, dict):
-        raise ConfigError(f"model_list[{index}].model_info: expected a mapping")
-    for name, value in info.items():
+    for name, value in (info or {}).items():
         if name.endswith(("_cost_per_token", "_cost_per_audio_token", "_cost_per_image_token",
                           "_cost_per_video_token", "_cost_per_reasoning_token", "_token_cost")) and (
                 isinstance(value, bool) or not isinstance(value, int | float) or value < 0):
@@ -300,61 +218,33 @@ def _model_info(entry: dict[str, Any], index: int) -> dict[str, Any] | None:
 
 
 def _store_settings(general: dict[str, Any], settings: dict[str, Any]) -> StoreSettings:
-    url = _opt_str(general, "database_url", "general_settings") or os.environ.get("DATABASE_URL") or None
+    url = _opt_str(general, "database_url") or os.environ.get("DATABASE_URL") or None
     if url and not url.startswith(("postgresql://", "postgres://", "sqlite:///")):
-        raise ConfigError("general_settings.database_url: expected postgresql://USER:PASSWORD@HOST:PORT/DB")
-    path = _opt_str(settings, "store_path", "livegate_settings")
-    poll = settings.get("key_check_seconds", StoreSettings.poll_seconds)
-    rows = settings.get("spend_buffer_rows", StoreSettings.max_buffered_rows)
-    if isinstance(poll, bool) or not isinstance(poll, int | float) or poll <= 0:
-        raise ConfigError("livegate_settings.key_check_seconds: expected a positive number")
-    if isinstance(rows, bool) or not isinstance(rows, int) or rows <= 0:
-        raise ConfigError("livegate_settings.spend_buffer_rows: expected a positive integer")
-    return StoreSettings(database_url=url, path=path, poll_seconds=float(poll), max_buffered_rows=rows)
+        raise ConfigError("DATABASE_URL: expected postgresql://USER:PASSWORD@HOST:PORT/DB")
+    return StoreSettings(database_url=url, path=_opt_str(settings, "store_path"),
+                         poll_seconds=float(settings.get("key_check_seconds", StoreSettings.poll_seconds)),
+                         max_buffered_rows=settings.get("spend_buffer_rows", StoreSettings.max_buffered_rows))
 
 
 def parse_config(data: Any, source: str = "<config>") -> Config:
     """Build a Config from parsed YAML, raising ConfigError with the offending field's path."""
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{source}: the config must be a mapping")
-    models = data.get("model_list") or []
-    if not isinstance(models, list):
-        raise ConfigError("model_list: expected a list")
-    for key in data:
-        if key not in TOP_LEVEL_KEYS and key not in LITELLM_TOP_LEVEL:
-            raise ConfigError(f"{key}: unknown top-level key{_suggest(str(key), TOP_LEVEL_KEYS)}")
+    data = check(data, source)  # keys and types against schemas/config.schema.json, os.environ/ read
     general = data.get("general_settings") or {}
-    check_keys(general, GENERAL_KEYS, "general_settings", foreign_ok=True)
-    check_keys(data.get("litellm_settings"), LITELLM_SETTINGS_KEYS, "litellm_settings", foreign_ok=True)
-    vertex_block = (data.get("litellm_settings") or {}).get("default_vertex_config") or {}
-    vertex_block = {**vertex_block, **((data.get("livegate_settings") or {}).get("default_vertex_config") or {})}
-    check_keys(vertex_block, VERTEX_KEYS, "default_vertex_config", foreign_ok=False)
     settings = data.get("livegate_settings") or {}
-    check_keys(settings, LIVEGATE_KEYS, "livegate_settings", foreign_ok=False)
-    where = "default_vertex_config"
+    vertex_block = {**((data.get("litellm_settings") or {}).get("default_vertex_config") or {}),
+                    **(settings.get("default_vertex_config") or {})}
     vertex = VertexDefaults(
-        project=_opt_str(vertex_block, "vertex_project", where)
+        project=_opt_str(vertex_block, "vertex_project")
         or _env_fallback("DEFAULT_VERTEXAI_PROJECT", "VERTEXAI_PROJECT", "VERTEX_PROJECT"),
-        location=_opt_str(vertex_block, "vertex_location", where)
+        location=_opt_str(vertex_block, "vertex_location")
         or _env_fallback("DEFAULT_VERTEXAI_LOCATION", "VERTEXAI_LOCATION", "VERTEX_LOCATION"),
-        credentials=_opt_str(vertex_block, "vertex_credentials", where)
+        credentials=_opt_str(vertex_block, "vertex_credentials")
         or _env_fallback("DEFAULT_GOOGLE_APPLICATION_CREDENTIALS", "VERTEXAI_CREDENTIALS",
                          "GOOGLE_APPLICATION_CREDENTIALS"),
-        api_base=_opt_str(vertex_block, "api_base", where),
-        discovery_api_base=_opt_str(vertex_block, "discovery_api_base", where),
+        api_base=_opt_str(vertex_block, "api_base"),
+        discovery_api_base=_opt_str(vertex_block, "discovery_api_base"),
     )
-    max_frame = settings.get("max_client_frame_bytes", Config.max_client_frame_bytes)
-    if not isinstance(max_frame, int) or max_frame <= 0:
-        raise ConfigError("livegate_settings.max_client_frame_bytes: expected a positive integer")
-    client_compression = settings.get("client_compression", Config.client_compression)
-    if not isinstance(client_compression, bool):
-        raise ConfigError("livegate_settings.client_compression: expected true or false")
-    grace = settings.get("reattach_grace_s", Config.reattach_grace_s)
-    if not isinstance(grace, int | float) or isinstance(grace, bool) or grace < 0:
-        raise ConfigError("livegate_settings.reattach_grace_s: expected a number of seconds >= 0")
-    routes = tuple(_route(entry, i) for i, entry in enumerate(models))
+    routes = tuple(_route(entry, i) for i, entry in enumerate(data.get("model_list") or []))
     for i, route in enumerate(routes):  # fail at load, not in every session
         if route.provider == "vertex_ai" and not (route.vertex_project or vertex.project):
             raise ConfigError(f"model_list[{i}] ({route.model_name!r}): vertex_ai needs a project: set "
@@ -362,12 +252,12 @@ def parse_config(data: Any, source: str = "<config>") -> Config:
                               "or DEFAULT_VERTEXAI_PROJECT")
     return Config(
         routes=routes,
-        master_key=_opt_str(general, "master_key", "general_settings"),
+        master_key=_opt_str(general, "master_key"),
         vertex=vertex,
-        max_client_frame_bytes=max_frame,
-        client_compression=client_compression,
-        reattach_grace_s=float(grace),
-        litellm_compat=bool(_opt_bool(general, "litellm_compat", "general_settings")),
+        max_client_frame_bytes=settings.get("max_client_frame_bytes", Config.max_client_frame_bytes),
+        client_compression=settings.get("client_compression", Config.client_compression),
+        reattach_grace_s=float(settings.get("reattach_grace_s", Config.reattach_grace_s)),
+        litellm_compat=bool(general.get("litellm_compat", False)),
         source=source,
         timeouts=_timeouts(settings),
         store=_store_settings(general, settings),
@@ -378,10 +268,7 @@ def _timeouts(settings: dict[str, Any]) -> Timeouts:
     values: dict[str, Any] = {}
     for key, name in TIMEOUT_SETTINGS.items():
         if key in settings:
-            value = settings[key]
-            if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-                raise ConfigError(f"livegate_settings.{key}: expected a positive number")
-            values[name] = int(value) if name == "max_request_body_bytes" else float(value)
+            values[name] = int(settings[key]) if name == "max_request_body_bytes" else float(settings[key])
     return Timeouts(**values)
 
 

@@ -236,12 +236,15 @@ class Accounting:
         m.store_up.set(0 if self.writer.error else 1)
         for grant in list(self.grants):
             grant.flush_counters()
-        hashes = sorted({g.principal.token_hash for g in self.grants if g.principal.kind == "key"})
+        # Only the sessions live before the read are judged by it: one admitted while the read is in flight
+        # was checked against the store at its admission, and the next poll reads its key too.
+        watched = [g for g in self.grants if g.principal.kind == "key"]
+        hashes = sorted({g.principal.token_hash for g in watched})
         now = time.time()
         if hashes:
             fresh = await self.store.get_keys(hashes, now)
             self.keys.update(fresh)
-            for grant in list(self.grants):
+            for grant in watched:
                 grant.check_key(fresh.get(grant.principal.token_hash), now)
         if now - self._last_heartbeat >= HEARTBEAT_SECONDS:
             self._last_heartbeat = now

@@ -38,6 +38,8 @@ CLOSE_BUDGET_EXHAUSTED = 4029
 CLOSE_KEY_REVOKED = 4010
 CLOSE_SESSION_TOO_LONG = 4008
 HEARTBEAT_SECONDS = 10.0
+SECRET_PURGE_SECONDS = 60.0  # how often expired client secrets are deleted
+SECRET_PURGE_AFTER = 600.0  # kept this long past expiry, so a late client hears "expired", not "invalid"
 
 
 @dataclass(frozen=True)
@@ -73,12 +75,32 @@ class Principal:
             return label(self.token_hash, self.key.key_alias)
         return self.kind
 
+    @property
+    def secret_model(self) -> str | None:
+        """The model a client secret was minted for (its `session.model`), if it names one."""
+        model = self.secret.session.get("model") if self.secret is not None and self.secret.session else None
+        return model if isinstance(model, str) else None
+
     def allows(self, *names: str | None) -> bool:
-        """Is one of these model names (client name, upstream id) among the key's models? (none = all)"""
+        """Is one of these model names (client name, upstream id) among the key's models? (none = all) A client
+        secret minted for a model allows that model only, whoever minted it (the master key included)."""
+        if self.secret_model is not None and self.secret_model not in names:
+            return False
         models = self.key.models if self.key else []
         if not models or "all-proxy-models" in models or "*" in models:
             return True
         return any(name in models for name in names if name)
+
+    def may_reattach(self, owner: Principal) -> bool:
+        """May this caller take over a session `owner` opened? The same key, or the master key itself; a
+        session opened with a client secret only with that same secret (sibling secrets of one key are other
+        browsers), and a secret never takes over a session its key (or the master key) opened."""
+        if self.kind == "master" and self.secret is None:
+            return True
+        if self.secret is not None or owner.secret is not None:
+            return self.secret is not None and owner.secret is not None and \
+                hmac.compare_digest(self.secret.secret_hash, owner.secret.secret_hash)
+        return self.token_hash == owner.token_hash
 
 
 class Accounting:
@@ -97,6 +119,7 @@ class Accounting:
         self._warned_prices: set[str] = set()
         self._poller: asyncio.Task[None] | None = None
         self._last_heartbeat = 0.0
+        self._last_purge = 0.0
         self.store_error: str | None = None
 
     @property
@@ -139,13 +162,18 @@ class Accounting:
 
     # --- who is calling ------------------------------------------------------------------------------------
 
-    async def principal(self, key: str | None) -> Principal | Refusal:
+    async def principal(self, key: str | None, *, realtime: bool = False) -> Principal | Refusal:
+        """Who is calling. A client secret is accepted only where `realtime` says the route opens realtime
+        sessions for a browser (/v1/realtime, WebRTC): every other route refuses it (403) before any lookup."""
         if self.master_key and key is not None and hmac.compare_digest(key.encode(), self.master_key.encode()):
             return Principal("master", self.master_hash)
         if key is None:
             if self.master_key:
                 return Refusal(401, "Missing API key: send `Authorization: Bearer <key>`.", "invalid_api_key")
             return Principal("open")
+        if key.startswith(SECRET_PREFIX) and not realtime:
+            return Refusal(403, "A client secret may only open realtime sessions (/v1/realtime); this route needs "
+                                "an API key.", "forbidden")
         now = time.time()
         secret: SecretRecord | None = None
         token_hash = hash_key(key)
@@ -249,6 +277,12 @@ class Accounting:
         if now - self._last_heartbeat >= HEARTBEAT_SECONDS:
             self._last_heartbeat = now
             await self.store.heartbeat([g.session_id for g in self.grants if g.holds_slot], now)
+        if now - self._last_purge >= SECRET_PURGE_SECONDS:
+            self._last_purge = now
+            await self.purge_expired_secrets()
+
+    async def purge_expired_secrets(self) -> None:
+        await self.store.purge_secrets(time.time() - SECRET_PURGE_AFTER)
 
 
 class Grant:
@@ -321,6 +355,10 @@ class Grant:
         """Set the session's model (at the handshake, or at a passthrough's setup); a refusal if the key may
         not use it."""
         if not self.principal.allows(model, upstream_model):
+            fixed = self.principal.secret_model
+            if fixed is not None and fixed not in (model, upstream_model):
+                return Refusal(403, f"This client secret was minted for the model '{fixed}', not '{model}'.",
+                               "model_not_allowed")
             return Refusal(403, f"This key is not allowed to use the model '{model}'.", "model_not_allowed")
         self.model, self.upstream_model = model, upstream_model or model
         self.price = self.accounting.price(self.upstream_model, model_info)

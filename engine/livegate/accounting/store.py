@@ -269,6 +269,11 @@ class Store:
         return SecretRecord(row["secret_hash"], row["token_hash"], row["expires_at"],
                             json.loads(row["session"]) if row["session"] else None, row["created_at"])
 
+    async def purge_secrets(self, expired_before: float) -> None:
+        """Delete the client secrets that expired before `expired_before`."""
+        async with self.db.transaction() as tx:
+            await tx.execute("DELETE FROM livegate_client_secrets WHERE expires_at < $1", float(expired_before))
+
     # --- limits --------------------------------------------------------------------------------------------
 
     async def acquire_session(self, token_hash: str, session_id: str, instance_id: str, model: str | None,

@@ -147,7 +147,7 @@ def _route(gateway: Gateway, model: str | None) -> tuple[ModelRoute | None, tupl
 
 async def _realtime(ws: WebSocket, gateway: Gateway) -> None:
     offered = list(ws.scope.get("subprotocols") or [])
-    who = await auth.principal(gateway, auth.client_key(ws.headers, offered))
+    who = await auth.principal(gateway, auth.client_key(ws.headers, offered), realtime=True)
     if isinstance(who, Refusal):
         await _refuse(ws, who.status, who.message, who.code)
         return
@@ -196,12 +196,12 @@ async def _realtime(ws: WebSocket, gateway: Gateway) -> None:
 
 async def _reattach(ws: WebSocket, gateway: Gateway, who: Principal, model: str, session_id: str,
                     offered: list[str]) -> None:
-    """A client whose connection dropped takes its session back (`?session_id=`). Only the key that opened
-    the session (or the master key) may; the session's own admission and accounting carry on."""
+    """A client whose connection dropped takes its session back (`?session_id=`). Only the key or client
+    secret that opened the session (or the master key) may (Principal.may_reattach); the session's own
+    admission and accounting carry on."""
     session = gateway.detached.get(session_id)
     owner = session.grant.principal if session is not None and session.grant is not None else None
-    if session is None or session.model != model or (
-            owner is not None and who.kind != "master" and who.token_hash != owner.token_hash):
+    if session is None or session.model != model or (owner is not None and not who.may_reattach(owner)):
         await _refuse(ws, 404, f"No session '{session_id}' is waiting for its client on this gateway "
                                "(it ended, or its reattach grace period passed).", "session_not_found")
         return

@@ -27,7 +27,7 @@ from typing import Any
 from livegate.accounting.cost import Cost, TokenUsage, TurnUsageMeter, cost_of, mentions
 from livegate.accounting.database import StoreUnavailable
 from livegate.accounting.keys import SECRET_PREFIX, hash_key, label
-from livegate.accounting.metrics import Metrics
+from livegate.accounting.metrics import Metrics, close_code_label
 from livegate.accounting.prices import Price, PriceTable
 from livegate.accounting.store import KeyRecord, SecretRecord, Store
 from livegate.accounting.writer import SpendWriter
@@ -526,7 +526,7 @@ class Grant:
         model = self.model or "-"
         if self.session:
             m.active_sessions.labels(self._metric_model, self.route).dec()
-        m.sessions_ended.labels(self.route, str(close_code)).inc()
+        m.sessions_ended.labels(self.route, close_code_label(close_code, http=not self.session)).inc()
         for kind, count in (("input", usage.input_tokens), ("output", usage.output_tokens)):
             if count:
                 m.tokens.labels(self._metric_model, kind).inc(count)

@@ -29,11 +29,11 @@ def _row(request_id: str, key: str, **fields: Any) -> dict[str, Any]:
 
 
 async def test_migrations_apply_once_and_reopen(store: Store, database_url: str) -> None:
-    assert await store.schema_version() == 1
+    assert await store.schema_version() == 2
     again = Store(open_database(database_url, None))
     await again.open()  # a second instance (or a restart) finds the schema in place
     try:
-        assert await again.schema_version() == 1
+        assert await again.schema_version() == 2
     finally:
         await again.close()
 

@@ -50,5 +50,5 @@ def test_litellm_metrics_auth_setting_is_honoured_and_needs_a_master_key() -> No
                            "litellm_settings": {"require_auth_for_metrics_endpoint": True}})
     assert config.monitoring_needs_master_key
     assert not parse_config({"general_settings": {"master_key": MASTER}}).monitoring_needs_master_key
-    with pytest.raises(ConfigError, match="needs general_settings.master_key"):
+    with pytest.raises(ConfigError, match=r"needs general_settings\.master_key"):
         parse_config({"livegate_settings": {"require_master_key_for_monitoring": True}})

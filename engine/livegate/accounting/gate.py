@@ -28,7 +28,9 @@ from livegate.accounting.cost import Cost, TokenUsage, TurnUsageMeter, cost_of, 
 from livegate.accounting.database import StoreUnavailable
 from livegate.accounting.keys import SECRET_PREFIX, hash_key, label
 from livegate.accounting.metrics import Metrics, close_code_label
+from livegate.accounting.outage import StoreOutage
 from livegate.accounting.prices import Price, PriceTable
+from livegate.accounting.spill import replay_spills
 from livegate.accounting.store import KeyRecord, SecretRecord, Store
 from livegate.accounting.writer import SpendWriter
 
@@ -105,22 +107,27 @@ class Principal:
 
 class Accounting:
     def __init__(self, store: Store, prices: PriceTable, *, master_key: str | None, metrics: Metrics | None = None,
-                 poll_interval: float = 2.0, writer_interval: float = 0.5, max_buffered_rows: int = 10_000) -> None:
+                 poll_interval: float = 2.0, writer_interval: float = 0.5, max_buffered_rows: int = 10_000,
+                 spill_dir: str | None = None, admit_when_unavailable: bool = False) -> None:
         self.store = store
         self.prices = prices
         self.master_key = master_key
         self.metrics = metrics or Metrics()
         self.poll_interval = poll_interval
         self.instance_id = secrets.token_hex(6)
+        self.outage = StoreOutage()  # one log line per change of the store's availability
+        self.spill_dir = spill_dir
+        # general_settings.allow_requests_on_db_unavailable: admit known keys from their last read state
+        self.admit_when_unavailable = admit_when_unavailable
+        self._local_rpm: dict[str, tuple[int, int]] = {}  # token hash -> (minute, count), while unavailable
         self.writer = SpendWriter(store, interval=writer_interval, max_rows=max_buffered_rows,
-                                  on_flushed=self._flushed)
+                                  on_flushed=self._flushed, outage=self.outage, spill_dir=spill_dir)
         self.grants: set[Grant] = set()
         self.keys: dict[str, KeyRecord] = {}  # the last known state of keys with live sessions
         self._warned_prices: set[str] = set()
         self._poller: asyncio.Task[None] | None = None
         self._last_heartbeat = 0.0
         self._last_purge = 0.0
-        self.store_error: str | None = None
 
     @property
     def master_hash(self) -> str:
@@ -130,6 +137,7 @@ class Accounting:
 
     async def start(self) -> None:
         await self.store.open()
+        await replay_spills(self.store, self.spill_dir)  # rows saved at a shutdown during an outage
         self.writer.start()
         self._poller = asyncio.create_task(self._poll_loop(), name="livegate-accounting-poller")
 
@@ -139,23 +147,29 @@ class Accounting:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._poller
         held = [g.session_id for g in self.grants if g.holds_slot]
-        with contextlib.suppress(StoreUnavailable):
+        try:
             await self.store.release_sessions(held)
+        except StoreUnavailable as exc:
+            self.outage.failed("freeing session slots at shutdown", exc, "they lapse after 30 s")
         await self.writer.stop()
         await self.store.close()
 
     async def readiness(self) -> dict[str, Any]:
         try:
             async with asyncio.timeout(5):
-                await self.store.ping()
+                await self.store.ping()  # a write: a full disk or a deleted file is unhealthy too
             reachable, error = True, None
         except (StoreUnavailable, TimeoutError) as exc:
             reachable, error = False, str(exc) or "timeout"
+            self.outage.failed("readiness check", exc)
         writes_ok = self.writer.error is None
+        if reachable and writes_ok:
+            self.outage.recovered()
         return {"status": "healthy" if reachable and writes_ok else "unhealthy",
                 "db": "connected" if reachable else "disconnected",
                 "store": self.store.db.description.split(":", 1)[0],
                 "store_error": error or self.writer.error,
+                "store_unavailable_since": self.outage.since,
                 "store_backlog": self.writer.backlog,
                 "store_dropped_rows": self.writer.dropped,
                 "active_sessions": len(self.grants)}
@@ -187,8 +201,10 @@ class Accounting:
                 token_hash = secret.token_hash
             record = await self.store.get_key(token_hash, now)
         except StoreUnavailable as exc:
-            log.error("spend store unavailable at a handshake: %s", exc)
-            return Refusal(503, "The key store is unavailable; try again shortly.", "store_unavailable")
+            self.outage.failed("checking a key at a handshake", exc, self._handshake_consequence())
+            record = self.keys.get(token_hash) if self.admit_when_unavailable and secret is None else None
+            if record is None:
+                return Refusal(503, "The key store is unavailable; try again shortly.", "store_unavailable")
         if record is None:
             return self._unknown(None)
         if record.deleted_at is not None:
@@ -196,6 +212,12 @@ class Accounting:
         if record.expired(now):
             return Refusal(401, "API key expired.", "invalid_api_key")
         return Principal("key", token_hash, record, secret)
+
+    def _handshake_consequence(self) -> str:
+        if self.admit_when_unavailable:
+            return ("known keys are admitted from their last read state with limits counted on this instance "
+                    "(allow_requests_on_db_unavailable); other handshakes get 503")
+        return "virtual-key handshakes get 503 until it is back (allow_requests_on_db_unavailable is off)"
 
     def _unknown(self, message: str | bool | None) -> Principal | Refusal:
         if not self.master_key and not message:
@@ -248,13 +270,10 @@ class Accounting:
             try:
                 await self.poll()
             except StoreUnavailable as exc:
-                if self.store_error is None:
-                    log.error("spend store unreachable; sessions go on, limits use the last known state: %s", exc)
-                self.store_error = str(exc)
+                self.outage.failed("refreshing the keys of live sessions", exc,
+                                   "sessions go on; limits use the last known state")
             except Exception:
                 log.exception("accounting poll failed")
-            else:
-                self.store_error = None
 
     async def poll(self) -> None:
         """Refresh the keys of live sessions (deleted, expired, spent elsewhere) and heartbeat the sessions."""
@@ -280,6 +299,8 @@ class Accounting:
         if now - self._last_purge >= SECRET_PURGE_SECONDS:
             self._last_purge = now
             await self.purge_expired_secrets()
+            if self.writer.error is None:  # a write went through (reads alone do not end an outage)
+                self.outage.recovered()
 
     async def purge_expired_secrets(self) -> None:
         await self.store.purge_secrets(time.time() - SECRET_PURGE_AFTER)
@@ -346,8 +367,31 @@ class Grant:
                                         "(max_parallel_requests).", "realtime_session_limit")
                 self.holds_slot = True
         except StoreUnavailable as exc:
-            log.error("spend store unavailable at a handshake: %s", exc)
-            return Refusal(503, "The key store is unavailable; try again shortly.", "store_unavailable")
+            acct.outage.failed("counting a session's limits at a handshake", exc, acct._handshake_consequence())
+            if not acct.admit_when_unavailable:
+                return Refusal(503, "The key store is unavailable; try again shortly.", "store_unavailable")
+            return self._admit_locally(key, now)
+        if self.holds_slot and acct.writer.error is None:
+            acct.outage.recovered()
+        return None
+
+    def _admit_locally(self, key: KeyRecord, now: float) -> Refusal | None:
+        """Limits counted on this instance only, while the store cannot count them (allow_requests_on_db_
+        unavailable): the key's sessions here against max_parallel_requests, its handshakes here this minute
+        against rpm_limit."""
+        acct = self.accounting
+        minute = int(now // 60)
+        seen, count = acct._local_rpm.get(key.token_hash, (minute, 0))
+        count = count + 1 if seen == minute else 1
+        acct._local_rpm[key.token_hash] = (minute, count)
+        if key.rpm_limit is not None and count > key.rpm_limit:
+            return Refusal(429, f"Rate limit exceeded: rpm_limit {key.rpm_limit} new sessions or calls per minute "
+                                "for this key.", "rate_limit_exceeded")
+        if self.session and key.max_parallel_requests is not None and sum(
+                1 for g in acct.grants if g.session and g.principal.token_hash == key.token_hash) \
+                >= key.max_parallel_requests:
+            return Refusal(429, f"This key already has {key.max_parallel_requests} realtime sessions open "
+                                "(max_parallel_requests).", "realtime_session_limit")
         return None
 
     def bind_model(self, model: str, upstream_model: str | None = None,
@@ -555,8 +599,8 @@ class Grant:
         if self.holds_slot:
             try:
                 await acct.store.release_sessions([self.session_id])
-            except StoreUnavailable:
-                log.warning("could not free session %s now; it lapses after %.0f s", self.session_id, 30.0)
+            except StoreUnavailable as exc:
+                acct.outage.failed("freeing a session slot", exc, "slots not freed lapse after 30 s")
         if cost is None:
             money = f"session cost: unknown (no price for {self.upstream_model!r})" if self.model else \
                 "session cost: unknown (no model)"

@@ -90,6 +90,12 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             PRIMARY KEY (token_hash, window_start)
         )""",
     ]),
+    (2, [  # spill files written at the next start exactly once (spill.py)
+        """CREATE TABLE livegate_spill_replays (
+            spill_id TEXT PRIMARY KEY,
+            replayed_at DOUBLE PRECISION NOT NULL
+        )""",
+    ]),
 ]
 
 KEY_FIELDS = ("key_alias", "models", "max_budget", "budget_duration", "expires", "max_parallel_requests",
@@ -171,8 +177,11 @@ class Store:
         return int(rows[0]["v"] or 0)
 
     async def ping(self) -> None:
+        """A write that changes nothing: it fails when the store cannot be reached or written (a full disk,
+        a read-only or deleted file), not only when it cannot be read."""
         async with self.db.transaction() as tx:
-            await tx.fetch("SELECT 1 AS ok")
+            await tx.execute("UPDATE livegate_migrations SET applied_at = applied_at WHERE version = "
+                             "(SELECT MAX(version) FROM livegate_migrations)")
 
     # --- keys ----------------------------------------------------------------------------------------------
 
@@ -324,14 +333,29 @@ class Store:
         """Add spend to keys and insert spend log rows, in one transaction (retried whole on failure;
         rows already written are skipped by request_id)."""
         async with self.db.transaction() as tx:
-            for token_hash, amount in spend.items():
-                await tx.execute("UPDATE livegate_keys SET spend = spend + $2 WHERE token_hash = $1",
-                                 token_hash, float(amount))
-            for row in logs:
-                names = list(row)
-                await tx.execute(f"INSERT INTO livegate_spend_logs ({', '.join(names)}) VALUES "
-                                 f"({_params(len(names))}) ON CONFLICT (request_id) DO NOTHING",
-                                 *(row[name] for name in names))
+            await self._write_spend(tx, spend, logs)
+
+    async def replay_spill(self, spill_id: str, spend: dict[str, float], logs: list[dict[str, Any]],
+                           now: float) -> bool:
+        """Write a spill file's rows unless its id was replayed before; False when it was."""
+        async with self.db.transaction() as tx:
+            done = await tx.fetch("SELECT spill_id FROM livegate_spill_replays WHERE spill_id = $1", spill_id)
+            if done:
+                return False
+            await self._write_spend(tx, spend, logs)
+            await tx.execute("INSERT INTO livegate_spill_replays (spill_id, replayed_at) VALUES ($1, $2)",
+                             spill_id, now)
+        return True
+
+    async def _write_spend(self, tx: Tx, spend: dict[str, float], logs: list[dict[str, Any]]) -> None:
+        for token_hash, amount in spend.items():
+            await tx.execute("UPDATE livegate_keys SET spend = spend + $2 WHERE token_hash = $1",
+                             token_hash, float(amount))
+        for row in logs:
+            names = list(row)
+            await tx.execute(f"INSERT INTO livegate_spend_logs ({', '.join(names)}) VALUES "
+                             f"({_params(len(names))}) ON CONFLICT (request_id) DO NOTHING",
+                             *(row[name] for name in names))
 
     async def spend_logs(self, api_key: str | None = None, start: float | None = None, end: float | None = None,
                          model: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:

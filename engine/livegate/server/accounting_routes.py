@@ -24,7 +24,8 @@ if TYPE_CHECKING:
 def build_accounting(config: Config) -> Accounting:
     store = Store(open_database(config.store.database_url, config.store.path))
     return Accounting(store, PriceTable.load(), master_key=config.master_key, poll_interval=config.store.poll_seconds,
-                      max_buffered_rows=config.store.max_buffered_rows)
+                      max_buffered_rows=config.store.max_buffered_rows, spill_dir=config.store.spill_directory(),
+                      admit_when_unavailable=config.store.admit_when_unavailable)
 
 
 def add_accounting_routes(app: FastAPI, gateway: Gateway) -> None:

@@ -33,3 +33,19 @@ def test_message_item_without_content(dialect: str, item: dict[str, str], caplog
     assert error["param"] == expected and error["event_id"] == "ev_1"
     check_client_event(out.client[0], dialect)
     assert not caplog.records
+
+
+@pytest.mark.parametrize("dialect", ["ga", "beta"])
+@pytest.mark.parametrize(("audio", "sent"), [("AAA", "AAA="), ("AAAAAA", "AAAAAA=="), ("-_-_-_-_", "+/+/+/+/"),
+                                             ("AAAA", None)])
+def test_audio_base64_reaches_gemini_padded_and_standard(dialect: str, audio: str, sent: str | None) -> None:
+    """Unpadded or URL-safe base64 is valid input (is_base64 accepts it) but was forwarded as it came: not
+    valid base64 for Gemini's types (found by the fuzz campaign: realtimeInput.audio.data 'set')."""
+    translator = Translator(load_mappings(), dialect=dialect, context=CONTEXT, validator=ClientEventValidator())
+    translator.start()
+    out = translator.from_client(json.dumps({"type": "input_audio_buffer.append", "event_id": "ev_2", "audio": audio}))
+    forwarded = [m["realtimeInput"]["audio"]["data"] for m in out.upstream if "audio" in m.get("realtimeInput", {})]
+    if sent is None:  # 3 bytes: half a sample, refused
+        assert not forwarded and out.client[0]["error"]["param"] == "audio"
+    else:
+        assert forwarded == [sent] and not out.client

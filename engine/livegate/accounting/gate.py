@@ -299,8 +299,6 @@ class Accounting:
         if now - self._last_purge >= SECRET_PURGE_SECONDS:
             self._last_purge = now
             await self.purge_expired_secrets()
-            if self.writer.error is None:  # a write went through (reads alone do not end an outage)
-                self.outage.recovered()
 
     async def purge_expired_secrets(self) -> None:
         await self.store.purge_secrets(time.time() - SECRET_PURGE_AFTER)

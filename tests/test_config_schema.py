@@ -41,17 +41,19 @@ def test_every_key_says_what_it_is_for() -> None:
     ({"livegate_settings": {"spend_buffer_rows": 2.5}}, "livegate_settings.spend_buffer_rows: expected an integer > 0"),
     ({"livegate_settings": {"key_check_seconds": 0}}, "livegate_settings.key_check_seconds: expected a number > 0"),
     ({"model_list": [{"model_name": "m", "livegate_params": {"model": "openai/gpt"}}]},
-     "model_list[0].livegate_params.model: expected a string (`<provider>/<model id>`"),
+     "model_list[0].livegate_params.model: expected `<provider>/<model id>` with provider gemini"),
     ({"model_list": [{"model_name": "m", "livegate_params": {"api_base": "x"}}]},
      "model_list[0].livegate_params.model: required"),
     ({"model_list": [{"livegate_params": {"model": "simulator/x"}}]}, "model_list[0].model_name: required"),
-    ({"general_settings": {"database_url": "mysql://x"}}, "general_settings.database_url: expected a string"),
+    ({"general_settings": {"database_url": "mysql://root:hunter2@db"}},
+     "general_settings.database_url: expected postgresql://USER:PASSWORD@HOST:PORT/DB"),
     ({"model_list": {"model_name": "m"}}, "model_list: expected a list"),
 ])
 def test_a_wrong_type_names_the_key_and_what_was_expected(data: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigError) as info:
         parse_config(data)
     assert message in str(info.value)
+    assert "hunter2" not in str(info.value)  # a secret's value is never echoed
 
 
 def test_environment_references_are_read_and_an_unset_one_is_named(monkeypatch: pytest.MonkeyPatch) -> None:

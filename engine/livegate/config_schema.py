@@ -110,6 +110,8 @@ def _walk(value: Any, node: dict[str, Any], path: tuple[str | int, ...], foreign
 def _expected(node: dict[str, Any]) -> str:
     """What a value of `node` must be, in words."""
     node = _resolve(node)
+    if "x-expected" in node:
+        return str(node["x-expected"])
     kind = node.get("type")
     words = {"string": "a string", "boolean": "true or false", "integer": "an integer", "number": "a number",
              "object": "a mapping", "array": "a list"}
@@ -119,8 +121,6 @@ def _expected(node: dict[str, Any]) -> str:
         text += f" > {node['exclusiveMinimum']:g}"
     elif "minimum" in node:
         text += f" >= {node['minimum']:g}"
-    if "pattern" in node and "description" in node:
-        text += f" ({node['description'].split(':')[0].rstrip('.')})"
     return text
 
 
@@ -142,8 +142,8 @@ def check(data: Any, source: str = "<config>") -> dict[str, Any]:
         if error.validator == "required":
             missing = error.message.split("'")[1]
             raise ConfigError(f"{_where((*path, missing)) or missing}: required")
-        raise ConfigError(f"{_where(path) or source}: expected {_expected(error.schema)}"
-                          f" (got {json.dumps(error.instance)[:60]})")
+        got = "" if _resolve(error.schema).get("x-secret") else f" (got {json.dumps(error.instance)[:60]})"
+        raise ConfigError(f"{_where(path) or source}: expected {_expected(error.schema)}{got}")
     return cleaned
 
 

@@ -54,4 +54,4 @@ def test_config_errors_fail_lint(tmp_path: Path, capsys: pytest.CaptureFixture[s
     config = tmp_path / "config.yaml"
     config.write_text("model_list:\n  - model_name: x\n    litellm_params: {model: openai/gpt-4o}\n")
     assert main(["lint", "--config", str(config)]) == 1
-    assert "unknown provider 'openai'" in capsys.readouterr().err
+    assert "model_list[0].litellm_params.model: expected a string (`<provider>/<model id>`)" in capsys.readouterr().err

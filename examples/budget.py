@@ -76,7 +76,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--budget", type=float, default=0.001, help="the key's max_budget in USD")
     parser.add_argument("--turns", type=int, default=30, help="give up after this many turns")
-    parser.add_argument("--url", default="http://127.0.0.1:4000", help="livegate's HTTP address")
+    parser.add_argument("--url", default=os.environ.get("LIVEGATE_URL", "http://127.0.0.1:4000"),
+                        help="livegate's address (default: $LIVEGATE_URL, else http://127.0.0.1:4000)")
     parser.add_argument("--model", default="gpt-realtime")
     args = parser.parse_args()
     master = os.environ.get("LIVEGATE_MASTER_KEY")

@@ -4,10 +4,10 @@
     python examples/chat.py                          # a conversation: type lines, Ctrl-D to quit
     python examples/chat.py --beta "Hello"           # the older beta dialect (OpenAI-Beta: realtime=v1)
 
-It connects to ws://127.0.0.1:4000/v1 (--url) with the key in LIVEGATE_API_KEY, if any (a livegate with
-no master key takes any). After each answer it prints what the turn cost in tokens, as Gemini counted them.
-A refusal (a wrong key, an unknown model, a spent budget) is printed as livegate worded it, and the
-script exits with status 1.
+It connects to livegate at http://127.0.0.1:4000 (--url, or LIVEGATE_URL) with the key in LIVEGATE_API_KEY,
+if any (a livegate with no master key takes any). After each answer it prints what the turn cost in tokens,
+as Gemini counted them. A refusal (a wrong key, an unknown model, a spent budget) is printed as livegate worded
+it, and the script exits with status 1.
 """
 
 from __future__ import annotations
@@ -31,8 +31,15 @@ def close_reason(closed: ConnectionClosed) -> str:
     return f"{frame.reason or 'no reason given'} (close code {frame.code})" if frame else "the connection dropped"
 
 
+def websocket_base(url: str) -> str:
+    """livegate's address (http://HOST:PORT) as the SDK's websocket_base_url (ws://HOST:PORT/v1)."""
+    url = url.rstrip("/")
+    url = "ws" + url[4:] if url.startswith("http") else url
+    return url if url.endswith("/v1") else url + "/v1"
+
+
 async def chat(url: str, model: str, beta: bool, prompts: list[str] | None) -> None:
-    client = AsyncOpenAI(api_key=os.environ.get("LIVEGATE_API_KEY", "no-key"), websocket_base_url=url)
+    client = AsyncOpenAI(api_key=os.environ.get("LIVEGATE_API_KEY", "no-key"), websocket_base_url=websocket_base(url))
     realtime = client.beta.realtime if beta else client.realtime
     async with realtime.connect(model=model) as conn:
         if beta:
@@ -60,7 +67,8 @@ async def chat(url: str, model: str, beta: bool, prompts: list[str] | None) -> N
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("prompt", nargs="*", help="what to say (default: read lines from stdin)")
-    parser.add_argument("--url", default="ws://127.0.0.1:4000/v1")
+    parser.add_argument("--url", default=os.environ.get("LIVEGATE_URL", "http://127.0.0.1:4000"),
+                        help="livegate's address (default: $LIVEGATE_URL, else http://127.0.0.1:4000)")
     parser.add_argument("--model", default="gpt-realtime")
     parser.add_argument("--beta", action="store_true", help="use the beta dialect")
     args = parser.parse_args()

@@ -5,7 +5,7 @@ script runs it and sends the result back, and the model answers with it.
 
 The tool loop is the one OpenAI documents: declare the function in `session.tools`; when a response
 carries a `function_call` item, run the function, add a `function_call_output` item with its `call_id`,
-and ask for the next response. Connects to ws://127.0.0.1:4000/v1 (--url) with the key in
+and ask for the next response. Connects to livegate at http://127.0.0.1:4000 (--url, or LIVEGATE_URL) with the key in
 LIVEGATE_API_KEY, if any. A refusal is printed as livegate worded it, and the script exits with status 1.
 """
 
@@ -44,9 +44,16 @@ def get_weather(city: str) -> dict[str, Any]:
     return {"city": city, "temperature_c": 21, "sky": "clear"}
 
 
+def websocket_base(url: str) -> str:
+    """livegate's address (http://HOST:PORT) as the SDK's websocket_base_url (ws://HOST:PORT/v1)."""
+    url = url.rstrip("/")
+    url = "ws" + url[4:] if url.startswith("http") else url
+    return url if url.endswith("/v1") else url + "/v1"
+
+
 async def ask(url: str, model: str, question: str) -> str:
     """Ask `question`, run every function call the model makes, and return the final answer's text."""
-    client = AsyncOpenAI(api_key=os.environ.get("LIVEGATE_API_KEY", "no-key"), websocket_base_url=url)
+    client = AsyncOpenAI(api_key=os.environ.get("LIVEGATE_API_KEY", "no-key"), websocket_base_url=websocket_base(url))
     async with client.realtime.connect(model=model) as conn:
         await conn.session.update(session={"type": "realtime", "output_modalities": ["text"],
                                            "tools": [WEATHER_TOOL], "tool_choice": "auto"})
@@ -75,7 +82,8 @@ async def ask(url: str, model: str, question: str) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("question", nargs="?", default="What's the weather in Paris?")
-    parser.add_argument("--url", default="ws://127.0.0.1:4000/v1")
+    parser.add_argument("--url", default=os.environ.get("LIVEGATE_URL", "http://127.0.0.1:4000"),
+                        help="livegate's address (default: $LIVEGATE_URL, else http://127.0.0.1:4000)")
     parser.add_argument("--model", default="gpt-realtime")
     args = parser.parse_args()
     try:

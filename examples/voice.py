@@ -7,8 +7,9 @@ speech, the answer is printed as its transcript and saved as a WAV file.
 Any 16-bit PCM WAV works (mono or stereo, any rate): it is mixed to mono and resampled to the 24 kHz
 PCM16 the Realtime API takes. To record one: `espeak-ng -w question.wav "What is the weather in Paris?"`,
 or any recorder that saves WAV. The turn is committed by the script (manual turns, turn_detection null),
-so the file needs no silence at the end. Connects to ws://127.0.0.1:4000/v1 (--url) with the key in
-LIVEGATE_API_KEY, if any. A refusal is printed as livegate worded it, and the script exits with status 1.
+so the file needs no silence at the end. Connects to livegate at http://127.0.0.1:4000 (--url, or
+LIVEGATE_URL) with the key in LIVEGATE_API_KEY, if any. A refusal is printed as livegate worded it, and the
+script exits with status 1.
 """
 
 from __future__ import annotations
@@ -53,9 +54,16 @@ def read_speech(path: Path) -> bytes:
     return np.clip(np.round(mono), -32768, 32767).astype("<i2").tobytes()
 
 
+def websocket_base(url: str) -> str:
+    """livegate's address (http://HOST:PORT) as the SDK's websocket_base_url (ws://HOST:PORT/v1)."""
+    url = url.rstrip("/")
+    url = "ws" + url[4:] if url.startswith("http") else url
+    return url if url.endswith("/v1") else url + "/v1"
+
+
 async def talk(url: str, model: str, speech: bytes, voice: str) -> tuple[str, bytes]:
     """Send one spoken turn; return the answer's transcript and its audio (24 kHz PCM16)."""
-    client = AsyncOpenAI(api_key=os.environ.get("LIVEGATE_API_KEY", "no-key"), websocket_base_url=url)
+    client = AsyncOpenAI(api_key=os.environ.get("LIVEGATE_API_KEY", "no-key"), websocket_base_url=websocket_base(url))
     transcript, audio = "", bytearray()
     async with client.realtime.connect(model=model) as conn:
         await conn.session.update(session={
@@ -95,7 +103,8 @@ def main() -> int:
     parser.add_argument("wav", type=Path, help="the user's speech, a 16-bit PCM WAV file")
     parser.add_argument("--out", type=Path, default=Path("answer.wav"), help="where the spoken answer goes")
     parser.add_argument("--voice", default="marin", help="an OpenAI voice name (or a Gemini one)")
-    parser.add_argument("--url", default="ws://127.0.0.1:4000/v1")
+    parser.add_argument("--url", default=os.environ.get("LIVEGATE_URL", "http://127.0.0.1:4000"),
+                        help="livegate's address (default: $LIVEGATE_URL, else http://127.0.0.1:4000)")
     parser.add_argument("--model", default="gpt-realtime")
     args = parser.parse_args()
     try:

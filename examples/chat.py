@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import os
 import sys
+from typing import Any
 
 from openai import AsyncOpenAI
 from websockets.exceptions import ConnectionClosed
@@ -38,10 +39,19 @@ def websocket_base(url: str) -> str:
     return url if url.endswith("/v1") else url + "/v1"
 
 
+
+async def session_created(conn: Any) -> None:
+    """Wait for session.created: a refused connection gets an `error` event instead, then closes."""
+    event = await conn.recv()
+    if event.type == "error":
+        raise Refused(f"{event.error.code}: {event.error.message}")
+
+
 async def chat(url: str, model: str, beta: bool, prompts: list[str] | None) -> None:
     client = AsyncOpenAI(api_key=os.environ.get("LIVEGATE_API_KEY", "no-key"), websocket_base_url=websocket_base(url))
     realtime = client.beta.realtime if beta else client.realtime
     async with realtime.connect(model=model) as conn:
+        await session_created(conn)
         if beta:
             await conn.session.update(session={"modalities": ["text"]})
         else:

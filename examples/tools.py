@@ -51,10 +51,19 @@ def websocket_base(url: str) -> str:
     return url if url.endswith("/v1") else url + "/v1"
 
 
+
+async def session_created(conn: Any) -> None:
+    """Wait for session.created: a refused connection gets an `error` event instead, then closes."""
+    event = await conn.recv()
+    if event.type == "error":
+        raise Refused(f"{event.error.code}: {event.error.message}")
+
+
 async def ask(url: str, model: str, question: str) -> str:
     """Ask `question`, run every function call the model makes, and return the final answer's text."""
     client = AsyncOpenAI(api_key=os.environ.get("LIVEGATE_API_KEY", "no-key"), websocket_base_url=websocket_base(url))
     async with client.realtime.connect(model=model) as conn:
+        await session_created(conn)
         await conn.session.update(session={"type": "realtime", "output_modalities": ["text"],
                                            "tools": [WEATHER_TOOL], "tool_choice": "auto"})
         await conn.conversation.item.create(

@@ -21,6 +21,7 @@ import os
 import sys
 import wave
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from openai import AsyncOpenAI
@@ -61,11 +62,20 @@ def websocket_base(url: str) -> str:
     return url if url.endswith("/v1") else url + "/v1"
 
 
+
+async def session_created(conn: Any) -> None:
+    """Wait for session.created: a refused connection gets an `error` event instead, then closes."""
+    event = await conn.recv()
+    if event.type == "error":
+        raise Refused(f"{event.error.code}: {event.error.message}")
+
+
 async def talk(url: str, model: str, speech: bytes, voice: str) -> tuple[str, bytes]:
     """Send one spoken turn; return the answer's transcript and its audio (24 kHz PCM16)."""
     client = AsyncOpenAI(api_key=os.environ.get("LIVEGATE_API_KEY", "no-key"), websocket_base_url=websocket_base(url))
     transcript, audio = "", bytearray()
     async with client.realtime.connect(model=model) as conn:
+        await session_created(conn)
         await conn.session.update(session={
             "type": "realtime", "output_modalities": ["audio"],
             "audio": {"input": {"format": {"type": "audio/pcm", "rate": RATE}, "turn_detection": None,

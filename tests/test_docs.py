@@ -234,7 +234,7 @@ class PageRun:
         self.output: str | None = None
 
     def rewrite(self, code: str) -> str:
-        code = code.replace(".venv-test/bin/", f"{self.bin}/").replace(".venv/bin/", f"{self.bin}/")
+        code = re.sub(r"(?<![\w/.])\.venv(?:-test)?/bin/", lambda _: f"{self.bin}/", code)
         return re.sub(r"\b(127\.0\.0\.1|localhost):4000\b", rf"\1:{self.port}", code)
 
     def run(self, block: CodeBlock) -> None:

@@ -113,7 +113,8 @@ def test_the_readme_links_resolve() -> None:
             assert anchor in _anchors(target), f"README links to {link}: no such heading"
 
 
-@pytest.mark.parametrize("topic", ["real Gemini key", "Vertex", "virtual key", "spend", "playground", "adding an event"])
+@pytest.mark.parametrize("topic", ["real Gemini key", "Vertex", "virtual key", "spend", "playground",
+                                   "adding an event"])
 def test_the_front_page_leads_to_each_topic(topic: str) -> None:
     """A reader finds each from the front page: a README link whose text names it, into the manual."""
     links = re.findall(r"\[([^\]]+)\]\((docs/[^)]+)\)", README.read_text())

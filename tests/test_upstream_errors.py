@@ -49,7 +49,8 @@ async def test_nothing_listening_names_the_host_and_port(caplog: pytest.LogCaptu
     problem = f"cannot reach 127.0.0.1:{port}: connection refused (nothing listening there: check api_base)"
     assert error["code"] == "upstream_unavailable" and error["message"] == f"Gemini Live: {problem}"
     assert code == 1014
-    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and r.name == "livegate.upstream"]
+    warnings = [r.getMessage() for r in caplog.records
+                if r.levelno == logging.WARNING and r.name == "livegate.upstream"]
     assert warnings == [f"Gemini Live connection failed: {problem}"]
     assert "AIza-secret-key" not in caplog.text
 

@@ -130,7 +130,7 @@ def rendered(text: str) -> str:
     """`text` with every block it holds rendered afresh."""
     for block in found(text):
         fresh = block.render()
-        text = _pattern(block).sub(lambda _: fresh, text)
+        text = _pattern(block).sub(lambda _, fresh=fresh: fresh, text)  # a function: no backslash escapes
     return text
 
 

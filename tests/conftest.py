@@ -12,9 +12,11 @@ the test that produced them.
 
 from __future__ import annotations
 
+import atexit
 import functools
 import os
 import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,14 @@ from livegate.translation.translator import Output, Translator
 from livegate.upstream import google_credentials
 from tests.conformance import check_client_event, check_upstream_message
 from tests.fakes.google import FakeTokenEndpoint, write_service_account
+
+# Nothing the suite starts may write to the user's own spend store (~/.local/share/livegate/livegate.db):
+# a `livegate` process with no store setting uses $LIVEGATE_DB, else $XDG_DATA_HOME. Tests that start one
+# pass their own tmp_path; this is the net under the ones that forget.
+_SCRATCH = tempfile.mkdtemp(prefix="livegate-tests-")
+atexit.register(shutil.rmtree, _SCRATCH, ignore_errors=True)
+os.environ["LIVEGATE_DB"] = os.path.join(_SCRATCH, "livegate.db")
+os.environ["XDG_DATA_HOME"] = _SCRATCH
 
 _violations: list[str] = []
 _translation_errors: list[str] = []

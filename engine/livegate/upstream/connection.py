@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
+import ssl
+from urllib.parse import urlsplit
 
 import orjson
 from websockets.asyncio.client import ClientConnection, connect
@@ -45,6 +48,37 @@ class UpstreamError(Exception):
     """The upstream could not be reached or refused the connection. The message holds no secret."""
 
 
+# What to check when Google answers a WebSocket handshake with an HTTP error.
+_STATUS_HINTS = {400: "check the model id and api_version", 401: "check the API key or the credentials",
+                 403: "check the API key or the credentials and the project's access to the model",
+                 404: "check the model id, api_version and api_base", 429: "quota exhausted?"}
+
+
+def connect_failure(url: str, exc: BaseException, open_timeout: float) -> str:
+    """Why a WebSocket to `url` could not be opened, naming the host and what to check (no secret: the
+    query and headers are left out). Phrased for an operator reading the log and a client reading an error."""
+    parts = urlsplit(url)
+    default_port = 443 if parts.scheme in ("wss", "https") else 80
+    host = parts.hostname or url
+    where = host if parts.port in (None, default_port) else f"{host}:{parts.port}"
+    if isinstance(exc, InvalidStatus):
+        status = exc.response.status_code
+        hint = _STATUS_HINTS.get(status, "Google's service may be failing: retry later")
+        return f"{where} refused the connection (HTTP {status}): {hint}"
+    if isinstance(exc, socket.gaierror):
+        return f"cannot reach {where}: the name does not resolve (no network? a typo in api_base?)"
+    if isinstance(exc, ConnectionRefusedError):
+        return f"cannot reach {where}: connection refused (nothing listening there: check api_base)"
+    if isinstance(exc, TimeoutError):
+        return f"cannot reach {where}: no answer within {open_timeout:g} s (no network? a firewall or proxy?)"
+    if isinstance(exc, ssl.SSLError):
+        return f"cannot reach {where}: TLS failed ({exc.reason or type(exc).__name__}; a proxy intercepting TLS?)"
+    if isinstance(exc, InvalidHandshake):
+        return f"{where} did not answer as a WebSocket server ({type(exc).__name__}): is api_base right?"
+    reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+    return f"cannot reach {where}: {reason}"
+
+
 class UpstreamConnection:
     def __init__(self, ws: ClientConnection) -> None:
         self._ws = ws
@@ -57,10 +91,10 @@ class UpstreamConnection:
                                # CPU on every chunk (the client link is the same, see livegate_settings).
                                open_timeout=open_timeout, compression=None, ping_interval=20,
                                close_timeout=CLOSE_TIMEOUT)
-        except InvalidStatus as exc:
-            raise UpstreamError(f"Gemini Live refused the connection (HTTP {exc.response.status_code})") from None
-        except (OSError, InvalidHandshake, TimeoutError) as exc:
-            raise UpstreamError(f"Gemini Live is unreachable ({type(exc).__name__})") from None
+        except (OSError, InvalidHandshake, TimeoutError) as exc:  # InvalidStatus is an InvalidHandshake
+            problem = connect_failure(target.url, exc, open_timeout)
+            log.warning("Gemini Live connection failed: %s", problem)  # an operator's problem, not a client's
+            raise UpstreamError(f"Gemini Live: {problem}") from None
         return cls(ws)
 
     async def send(self, message: dict) -> None:

@@ -55,7 +55,7 @@ from livegate.server.passthrough.models import match_model, vertex_scope
 from livegate.server.passthrough.usage import LiveUsageMeter
 from livegate.upstream import google_credentials
 from livegate.upstream.aistudio import AIStudioProvider
-from livegate.upstream.connection import CLOSE_TIMEOUT, MAX_FRAME_BYTES, close_promptly
+from livegate.upstream.connection import CLOSE_TIMEOUT, MAX_FRAME_BYTES, close_promptly, connect_failure
 from livegate.upstream.vertex import (
     VERTEX_VERSION,
     live_url,
@@ -317,11 +317,11 @@ class PassthroughSession:
             return await connect(plan.url, additional_headers=plan.headers, max_size=MAX_FRAME_BYTES,
                                  open_timeout=UPSTREAM_OPEN_TIMEOUT, compression=None, ping_interval=20,
                                  close_timeout=CLOSE_TIMEOUT, user_agent_header=f"livegate/{__version__}")
-        except InvalidStatus as exc:
-            raise _Close(CLOSE_BAD_GATEWAY, f"{name} refused the connection (HTTP {exc.response.status_code})"
-                         ) from None
-        except (OSError, InvalidHandshake, TimeoutError) as exc:
-            raise _Close(CLOSE_BAD_GATEWAY, f"{name} is unreachable ({type(exc).__name__})") from None
+        except (OSError, InvalidHandshake, TimeoutError) as exc:  # InvalidStatus is an InvalidHandshake
+            problem = connect_failure(plan.url, exc, UPSTREAM_OPEN_TIMEOUT)
+            log.warning("%s passthrough connection failed: %s", name, problem)
+            said = name if isinstance(exc, InvalidStatus) else f"{name} is unreachable"
+            raise _Close(CLOSE_BAD_GATEWAY, f"{said}: {problem}") from None
 
     # --- relay -------------------------------------------------------------------------------------------
 

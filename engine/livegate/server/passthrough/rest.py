@@ -37,6 +37,7 @@ from livegate.server import auth
 from livegate.server.passthrough.models import ModelMatch, match_model, vertex_scope
 from livegate.server.passthrough.usage import UsageTotals, last_usage
 from livegate.upstream import google_credentials
+from livegate.upstream.connection import connect_failure
 from livegate.upstream.vertex import valid_location, vertex_host
 
 if TYPE_CHECKING:
@@ -159,7 +160,12 @@ class RestPassthrough:
         except httpx.TimeoutException:
             return _error(504, "Vertex AI did not answer in time.", "upstream_timeout")
         except httpx.TransportError as exc:
-            return _error(502, f"Vertex AI is unreachable ({type(exc).__name__}).", "upstream_unavailable")
+            cause: BaseException = exc  # httpx wraps the socket's error: name the host and what to check
+            while cause.__cause__ is not None and not isinstance(cause, OSError):
+                cause = cause.__cause__
+            problem = connect_failure(url, cause, 0)
+            log.warning("Vertex REST passthrough failed: %s", problem)
+            return _error(502, f"Vertex AI is unreachable: {problem}.", "upstream_unavailable")
         decoded = request.path_params.get("path", "")
         record = _Record(discovery, decoded, request.method, match, upstream, started, grant)
         response = StreamingResponse(record.relay(), status_code=upstream.status_code)

@@ -29,6 +29,9 @@ from typing import Any
 
 import yaml
 
+from livegate.webrtc.settings import KEYS as WEBRTC_KEYS
+from livegate.webrtc.settings import SettingsError, WebRTCSettings, parse_settings
+
 PROVIDERS = ("gemini", "vertex_ai", "simulator")
 ENV_PREFIX = "os.environ/"
 log = logging.getLogger("livegate.config")
@@ -50,7 +53,7 @@ VERTEX_KEYS = ("vertex_project", "vertex_location", "vertex_credentials", "api_b
 LIVEGATE_KEYS = ("max_client_frame_bytes", "client_compression", "reattach_grace_s", "store_path",
                  "key_check_seconds", "spend_buffer_rows", "default_vertex_config", "client_write_timeout_s",
                  "upstream_setup_timeout_s", "upstream_stall_timeout_s", "http_header_timeout_s",
-                 "http_body_timeout_s", "max_request_body_bytes")
+                 "http_body_timeout_s", "max_request_body_bytes", *WEBRTC_KEYS)
 
 
 class ConfigError(ValueError):
@@ -147,6 +150,7 @@ class Config:
     source: str = "<built-in>"
     timeouts: Timeouts = field(default_factory=Timeouts)
     store: StoreSettings = field(default_factory=StoreSettings)
+    webrtc: WebRTCSettings = field(default_factory=WebRTCSettings)  # livegate_settings.webrtc_* (livegate/webrtc/)
 
     def route(self, model: str | None) -> ModelRoute | None:
         """The route serving `model`: an exact `model_name` first, then wildcard names (`*`, `gemini-*`)."""
@@ -354,6 +358,10 @@ def parse_config(data: Any, source: str = "<config>") -> Config:
     grace = settings.get("reattach_grace_s", Config.reattach_grace_s)
     if not isinstance(grace, int | float) or isinstance(grace, bool) or grace < 0:
         raise ConfigError("livegate_settings.reattach_grace_s: expected a number of seconds >= 0")
+    try:
+        webrtc = parse_settings(settings)
+    except SettingsError as exc:
+        raise ConfigError(str(exc)) from None
     routes = tuple(_route(entry, i) for i, entry in enumerate(models))
     for i, route in enumerate(routes):  # fail at load, not in every session
         if route.provider == "vertex_ai" and not (route.vertex_project or vertex.project):
@@ -371,6 +379,7 @@ def parse_config(data: Any, source: str = "<config>") -> Config:
         source=source,
         timeouts=_timeouts(settings),
         store=_store_settings(general, settings),
+        webrtc=webrtc,
     )
 
 

@@ -2,14 +2,14 @@
 and sends.
 
 Mechanism only; the mappings decide when to call the telephony codecs (`decode_audio` / `encode_audio` /
-`flush_audio` in engine/livegate/mapping/functions.py), and the WebRTC media leg
-(engine/livegate/server/webrtc/) uses `Resampler` directly. The codec is the standard library's `audioop`
-(`audioop-lts` from Python 3.13 on). Resampling (`Resampler`, any integer ratio up or down) is a streaming FIR: a windowed-sinc low-pass (Kaiser window, the design
-of scipy's `firwin`, which tests/test_audio.py holds it equal to; scipy is not imported at run time
-because it alone took about 1 s of livegate's start-up) applied by numpy's convolution over the
-chunk plus the previous chunk's last samples, computing only the samples kept. So 20 ms chunks join
-without clicks (chunked and one-shot output are identical) and the only latency is the filter's
-group delay (about 2 ms), never a block.
+`flush_audio` in engine/livegate/mapping/functions.py), and the WebRTC media leg (engine/livegate/webrtc/)
+uses `Resampler` directly. The codec is the standard library's `audioop` (`audioop-lts` from Python 3.13
+on). Resampling (`Resampler`, any integer ratio up or down) is a streaming FIR: a windowed-sinc low-pass
+(Kaiser window, the design of scipy's `firwin`, which tests/test_audio.py holds it equal to; scipy is not
+imported at run time because it alone took about 1 s of livegate's start-up) applied by numpy's
+convolution over the chunk plus the previous chunk's last samples, computing only the samples kept. So
+20 ms chunks join without clicks (chunked and one-shot output are identical) and the only latency is the
+filter's group delay (about 2 ms at 8 kHz, under 1 ms at 48 kHz), never a block.
 
     client G.711 8 kHz --decode--> PCM16 8 kHz --x2--> 16 kHz --> Gemini (audio/pcm;rate=16000)
     Gemini PCM16 24 kHz --/3--> 8 kHz --encode--> G.711 --> client

@@ -45,10 +45,10 @@ _TAPS = 63  # odd, linear phase: (63 - 1) / 2 = 31 samples of delay at the filte
 _KAISER_BETA = 8.0
 
 
-def _lowpass(rate: int, cutoff: float) -> np.ndarray:
+def _lowpass(rate: int, cutoff: float, length: int = _TAPS) -> np.ndarray:
     """Linear-phase low-pass: sinc at `cutoff` Hz times a Kaiser window, unity gain at DC."""
-    n = np.arange(_TAPS) - (_TAPS - 1) / 2
-    taps = np.sinc(2 * cutoff / rate * n) * np.kaiser(_TAPS, _KAISER_BETA)
+    n = np.arange(length) - (length - 1) / 2
+    taps = np.sinc(2 * cutoff / rate * n) * np.kaiser(length, _KAISER_BETA)
     return taps / taps.sum()
 
 
@@ -58,7 +58,8 @@ class _Upsampler:
 
     def __init__(self, rate: int, factor: int) -> None:
         self.factor = factor
-        taps = _lowpass(rate * factor, 0.45 * rate) * factor
+        self.length = _TAPS
+        taps = _lowpass(rate * factor, 0.45 * rate, self.length) * factor
         taps = np.concatenate([taps, np.zeros(-len(taps) % factor)])  # equal-length sub-filters
         self.phases = [taps[p::factor] for p in range(factor)]
         self.history = np.zeros(len(self.phases[0]) - 1)
@@ -77,16 +78,17 @@ class _Downsampler:
 
     def __init__(self, rate: int, factor: int) -> None:
         self.factor = factor
-        self.taps = _lowpass(rate, 0.45 * rate / factor)
-        self.history = np.zeros(_TAPS - 1)
+        self.length = _TAPS  # 63 taps at 48 kHz too: as close to scipy's resampler on speech as 189 (tests)
+        self.taps = _lowpass(rate, 0.45 * rate / factor, self.length)
+        self.history = np.zeros(self.length - 1)
         self.phase = 0  # index, in the next chunk, of the next sample to keep
 
     def __call__(self, samples: np.ndarray) -> np.ndarray:
         padded = np.concatenate([self.history, samples])
-        self.history = padded[len(padded) - (_TAPS - 1):]
-        # Output sample i (of the chunk) needs padded[i : i + _TAPS]; keep i = phase, phase + factor, ...
+        self.history = padded[len(padded) - (self.length - 1):]
+        # Output sample i (of the chunk) needs padded[i : i + length]; keep i = phase, phase + factor, ...
         kept = np.arange(self.phase, len(samples), self.factor)
-        windows = np.lib.stride_tricks.sliding_window_view(padded, _TAPS)[kept]
+        windows = np.lib.stride_tricks.sliding_window_view(padded, self.length)[kept]
         self.phase = (self.phase - len(samples)) % self.factor
         return windows @ self.taps[::-1]
 
@@ -113,8 +115,10 @@ class Resampler:
     @property
     def delay_in(self) -> int:
         """Input samples still inside the filter: what `flush()` pushes out."""
-        return 0 if self._filter is None else _TAPS // 2 * (
-            1 if isinstance(self._filter, _Upsampler) else self._filter.factor)
+        if self._filter is None:
+            return 0
+        half = self._filter.length // 2  # the group delay, in samples at the filter's (the higher) rate
+        return half if isinstance(self._filter, _Upsampler) else half * self._filter.factor
 
     def __call__(self, samples: np.ndarray) -> np.ndarray:
         """Float samples at `rate_in` -> float samples at `rate_out`."""

@@ -17,8 +17,8 @@ from tests.test_audio import _compare
 from tests.webrtc_support import espeak
 
 pytest.importorskip("aiortc", reason="the webrtc extra (aiortc) is not installed")
-from livegate.webrtc.media import Microphone  # noqa: E402
-from livegate.webrtc.playback import FADE_SAMPLES, FRAME_SAMPLES, Playback  # noqa: E402
+from livegate.webrtc.media import Microphone
+from livegate.webrtc.playback import FADE_SAMPLES, FRAME_SAMPLES, Playback
 
 SENTENCE = "The quick brown fox jumps over the lazy dog, and the call carries every word of it."
 

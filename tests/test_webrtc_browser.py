@@ -1,6 +1,7 @@
 """The playground's WebRTC mode in a real browser: headless Chromium (Debian's) with a fake microphone fed
 a sentence by espeak-ng calls livegate with its own RTCPeerConnection (Opus, the `oai-events` data channel),
-hears the simulator's answer and shows both transcripts.
+hears the simulator's answer and shows both transcripts. Then examples/webrtc.html, opened from disk, makes
+the same call across origins with a client secret and hangs up.
 
 Chromium and livegate run in a network namespace of their own (tests/webrtc_browser_driver.py) where
 loopback is the only interface, so the call's UDP stays on 127.0.0.1. Skipped where Chromium, its driver,
@@ -67,5 +68,9 @@ def test_the_playground_calls_over_webrtc_from_a_real_browser(tmp_path: Path) ->
     expected_ms = min(3000, 60 * len(answer[0].split()))  # the simulator speaks 60 ms a word
     assert abs(stats["playedMs"] - expected_ms) <= 200, ("the browser played the spoken answer", stats["playedMs"])
     assert answer[0] in stats["page_text"]
+    # examples/webrtc.html, opened from disk: a cross-origin page calling with a client secret
+    log = stats["example_log"]
+    assert "connected: speak" in log and "assistant: [livegate simulator] I heard" in log, log
+    assert "hung up" in log and "error" not in log, log
     png = screenshot.read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and struct.unpack(">II", png[16:24])[0] == 1280

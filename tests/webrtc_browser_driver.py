@@ -31,7 +31,7 @@ FLAGS = ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-u
          "--disable-features=WebRtcHideLocalIpsWithMdns")  # plain 127.0.0.1 candidates, no mDNS names
 
 
-def browse(url: str, microphone: Path, screenshot: Path) -> dict[str, Any]:
+def _chromium(microphone: Path) -> Any:
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -39,7 +39,32 @@ def browse(url: str, microphone: Path, screenshot: Path) -> dict[str, Any]:
     options.binary_location = shutil.which("chromium")  # type: ignore[assignment]
     for flag in (*FLAGS, f"--use-file-for-fake-audio-capture={microphone}%noloop"):
         options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
+    return webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
+
+
+def example(base: str, secret: str, microphone: Path) -> str:
+    """examples/webrtc.html opened from disk (another origin): fill in livegate's URL and a client secret,
+    start the call, return the page's log once the answer's transcript is in it."""
+    driver = _chromium(microphone)
+    try:
+        driver.get((Path(__file__).resolve().parent.parent / "examples" / "webrtc.html").as_uri())
+        driver.execute_script("document.getElementById('base').value = arguments[0];"
+                              "document.getElementById('secret').value = arguments[1];"
+                              "document.getElementById('start').click();", base, secret)
+        deadline = time.monotonic() + 30
+        text = ""
+        while time.monotonic() < deadline and "assistant:" not in text:
+            time.sleep(0.25)
+            text = driver.find_element("id", "log").text
+        driver.find_element("id", "stop").click()
+        time.sleep(0.5)
+        return str(driver.find_element("id", "log").text)
+    finally:
+        driver.quit()
+
+
+def browse(url: str, microphone: Path, screenshot: Path) -> dict[str, Any]:
+    driver = _chromium(microphone)
     try:
         driver.get(url)
         deadline = time.monotonic() + 45
@@ -69,6 +94,9 @@ async def main(result: Path, microphone: Path, screenshot: Path) -> None:
             key = (await http.post("/key/generate", json={"models": ["gpt-realtime"]})).json()["key"]
             url = f"{base}/playground#model=gpt-realtime&key={key}&transport=webrtc&autostart=1"
             stats = await asyncio.to_thread(browse, url, microphone, screenshot)
+            secret = (await http.post("/v1/realtime/client_secrets", headers={"Authorization": f"Bearer {key}"},
+                                      json={"session": {"type": "realtime", "model": "gpt-realtime"}})).json()
+            stats["example_log"] = await asyncio.to_thread(example, base, secret["value"], microphone)
             stats["gemini_audio_mimes"] = sorted({m["realtimeInput"]["audio"]["mimeType"]
                                                   for s in sim.sessions for m in s.received
                                                   if "audio" in m.get("realtimeInput", {})})

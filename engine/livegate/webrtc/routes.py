@@ -9,6 +9,7 @@ The model comes from `?model=`, else the form's `session.model`, else the client
 JSON `{"error": {type, code, message, param}}` with the HTTP status a WebSocket refusal stands for (401 key,
 403 model not allowed, 404 unknown model, 429 limits), plus 400 for a bad offer or session, 413 for a body
 over 256 KB, 415 for another content type, 501 without the `webrtc` extra, 503 at webrtc_max_calls.
+Both routes answer CORS preflights, so a page served from anywhere can call (examples/webrtc.html).
 
 aiortc is imported by the first call, never at start-up (the `webrtc` extra may not be installed).
 """
@@ -42,6 +43,9 @@ ROUTE = "/v1/realtime/calls"
 MAX_BODY_BYTES = 256 * 1024
 BETA_HEADER_VALUE = "realtime=v1"
 _SCRIPT = Path(__file__).resolve().parent.parent / "server" / "static" / "webrtc.js"
+# A page on another origin may call (OpenAI's calls API allows it too): the key or client secret travels as
+# a bearer token, never a cookie, so no origin gains anything it does not hold. Location is read by the page.
+CORS = {"Access-Control-Allow-Origin": "*", "Access-Control-Expose-Headers": "Location"}
 
 
 class CallRegistry:
@@ -82,25 +86,38 @@ def add_webrtc_routes(app: FastAPI, gateway: Gateway) -> CallRegistry:
 
     async def create(request: Request) -> Response:
         try:
-            return await _create(gateway, registry, request)
+            response = await _create(gateway, registry, request)
         except ApiError as exc:
-            return exc.response()
+            response = exc.response()
+        response.headers.update(CORS)
+        return response
+
+    async def preflight() -> Response:
+        return Response(status_code=204, headers={**CORS, "Access-Control-Allow-Methods": "POST",
+                                                  "Access-Control-Allow-Headers": "Authorization, Content-Type, "
+                                                  "OpenAI-Beta", "Access-Control-Max-Age": "600"})
 
     async def hangup(call_id: str, request: Request) -> Response:
         who = await auth.principal(gateway, auth.client_key(request.headers))
-        if isinstance(who, Refusal):
-            return refusal_response(who)
         call = registry.calls.get(call_id)
-        if call is None or (who.kind != "master" and who.token_hash != call.owner):
-            return ApiError(404, f"No call '{call_id[:80]}' is active on this gateway.", "call_not_found").response()
-        call.hang_up()
-        return Response(status_code=200)
+        if isinstance(who, Refusal):
+            response: Response = refusal_response(who)
+        elif call is None or (who.kind != "master" and who.token_hash != call.owner):
+            response = ApiError(404, f"No call '{call_id[:80]}' is active on this gateway.",
+                                "call_not_found").response()
+        else:
+            call.hang_up()
+            response = Response(status_code=200)
+        response.headers.update(CORS)
+        return response
 
     async def script() -> FileResponse:
         return FileResponse(_SCRIPT, media_type="text/javascript")
 
     app.add_api_route(ROUTE, create, methods=["POST"], include_in_schema=False)
     app.add_api_route(ROUTE + "/{call_id}/hangup", hangup, methods=["POST"], include_in_schema=False)
+    for path in (ROUTE, ROUTE + "/{call_id}/hangup"):
+        app.add_api_route(path, preflight, methods=["OPTIONS"], include_in_schema=False)
     app.add_api_route("/playground/webrtc.js", script, methods=["GET"], include_in_schema=False)
     return registry
 

@@ -134,6 +134,17 @@ async def test_the_openai_sdk_creates_and_hangs_up_a_call(gateway: dict[str, Any
     assert [r["route"] for r in rows] == ["/v1/realtime/calls"]
 
 
+async def test_an_offer_with_video_gets_audio_only(gateway: dict[str, Any]) -> None:
+    caller = Caller(gateway["url"], gateway["key"], video=True)
+    response = await caller.connect()
+    assert response.status_code == 201
+    audio, video = response.text.split("m=audio", 1)[1].split("m=video", 1)
+    assert "a=sendrecv" in audio and "opus/48000" in audio and "PCMU" not in audio, "Opus only, both ways"
+    assert "a=inactive" in video, "video is answered inactive: nothing sent, nothing decoded"
+    await caller.wait_for("session.created", timeout=10)
+    await caller.hang_up()
+
+
 async def test_limits_hold_for_calls(gateway: dict[str, Any]) -> None:
     first, second = Caller(gateway["url"], gateway["key"]), Caller(gateway["url"], gateway["key"])
     assert (await first.connect()).status_code == 201

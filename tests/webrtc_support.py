@@ -92,7 +92,7 @@ class Microphone(MediaStreamTrack):
 class Caller:
     """One call from the client's side."""
 
-    def __init__(self, base_url: str, key: str | None = None, *, channel: bool = True) -> None:
+    def __init__(self, base_url: str, key: str | None = None, *, channel: bool = True, video: bool = False) -> None:
         self.base_url = base_url
         self.key = key
         self.microphone = Microphone()
@@ -102,6 +102,7 @@ class Caller:
         self.channel: Any = None
         self.call_id: str | None = None
         self._with_channel = channel
+        self._with_video = video
         self._arrived = asyncio.Event()
         self._tasks: list[asyncio.Task[Any]] = []
 
@@ -109,6 +110,8 @@ class Caller:
         with ice_policy(LOOPBACK):
             self.pc = pc = RTCPeerConnection()
             pc.addTrack(self.microphone)
+            if self._with_video:
+                pc.addTransceiver("video", direction="recvonly")
             if self._with_channel:
                 self.channel = pc.createDataChannel("oai-events")
                 self.channel.on("message", self._event)

@@ -86,6 +86,7 @@ class Call:
         self.pc: RTCPeerConnection | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._closing = False
+        self._listening = False
 
     async def answer(self, offer: str) -> str:
         """Apply the caller's offer; return the SDP answer."""
@@ -102,11 +103,14 @@ class Call:
             except Exception as exc:  # aiortc's parser: ValueError, KeyError... on a malformed offer
                 raise OfferError(f"The SDP offer could not be applied: {type(exc).__name__}: {exc}"[:300]) from None
             opus = [c for c in RTCRtpSender.getCapabilities("audio").codecs if c.mimeType.lower() == "audio/opus"]
+            speaking = False
             for transceiver in pc.getTransceivers():
-                if transceiver.kind == "audio":
+                if transceiver.kind == "audio" and not speaking:  # the call's voice, both ways, in Opus
                     transceiver.setCodecPreferences(opus)
                     pc.addTrack(self.speaker)
-                    break
+                    speaking = True
+                else:  # video, a second audio line: answered inactive (nothing sent, nothing decoded)
+                    transceiver.direction = "inactive"
             await pc.setLocalDescription(await pc.createAnswer())
         return pc.localDescription.sdp
 
@@ -155,7 +159,8 @@ class Call:
             channel.on("open", lambda: self.socket.open_channel(channel))
 
     def _track_arrived(self, track: MediaStreamTrack) -> None:
-        if track.kind == "audio":
+        if track.kind == "audio" and not self._listening:  # the first audio line is the microphone
+            self._listening = True
             self._tasks.append(asyncio.create_task(self._listen(track)))
 
     async def _listen(self, track: MediaStreamTrack) -> None:

@@ -98,18 +98,17 @@ class Call:
             pc.on("connectionstatechange", self._state_changed)
             pc.on("datachannel", self._channel_opened)
             pc.on("track", self._track_arrived)
+            voice = None
+            if "\nm=audio" in offer:  # the call's voice, both ways, in Opus: set before the offer is applied,
+                voice = pc.addTransceiver(self.speaker, direction="sendrecv")  # which is when codecs are picked
+                voice.setCodecPreferences([c for c in RTCRtpSender.getCapabilities("audio").codecs
+                                           if c.mimeType.lower() == "audio/opus"])
             try:
                 await pc.setRemoteDescription(RTCSessionDescription(sdp=_without_mdns(offer), type="offer"))
             except Exception as exc:  # aiortc's parser: ValueError, KeyError... on a malformed offer
                 raise OfferError(f"The SDP offer could not be applied: {type(exc).__name__}: {exc}"[:300]) from None
-            opus = [c for c in RTCRtpSender.getCapabilities("audio").codecs if c.mimeType.lower() == "audio/opus"]
-            speaking = False
             for transceiver in pc.getTransceivers():
-                if transceiver.kind == "audio" and not speaking:  # the call's voice, both ways, in Opus
-                    transceiver.setCodecPreferences(opus)
-                    pc.addTrack(self.speaker)
-                    speaking = True
-                else:  # video, a second audio line: answered inactive (nothing sent, nothing decoded)
+                if transceiver is not voice:  # video, a second audio line: inactive (nothing sent or decoded)
                     transceiver.direction = "inactive"
             await pc.setLocalDescription(await pc.createAnswer())
         return pc.localDescription.sdp

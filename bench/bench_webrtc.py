@@ -2,6 +2,9 @@
 
     python bench/bench_webrtc.py [--rounds 5] [--calls 4] [--seconds 10]
 
+0. Media conversion: µs per 20 ms frame of the call's audio, in (48 kHz stereo -> 16 kHz PCM) and out
+   (Gemini's 24 kHz -> the 48 kHz frame the track sends), against the G.711 path's conversions
+   (bench_telephony.py's codecs: 8 kHz G.711 -> 16 kHz, 24 kHz -> G.711), interleaved, medians of rounds.
 1. Latency: from the end of the user's speech (the caller's last speech frame sent) to the first frame of
    the answer leaving livegate (WebRTC: the outgoing track's first audible frame; WebSocket: the first
    response.output_audio.delta received on loopback). The simulator answers at once (chunk delay 0) and
@@ -122,6 +125,54 @@ async def latency(rounds: int, speech: np.ndarray) -> None:
     print(f"  added by WebRTC: median {statistics.median(added):.1f} ms, rounds {min(added):.1f}..{max(added):.1f} ms")
 
 
+def media_cost(rounds: int, frames: int = 2000) -> None:
+    from livegate.translation.audio import TelephonyDecoder, TelephonyEncoder
+    from livegate.webrtc.media import Microphone
+    from livegate.webrtc.playback import Playback
+
+    t = np.arange(960) / 48000
+    stereo = np.repeat((np.sin(2 * np.pi * 440 * t) * 8000).astype(np.int16), 2)
+    gemini = (np.sin(2 * np.pi * 440 * t[:480] * 2) * 8000).astype("<i2").tobytes()
+    g711 = base64.b64encode(bytes(160)).decode()
+    pcm24 = base64.b64encode(gemini).decode()
+
+    def webrtc_in() -> None:
+        microphone = Microphone()
+        for i in range(frames):
+            microphone.convert(stereo, 2, 48000, i * 960)
+
+    def webrtc_out() -> None:
+        playback = Playback()
+        for _ in range(frames):
+            playback.add("r", "i", gemini)
+            playback.next_frame()
+
+    def g711_in() -> None:
+        decoder = TelephonyDecoder("pcmu")
+        for _ in range(frames):
+            decoder.decode(g711)
+
+    def g711_out() -> None:
+        encoder = TelephonyEncoder("pcmu")
+        for _ in range(frames):
+            encoder.encode(pcm24)
+
+    runs = {"WebRTC in": webrtc_in, "G.711 in": g711_in, "WebRTC out": webrtc_out, "G.711 out": g711_out}
+    results: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(rounds):
+        for name, run in runs.items():  # interleaved
+            start = time.perf_counter()
+            run()
+            results[name].append((time.perf_counter() - start) / frames * 1e6)
+    print("media conversion, µs per 20 ms frame (G.711: bench_telephony.py's codecs)")
+    for way in ("in", "out"):
+        base = statistics.median(results[f"G.711 {way}"])
+        for name in (f"G.711 {way}", f"WebRTC {way}"):
+            value = statistics.median(results[name])
+            print(f"  {name:<11} {value:7.1f} µs   ratio {value / base:.2f}x   spread "
+                  f"{max(results[name]) / min(results[name]):.2f}x")
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -218,6 +269,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         speech = espeak(SENTENCE, Path(tmp) / "speech.wav") * 0.7
+    media_cost(args.rounds)
     asyncio.run(latency(args.rounds, speech))
     if not args.skip_cpu:
         asyncio.run(cpu(max(1, args.rounds // 2), args.calls, args.seconds, speech))

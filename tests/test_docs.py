@@ -166,8 +166,8 @@ def test_the_manual_builds_strictly(tmp_path: Path) -> None:
 def test_every_code_block_says_how_it_is_tested() -> None:
     for block in ALL_BLOCKS:
         assert block.kind in KINDS, f"{block.where}: a ```{block.lang} block needs a `<!-- test: KIND -->` marker"
-        if block.kind == "output":
-            assert block.lang == "text", f"{block.where}: output blocks are ```text"
+        if block.kind in ("output", "illustration"):
+            assert block.lang == "text", f"{block.where}: {block.kind} blocks are ```text"
 
 
 def _with_env_placeholders(code: str) -> dict[str, str]:

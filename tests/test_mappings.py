@@ -10,6 +10,7 @@ Translator one step at a time:
     model: gemini-3.8-live                (default DEFAULT_MODEL; selects the row of mappings/models.yaml)
     model_info: {column: value}           (optional: capability overrides, as a config entry's model_info)
     litellm_compat: false                 (the config's LiteLLM compatibility setting for the session)
+    transport: webrtc                     (optional: a WebRTC call, where livegate plays the audio)
     sniff_dialect: false                  (no dialect header: the first session.update's shape decides)
     gemini_features: {name: value}        (optional: the config entry's gemini_features defaults)
     show_connect: false                   (include the session.created step in the snapshot)
@@ -156,7 +157,8 @@ def run_case(case: dict[str, Any], mappings: Any = None) -> list[dict[str, Any]]
                             context={"model": "gpt-realtime", "setup_model": setup_model, "backend": backend,
                                      "capabilities": capabilities, "features": case.get("gemini_features", {}),
                                      "litellm_compat": case.get("litellm_compat", False),
-                                     **({"intent": case["intent"]} if "intent" in case else {})})
+                                     **({"intent": case["intent"]} if "intent" in case else {}),
+                                     **({"transport": case["transport"]} if "transport" in case else {})})
     transcript = []
     connect = translator.start()
     if "expect_connect" in case:

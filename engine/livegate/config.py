@@ -31,6 +31,7 @@ import yaml
 from livegate.config_schema import ConfigError, check
 
 __all__ = ["Config", "ConfigError", "ModelRoute", "load_config", "parse_config"]
+from livegate.webrtc.settings import SettingsError, WebRTCSettings, parse_settings
 
 PROVIDERS = ("gemini", "vertex_ai", "simulator")
 log = logging.getLogger("livegate.config")
@@ -125,6 +126,7 @@ class Config:
     source: str = "<built-in>"
     timeouts: Timeouts = field(default_factory=Timeouts)
     store: StoreSettings = field(default_factory=StoreSettings)
+    webrtc: WebRTCSettings = field(default_factory=WebRTCSettings)  # livegate_settings.webrtc_* (livegate/webrtc/)
 
     def route(self, model: str | None) -> ModelRoute | None:
         """The route serving `model`: an exact `model_name` first, then wildcard names (`*`, `gemini-*`)."""
@@ -244,6 +246,10 @@ def parse_config(data: Any, source: str = "<config>") -> Config:
         api_base=_opt_str(vertex_block, "api_base"),
         discovery_api_base=_opt_str(vertex_block, "discovery_api_base"),
     )
+    try:
+        webrtc = parse_settings(settings)
+    except SettingsError as exc:
+        raise ConfigError(str(exc)) from None
     routes = tuple(_route(entry, i) for i, entry in enumerate(data.get("model_list") or []))
     for i, route in enumerate(routes):  # fail at load, not in every session
         if route.provider == "vertex_ai" and not (route.vertex_project or vertex.project):
@@ -261,6 +267,7 @@ def parse_config(data: Any, source: str = "<config>") -> Config:
         source=source,
         timeouts=_timeouts(settings),
         store=_store_settings(general, settings),
+        webrtc=webrtc,
     )
 
 

@@ -37,6 +37,7 @@ from livegate.translation.translator import Translator
 from livegate.translation.validation import ClientEventValidator
 from livegate.upstream.base import provider_for
 from livegate.upstream.resumption import ResumptionPolicy
+from livegate.webrtc.routes import add_webrtc_routes
 
 log = logging.getLogger("livegate")
 
@@ -83,6 +84,7 @@ def create_app(config: Config, mappings: Mappings | None = None, *, simulator_ch
         try:
             yield
         finally:
+            await app.state.webrtc_calls.hang_up_all()  # calls end (their spend rows queued) before the store stops
             if simulator is not None:
                 await simulator.stop()
             await gateway.accounting.stop()
@@ -111,6 +113,7 @@ def create_app(config: Config, mappings: Mappings | None = None, *, simulator_ch
 
     add_passthrough_routes(app, gateway)
     add_accounting_routes(app, gateway)
+    app.state.webrtc_calls = add_webrtc_routes(app, gateway)  # POST /v1/realtime/calls (livegate/webrtc/)
     return app
 
 

@@ -37,6 +37,7 @@ SESSION_TOO_LONG = 4008
 KEY_REVOKED = 4010
 BUDGET_EXHAUSTED = 4029
 REFUSAL_BASE = 4000  # a refused /v1/realtime handshake closes with 4000 + the HTTP status it stands for
+ABNORMAL = 1006  # never sent: what a connection lost without a close frame reports (RFC 6455 §7.1.5)
 
 # Client closes after which the openai SDK reconnects by itself (openai/_websocket_connection.py): a session
 # whose client left with one of these waits `reattach_grace_s` for it. Not 1012: that is uvicorn shutting

@@ -15,7 +15,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from websockets.exceptions import ConnectionClosed
@@ -52,7 +52,7 @@ class RealtimeSession:
 
     async def run(self) -> None:
         if self.grant is not None:
-            self._spawn(self._enforce_limits())
+            self._spawn(self._enforce_limits)
         try:
             await self._write(self.core.start())
             fixed = self.grant.fixed_session(self.core.dialect) if self.grant is not None else None
@@ -128,11 +128,10 @@ class RealtimeSession:
             if self.grant is not None:
                 self.grant.client_messages(out.client)
             await self.client.send(out.client)
-        if out.upstream:
-            conn = self._links.get(out.link) if out.link is not None else None
-            for message in out.upstream if conn is not None else ():
+        if out.upstream and (conn := self._links.get(out.link or 0)) is not None:  # links count from 1
+            for message in out.upstream:
                 try:
-                    await conn.send(message)  # type: ignore[union-attr]
+                    await conn.send(message)
                 except ConnectionClosed:
                     break  # its reader reports the close
         for command in out.commands:
@@ -149,7 +148,7 @@ class RealtimeSession:
             case OpenUpstream(first=True):
                 await self._open(command)  # the session cannot go on without it: the client's input waits
             case OpenUpstream():
-                self._spawn(self._open(command))  # input is queued by the core meanwhile
+                self._spawn(self._open, command)  # input is queued by the core meanwhile
             case CloseUpstream(link):
                 if (conn := self._links.pop(link, None)) is not None:
                     with contextlib.suppress(Exception):
@@ -168,12 +167,12 @@ class RealtimeSession:
             self.grant.upstream_connected(time.monotonic() - connecting)
         self._links[command.link] = conn
         out = self.core.upstream_opened(command.link, first)
-        self._spawn(self._read_upstream(command.link, conn))
+        self._spawn(self._read_upstream, command.link, conn)
         await self._write(out)
 
     def _expired(self, timer: Timer) -> None:
         self._timers.pop(timer, None)
-        self._spawn(self._on_timer(timer))
+        self._spawn(self._on_timer, timer)
 
     async def _on_timer(self, timer: Timer) -> None:
         await self._write(self.core.timer_expired(timer))
@@ -184,14 +183,14 @@ class RealtimeSession:
         stop = await self.grant.wait_stopped()
         await self._write(self.core.stop(stop.message, stop.code, stop.close_code))
 
-    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.create_task(self._guarded(work))
-        self._tasks.add(task)
+    def _spawn(self, work: Callable[..., Coroutine[Any, Any, None]], *args: Any) -> None:
+        task = asyncio.create_task(self._guarded(work, *args))  # `work` starts inside: a task cancelled
+        self._tasks.add(task)  # before it runs leaves no coroutine never awaited
         task.add_done_callback(self._tasks.discard)
 
-    async def _guarded(self, work: Coroutine[Any, Any, None]) -> None:
+    async def _guarded(self, work: Callable[..., Coroutine[Any, Any, None]], *args: Any) -> None:
         try:
-            await work
+            await work(*args)
         except asyncio.CancelledError:
             raise
         except Exception:  # never leave the client waiting on a task that died

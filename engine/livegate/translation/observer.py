@@ -27,5 +27,9 @@ class SessionObserver:
     def switch_started(self, mode: str, cut: bool, why: str) -> None:
         """The session is moving to a new connection (why: go_away, reconfigure, deadline, recovery)."""
 
+    def turn_boundary(self) -> None:
+        """The session reached a turn boundary (mappings/resumption.yaml): switching now cuts nothing, and its
+        state is whole (a place to checkpoint it)."""
+
     def session_closing(self, code: int, reason: str) -> None:
         """The session core asked for the client's connection to close."""

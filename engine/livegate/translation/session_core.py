@@ -212,6 +212,9 @@ class SessionCore:
         self.observer.upstream_lost(link, code, False)
         self.link = None
         out = self.translator.upstream_closed(code, reason)
+        if self._held:  # that connection's continuation will never be asked for
+            self._held.clear()
+            self._disarm(out, Timer.CONTINUATION)
         self._close_after_gemini(out, code)
         return self._after(out)
 
@@ -310,6 +313,8 @@ class SessionCore:
             else:
                 self._user_idle_due = None
                 self._disarm(out, Timer.USER_IDLE)
+        if "turn_boundary" in changed and truthy(answers["turn_boundary"]):
+            self.observer.turn_boundary()
         if self.recoveries and answers["handle"] != self._recovery_mark:
             self.recoveries = 0  # the recovered connection completed a turn
         self._check_switch(out)

@@ -46,7 +46,6 @@ from jmespath.exceptions import JMESPathError
 from livegate.mapping.expressions import EXPLICIT_NULL, Runtime, Scope, truthy
 from livegate.mapping.functions import Helpers, RandomIds, SequentialIds
 from livegate.mapping.loader import Mappings, Rule, RuleFile
-from livegate.mapping.state import session_keys
 from livegate.translation.commands import Command
 from livegate.translation.errors import error_event
 from livegate.translation.observer import SessionObserver
@@ -191,7 +190,7 @@ class Translator:
         self.observer = observer or SessionObserver()
         self._unhandled: set[str] = set()
         # The lifecycle state (state.yaml) after the last input, and the keys it is made of.
-        self._lifecycle_keys = frozenset().union(*(session_keys(e.ast) for _, e in mappings.state.states))
+        self._lifecycle_keys = mappings.state.lifecycle_keys
         self._turn_state: str | None = None
         self.helpers.shapes = {name: self._shape(build) for name, build in mappings.shapes.items()}
         self._set_dialect(dialect)

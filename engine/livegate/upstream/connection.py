@@ -15,6 +15,7 @@ import orjson
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
+from livegate.close_codes import ABNORMAL, NORMAL
 from livegate.translation.commands import UpstreamFailure
 from livegate.upstream.base import Provider, UpstreamTarget
 from livegate.upstream.google_credentials import CredentialsError
@@ -27,7 +28,7 @@ MAX_FRAME_BYTES = 32 * 1024 * 1024
 CLOSE_TIMEOUT = 2.0
 
 
-async def close_promptly(ws: ClientConnection, code: int = 1000, reason: str = "") -> None:
+async def close_promptly(ws: ClientConnection, code: int = NORMAL, reason: str = "") -> None:
     """Close an upstream WebSocket without waiting behind unread frames.
 
     A peer that was streaming fast has filled our receive buffer, and websockets stops reading from the
@@ -80,7 +81,7 @@ class UpstreamConnection:
 
     def close_info(self, exc: ConnectionClosed) -> tuple[int, str]:
         frame = exc.rcvd or exc.sent
-        return (frame.code, frame.reason) if frame else (1006, "connection lost")
+        return (frame.code, frame.reason) if frame else (ABNORMAL, "connection lost")
 
     async def close(self) -> None:
         await close_promptly(self._ws)
@@ -101,7 +102,7 @@ async def open_link(provider: Provider, setup: dict[str, Any], then: tuple[dict[
     except UpstreamError as exc:
         failure = UpstreamFailure("unreachable", str(exc))
     except ConnectionClosed as exc:
-        code, reason = conn.close_info(exc) if conn is not None else (1006, "")
+        code, reason = conn.close_info(exc) if conn is not None else (ABNORMAL, "")
         failure = UpstreamFailure("closed", code=code, reason=reason)
     except TimeoutError:
         failure = UpstreamFailure("timeout")

@@ -31,6 +31,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 from livegate import __version__
 from livegate.accounting.gate import Grant
 from livegate.close_codes import (
+    ABNORMAL,
     BAD_GATEWAY,
     CLIENT_TOO_SLOW,
     INTERNAL_ERROR,
@@ -378,7 +379,7 @@ class PassthroughSession:
         if exc.rcvd is not None:
             code, reason = exc.rcvd.code, exc.rcvd.reason
         else:
-            code, reason = 1006, f"{_NAMES[self.backend]} connection lost"
+            code, reason = ABNORMAL, f"{_NAMES[self.backend]} connection lost"
         await self._close_client(UNSENDABLE.get(code, code), reason, "upstream")
 
     # --- ending ------------------------------------------------------------------------------------------

@@ -24,6 +24,8 @@ Translator one step at a time:
         expect_upstream: [...]            optional: the Gemini messages, each a top-level field name, a path
                                           it must have (`realtimeInput.audio`) or {<path>: <value>, ...}
         expect_session: {<path>: <value>} optional: the session state after the step (null: absent)
+        expect_usage: {<path>: <value>}   optional: the session's usage so far, as the usage ledger counts it
+                                          (input_tokens, output_tokens, total_tokens, input_audio...)
         expect_log: [text, ...]           optional: the notes the rules log at this step (each contains the text)
       - upstream: {serverContent: ...}    a Gemini frame (`upstream_raw:` text frame, `upstream_binary:`
                                           the same as a binary frame)
@@ -177,6 +179,11 @@ def run_case(case: dict[str, Any], mappings: Any = None) -> list[dict[str, Any]]
             ), f"step {index} log: {out.log}, expected {step['expect_log']}"
         if "expect_session" in step:
             check_fields(f"step {index} session", translator.session, step["expect_session"])
+        if "expect_usage" in step:
+            usage = translator.usage.current()
+            counted = {"input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens,
+                       "total_tokens": usage.total_tokens, **usage.billed()}
+            check_fields(f"step {index} usage", counted, step["expect_usage"])
         inputs = {k: v for k, v in step.items() if not k.startswith("expect_")}
         entry = {"step": index, "input": inputs, "to_client": out.client, "to_upstream": out.upstream}
         transcript.append({**entry, "log": out.log} if out.log else entry)
@@ -196,7 +203,8 @@ def test_case(path: Path, snapshot_json: Any) -> None:
     if case.get("snapshot", True):
         assert snapshot_json == transcript
     else:
-        assert any(set(step) & {"expect_client", "expect_upstream", "expect_session"} for step in case["steps"]), \
+        assert any(set(step) & {"expect_client", "expect_upstream", "expect_session", "expect_usage"}
+                   for step in case["steps"]), \
             f"{path}: a case without a snapshot must state expectations"
 
 

@@ -5,10 +5,8 @@ Handshake refusals (HTTP status, error code): 401 `invalid_api_key` (unknown, ex
 client secret), 403 `model_not_allowed`, 429 `budget_exceeded`, 429 `rate_limit_exceeded` (rpm_limit),
 429 `realtime_session_limit` (max_parallel_requests), 503 `store_unavailable`.
 
-Mid-session stops (WebSocket close codes, after an OpenAI `error` event on /v1/realtime):
-    4029  the key's budget is spent (`insufficient_quota`)
-    4010  the key was deleted or expired (`invalid_api_key`)
-    4008  the session reached its maximum duration (`session_expired`)
+Mid-session stops close with SESSION_TOO_LONG, KEY_REVOKED or BUDGET_EXHAUSTED (livegate/close_codes.py), after
+an OpenAI `error` event on /v1/realtime.
 """
 
 from __future__ import annotations
@@ -24,31 +22,20 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from livegate.accounting.cost import Cost, TokenUsage, TurnUsageMeter, cost_of, mentions
+from livegate.accounting.cost import Cost, cost_of
 from livegate.accounting.database import StoreUnavailable
 from livegate.accounting.keys import SECRET_PREFIX, hash_key, label
 from livegate.accounting.metrics import Metrics
 from livegate.accounting.prices import Price, PriceTable
 from livegate.accounting.store import KeyRecord, SecretRecord, Store
 from livegate.accounting.writer import SpendWriter
+from livegate.close_codes import BUDGET_EXHAUSTED, KEY_REVOKED, SESSION_TOO_LONG, Refusal
+from livegate.translation.observer import SessionObserver
+from livegate.translation.usage import UsageLedger
 
 log = logging.getLogger("livegate.accounting")
 
-CLOSE_BUDGET_EXHAUSTED = 4029
-CLOSE_KEY_REVOKED = 4010
-CLOSE_SESSION_TOO_LONG = 4008
 HEARTBEAT_SECONDS = 10.0
-
-
-@dataclass(frozen=True)
-class Refusal:
-    status: int
-    message: str
-    code: str
-
-    def body(self) -> dict[str, Any]:
-        kind = "server_error" if self.status >= 500 else "invalid_request_error"
-        return {"error": {"type": kind, "code": self.code, "message": self.message}}
 
 
 @dataclass(frozen=True)
@@ -248,8 +235,9 @@ class Accounting:
             await self.store.heartbeat([g.session_id for g in self.grants if g.holds_slot], now)
 
 
-class Grant:
-    """One admitted session or REST call: its usage, cost, limits and, at the end, its spend row."""
+class Grant(SessionObserver):
+    """One admitted session or REST call: its usage, cost, limits and, at the end, its spend row. It observes
+    its session (translation/observer.py) for the metrics."""
 
     def __init__(self, accounting: Accounting, principal: Principal, route: str, headers: Mapping[str, str],
                  end_user: str | None, session: bool, max_session_seconds: float | None) -> None:
@@ -263,7 +251,8 @@ class Grant:
         self.model: str | None = None
         self.upstream_model: str | None = None
         self.price: Price | None = None
-        self.meter = TurnUsageMeter()
+        # The session's usage ledger: fed by its translator (/v1/realtime) or by the passthrough's frames.
+        self.meter = UsageLedger(on_change=self.usage_changed)
         self.reported_cost = 0.0
         self.stop: Stop | None = None
         self.stopped = asyncio.Event()
@@ -349,7 +338,7 @@ class Grant:
             self._timer.cancel()
         remaining = max(self.max_seconds - (time.monotonic() - self.started), 0)
         self._timer = asyncio.get_running_loop().call_later(remaining, self.end, Stop(
-            CLOSE_SESSION_TOO_LONG, "session_expired",
+            SESSION_TOO_LONG, "session_expired",
             f"The session reached its maximum duration of {self.max_seconds:g} s."))
 
     # --- while it runs (no I/O here: this is the audio path) -----------------------------------------------
@@ -363,9 +352,7 @@ class Grant:
         counts = self._frames["from_upstream"]
         counts[0] += 1
         counts[1] += len(frame)
-        if self.meter.observe(frame):
-            self.usage_changed()
-        elif len(frame) < 1024 and mentions(frame, '"newHandle"'):  # resumption updates are small frames
+        if len(frame) < 1024 and mentions(frame, '"newHandle"'):  # resumption updates are small frames
             self._resumptions += 1
 
     def fixed_session(self, dialect: str) -> dict[str, Any] | None:
@@ -396,10 +383,14 @@ class Grant:
             if message.get("type") == "error":
                 self._errors += 1
 
+    def lifecycle_violation(self, before: str, sources: tuple[str, ...], after: str) -> None:
+        """A translation error: an input moved the session along a transition the lifecycle table lacks."""
+        for source in sources:
+            self.accounting.metrics.lifecycle_violations.labels(self.route, source).inc()
+
     def add_usage(self, usage_metadata: dict[str, Any]) -> None:
         """A whole report (REST calls)."""
-        self.meter.pending = TokenUsage.from_metadata(usage_metadata)
-        self.usage_changed()
+        self.meter.report(usage_metadata)
 
     def cost(self) -> Cost | None:
         return cost_of(self.meter.current(), self.price)
@@ -419,16 +410,16 @@ class Grant:
             known = self.accounting.keys.get(key.token_hash, key)
             spend = self.accounting.key_spend(key.token_hash)
             if spend >= (known.max_budget if known.max_budget is not None else float("inf")):
-                self.end(Stop(CLOSE_BUDGET_EXHAUSTED, "insufficient_quota",
+                self.end(Stop(BUDGET_EXHAUSTED, "insufficient_quota",
                               f"The key's budget is spent (spend ${spend:.6f} of ${known.max_budget:.6f})."))
 
     def check_key(self, fresh: KeyRecord | None, now: float) -> None:
         if self.principal.kind != "key" or not self.session:
             return
         if fresh is None or fresh.deleted_at is not None:
-            self.end(Stop(CLOSE_KEY_REVOKED, "invalid_api_key", "The API key was deleted."))
+            self.end(Stop(KEY_REVOKED, "invalid_api_key", "The API key was deleted."))
         elif fresh.expired(now):
-            self.end(Stop(CLOSE_KEY_REVOKED, "invalid_api_key", "The API key expired."))
+            self.end(Stop(KEY_REVOKED, "invalid_api_key", "The API key expired."))
         else:
             self.principal.key = fresh
             self.check_budget()
@@ -476,6 +467,7 @@ class Grant:
         self.flush_counters()
         self.meter.commit()
         usage = self.meter.total
+        billed = usage.billed()
         cost = cost_of(usage, self.price)
         key = self.principal.key
         if key is not None and cost is not None and cost.total != self.reported_cost:
@@ -505,8 +497,8 @@ class Grant:
                "close_code": close_code, "spend": None if cost is None else cost.total,
                "prompt_tokens": usage.input_tokens, "completion_tokens": usage.output_tokens,
                "total_tokens": usage.total_tokens,
-               **{f"{name}_tokens": getattr(usage, name) + (getattr(usage, name.split("_")[0] + "_gap")
-                                                            if name in ("input_text", "output_text") else 0)
+               **{f"{name}_tokens": billed[name] + (billed[name.split("_")[0] + "_gap"]
+                                                     if name in ("input_text", "output_text") else 0)
                   for name in ("input_text", "input_audio", "input_image", "input_video", "input_cached",
                                "output_text", "output_audio", "output_thinking")},
                "request_tags": _json(self.tags), "end_user": self.end_user, "metadata": _json(metadata)}
@@ -539,6 +531,10 @@ def _header(headers: Mapping[str, str], *names: str) -> str | None:
         if value:
             return value[:200]
     return None
+
+
+def mentions(frame: str | bytes, needle: str) -> bool:
+    return (needle.encode() in frame) if isinstance(frame, bytes) else (needle in frame)
 
 
 def _json(value: Any) -> str:

@@ -21,6 +21,9 @@ class Metrics:
                                           ["route"], registry=r)
         self.resumptions = Counter("livegate_resumptions", "Gemini session resumption handles received",
                                    ["route"], registry=r)
+        self.lifecycle_violations = Counter("livegate_lifecycle_violations", "Inputs that moved a session's "
+                                            "turn/response state along a transition mappings/state.yaml does not "
+                                            "list", ["route", "input"], registry=r)
         self.spend = Counter("livegate_spend_usd", "Spend in USD (known prices only)", ["model"], registry=r)
         self.unknown_cost = Counter("livegate_unknown_cost_sessions", "Sessions whose model has no price",
                                     ["model"], registry=r)

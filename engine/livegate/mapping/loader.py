@@ -9,7 +9,7 @@ Layout (the folder decides what a file is):
     dialects/<name>.yaml          a client dialect as a reshape table over the canonical GA events
     tables.yaml                   plain data visible to expressions as `tables`
     models.yaml                   capabilities (livegate.translation.capabilities), seen as `config.capabilities`
-    resumption.yaml               when a session moves to a new Gemini connection (livegate.upstream.resumption)
+    resumption.yaml               the session core's questions and switching policy (livegate.translation.resumption)
     dispatch.yaml                 the order of fields within one Gemini frame
     state.yaml                    the session state keys, their writers, and the lifecycle table
 
@@ -98,7 +98,7 @@ class Mappings:
     state: StateSpec = field(default_factory=StateSpec)
     files: list[str] = field(default_factory=list)
     models: Any = None  # livegate.translation.capabilities.ModelTable, from models.yaml
-    resumption: Any = None  # livegate.upstream.resumption.ResumptionPolicy, from resumption.yaml
+    resumption: Any = None  # livegate.translation.resumption.ResumptionPolicy, from resumption.yaml
 
     def rule_files(self) -> list[RuleFile]:
         return [*self.client.values(), *self.upstream.values(), *self.lifecycle.values()]
@@ -150,12 +150,12 @@ class _Loader:
         from livegate.translation.capabilities import (
             ModelTable,  # here: livegate.translation.capabilities imports this package
         )
-        from livegate.upstream.resumption import ResumptionPolicy
+        from livegate.translation.resumption import ResumptionPolicy
 
         models = root / "models.yaml"
         self.result.models = ModelTable.load(models, file_label=self.rel(models)) if models.exists() else None
         if (root / "resumption.yaml").exists():
-            self.result.resumption = ResumptionPolicy.load(root)
+            self.result.resumption = ResumptionPolicy.load(root, self.result.state)
         dispatch = self.read(root / "dispatch.yaml", "dispatch_file")
         self.result.upstream_fields = tuple(dispatch.data["upstream_fields"])
         self.result.idle_after_ms = dispatch.data.get("idle_after_ms", self.result.idle_after_ms)

@@ -1,14 +1,15 @@
 """The declared session state (mappings/state.yaml): its keys, who may write them, and the lifecycle.
 
 The loader checks every expression's `session.<key>` reads and every rule's `set` against the
-declaration. `StateSpec.check_types` and `StateSpec.lifecycle_state` serve the test suite, which
-checks the state after every input (types, and that each change of lifecycle state is a listed
-transition).
+declaration. `StateSpec.check_types` serves the test suite, which checks the types after every input;
+`StateSpec.lifecycle_state` and `allows` serve the translator, which checks at run time that each change of
+lifecycle state is a listed transition.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from livegate.mapping.expressions import Expression, Runtime, Scope, truthy
@@ -47,6 +48,11 @@ class StateSpec:
             elif not isinstance(value, _TYPES[spec.type]) or (spec.type != "boolean" and isinstance(value, bool)):
                 problems.append(f"session.{key} should be {spec.type}, holds {type(value).__name__}: {value!r:.80}")
         return problems
+
+    @cached_property
+    def lifecycle_keys(self) -> frozenset[str]:
+        """The session keys the lifecycle states are made of (a state can only change when one of them does)."""
+        return frozenset().union(*(session_keys(condition.ast) for _, condition in self.states))
 
     def lifecycle_state(self, runtime: Runtime, scope: Scope) -> str | None:
         for name, condition in self.states:

@@ -1,4 +1,8 @@
-"""The upstream WebSocket: open it for a target, send JSON, receive frames. No translation here."""
+"""The upstream WebSocket: open it for a target, send JSON, receive frames. No translation here.
+
+`open_link` carries out the session core's OpenUpstream: connect, send `setup`, wait for Gemini's answer, send
+the rest; a failure comes back as a typed UpstreamFailure (the core decides what the client is told).
+"""
 
 from __future__ import annotations
 
@@ -7,13 +11,17 @@ import contextlib
 import logging
 import socket
 import ssl
+from typing import Any
 from urllib.parse import urlsplit
 
 import orjson
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
-from livegate.upstream.base import UpstreamTarget
+from livegate.close_codes import ABNORMAL, NORMAL
+from livegate.translation.commands import UpstreamFailure
+from livegate.upstream.base import Provider, UpstreamTarget
+from livegate.upstream.google_credentials import CredentialsError
 
 log = logging.getLogger("livegate.upstream")
 
@@ -23,7 +31,7 @@ MAX_FRAME_BYTES = 32 * 1024 * 1024
 CLOSE_TIMEOUT = 2.0
 
 
-async def close_promptly(ws: ClientConnection, code: int = 1000, reason: str = "") -> None:
+async def close_promptly(ws: ClientConnection, code: int = NORMAL, reason: str = "") -> None:
     """Close an upstream WebSocket without waiting behind unread frames.
 
     A peer that was streaming fast has filled our receive buffer, and websockets stops reading from the
@@ -107,7 +115,36 @@ class UpstreamConnection:
 
     def close_info(self, exc: ConnectionClosed) -> tuple[int, str]:
         frame = exc.rcvd or exc.sent
-        return (frame.code, frame.reason) if frame else (1006, "connection lost")
+        return (frame.code, frame.reason) if frame else (ABNORMAL, "connection lost")
 
     async def close(self) -> None:
         await close_promptly(self._ws)
+
+
+async def open_link(provider: Provider, setup: dict[str, Any], then: tuple[dict[str, Any], ...],
+                    setup_timeout: float) -> tuple[UpstreamConnection, str | bytes] | UpstreamFailure:
+    """A connection that answered `setup` (with its first frame) and was sent `then`, or why not."""
+    conn: UpstreamConnection | None = None
+    try:
+        conn = await UpstreamConnection.open(await provider.target())
+        await conn.send(setup)
+        async with asyncio.timeout(setup_timeout):
+            first = await conn.recv()
+        for message in then:
+            await conn.send(message)
+        return conn, first
+    except UpstreamError as exc:
+        failure = UpstreamFailure("unreachable", str(exc))
+    except ConnectionClosed as exc:
+        code, reason = conn.close_info(exc) if conn is not None else (ABNORMAL, "")
+        failure = UpstreamFailure("closed", code=code, reason=reason)
+    except TimeoutError:
+        failure = UpstreamFailure("timeout")
+    except CredentialsError as exc:  # its message names the problem, never a secret
+        failure = UpstreamFailure("credentials", str(exc))
+    except Exception as exc:  # other provider failures: no details to the client
+        failure = UpstreamFailure("other", type(exc).__name__)
+    if conn is not None:
+        with contextlib.suppress(Exception):
+            await conn.close()
+    return failure

@@ -29,10 +29,10 @@ from av import AudioFrame
 from fastapi import WebSocket
 
 from livegate.accounting.gate import Grant
+from livegate.close_codes import ABNORMAL, NORMAL
 from livegate.config import ModelRoute
+from livegate.server.app import session_translator
 from livegate.server.realtime import RealtimeSession
-from livegate.translation.capabilities import shipped_table
-from livegate.translation.translator import Translator
 from livegate.upstream.base import provider_for
 from livegate.webrtc.channel import CallSocket
 from livegate.webrtc.ice import IcePolicy, ice_policy
@@ -45,7 +45,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("livegate.webrtc")
 
 EVENTS_CHANNEL = "oai-events"
-CLOSE_NORMAL, CLOSE_GOING_AWAY, CLOSE_ABNORMAL = 1000, 1001, 1006
 DRAIN_S = 1.0  # on a close, how long the data channel may take to deliver the last events
 _MDNS_CANDIDATE = re.compile(r"^a=candidate:\S+ \d+ \S+ \d+ \S+\.local .*$\n?", re.MULTILINE | re.IGNORECASE)
 
@@ -70,14 +69,7 @@ class Call:
         self.speaker = SpeakerTrack(self.playback, self.socket.on_playback)
         self.connected = asyncio.Event()
         provider = provider_for(route, gateway.config, gateway.simulator_url)
-        compat = gateway.config.compat(route)
-        # The translator context a WebSocket session gets (server/app.py), on the webrtc transport.
-        context = {"model": model, "setup_model": provider.setup_model(), "backend": provider.backend,
-                   "intent": None, "capabilities": (gateway.mappings.models or shipped_table()).capabilities(
-                       route.model_id, provider.backend, route.model_info),
-                   "litellm_compat": compat, "features": route.gemini_features or {}, "transport": "webrtc"}
-        translator = Translator(gateway.mappings, dialect="beta" if beta or compat else "ga", context=context,
-                                validator=gateway.validator, sniff_dialect=not beta)
+        translator = session_translator(gateway, route, model, provider, grant, beta=beta, transport="webrtc")
         # The seam: the session drives the CallSocket as the WebSocket it was written for (channel.py).
         self.session = RealtimeSession(cast(WebSocket, self.socket), translator, provider, model,
                                        gateway.config.timeouts, grant=grant, policy=gateway.resumption)
@@ -125,12 +117,12 @@ class Call:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
-            await self._close_pc(*(self.socket.ended or (CLOSE_NORMAL, "")))
+            await self._close_pc(*(self.socket.ended or (NORMAL, "")))
             self._on_end(self)
             log.info("call %s ended after %.1f s: %s", self.id, time.monotonic() - self.started,
-                     (self.socket.ended or (CLOSE_NORMAL, ""))[1] or "normal")
+                     (self.socket.ended or (NORMAL, ""))[1] or "normal")
 
-    def hang_up(self, code: int = CLOSE_NORMAL, reason: str = "hung up") -> None:
+    def hang_up(self, code: int = NORMAL, reason: str = "hung up") -> None:
         """End the call from livegate's side (POST .../hangup, shutdown): the session ends as if the caller left."""
         self.socket.disconnect(code, reason)
 
@@ -142,16 +134,16 @@ class Call:
         if state == "connected":
             self.connected.set()
         elif state == "failed":
-            self.socket.disconnect(CLOSE_ABNORMAL, "the call's connection failed (ICE/DTLS)")
+            self.socket.disconnect(ABNORMAL, "the call's connection failed (ICE/DTLS)")
         elif state == "closed":
-            self.socket.disconnect(CLOSE_NORMAL, "the caller hung up")
+            self.socket.disconnect(NORMAL, "the caller hung up")
 
     def _channel_opened(self, channel: Any) -> None:
         if channel.label != EVENTS_CHANNEL:
             log.info("call %s: ignoring data channel %r (events go on %r)", self.id, channel.label[:64], EVENTS_CHANNEL)
             return
         channel.on("message", self.socket.client_event)
-        channel.on("close", lambda: self.socket.disconnect(CLOSE_NORMAL, "the caller closed the data channel"))
+        channel.on("close", lambda: self.socket.disconnect(NORMAL, "the caller closed the data channel"))
         if channel.readyState == "open":
             self.socket.open_channel(channel)
         else:
@@ -181,7 +173,7 @@ class Call:
                 await self.connected.wait()
         except TimeoutError:
             log.info("call %s: the caller did not connect within %g s", self.id, self.settings.connect_timeout_s)
-            self.socket.disconnect(CLOSE_ABNORMAL, "the caller did not connect")
+            self.socket.disconnect(ABNORMAL, "the caller did not connect")
 
     async def _close_pc(self, code: int, reason: str) -> None:
         """Close the peer connection, once, after the data channel has delivered what is queued."""

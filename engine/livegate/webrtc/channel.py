@@ -37,6 +37,7 @@ from typing import Any
 import orjson
 from starlette.websockets import WebSocketState
 
+from livegate.close_codes import POLICY
 from livegate.translation.errors import error_event
 from livegate.webrtc.playback import Playback
 
@@ -47,7 +48,6 @@ AUDIO_DONE = frozenset({"response.output_audio.done", "response.audio.done"})
 MAX_QUEUED_AUDIO = 250  # 5 s of microphone waiting for the session; newer audio is dropped beyond
 MAX_QUEUED_EVENTS = 1000  # data channel events waiting for the session; a caller flooding it is hung up
 HIGH_WATER = 1 << 20  # bytes queued on the data channel before send_text waits for the caller to read
-CLOSE_FLOOD = 1008
 
 
 class CallSocket:
@@ -96,7 +96,7 @@ class CallSocket:
             return
         if self._queued_events >= MAX_QUEUED_EVENTS:
             log.warning("a caller sent over %d events the session has not read: hanging up", MAX_QUEUED_EVENTS)
-            self.disconnect(CLOSE_FLOOD, "too many events queued")
+            self.disconnect(POLICY, "too many events queued")
             return
         if _is_append(data):
             self._refuse_append(data)

@@ -35,7 +35,8 @@ from starlette.requests import ClientDisconnect
 from livegate.accounting.gate import Grant, Refusal
 from livegate.server import auth
 from livegate.server.passthrough.models import ModelMatch, match_model, vertex_scope
-from livegate.server.passthrough.usage import UsageTotals, last_usage
+from livegate.server.passthrough.usage import last_usage
+from livegate.translation.usage import TokenUsage
 from livegate.upstream import google_credentials
 from livegate.upstream.connection import connect_failure
 from livegate.upstream.vertex import valid_location, vertex_host
@@ -229,13 +230,11 @@ class _Record:
                 await self.grant.finish(self.upstream.status_code, status, outcome, {"path": self.path})
 
     def _log(self, outcome: str) -> dict[str, Any] | None:
-        totals = UsageTotals()
         usage = None
         if self.metered and len(self.body) < MAX_USAGE_BODY:
             event_stream = "text/event-stream" in self.upstream.headers.get("content-type", "")
             usage = last_usage(bytes(self.body), event_stream)
-            if usage is not None:
-                totals.add(usage)
+        totals = TokenUsage.from_metadata(usage) if usage is not None else TokenUsage()
         log.info("passthrough_request_end %s", json.dumps({
             "route": "vertex_ai/discovery" if self.discovery else "vertex_ai",
             "method": self.method,
@@ -244,7 +243,7 @@ class _Record:
             "status": self.upstream.status_code,
             "outcome": outcome,
             "duration_s": round(time.monotonic() - self.started, 3),
-            "tokens": totals.to_json(),
+            "tokens": totals.summary(),
         }, sort_keys=True))
         return usage
 

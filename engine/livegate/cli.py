@@ -108,7 +108,10 @@ def _lint(args: argparse.Namespace) -> int:
     problems = 0
     try:
         mappings = load_mappings(args.mappings)
-        print(f"mappings: {len(mappings.files)} files OK")
+        noted = f", {len(mappings.warnings)} warnings" if mappings.warnings else ""
+        print(f"mappings: {len(mappings.files)} files OK{noted}")
+        for warning in mappings.warnings:  # they read badly, but load: not a failure
+            print(warning, file=sys.stderr)
     except MappingError as exc:
         print(f"mappings: {exc}", file=sys.stderr)
         problems += 1

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import operator
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -20,11 +21,15 @@ from jmespath import exceptions as jp_exceptions
 from jmespath import functions as jp_functions
 from jmespath import visitor
 
-from livegate.mapping.errors import MappingError
+from livegate.mapping.errors import MappingError, MappingWarning
 from livegate.mapping.yamlpos import Located, Path_
 
 MARKER = "="
 WHEN_KEY = "$when"
+# Lint warns above this many characters of code (whitespace runs count as one, the text inside quotes
+# as nothing: a message's prose is not logic). Past it, an expression is easier read as named parts.
+LONG_EXPRESSION = 120
+_RAW_STRING = re.compile(r"'(?:[^'\\]|\\.)*'")
 
 Scope = dict[str, Any]
 
@@ -317,9 +322,20 @@ class Expression:
         return f"Expression({self.source!r})"
 
 
+def code_length(source: str) -> int:
+    """The length lint measures: whitespace runs as one character, quoted text ('...') as just its quotes."""
+    return len(_RAW_STRING.sub("''", " ".join(source.split())))
+
+
 def compile_expression(doc: Located, path: Path_, value: str) -> Expression:
-    """Compile `"=..."` at `path` in `doc`, turning a syntax error into a positioned MappingError."""
+    """Compile `"=..."` at `path` in `doc`, turning a syntax error into a positioned MappingError (and
+    noting lint's warning on `doc` when the expression is long)."""
     source = value[len(MARKER) :]
+    length = code_length(source)
+    if length > LONG_EXPRESSION:
+        doc.warnings.append(MappingWarning(doc.position(path), (
+            f"expression of {length} characters (over {LONG_EXPRESSION}, quoted text aside): name its parts "
+            "with `let`, or move them to a fragment (mappings/shared/) or a shape")))
     try:
         return Expression(source)
     except jp_exceptions.ParseError as exc:

@@ -1,11 +1,12 @@
 """Telephony audio: G.711 (μ-law, A-law) at 8 kHz <-> the PCM16 Gemini takes and sends.
 
-Mechanism only; the mappings decide when to call it (`decode_audio` / `encode_audio` / `flush_audio`
-in engine/livegate/mapping/functions.py). The codec is the standard library's `audioop` (`audioop-lts` from
-Python 3.13 on). Resampling is a streaming FIR: a windowed-sinc low-pass (Kaiser window, the design
-of scipy's `firwin`, which tests/test_audio.py holds it equal to; scipy is not imported at run time
-because it alone took about 1 s of livegate's start-up) applied by numpy's convolution over the
-chunk plus the previous chunk's last samples, computing only the samples kept. So 20 ms chunks join
+Mechanism only; the mappings decide when to call it (the `decode_audio` / `encode_audio` / `flush_audio`
+transform steps of engine/livegate/mapping/transforms.py, which keep a stream's state in the session).
+The codec is the standard library's `audioop` (`audioop-lts` from Python 3.13 on). Resampling is a
+streaming FIR: a windowed-sinc low-pass (Kaiser window, the design of scipy's `firwin`, which
+tests/test_audio.py holds it equal to; scipy is not imported at run time because it alone took about
+1 s of livegate's start-up) applied by numpy's convolution over the chunk plus the previous chunk's
+last samples, computing only the samples kept. So 20 ms chunks join
 without clicks (chunked and one-shot output are identical) and the only latency is the filter's
 group delay (about 2 ms), never a block.
 
@@ -83,6 +84,9 @@ class _Downsampler:
         self.history = padded[len(padded) - (_TAPS - 1):]
         # Output sample i (of the chunk) needs padded[i : i + _TAPS]; keep i = phase, phase + factor, ...
         kept = np.arange(self.phase, len(samples), self.factor)
+        if not len(kept):  # too few samples to reach the next kept one (and none at all: nothing to filter)
+            self.phase -= len(samples)
+            return np.empty(0)
         windows = np.lib.stride_tricks.sliding_window_view(padded, _TAPS)[kept]
         self.phase = (self.phase - len(samples)) % self.factor
         return windows @ self.taps[::-1]
@@ -109,6 +113,7 @@ class TelephonyDecoder:
     """Client G.711 (8 kHz) -> PCM16 at 16 kHz for Gemini, one per input stream."""
 
     def __init__(self, codec: str) -> None:
+        self.codec = codec
         self.to_linear = _codec(codec)[0]
         self.upsample = _Upsampler(TELEPHONY_RATE, GEMINI_INPUT_RATE // TELEPHONY_RATE)
 
@@ -121,6 +126,7 @@ class TelephonyEncoder:
     """Gemini's PCM16 at 24 kHz -> G.711 (8 kHz) for the client, one per output stream."""
 
     def __init__(self, codec: str) -> None:
+        self.codec = codec
         self.from_linear = _codec(codec)[1]
         self.downsample = _Downsampler(GEMINI_OUTPUT_RATE, GEMINI_OUTPUT_RATE // TELEPHONY_RATE)
         self.odd_byte = b""  # a sample split across two chunks

@@ -17,9 +17,10 @@ of its own, so the server, the tests and the benchmark all drive this same objec
     upstream_resume(mode)       a new Gemini connection     -> lifecycle/upstream_resume.yaml
 
 Within a file, rules run top to bottom, each seeing the state the previous one left. A rule runs when
-its `when` holds, once or once per `for_each` element (bound to `as`); it evaluates `let`, then
-applies `set` in order (each seeing the last), then `emit`s; `stop` ends the file. The state is
-replaced, never mutated in place, so a value read into a message can't change behind it.
+its `when` holds, once or once per `for_each` element (bound to `as`); it evaluates `let`, runs its
+`transform` steps (mapping/transforms.py), then applies `set` in order (each seeing the last), then
+`emit`s; `stop` ends the file. The state is replaced, never mutated in place, so a value read into a
+message can't change behind it (a codec stream a transform keeps is its own object, read by no message).
 """
 
 from __future__ import annotations
@@ -312,7 +313,7 @@ class Translator:
                 if rule.lets_first:
                     self._let(rule, scope)
                 if rule.when is not None and not truthy(rule.when(self.runtime, scope)):
-                    for name, _ in rule.lets:
+                    for name in rule.local_names:
                         scope.pop(name, None)
                     index += rule.skip
                     continue
@@ -326,7 +327,7 @@ class Translator:
                         scope[rule.as_] = element
                         self._apply(rule, scope, out)
                     scope.pop(rule.as_, None)
-                for name, _ in rule.lets:  # `let` names belong to their rule alone
+                for name in rule.local_names:  # `let` and `transform` names belong to their rule alone
                     scope.pop(name, None)
             except (JMESPathError, TypeError, ValueError, KeyError) as exc:  # PhantomObject is a ValueError
                 # A mapping bug must not take the session down: report it, keep going.
@@ -346,6 +347,11 @@ class Translator:
         runtime = self.runtime
         if not rule.lets_first:
             self._let(rule, scope)
+        for step in rule.transforms:  # its state lives in a declared session key, like any other state
+            scope[step.name], state = step(runtime, scope)
+            if state is not self.session.get(step.state):
+                self.session = assign(self.session, (step.state,), state)
+                scope["session"] = self.session
         for keys, build in rule.sets:
             value = build(runtime, scope)
             self.session = assign(self.session, keys, None if value is EXPLICIT_NULL else value)

@@ -452,12 +452,12 @@ class _Loader:
                 raise MappingError(doc.position((*here, "step")), f"no transform step {spec['step']!r}"
                                    f"{did_you_mean(spec['step'], STEPS)}; the steps: {', '.join(sorted(STEPS))}")
             given = [key for key in spec if key not in ("step", "state")]
-            for missing in [key for key in kind.inputs if key not in spec]:
-                raise MappingError(doc.position(here), f"transform step {kind.name} needs `{missing}` "
-                                   f"(its inputs: {', '.join(kind.inputs)})")
             for unknown in [key for key in given if key not in kind.inputs]:
                 raise MappingError(doc.key_position((*here, unknown)), f"transform step {kind.name} takes no "
                                    f"`{unknown}`{did_you_mean(unknown, kind.inputs)} "
+                                   f"(its inputs: {', '.join(kind.inputs)})")
+            for missing in [key for key in kind.inputs if key not in spec]:
+                raise MappingError(doc.position(here), f"transform step {kind.name} needs `{missing}` "
                                    f"(its inputs: {', '.join(kind.inputs)})")
             key = self.stream_key(doc, here, spec["state"], kind)
             self.check_reads(doc, here, {k: spec[k] for k in given}, aliases)

@@ -70,7 +70,8 @@ def test_a_typo_in_a_nested_field_read_names_file_line_column_and_the_field_mean
     assert f"upstream/serverContent.yaml:{line}:{column}: session.item.output_idx is read but session.item has no " \
            "field output_idx in mappings/state.yaml (did you mean output_index?)" in err
     source, caret = err.splitlines()[1:3]
-    assert source.strip() == 'output_index: "=session.item.output_idx"' and caret.index("^") == source.index("output_idx")
+    assert source.strip() == 'output_index: "=session.item.output_idx"'
+    assert caret.index("^") == source.index("output_idx")
 
 
 def test_a_field_of_the_session_config_is_checked_against_openais_session_schema(mappings: Path) -> None:
@@ -81,7 +82,8 @@ def test_a_field_of_the_session_config_is_checked_against_openais_session_schema
 
 
 def test_a_field_read_through_a_let_alias_is_checked(mappings: Path) -> None:
-    replace_in(mappings / "shared" / "close_message_item.yaml", "closing.audio_end_ms != ", "closing.audio_end_mss != ")
+    replace_in(mappings / "shared" / "close_message_item.yaml", "audio_end_ms: closing.audio_end_ms}",
+               "audio_end_ms: closing.audio_end_mss}")
     text = _load_error(mappings)
     assert "close_message_item.yaml:" in text
     assert "session.item.audio_end_mss is read but session.item has no field audio_end_mss" in text

@@ -7,7 +7,8 @@ mutated everywhere it is included):
 - `null set X`: a `set` writes null instead of its value (`drop set X` where the value is null already:
   the key is no longer cleared);
 - `null let X`: a `let` name bound to null;
-- `no stop`: a rule that stops (a `refuse` included) lets the rules after it run;
+- `no stop`: a rule that stops (a `refuse` included) lets the rules after it run (not generated for a
+  rule that is last wherever it runs: there nothing comes after it);
 - `drop shape field`: one field of a named template (shapes/), at any depth, left out.
 
 A mutant is killed when some fixture case fails against it: an expectation, its snapshot, a rule
@@ -45,6 +46,21 @@ from livegate.paths import MAPPINGS_DIR
 from tests import conftest as guards  # importing it installs the guards on Translator
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# Mutants no fixture case can kill, each for the reason given; the suite fails when one of them is
+# killed after all, or no longer exists (the list is then out of date).
+KNOWN_SURVIVORS = {
+    "mappings/lifecycle/user_idle.yaml:7 (the user spoke or a turn is under way, so the timer is dropped "
+    "(the next response.done sets it again)): no stop":
+        "equivalent: its set clears user_idle_at_ms, which the only rule after it requires",
+    "mappings/lifecycle/upstream_resume.yaml:52 (a fresh session with no conversation yet): "
+    "drop set session.handle_stale":
+        "equivalent: handle_stale is set only by a tool call, whose item makes the conversation non-empty",
+    "mappings/shared/open_response.yaml:4 (open a response): drop set session.usage_owed_by":
+        "not pinned on purpose: it differs only when Gemini reports a turn's usage twice after its "
+        "response.done went out with usage, where today the second report is credited to the next "
+        "response (against usageMetadata.yaml's intent); the usage ledger rewrite (issue 25 §1) owns that",
+}
 SNAPSHOTS = ROOT / "tests" / "__snapshots__" / "test_mappings"
 Case = tuple[str, dict[str, Any], Any]  # (id, case, stored snapshot or None)
 
@@ -102,6 +118,7 @@ def _raw_rules(root: Path) -> dict[str, dict[str, Any]]:
 
 def rule_mutants(mappings: Mappings) -> Iterator[Mutant]:
     raw_rules = _raw_rules(mappings.root)
+    followed = {rule.where for f in mappings.rule_files() for rule in f.rules[:-1]}
     seen: set[str] = set()
     for rule_file in mappings.rule_files():
         for rule in rule_file.rules:
@@ -128,7 +145,7 @@ def rule_mutants(mappings: Mappings) -> Iterator[Mutant]:
             for i, (name, _) in enumerate(rule.lets):
                 yield _rule_mutant(rule, f"null let {name}", lambda r, i=i: dataclasses.replace(
                     r, lets=tuple((k, _null if j == i else b) for j, (k, b) in enumerate(r.lets))))
-            if rule.stop:
+            if rule.stop and rule.where in followed:
                 yield _rule_mutant(rule, "no stop", lambda r: dataclasses.replace(r, stop=False))
 
 
@@ -324,5 +341,6 @@ if __name__ == "__main__":
     by_kind: dict[str, int] = defaultdict(int)
     for mutant in alive:
         by_kind[mutant.kind.split(" ")[0] + " " + mutant.kind.split(" ")[1]] += 1
-        print(f"survived: {mutant}")
+        known = KNOWN_SURVIVORS.get(str(mutant))
+        print(f"survived: {mutant}" + (f"  [known: {known}]" if known else ""))
     print(dict(by_kind))

@@ -105,6 +105,20 @@ def test_an_object_written_whole_must_hold_declared_fields(mappings: Path) -> No
             "in mappings/state.yaml (did you mean id?)") in _load_error(mappings)
 
 
+def test_an_object_key_must_say_what_it_holds(mappings: Path) -> None:
+    replace_in(mappings / "state.yaml", "shared/finish_response], open: true,", "shared/finish_response],")
+    line = _line_of(mappings / "state.yaml", "  turn_usage:")
+    assert (f"state.yaml:{line}:15: session.turn_usage is an object: say what it holds with one of `fields` (ours, "
+            "closed), `values` (a map from ids), `schema` (a shape someone else defines) or `open: true`"
+            ) in _load_error(mappings)
+
+
+def test_a_schema_declaration_must_name_a_schema(mappings: Path) -> None:
+    replace_in(mappings / "state.yaml", "schema: openai/common.json#/$defs/session",
+               "schema: openai/common.json#/$defs/sesion")
+    assert "schema 'openai/common.json#/$defs/sesion' names no schema under schemas/" in _load_error(mappings)
+
+
 def test_a_map_takes_any_key_but_its_values_are_checked() -> None:
     state = MAPPINGS.state
     assert state.undeclared(("calls", "call_123")) is None

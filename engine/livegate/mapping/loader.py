@@ -57,6 +57,7 @@ from livegate.mapping.yamlpos import Located, Path_
 from livegate.paths import MAPPINGS_DIR, SCHEMAS_DIR
 
 RULE_FOLDERS = ("client", "upstream", "lifecycle")
+_HOLDS = ("fields", "values", "schema", "open")  # how a state.yaml object says what it holds
 LIFECYCLE_MOMENTS = ("connect", "upstream_idle", "upstream_closed", "upstream_resume", "user_idle")
 
 
@@ -238,6 +239,18 @@ class _Loader:
 
     def declaration(self, doc: Located, path: Path_, raw: dict[str, Any], schemas: SchemaFiles) -> dict[str, Any]:
         """The FieldSpec arguments of a declaration in state.yaml: a key, or a field at any depth."""
+        kinds = [kind for kind in _HOLDS if kind in raw]
+        name = ".".join(str(step) for step in path if step not in ("keys", "fields"))
+        if raw["type"] == "object" and len(kinds) != 1:
+            raise MappingError(doc.position(path), f"session.{name} is an object: say what it holds with one of "
+                               "`fields` (ours, closed), `values` (a map from ids), `schema` (a shape someone else "
+                               f"defines) or `open: true`{'; it has ' + ', '.join(kinds) if kinds else ''}")
+        if raw["type"] != "object" and kinds:
+            raise MappingError(doc.position((*path, kinds[0])), f"session.{name} is {raw['type']}: only an object "
+                               f"has `{kinds[0]}`")
+        if "items" in raw and raw["type"] != "array":
+            raise MappingError(doc.position((*path, "items")), f"session.{name} is {raw['type']}: only an array "
+                               "has `items`")
         args: dict[str, Any] = {"type": raw["type"], "meaning": raw.get("meaning", "")}
         if "fields" in raw:
             args["fields"] = {name: FieldSpec(**self.declaration(doc, (*path, "fields", name), spec, schemas))

@@ -18,6 +18,8 @@ and in the built manual: `<!-- test: KIND [ARG] -->`. Without one, `sh` and `pyt
     suite          runs tests or a benchmark: the files and options it names are checked, it is not run
     diagram        the architecture diagram: every module it names must exist
     illustration   a ```text drawing or protocol sketch that is neither code nor output: not run
+    excerpt PATH   lines of the repository's PATH as they are there (`...` for lines left out), so a quoted
+                   mapping stays true to the shipped one
 
 So that a page's commands run as a reader types them, the runner rewrites only this: `.venv/bin/` and
 `.venv-test/bin/` name the test's own environment, port 4000 is the page's free port (a `server` command
@@ -31,7 +33,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-KINDS = {"run", "server", "output", "config", "file", "patch", "google", "setup", "suite", "diagram", "illustration"}
+KINDS = {"run", "server", "output", "config", "file", "patch", "google", "setup", "suite", "diagram", "illustration",
+         "excerpt"}
 DEFAULT_KIND = {"sh": "run", "bash": "run", "python": "run", "yaml": "config", "diff": "patch"}
 MARKER = re.compile(r"^<!-- test: ([a-z]+)(?: (.*?))? -->$")
 FENCE = re.compile(r"^(\s*)```(\w*)\s*$")
@@ -40,8 +43,7 @@ FENCE = re.compile(r"^(\s*)```(\w*)\s*$")
 # (their blocks then need markers like every other page's).
 NOT_YET_COVERED = {"docs/operating/security.md", "docs/accounting/operators-guide.md",
                    "docs/operating/failures.md", "docs/operating/fleet.md", "docs/operating/observability.md",
-                   "docs/compatibility/newer-api.md",
-                   "docs/internals/mapping-language-changes.md"}
+                   "docs/compatibility/newer-api.md"}
 
 
 @dataclass(frozen=True)

@@ -183,6 +183,13 @@ def test_config_blocks_load(block: CodeBlock, monkeypatch: pytest.MonkeyPatch) -
     parse_config(yaml.safe_load(block.code))
 
 
+@pytest.mark.parametrize("block", [b for b in ALL_BLOCKS if b.kind == "excerpt"], ids=lambda b: b.where)
+def test_excerpts_quote_the_shipped_files(block: CodeBlock) -> None:
+    source = ROOT / block.arg
+    assert source.is_file(), f"{block.where}: {block.arg} does not exist"
+    assert matches(f"...\n{block.code}\n...", source.read_text()), f"{block.where}: not what {block.arg} holds"
+
+
 @pytest.mark.parametrize("block", [b for b in ALL_BLOCKS if b.kind == "suite"], ids=lambda b: b.where)
 def test_suite_commands_name_what_exists(block: CodeBlock) -> None:
     named = re.findall(r"\b((?:tests|bench)/[\w/.]+\.py)", block.code)

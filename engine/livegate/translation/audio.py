@@ -1,15 +1,16 @@
 """Streaming audio conversion: G.711 (μ-law, A-law) at 8 kHz and WebRTC's 48 kHz <-> the PCM16 Gemini takes
 and sends.
 
-Mechanism only; the mappings decide when to call the telephony codecs (`decode_audio` / `encode_audio` /
-`flush_audio` in engine/livegate/mapping/functions.py), and the WebRTC media leg (engine/livegate/webrtc/)
-uses `Resampler` directly. The codec is the standard library's `audioop` (`audioop-lts` from Python 3.13
-on). Resampling (`Resampler`, any integer ratio up or down) is a streaming FIR: a windowed-sinc low-pass
-(Kaiser window, the design of scipy's `firwin`, which tests/test_audio.py holds it equal to; scipy is not
-imported at run time because it alone took about 1 s of livegate's start-up) applied by numpy's
-convolution over the chunk plus the previous chunk's last samples, computing only the samples kept. So
-20 ms chunks join without clicks (chunked and one-shot output are identical) and the only latency is the
-filter's group delay (about 2 ms at 8 kHz, under 1 ms at 48 kHz), never a block.
+Mechanism only; the mappings decide when to call the telephony codecs (the `decode_audio` / `encode_audio` /
+`flush_audio` transform steps of engine/livegate/mapping/transforms.py, which keep a stream's state in the
+session), and the WebRTC media leg (engine/livegate/webrtc/) uses `Resampler` directly. The codec is the
+standard library's `audioop` (`audioop-lts` from Python 3.13 on). Resampling (`Resampler`, any integer ratio
+up or down) is a streaming FIR: a windowed-sinc low-pass (Kaiser window, the design of scipy's `firwin`,
+which tests/test_audio.py holds it equal to; scipy is not imported at run time because it alone took about
+1 s of livegate's start-up) applied by numpy's convolution over the chunk plus the previous chunk's last
+samples, computing only the samples kept. So 20 ms chunks join without clicks (chunked and one-shot output
+are identical) and the only latency is the filter's group delay (about 2 ms at 8 kHz, under 1 ms at
+48 kHz), never a block.
 
     client G.711 8 kHz --decode--> PCM16 8 kHz --x2--> 16 kHz --> Gemini (audio/pcm;rate=16000)
     Gemini PCM16 24 kHz --/3--> 8 kHz --encode--> G.711 --> client
@@ -88,6 +89,9 @@ class _Downsampler:
         self.history = padded[len(padded) - (self.length - 1):]
         # Output sample i (of the chunk) needs padded[i : i + length]; keep i = phase, phase + factor, ...
         kept = np.arange(self.phase, len(samples), self.factor)
+        if not len(kept):  # too few samples to reach the next kept one (and none at all: nothing to filter)
+            self.phase -= len(samples)
+            return np.empty(0)
         windows = np.lib.stride_tricks.sliding_window_view(padded, self.length)[kept]
         self.phase = (self.phase - len(samples)) % self.factor
         return windows @ self.taps[::-1]
@@ -168,6 +172,7 @@ class TelephonyDecoder:
     """Client G.711 (8 kHz) -> PCM16 at 16 kHz for Gemini, one per input stream."""
 
     def __init__(self, codec: str) -> None:
+        self.codec = codec
         self.to_linear = _codec(codec)[0]
         self.upsample = Resampler(TELEPHONY_RATE, GEMINI_INPUT_RATE)
 
@@ -180,6 +185,7 @@ class TelephonyEncoder:
     """Gemini's PCM16 at 24 kHz -> G.711 (8 kHz) for the client, one per output stream."""
 
     def __init__(self, codec: str) -> None:
+        self.codec = codec
         self.from_linear = _codec(codec)[1]
         self.downsample = Resampler(GEMINI_OUTPUT_RATE, TELEPHONY_RATE)
 

@@ -18,6 +18,7 @@ from typing import Any
 
 from livegate.mapping.errors import MappingError
 from livegate.mapping.expressions import Expression, compile_expression
+from livegate.mapping.fields import session_paths
 from livegate.mapping.functions import base64_size
 from livegate.mapping.state import StateSpec, session_keys
 from livegate.mapping.yamlpos import Located
@@ -86,9 +87,10 @@ class ResumptionPolicy:
                 continue
             expression = compile_expression(doc, ("questions", name), source)
             keys = frozenset(session_keys(expression.ast))
-            for key in sorted(keys - set(state.keys) if state is not None else ()):
-                problems.append(MappingError(where, f"questions.{name}: session.{key} is read but not declared in "
-                                             "mappings/state.yaml"))
+            for steps in dict.fromkeys(session_paths(expression.ast)):
+                wrong = state.misuse(steps, "read") if state is not None else None
+                if wrong is not None:
+                    problems.append(MappingError(where, f"questions.{name}: {wrong[1]}"))
             questions[name] = Question(name, expression, keys, f"{where.file}:{where.line}")
         if problems:
             first = problems[0]

@@ -27,9 +27,10 @@ the change must be one of the table's transitions for that input. One that is no
 warning in the log and the observer's `lifecycle_violation` (a Prometheus counter in the server).
 
 Within a file, rules run top to bottom, each seeing the state the previous one left. A rule runs when
-its `when` holds, once or once per `for_each` element (bound to `as`); it evaluates `let`, then
-applies `set` in order (each seeing the last), then `emit`s; `stop` ends the file. The state is
-replaced, never mutated in place, so a value read into a message can't change behind it.
+its `when` holds, once or once per `for_each` element (bound to `as`); it evaluates `let`, runs its
+`transform` steps (mapping/transforms.py), then applies `set` in order (each seeing the last), then
+`emit`s; `stop` ends the file. The state is replaced, never mutated in place, so a value read into a
+message can't change behind it (a codec stream a transform keeps is its own object, read by no message).
 """
 
 from __future__ import annotations
@@ -87,7 +88,8 @@ class Output:
 def _model_output(message: dict[str, Any]) -> bool:
     """Whether a Gemini frame begins model output (a turn's usage is final once the next one begins)."""
     content = message.get("serverContent")
-    return "toolCall" in message or (isinstance(content, dict) and "modelTurn" in content)
+    return "toolCall" in message or (isinstance(content, dict) and (
+        "modelTurn" in content or "outputTranscription" in content))
 
 
 def camelize(value: Any) -> Any:
@@ -387,7 +389,7 @@ class Translator:
                 if rule.lets_first:
                     self._let(rule, scope)
                 if rule.when is not None and not truthy(rule.when(self.runtime, scope)):
-                    for name, _ in rule.lets:
+                    for name in rule.local_names:
                         scope.pop(name, None)
                     index += rule.skip
                     continue
@@ -401,7 +403,7 @@ class Translator:
                         scope[rule.as_] = element
                         self._apply(rule, scope, out)
                     scope.pop(rule.as_, None)
-                for name, _ in rule.lets:  # `let` names belong to their rule alone
+                for name in rule.local_names:  # `let` and `transform` names belong to their rule alone
                     scope.pop(name, None)
             except (JMESPathError, TypeError, ValueError, KeyError) as exc:  # PhantomObject is a ValueError
                 # A mapping bug must not take the session down: report it, keep going.
@@ -421,6 +423,11 @@ class Translator:
         runtime = self.runtime
         if not rule.lets_first:
             self._let(rule, scope)
+        for step in rule.transforms:  # its state lives in a declared session key, like any other state
+            scope[step.name], state = step(runtime, scope)
+            if state is not self.session.get(step.state):
+                self.session = assign(self.session, (step.state,), state)
+                scope["session"] = self.session
         for keys, build in rule.sets:
             value = build(runtime, scope)
             self.session = assign(self.session, keys, None if value is EXPLICIT_NULL else value)

@@ -15,9 +15,9 @@ The one reading (`TokenUsage.from_metadata`) handles the traps of Gemini's repor
 
 `UsageLedger` keeps a session's reports turn by turn: within a turn reports are running totals, so the
 latest report of a turn is the turn; a report replaces the previous one until the next model output
-(`modelTurn` or `toolCall`) begins, whether it rides with `turnComplete` or follows it. For models whose
-reports are running totals of the whole session (prices.yaml `usage: cumulative`) the latest report is the
-session's usage.
+(`modelTurn`, `outputTranscription` or `toolCall`) begins, whether it rides with `turnComplete` or follows
+it. For models whose reports are running totals of the whole session (prices.yaml `usage: cumulative`) the
+latest report is the session's usage.
 """
 
 from __future__ import annotations
@@ -179,7 +179,8 @@ class UsageLedger:
     def observe(self, frame: str | bytes) -> None:
         """Read one raw Gemini frame (the passthroughs, which do not parse every frame): only frames that
         mention `usageMetadata` are parsed; the rest cost a substring test or two."""
-        if self.pending is not None and (_mentions(frame, '"modelTurn"') or _mentions(frame, '"toolCall"')):
+        if self.pending is not None and (_mentions(frame, '"modelTurn"') or _mentions(frame, '"toolCall"')
+                                         or _mentions(frame, '"outputTranscription"')):
             self.commit()
         if not _mentions(frame, '"usageMetadata"'):
             return

@@ -147,7 +147,7 @@ def _route(gateway: Gateway, model: str | None) -> tuple[ModelRoute | None, tupl
 
 async def _realtime(ws: WebSocket, gateway: Gateway) -> None:
     offered = list(ws.scope.get("subprotocols") or [])
-    who = await auth.principal(gateway, auth.client_key(ws.headers, offered))
+    who = await auth.principal(gateway, auth.client_key(ws.headers, offered), route="/v1/realtime")
     if isinstance(who, Refusal):
         await _refuse(ws, who.status, who.message, who.code)
         return

@@ -441,7 +441,7 @@ class Grant:
         not use it."""
         refusing = self.principal.limits.refusing_model(model, upstream_model)
         if refusing is not None:
-            whose = "This key is" if refusing.kind == "key" else f"This key's {refusing.kind} ({refusing.name}) is"
+            whose = "This key is" if refusing.kind == "key" else f"This key's {refusing.name} is"
             return Refusal(403, f"{whose} not allowed to use the model '{model}'.", "model_not_allowed")
         self.model, self.upstream_model = model, upstream_model or model
         self.price = self.accounting.price(self.upstream_model, model_info)
@@ -543,15 +543,15 @@ class Grant:
             self.accounting.writer.add_spend(scope.account, amount)
 
     def check_budget(self) -> Scope | None:
-        """End the session if one of its budgets is spent; returns that budget's scope."""
-        if not self.session:
-            return None
+        """The scope whose budget is spent, if one is; a session is ended then (a REST call has already run,
+        but the sessions sharing its budget must stop: usage_changed)."""
         spent = self.principal.limits.exhausted(self.accounting.spend_of)
         if spent is None:
             return None
         scope, spend = spent
-        self.end(Stop(CLOSE_BUDGET_EXHAUSTED, "insufficient_quota", f"The budget of {scope.name} is spent "
-                      f"(spend ${spend:.6f} of ${scope.setting('max_budget'):.6f})."))
+        if self.session:
+            self.end(Stop(CLOSE_BUDGET_EXHAUSTED, "insufficient_quota", f"The budget of {scope.name} is spent "
+                          f"(spend ${spend:.6f} of ${scope.setting('max_budget'):.6f})."))
         return scope
 
     def check_key(self, fresh: KeyRecord | None, now: float) -> None:
@@ -566,11 +566,10 @@ class Grant:
         else:
             acct = self.accounting
             self.principal.key = fresh
+            # A key moved to another team or user: its new owner is read at the next poll (deleting an owner
+            # deletes its keys, which the checks above catch).
             self.principal.team = acct.teams.get(fresh.team_id) if fresh.team_id else None
             self.principal.user = acct.users.get(fresh.user_id) if fresh.user_id else None
-            if (fresh.team_id and self.principal.team is None) or (fresh.user_id and self.principal.user is None):
-                self.end(Stop(CLOSE_KEY_REVOKED, "invalid_api_key", "The API key's team or user was deleted."))
-                return
             blocked = self.principal.limits.blocked()
             if blocked is not None:
                 self.end(blocked_stop(blocked))

@@ -29,7 +29,8 @@ PRICES = PriceTable.load()
 
 def test_every_capability_row_names_a_price_the_price_table_has() -> None:
     table = yaml.safe_load((MAPPINGS_DIR / "models.yaml").read_text())
-    named = [table["default"]["price"], *(row["price"] for row in table["models"] if "price" in row)]
+    assert all("price" in row for row in table["models"])  # every row says (null: no price)
+    named = [table["default"]["price"], *(row["price"] for row in table["models"] if row["price"])]
     assert len(named) >= 5
     for model in named:
         assert PRICES.lookup(model) is not None, model
@@ -37,7 +38,7 @@ def test_every_capability_row_names_a_price_the_price_table_has() -> None:
     assert models.price_model("livegate-simulator") == "gemini-3.8-live"  # the built-in config's model
     assert models.price_model("any-name") == table["default"]["price"]  # a model no row matches
     assert models.price_model("gemini-live-2.5-flash-preview") == "gemini-2.5-flash-native-audio"
-    assert models.price_model("gemini-3.5-transcribe-live") == "gemini-3.5-transcribe-live"  # names none
+    assert models.price_model("gemini-3.5-transcribe-live") == "gemini-3.5-transcribe-live"  # null: its own
     assert "price" not in models.capabilities("livegate-simulator", "aistudio")  # not a capability
     assert not any("livegate-simulator" in row["match"] for row in yaml.safe_load(
         (MAPPINGS_DIR / "prices.yaml").read_text())["models"])  # no $0 row any more

@@ -60,10 +60,9 @@ class ModelTable:
         return {**self.default, "family": "default"}
 
     def price_model(self, model: str) -> str:
-        """The model whose price the simulator charges when imitating `model`: its row's `price`, the default
-        row's for a model no row matches, else (a row naming none) the model itself."""
-        row = self.row(model)
-        return str(row.get("price") or (self.default["price"] if row.get("family") == "default" else model))
+        """The model whose price the simulator charges when imitating `model`: its row's `price` (the default
+        row's for a model no row matches); a row whose price is null: the model itself (an unknown cost)."""
+        return str(self.row(model).get("price") or model)
 
     def capabilities(self, model: str, backend: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
         """What a session on `model` over `backend` can use, with `model_info` overrides applied."""

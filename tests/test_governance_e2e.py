@@ -32,8 +32,8 @@ def _client(gov: Gov, key: str) -> AsyncOpenAI:
     return AsyncOpenAI(api_key=key, websocket_base_url=gov.ws + "/v1")
 
 
-async def _talk_until_stopped(gov: Gov, key: str, name: str) -> dict[str, Any]:
-    """Turn after turn on one SDK session until livegate ends it: its turns, error and close code."""
+async def _talk_until_stopped(conn: Any, name: str) -> dict[str, Any]:
+    """Turn after turn on an open SDK session until livegate ends it: its turns, error and close code."""
     turns, error = 0, None
 
     async def ask(text: str) -> None:
@@ -42,19 +42,16 @@ async def _talk_until_stopped(gov: Gov, key: str, name: str) -> dict[str, Any]:
                 {"type": "input_text", "text": text}]})
             await conn.response.create()
 
-    async with _client(gov, key).realtime.connect(model="gpt-realtime") as conn:
-        await conn.session.update(session={"type": "realtime", "output_modalities": ["text"]})
-        await ask(f"{name} says hello")
-        with contextlib.suppress(ConnectionClosed):
-            async for event in conn:
-                if event.type == "response.done":
-                    turns += 1
-                    await asyncio.sleep(0.05)  # let the other session take its turn
-                    await ask(f"{name}, turn {turns}: tell me more")
-                elif event.type == "error":
-                    error = event.error
-        code = conn._connection.close_code
-    return {"turns": turns, "error": error, "close_code": code}
+    await ask(f"{name} says hello")
+    with contextlib.suppress(ConnectionClosed):
+        async for event in conn:
+            if event.type == "response.done":
+                turns += 1
+                await asyncio.sleep(0.05)  # let the other session take its turn
+                await ask(f"{name}, turn {turns}: tell me more")
+            elif event.type == "error":
+                error = event.error
+    return {"turns": turns, "error": error, "close_code": conn._connection.close_code}
 
 
 async def _one_turn(conn: Any, text: str) -> None:
@@ -92,8 +89,15 @@ async def test_team_budget_regenerate_block_and_report(gov: Gov) -> None:
     first = await gov.key(team_id="voice", key_alias="agent-1")
     second = await gov.key(team_id="voice", key_alias="agent-2")
 
-    # both keys talk at once; the team's budget stops both
-    results = await asyncio.gather(_talk_until_stopped(gov, first, "one"), _talk_until_stopped(gov, second, "two"))
+    # both keys open a session, then talk at once; the team's budget stops both
+    async with contextlib.AsyncExitStack() as stack:
+        conns = [await stack.enter_async_context(_client(gov, key).realtime.connect(model="gpt-realtime"))
+                 for key in (first, second)]
+        for conn in conns:
+            await conn.session.update(session={"type": "realtime", "output_modalities": ["text"]})
+            assert (await conn.recv()).type == "session.created"
+        results = await asyncio.gather(*(_talk_until_stopped(conn, name) for conn, name in zip(
+            conns, ("one", "two"), strict=True)))
     for result in results:
         assert result["close_code"] == 4029 and result["error"].code == "insufficient_quota", result
         assert "team 'Voice agents'" in result["error"].message

@@ -104,6 +104,50 @@ async def test_every_endpoint_refuses_unknown_fields_and_wrong_types(gov: Gov) -
     assert await _counts(gov) == before
 
 
+async def test_every_endpoint_needs_a_key_and_most_the_master_key(gov: Gov) -> None:
+    key = await gov.key(key_alias="plain")
+    secret = (await gov.http.post("/v1/realtime/client_secrets", headers=auth(key), json={})).json()["value"]
+    for_keys = {"GET /key/info", "GET /spend/logs", "GET /spend/report", "GET /v1/models"}  # about themselves
+    for endpoint in DOC["endpoints"]:
+        method, path = endpoint.split(" ", 1)
+        body = {} if method == "POST" else None
+        response = await gov.http.request(method, path, json=body, headers={"Authorization": ""})
+        assert response.status_code == 401 and response.json()["error"]["code"] == "invalid_api_key", endpoint
+        response = await gov.http.request(method, path, json=body, headers=auth(secret))
+        assert response.status_code == 403, (endpoint, "a client secret opens sessions, nothing else")
+        response = await gov.http.request(method, path, json=body, headers=auth(key))
+        assert (response.status_code == 200) == (endpoint in for_keys), (endpoint, response.text)
+        if endpoint not in for_keys:
+            assert response.status_code == 403 and response.json()["error"]["code"] == "forbidden", endpoint
+
+
+async def test_key_endpoint_refusals(gov: Gov) -> None:
+    key = await gov.key(key_alias="first")
+    other = await gov.key(key_alias="second")
+    custom = "sk-custom-key-0123456789"
+    await gov.key(key=custom)
+    for body, param, message in (({"key": custom}, "key", "already exists"), ({"key": "sk-short"}, "key", "20"),
+                                 ({"key": MASTER}, "key", "master key")):
+        status, error = await gov.error("POST", "/key/generate", body)
+        assert (status, error["param"]) == (400, param) and message in error["message"], error
+    status, error = await gov.error("POST", "/key/update", {"key": "sk-unknown-key-00000000", "max_budget": 1})
+    assert (status, error["code"]) == (404, "key_not_found")
+    status, error = await gov.error("POST", "/key/delete", {})
+    assert (status, error["code"]) == (400, "missing_required_parameter")
+    status, error = await gov.error("POST", "/key/delete", {"keys": [other, "sk-unknown-key-00000000"]})
+    assert (status, error["code"]) == (404, "key_not_found") and "1 of 2" in error["message"]
+    assert (await gov.ok("GET", "/key/info", params={"key": other}))["info"]["key_alias"] == "second"  # kept
+    status, error = await gov.error("GET", "/key/info")
+    assert (status, error["param"]) == (400, "key")
+    response = await gov.http.get("/key/info", params={"key": other}, headers=auth(key))
+    assert response.status_code == 403  # a key reads only its own info
+    await gov.ok("POST", "/key/delete", {"keys": [other]})
+    status, error = await gov.error("GET", "/key/info", params={"key": other})
+    assert (status, error["code"]) == (404, "key_not_found")
+    status, error = await gov.error("POST", "/key/delete", {"keys": [other]})  # already deleted
+    assert (status, error["code"]) == (404, "key_not_found")
+
+
 async def test_the_issue_typo_and_litellm_fields_livegate_refuses(gov: Gov) -> None:
     status, error = await gov.error("POST", "/key/generate", {"max_budgett": 1})
     assert status == 400 and error["param"] == "max_budgett" and "did you mean `max_budget`?" in error["message"]

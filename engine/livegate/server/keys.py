@@ -186,15 +186,17 @@ def add_key_routes(app: FastAPI, gateway: Gateway) -> None:
             raise ApiError(400, f"keys: required (or key_aliases); {NOTHING_DONE}.", "missing_required_parameter",
                            "keys")
         by_token = {token_of(k): k for k in keys}
+        found = await store().get_keys(list(by_token))
+        missing = [k for t, k in by_token.items() if t not in found or found[t].deleted_at is not None]
+        if missing:  # all or nothing, as everywhere in the management API
+            raise ApiError(404, f"Keys not found: {len(missing)} of {len(by_token)}; {NOTHING_DONE}.",
+                           "key_not_found", "keys")
         for alias in aliases:
             for record in await store().list_keys(alias):
                 by_token.setdefault(record.token_hash, alias)
         deleted = await store().delete_keys(list(by_token), time.time())
         gone = set(deleted)
         gateway.accounting.end_sessions(lambda g: g.principal.token_hash in gone, DELETED)
-        if len(deleted) < len(by_token):
-            missing = [by_token[t] for t in by_token if t not in deleted]
-            raise ApiError(404, f"Keys not found: {len(missing)} of {len(by_token)}.", "key_not_found", "keys")
         return {"deleted_keys": [by_token[t] for t in deleted]}
 
     async def list_keys(request: Request) -> dict[str, Any]:

@@ -257,6 +257,12 @@ def _livegate_cmd(config: Path, port: int, workers: int, extra: list[str]) -> li
     return cmd
 
 
+def _temporary_store(env: dict[str, str] | None, directory: str) -> dict[str, str]:
+    """The environment of a livegate the bench starts: its spend store in `directory`, never the user's own
+    (~/.local/share/livegate) that a `livegate` with no store setting would use."""
+    return {**(env if env is not None else os.environ), "LIVEGATE_DB": str(Path(directory) / "bench.db")}
+
+
 def _write_config(directory: str, upstream: str) -> Path:
     path = Path(directory) / "bench.yaml"
     path.write_text(f"model_list:\n  - model_name: bench\n    livegate_params:\n      model: simulator/bench\n"
@@ -283,8 +289,8 @@ def _startup(args: argparse.Namespace) -> None:
             for name, pythonpath in trees:
                 env = {**os.environ, "PYTHONPATH": pythonpath} if pythonpath else None
                 port = _free_port()
-                proc = subprocess.Popen(_livegate_cmd(config, port, 1, []), stderr=subprocess.DEVNULL, env=env,
-                                        cwd=tmp)
+                proc = subprocess.Popen(_livegate_cmd(config, port, 1, []), stderr=subprocess.DEVNULL,
+                                        env=_temporary_store(env, tmp), cwd=tmp)
                 try:
                     starts[name].append(_wait_port(port, proc))
                     time.sleep(0.5)
@@ -311,7 +317,7 @@ def _start_livegate(tmp: str, upstream: str, port: int, args: argparse.Namespace
     if pythonpath:  # another livegate source tree (e.g. the code before a change), same interpreter
         env["PYTHONPATH"] = pythonpath
     proc = subprocess.Popen(_livegate_cmd(_write_config(tmp, upstream), port, args.workers, extra.split()),
-                            env=env, cwd=tmp)
+                            env=_temporary_store(env, tmp), cwd=tmp)
     _pin(proc.pid, cores)  # uvicorn workers inherit it
     _wait_port(port, proc)
     return proc

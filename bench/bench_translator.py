@@ -6,8 +6,9 @@ Each figure is the best of three medians over many runs of: the translator handl
 feeds it) plus serialising what it produced (as the server sends it). The floor is `json.loads` +
 `json.dumps` of the same frame, measured in the same process, so the ratio travels across machines.
 The "per chunk round trip" row is what bench/bench_load.py streams: one 20 ms append up and its 20 ms audio
-delta down, validation included. The last line turns the audio-path costs into an estimate of concurrent
-audio sessions per core.
+delta down, validation included; the "through the session core" row is the same chunk as the server feeds it,
+through the session core (translation/session_core.py) that wraps the translator. The last line turns the
+audio-path costs into an estimate of concurrent audio sessions per core.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from collections.abc import Callable
 import orjson
 
 from livegate.mapping import load_mappings
+from livegate.translation.session_core import SessionCore
 from livegate.translation.translator import Translator
 from livegate.translation.validation import ClientEventValidator
 
@@ -54,6 +56,19 @@ def _translator(modality: str) -> Translator:
     translator.from_client(json.dumps({"type": "response.create"}))
     translator.from_upstream(TEXT_DELTA if modality == "text" else AUDIO_DELTA)  # the response is now open
     return translator
+
+
+def _core() -> tuple[SessionCore, int]:
+    """A session core whose Gemini connection is open and whose response is under way (audio)."""
+    core = SessionCore(Translator(MAPPINGS, context=CONTEXT, validator=VALIDATOR))
+    core.start()
+    core.client_frame(json.dumps({"type": "session.update", "session": {"type": "realtime",
+                                                                        "output_modalities": ["audio"]}}))
+    opening = next(c for c in core.client_frame(APPEND).commands if hasattr(c, "setup"))
+    core.upstream_opened(opening.link, b'{"setupComplete": {}}')
+    core.client_frame(json.dumps({"type": "response.create"}))
+    core.upstream_frame(opening.link, AUDIO_DELTA)
+    return core, opening.link
 
 
 def _send(out) -> None:  # what the server does with an Output
@@ -108,6 +123,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5000)
     args = parser.parse_args()
     audio, text = _translator("audio"), _translator("text")
+    core, link = _core()
     audio.from_client(APPEND)  # Gemini setup sent: appends now take the steady-state path
     cases = [
         ("audio append (client, 100 ms)", lambda: _send(audio.from_client(APPEND)), _floor([APPEND]), args.rounds),
@@ -115,6 +131,9 @@ def main() -> None:
          args.rounds),
         ("per chunk round trip (20 ms)", lambda: (_send(audio.from_client(APPEND_20)),
                                                   _send(audio.from_upstream(AUDIO_DELTA_20))),
+         _floor([APPEND_20, AUDIO_DELTA_20]), args.rounds),
+        ("  through the session core", lambda: (_send(core.client_frame(APPEND_20)),
+                                                 _send(core.upstream_frame(link, AUDIO_DELTA_20))),
          _floor([APPEND_20, AUDIO_DELTA_20]), args.rounds),
         ("text delta (Gemini)", lambda: _send(text.from_upstream(TEXT_DELTA)), _floor([TEXT_DELTA]), args.rounds),
         ("whole text turn (24 frames)", _turn, _floor(TURN_FRAMES), max(200, args.rounds // 20)),

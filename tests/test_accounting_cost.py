@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from livegate.accounting.cost import TokenUsage, TurnUsageMeter, cost_of
+from livegate.accounting.cost import TokenUsage, cost_of
 from livegate.accounting.prices import PriceTable
 from livegate.paths import MAPPINGS_DIR
+from livegate.translation.usage import UsageLedger
 
 M = 1_000_000
 TABLE = PriceTable.load()
@@ -90,7 +91,8 @@ def test_cached_tokens_are_billed_at_the_cached_price() -> None:
     price = TABLE.lookup("gemini-3.8-live", {"cache_read_input_token_cost": 0.1 / M})
     usage = _usage(promptTokenCount=1000, cachedContentTokenCount=400, responseTokenCount=0,
                    promptTokensDetails=[{"modality": "TEXT", "tokenCount": 1000}])
-    assert (usage.input_text, usage.input_cached) == (600, 400)
+    assert (usage.input_text, usage.input_cached) == (1000, 400)  # as reported: cached tokens are text
+    assert (usage.billed()["input_text"], usage.billed()["input_cached"]) == (600, 400)  # as billed
     assert cost_of(usage, price).input == pytest.approx((600 * 0.75 + 400 * 0.1) / M)
 
 
@@ -106,7 +108,7 @@ def _frame(**message: object) -> str:
 
 
 def test_meter_latest_report_of_a_turn_wins_and_late_usage_belongs_to_its_turn() -> None:
-    meter = TurnUsageMeter()
+    meter = UsageLedger()
     turn = {"serverContent": {"modelTurn": {"parts": [{"text": "hi"}]}}}
     meter.observe(_frame(**turn))
     meter.observe(_frame(usageMetadata={"promptTokenCount": 10, "responseTokenCount": 1}))  # a running total
@@ -152,7 +154,7 @@ def test_cumulative_usage_models_take_the_latest_report(tmp_path: Path) -> None:
                                                  "usage": "cumulative", "date": "2026-12-02", "source": "test"}]}))
     price = PriceTable.load(table).lookup("gemini-cumulative")
     assert price.cumulative_usage
-    meter = TurnUsageMeter(cumulative=True)
+    meter = UsageLedger(cumulative=True)
     for prompt in (10, 25):  # two turns; the second report includes the first
         meter.observe(_frame(serverContent={"modelTurn": {"parts": [{"text": "x"}]}}))
         meter.observe(_frame(usageMetadata={"promptTokenCount": prompt, "responseTokenCount": prompt // 5}))

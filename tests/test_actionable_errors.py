@@ -14,9 +14,9 @@ from openai import AsyncOpenAI
 from websockets.exceptions import ConnectionClosed
 
 from livegate import cli
+from livegate.close_codes import close_reason
 from livegate.config import ConfigError, parse_config
 from livegate.server import create_app
-from livegate.server.client_io import close_reason
 from livegate.simulator import GeminiLiveSimulator
 from tests.support import serve
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -29,8 +30,9 @@ def _livegate(tmp_path: Path, *args: str, settings: str = "") -> Iterator[str]:
     config = tmp_path / "config.yaml"
     config.write_text("model_list:\n  - model_name: sim\n    livegate_params: {model: simulator/sim}\n" + settings)
     port = _free_port()
+    env = {**os.environ, "LIVEGATE_DB": str(tmp_path / "livegate.db")}  # never the user's own spend store
     proc = subprocess.Popen([sys.executable, "-m", "livegate.cli", "--config", str(config), "--port", str(port),
-                             "--log-level", "warning", *args], stderr=subprocess.PIPE, text=True)
+                             "--log-level", "warning", *args], stderr=subprocess.PIPE, text=True, env=env)
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -64,6 +66,9 @@ def test_no_compression_on_the_client_link_by_default(tmp_path: Path) -> None:
         extensions, text = _text_turn(url)
     assert extensions is None
     assert "hello" in text
+    # The session's spend row went to the test's own store, not to ~/.local/share/livegate.
+    with sqlite3.connect(tmp_path / "livegate.db") as db:
+        assert db.execute("select model from livegate_spend_logs").fetchall() == [("sim",)]
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="uvicorn workers on POSIX")

@@ -11,10 +11,11 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from livegate.accounting.gate import CLOSE_KEY_REVOKED, Accounting, Grant
+from livegate.accounting.gate import Accounting, Grant
 from livegate.accounting.keys import hash_key, new_key
 from livegate.accounting.prices import PriceTable
 from livegate.accounting.store import KeyRecord, Store
+from livegate.close_codes import KEY_REVOKED
 
 
 async def _keys(store: Store, count: int) -> list[str]:
@@ -116,7 +117,7 @@ async def test_hundreds_of_admissions_under_a_fast_poller_and_a_revocation(accou
     while not all(g.stop is not None for g in mine) and time.monotonic() - deleted_at < 5:
         await asyncio.sleep(0.002)
     took = time.monotonic() - deleted_at
-    assert all(g.stop is not None and g.stop.close_code == CLOSE_KEY_REVOKED for g in mine)
+    assert all(g.stop is not None and g.stop.close_code == KEY_REVOKED for g in mine)
     # due within one interval plus the longest poll seen (and a little scheduling slack on a loaded machine)
     assert took <= accounting.poll_interval + timed.longest + 0.1, (took, timed.longest)
     assert all(g.stop is None for g in grants if g not in mine)

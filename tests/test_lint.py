@@ -16,6 +16,34 @@ def test_shipped_mappings_pass(capsys: pytest.CaptureFixture[str]) -> None:
     assert "OK" in capsys.readouterr().out
 
 
+# mappings/lifecycle/ is being rewritten on another branch (the translator/pump split); its owner splits
+# its one long expression there.
+def test_shipped_mappings_have_no_long_expressions() -> None:
+    assert [str(w) for w in load_mappings().warnings] == []
+
+
+def test_a_long_expression_is_a_warning_that_suggests_let_or_a_fragment(
+        mappings: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = mappings / "upstream" / "toolCall.yaml"
+    replace_in(path, 'session.items: "=shape(\'items_with\', item)"',
+               'session.items: "=append(session.items, shape(\'stored_item\', shape(\'function_call_item\', '
+               '{id: item_id, call_id: call_id, name: call.name, arguments: arguments})))[-200:]"')
+    line = next(i for i, text in enumerate(path.read_text().splitlines(), 1) if "[-200:]" in text)
+    assert main(["lint", "--mappings", str(mappings)]) == 0, "a warning does not fail lint"
+    out = capsys.readouterr()
+    assert "warning" in out.out
+    warning = next(text for text in out.err.splitlines() if "toolCall.yaml" in text)
+    assert warning.startswith(f"mappings/upstream/toolCall.yaml:{line}:")
+    assert "warning: expression of 122 characters (over 120" in warning and "with `let`" in warning
+
+
+def test_quoted_text_does_not_count_as_length(mappings: Path) -> None:
+    """A message's prose is not logic: a refusal with a long sentence in quotes reads fine."""
+    path = mappings / "client" / "conversation.item.create.yaml"
+    replace_in(path, "' is waiting for output.'", "' is waiting for output; " + "so much more prose " * 10 + "'")
+    assert [w for w in load_mappings(mappings).warnings if "conversation.item.create" in str(w)] == []
+
+
 def test_expression_syntax_error_has_line_column_and_caret(mappings: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = mappings / "shared" / "request_response.yaml"
     replace_in(path, '"=session.turn_started"', '"=session.turn_started &&"')

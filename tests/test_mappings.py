@@ -10,6 +10,7 @@ Translator one step at a time:
     model: gemini-3.8-live                (default DEFAULT_MODEL; selects the row of mappings/models.yaml)
     model_info: {column: value}           (optional: capability overrides, as a config entry's model_info)
     litellm_compat: false                 (the config's LiteLLM compatibility setting for the session)
+    transport: webrtc                     (optional: a WebRTC call, where livegate plays the audio)
     sniff_dialect: false                  (no dialect header: the first session.update's shape decides)
     gemini_features: {name: value}        (optional: the config entry's gemini_features defaults)
     show_connect: false                   (include the session.created step in the snapshot)
@@ -23,6 +24,8 @@ Translator one step at a time:
         expect_upstream: [...]            optional: the Gemini messages, each a top-level field name, a path
                                           it must have (`realtimeInput.audio`) or {<path>: <value>, ...}
         expect_session: {<path>: <value>} optional: the session state after the step (null: absent)
+        expect_usage: {<path>: <value>}   optional: the session's usage so far, as the usage ledger counts it
+                                          (input_tokens, output_tokens, total_tokens, input_audio...)
         expect_log: [text, ...]           optional: the notes the rules log at this step (each contains the text)
       - upstream: {serverContent: ...}    a Gemini frame (`upstream_raw:` text frame, `upstream_binary:`
                                           the same as a binary frame)
@@ -156,7 +159,8 @@ def run_case(case: dict[str, Any], mappings: Any = None) -> list[dict[str, Any]]
                             context={"model": "gpt-realtime", "setup_model": setup_model, "backend": backend,
                                      "capabilities": capabilities, "features": case.get("gemini_features", {}),
                                      "litellm_compat": case.get("litellm_compat", False),
-                                     **({"intent": case["intent"]} if "intent" in case else {})})
+                                     **({"intent": case["intent"]} if "intent" in case else {}),
+                                     **({"transport": case["transport"]} if "transport" in case else {})})
     transcript = []
     connect = translator.start()
     if "expect_connect" in case:
@@ -175,6 +179,11 @@ def run_case(case: dict[str, Any], mappings: Any = None) -> list[dict[str, Any]]
             ), f"step {index} log: {out.log}, expected {step['expect_log']}"
         if "expect_session" in step:
             check_fields(f"step {index} session", translator.session, step["expect_session"])
+        if "expect_usage" in step:
+            usage = translator.usage.current()
+            counted = {"input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens,
+                       "total_tokens": usage.total_tokens, **usage.billed()}
+            check_fields(f"step {index} usage", counted, step["expect_usage"])
         inputs = {k: v for k, v in step.items() if not k.startswith("expect_")}
         entry = {"step": index, "input": inputs, "to_client": out.client, "to_upstream": out.upstream}
         transcript.append({**entry, "log": out.log} if out.log else entry)
@@ -194,7 +203,8 @@ def test_case(path: Path, snapshot_json: Any) -> None:
     if case.get("snapshot", True):
         assert snapshot_json == transcript
     else:
-        assert any(set(step) & {"expect_client", "expect_upstream", "expect_session"} for step in case["steps"]), \
+        assert any(set(step) & {"expect_client", "expect_upstream", "expect_session", "expect_usage"}
+                   for step in case["steps"]), \
             f"{path}: a case without a snapshot must state expectations"
 
 

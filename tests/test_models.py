@@ -166,7 +166,7 @@ async def test_38_sends_voice_activity_and_unasked_input_transcription(sim: Gemi
 
 
 def test_input_queue_drops_the_oldest_audio_only() -> None:
-    from livegate.upstream.resumption import InputQueue
+    from livegate.translation.resumption import InputQueue
 
     def audio(ms: int) -> dict[str, Any]:
         return {"realtimeInput": {"audio": {"mimeType": "audio/pcm;rate=24000", "data": "AAAA" * (ms * 16)}}}

@@ -27,8 +27,8 @@ from livegate.config import DEFAULT_CONFIG_TEXT, parse_config
 from livegate.mapping import Mappings, load_mappings
 from livegate.server import create_app
 from livegate.server.passthrough import live
-from livegate.server.passthrough.usage import LiveUsageMeter
 from livegate.simulator import GeminiLiveSimulator
+from livegate.translation.usage import UsageLedger
 from tests.fakes import ServedApp, serve_app
 from tests.fakes.google import (
     FakeTokenEndpoint,
@@ -350,7 +350,7 @@ def usage(prompt: int, output: int, spelling: str = "candidates") -> dict[str, A
 @pytest.mark.parametrize("spelling", ["candidates", "response"])
 @pytest.mark.parametrize("placement", ["with_turn_complete", "after_turn_complete"])
 def test_usage_meter_counts_each_turn_once(spelling: str, placement: str) -> None:
-    meter = LiveUsageMeter()
+    meter = UsageLedger()
     model_turn = {"serverContent": {"modelTurn": {"parts": [{"text": 'say "modelTurn"'}]}}}
     for prompt, output in ((10, 20), (1, 2)):
         meter.observe(json.dumps(model_turn).encode())
@@ -361,7 +361,8 @@ def test_usage_meter_counts_each_turn_once(spelling: str, placement: str) -> Non
             meter.observe(b'{"serverContent": {"turnComplete": true}}')
             meter.observe(json.dumps(usage(prompt, output, spelling)).encode())
     meter.observe(json.dumps({"toolCall": {"functionCalls": []}, **usage(100, 0, spelling)}))
-    totals = meter.finish().to_json()
+    meter.commit()
+    totals = meter.total.summary()
     assert (totals["input_tokens"], totals["output_tokens"], totals["total_tokens"]) == (111, 22, 133)
     assert totals["input_by_modality"] == {"AUDIO": 111} and totals["output_by_modality"] == {"AUDIO": 22}
 

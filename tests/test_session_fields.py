@@ -4,7 +4,7 @@ are complete and true.
 Every field of the openai SDK's session and response.create types and every client event type (GA and
 beta) is classified; every refused session field has a rule in client/session.update.yaml that names it
 as `param`; every event has a mapping (refused ones refuse unconditionally); the
-README's table is the one rendered from the tables.
+the manual's table is the one rendered from the tables.
 """
 
 from __future__ import annotations
@@ -89,15 +89,15 @@ def test_every_client_event_is_classified_and_handled_as_it_says() -> None:
             assert "refuse:" in first.split("- name:")[1] and "when:" not in first.split("- name:")[1], event_type
 
 
-def test_the_readme_table_is_rendered_from_the_tables() -> None:
-    readme = (ROOT / "README.md").read_text()
+def test_the_manual_table_is_rendered_from_the_tables() -> None:
+    readme = (ROOT / "docs" / "compatibility" / "acceptance.md").read_text()
     start, end = readme.index(policy.BEGIN), readme.index(policy.END) + len(policy.END)
     assert readme[start:end] == policy.render(MAPPINGS.tables), \
-        "README's acceptance table is stale: paste the output of `python -m livegate.mapping.policy`"
+        "the acceptance table is stale: run `python -m livegate.docgen`"
 
 
-def test_the_readme_state_tables_are_rendered_from_state_yaml() -> None:
-    readme = (ROOT / "README.md").read_text()
+def test_the_manual_state_tables_are_rendered_from_state_yaml() -> None:
+    readme = (ROOT / "docs" / "mapping" / "reference.md").read_text()
     start, end = readme.index(policy.STATE_BEGIN), readme.index(policy.STATE_END) + len(policy.STATE_END)
     assert readme[start:end] == policy.render_state(policy.state_data()), \
-        "README's session-state tables are stale: paste the second part of `python -m livegate.mapping.policy`"
+        "the session-state tables are stale: run `python -m livegate.docgen`"

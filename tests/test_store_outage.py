@@ -180,8 +180,9 @@ class _Full:
 
     def __getattr__(self, name: str) -> Any:
         attribute = getattr(self.store, name)
-        if name in ("acquire_session", "count_request", "write_batch", "heartbeat", "release_sessions", "ping",
-                    "purge_secrets", "get_keys", "get_key", "get_secret"):
+        if name in ("acquire_session", "acquire_session_slot", "count_request", "write_batch", "heartbeat",
+                    "release_sessions", "ping", "purge_secrets", "stop_requests", "get_keys", "get_key", "get_secret",
+                    "get_team", "get_user", "get_teams", "get_users"):
             async def failing(*args: Any, **kwargs: Any) -> Any:
                 if name.startswith("get") and not self.reads_fail:
                     return await attribute(*args, **kwargs)

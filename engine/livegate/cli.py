@@ -108,7 +108,11 @@ def _lint(args: argparse.Namespace) -> int:
     problems = 0
     try:
         mappings = load_mappings(args.mappings)
-        print(f"mappings: {len(mappings.files)} files OK")
+        count = len(mappings.warnings)
+        noted = f", {count} warning{'s' if count > 1 else ''}" if count else ""
+        print(f"mappings: {len(mappings.files)} files OK{noted}")
+        for warning in mappings.warnings:  # they read badly, but load: not a failure
+            print(warning, file=sys.stderr)
     except MappingError as exc:
         print(f"mappings: {exc}", file=sys.stderr)
         problems += 1

@@ -31,6 +31,7 @@ import yaml
 from livegate.config_schema import ConfigError, check
 
 __all__ = ["Config", "ConfigError", "ModelRoute", "load_config", "parse_config"]
+from livegate.webrtc.settings import SettingsError, WebRTCSettings, parse_settings
 
 PROVIDERS = ("gemini", "vertex_ai", "simulator")
 log = logging.getLogger("livegate.config")
@@ -142,6 +143,7 @@ class Config:
     source: str = "<built-in>"
     timeouts: Timeouts = field(default_factory=Timeouts)
     store: StoreSettings = field(default_factory=StoreSettings)
+    webrtc: WebRTCSettings = field(default_factory=WebRTCSettings)  # livegate_settings.webrtc_* (livegate/webrtc/)
 
     def route(self, model: str | None) -> ModelRoute | None:
         """The route serving `model`: an exact `model_name` first, then wildcard names (`*`, `gemini-*`)."""
@@ -263,6 +265,10 @@ def parse_config(data: Any, source: str = "<config>") -> Config:
         api_base=_opt_str(vertex_block, "api_base"),
         discovery_api_base=_opt_str(vertex_block, "discovery_api_base"),
     )
+    try:
+        webrtc = parse_settings(settings)
+    except SettingsError as exc:
+        raise ConfigError(str(exc)) from None
     routes = tuple(_route(entry, i) for i, entry in enumerate(data.get("model_list") or []))
     for i, route in enumerate(routes):  # fail at load, not in every session
         if route.provider == "vertex_ai" and not (route.vertex_project or vertex.project):
@@ -271,7 +277,9 @@ def parse_config(data: Any, source: str = "<config>") -> Config:
                               "or DEFAULT_VERTEXAI_PROJECT")
     return Config(
         routes=routes,
-        master_key=_opt_str(general, "master_key"),
+        # As LiteLLM reads LITELLM_MASTER_KEY: `LIVEGATE_MASTER_KEY=sk-... livegate` gives the built-in config a
+        # master key, so keys and budgets can be tried on the simulator with the README's first command.
+        master_key=_opt_str(general, "master_key") or _env_fallback("LIVEGATE_MASTER_KEY", "LITELLM_MASTER_KEY"),
         vertex=vertex,
         max_client_frame_bytes=settings.get("max_client_frame_bytes", Config.max_client_frame_bytes),
         client_compression=settings.get("client_compression", Config.client_compression),
@@ -285,6 +293,7 @@ def parse_config(data: Any, source: str = "<config>") -> Config:
         source=source,
         timeouts=_timeouts(settings),
         store=_store_settings(general, settings),
+        webrtc=webrtc,
     )
 
 

@@ -117,7 +117,9 @@ def _expected(node: dict[str, Any]) -> str:
              "object": "a mapping", "array": "a list"}
     kinds = kind if isinstance(kind, list) else [kind]
     text = " or ".join(words.get(str(k), "a value") for k in kinds)
-    if "exclusiveMinimum" in node:
+    if node.get("exclusiveMinimum") == 0 and text in ("an integer", "a number"):
+        text = f"a positive {text.split()[-1]}"
+    elif "exclusiveMinimum" in node:
         text += f" > {node['exclusiveMinimum']:g}"
     elif "minimum" in node:
         text += f" >= {node['minimum']:g}"

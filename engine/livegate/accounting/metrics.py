@@ -8,11 +8,13 @@ from http import HTTPStatus
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-# Close codes a label may carry: RFC 6455's, and livegate's own (its refusals are 4000 + an HTTP status).
+from livegate.close_codes import TABLE
+
+# Close codes a label may carry: RFC 6455's, and livegate's own (close_codes.TABLE, which the docs list).
 # A client may close with any code from 1000 to 4999: the others are counted as `other`, so a client cannot
 # mint a new series per code (a cardinality attack on the scraper).
 KNOWN_CLOSE_CODES = frozenset({1000, 1001, 1002, 1003, 1005, 1006, 1007, 1008, 1009, 1010, 1011, 1012, 1013,
-                               1014, 1015, 4001, 4002, 4003, 4008, 4010, 4029, 4400, 4401, 4403, 4404, 4429})
+                               1014, 1015} | {c.code for c in TABLE})
 _HTTP_STATUSES = frozenset(int(s) for s in HTTPStatus)
 
 
@@ -39,6 +41,9 @@ class Metrics:
                                           ["route"], registry=r)
         self.resumptions = Counter("livegate_resumptions", "Gemini session resumption handles received",
                                    ["route"], registry=r)
+        self.lifecycle_violations = Counter("livegate_lifecycle_violations", "Inputs that moved a session's "
+                                            "turn/response state along a transition mappings/state.yaml does not "
+                                            "list", ["route", "input"], registry=r)
         self.spend = Counter("livegate_spend_usd", "Spend in USD (known prices only)", ["model"], registry=r)
         self.unknown_cost = Counter("livegate_unknown_cost_sessions", "Sessions whose model has no price",
                                     ["model"], registry=r)

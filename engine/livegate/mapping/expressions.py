@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import operator
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -20,11 +21,15 @@ from jmespath import exceptions as jp_exceptions
 from jmespath import functions as jp_functions
 from jmespath import visitor
 
-from livegate.mapping.errors import MappingError
+from livegate.mapping.errors import MappingError, MappingWarning
 from livegate.mapping.yamlpos import Located, Path_
 
 MARKER = "="
 WHEN_KEY = "$when"
+# Lint warns above this many characters of code (whitespace runs count as one, the text inside quotes
+# as nothing: a message's prose is not logic). Past it, an expression is easier read as named parts.
+LONG_EXPRESSION = 120
+_RAW_STRING = re.compile(r"'(?:[^'\\]|\\.)*'")
 
 Scope = dict[str, Any]
 
@@ -77,8 +82,7 @@ def _compile_node(node: dict[str, Any]) -> Compiled:
     kind = node["type"]
     children = node.get("children", [])
     if kind == "field":
-        key = node["value"]
-        return lambda rt, value: value.get(key) if isinstance(value, dict) else None
+        return _compile_field_path((node["value"],))
     if kind == "current":
         return lambda rt, value: value
     if kind == "literal":
@@ -116,6 +120,12 @@ def _compile_node(node: dict[str, Any]) -> Compiled:
             return result if truthy(result) else right(rt, value)
 
         return either
+    if kind == "comparator" and node["value"] in ("eq", "ne") and children[1]["type"] == "literal" \
+            and isinstance(children[1]["value"], str):  # `x == 'text'`: a string equals only that string
+        left, text = _compile_node(children[0]), children[1]["value"]
+        if node["value"] == "eq":
+            return lambda rt, value: left(rt, value) == text
+        return lambda rt, value: left(rt, value) != text
     if kind == "comparator" and node["value"] in ("eq", "ne"):
         left, right = _compile_node(children[0]), _compile_node(children[1])
         if node["value"] == "eq":
@@ -184,21 +194,37 @@ def _compile_node(node: dict[str, Any]) -> Compiled:
 
 
 def _compile_field_path(keys: tuple[str, ...]) -> Compiled:
-    """`a.b.c`: one closure walking the keys (the most common expression; most read `session` or `event`)."""
+    """`a.b.c`: one closure walking the keys (the most common expression; most read `session` or `event`).
+
+    Values are JSON data, where only objects have `.get`: a field of anything else (null, a string, a
+    list, a number) is null, by the AttributeError, which costs nothing on the common path."""
+    if len(keys) == 1:
+        (only,) = keys
+
+        def one(rt: Runtime, value: Any) -> Any:
+            try:
+                return value.get(only)
+            except AttributeError:
+                return None
+
+        return one
     if len(keys) == 2:
         first, second = keys
 
         def two(rt: Runtime, value: Any) -> Any:
-            value = value.get(first) if isinstance(value, dict) else None
-            return value.get(second) if isinstance(value, dict) else None
+            try:
+                return value.get(first).get(second)
+            except AttributeError:
+                return None
 
         return two
 
     def walk(rt: Runtime, value: Any) -> Any:
-        for key in keys:
-            if not isinstance(value, dict):
-                return None
-            value = value.get(key)
+        try:
+            for key in keys:
+                value = value.get(key)
+        except AttributeError:
+            return None
         return value
 
     return walk
@@ -317,9 +343,20 @@ class Expression:
         return f"Expression({self.source!r})"
 
 
+def code_length(source: str) -> int:
+    """The length lint measures: whitespace runs as one character, quoted text ('...') as just its quotes."""
+    return len(_RAW_STRING.sub("''", " ".join(source.split())))
+
+
 def compile_expression(doc: Located, path: Path_, value: str) -> Expression:
-    """Compile `"=..."` at `path` in `doc`, turning a syntax error into a positioned MappingError."""
+    """Compile `"=..."` at `path` in `doc`, turning a syntax error into a positioned MappingError (and
+    noting lint's warning on `doc` when the expression is long)."""
     source = value[len(MARKER) :]
+    length = code_length(source)
+    if length > LONG_EXPRESSION:
+        doc.warnings.append(MappingWarning(doc.position(path), (
+            f"expression of {length} characters (over {LONG_EXPRESSION}, quoted text aside): name its parts "
+            "with `let`, or move them to a fragment (mappings/shared/) or a shape")))
     try:
         return Expression(source)
     except jp_exceptions.ParseError as exc:
@@ -355,30 +392,34 @@ def compile_template(doc: Located, path: Path_, value: Any) -> Build:
 
 def _compile_object(doc: Located, path: Path_, value: dict[str, Any]) -> Build:
     when = compile_expression(doc, (*path, WHEN_KEY), value[WHEN_KEY]) if WHEN_KEY in value else None
-    constants: dict[str, Any] = {}
-    dynamic: list[tuple[str, Build]] = []
+    # In the order the maintainer wrote: (key, how, part): a value kept as it is, a container copied
+    # (no two messages share a mutable object), or a build whose null result drops the field.
+    fields: list[tuple[str, int, Any]] = []
     for key, item in value.items():
         if key == WHEN_KEY:
             continue
-        if _is_constant(item):
-            constants[key] = item
+        if not _is_constant(item):
+            fields.append((key, _BUILT, compile_template(doc, (*path, key), item)))
         else:
-            dynamic.append((key, compile_template(doc, (*path, key), item)))
-    order = [k for k in value if k != WHEN_KEY]
+            fields.append((key, _COPIED if isinstance(item, dict | list) else _KEPT, item))
 
     def build(runtime: Runtime, scope: Scope) -> dict[str, Any] | None:
         if when is not None and not truthy(when(runtime, scope)):
             return None
-        built = {key: _copy(item) for key, item in constants.items()}
-        for key, part in dynamic:
-            result = part(runtime, scope)
-            if result is not None:
-                built[key] = None if result is EXPLICIT_NULL else result
-        if dynamic and constants:  # keep the key order the maintainer wrote
-            return {key: built[key] for key in order if key in built}
+        built = {}
+        for key, how, part in fields:
+            if how is _BUILT:
+                result = part(runtime, scope)
+                if result is not None:
+                    built[key] = None if result is EXPLICIT_NULL else result
+            else:
+                built[key] = part if how is _KEPT else _copy(part)
         return built
 
     return build
+
+
+_KEPT, _COPIED, _BUILT = 0, 1, 2
 
 
 def _compile_list(doc: Located, path: Path_, value: list[Any]) -> Build:
@@ -416,9 +457,14 @@ def _copy(value: Any) -> Any:
     return value
 
 
+_SIZED = (str, list, dict)
+
+
 def truthy(value: Any) -> bool:
     """JMESPath truthiness: false, null, and empty strings, lists and objects are false; 0 is true."""
+    if value is True:
+        return True
     if value is None or value is False:
         return False
-    return bool(value) if isinstance(value, str | list | dict) else True
+    return bool(value) if isinstance(value, _SIZED) else True
 

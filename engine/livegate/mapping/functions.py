@@ -3,6 +3,10 @@
 Everything a mapping needs that JMESPath lacks: ids, the clock, base64 and JSON helpers, dynamic
 keys, and named templates (`shape`). One `Helpers` instance per translator, so ids and clocks can be
 made deterministic for tests.
+
+Each is a function of its arguments, as jmespath's own are, except the fresh values: `new_id` (a new
+id each call) and `now` / `now_ms` (the clock). Helpers that carry state from one input to the next
+(codec streams) are transform steps instead (mapping/transforms.py), whose state the session holds.
 """
 
 from __future__ import annotations
@@ -11,15 +15,12 @@ import itertools
 import secrets
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 from jmespath import functions
 
 from livegate.mapping.expressions import EXPLICIT_NULL, truthy
-
-if TYPE_CHECKING:
-    from livegate.translation import audio
 
 _URLSAFE_TO_STD = str.maketrans("-_", "+/")
 
@@ -111,14 +112,6 @@ def deep_merge(base: Any, update: Any) -> Any:
     return out
 
 
-def _telephony() -> Any:
-    """livegate.translation.audio, imported by the first telephony session: numpy would add about 0.2 s to every
-    start-up of a gateway that may never see G.711."""
-    from livegate.translation import audio
-
-    return audio
-
-
 class Helpers(functions.Functions):
     """The custom functions. Signatures are checked by JMESPath when called."""
 
@@ -129,8 +122,6 @@ class Helpers(functions.Functions):
         self.ids = ids or RandomIds()
         self.clock = clock
         self.shapes = shapes if shapes is not None else {}
-        self.decoders: dict[str, audio.TelephonyDecoder] = {}
-        self.encoders: dict[str, audio.TelephonyEncoder] = {}
 
     @functions.signature({"types": ["string"]})
     def _func_new_id(self, prefix: str) -> str:
@@ -286,36 +277,12 @@ class Helpers(functions.Functions):
             value = value.get(key)
         return value
 
-    # -- telephony audio (livegate.translation.audio): one decoder and one encoder stream per session ----------
-
-    @functions.signature({"types": ["string"]}, {"types": ["string"]})
-    def _func_decode_audio(self, codec: str, data: str) -> str:
-        """The client's G.711 chunk (`codec` pcmu or pcma) as base64 PCM16 at 16 kHz, continuing the stream."""
-        decoder = self.decoders.get(codec)
-        if decoder is None:
-            decoder = self.decoders[codec] = _telephony().TelephonyDecoder(codec)
-        return decoder.decode(data)
-
     @functions.signature({"types": ["string"]}, {"types": ["string"]})
     def _func_decode_audio_once(self, codec: str, data: str) -> str:
         """A whole G.711 clip (an item's audio) as base64 PCM16 at 16 kHz, apart from the live stream."""
-        return _telephony().TelephonyDecoder(codec).decode(data)
+        from livegate.translation import audio  # numpy: only for telephony sessions (see mapping/transforms.py)
 
-    @functions.signature({"types": ["string"]}, {"types": ["string"]})
-    def _func_encode_audio(self, codec: str, data: str) -> str:
-        """Gemini's PCM16 24 kHz chunk as base64 G.711 at 8 kHz, continuing the stream."""
-        return self._encoder(codec).encode(data)
-
-    @functions.signature({"types": ["string"]})
-    def _func_flush_audio(self, codec: str) -> str:
-        """The output stream's last samples (the resampler's delay), at the end of a response."""
-        return self._encoder(codec).flush()
-
-    def _encoder(self, codec: str) -> audio.TelephonyEncoder:
-        encoder = self.encoders.get(codec)
-        if encoder is None:
-            encoder = self.encoders[codec] = _telephony().TelephonyEncoder(codec)
-        return encoder
+        return audio.TelephonyDecoder(codec).decode(data)
 
     @functions.signature({"types": ["string", "null"]})
     def _func_data_url(self, url: str | None) -> dict[str, Any] | None:

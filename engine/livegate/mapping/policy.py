@@ -32,12 +32,29 @@ def _names(values: list[str]) -> str:
     return ", ".join(f"`{v}`" for v in values)
 
 
+def _declared(name: str, spec: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(path, type, meaning) of a declared key or field, then of what it holds (mapping/fields.py)."""
+    meaning = str(spec.get("meaning", ""))
+    if "schema" in spec:
+        meaning += f" Its fields: as schemas/{spec['schema']} declares."
+    rows = [(name, spec["type"], meaning)]
+    for field, inner in (spec.get("fields") or {}).items():
+        rows += _declared(f"{name}.{field}", inner)
+    if "values" in spec:
+        rows += _declared(f"{name}.<id>", spec["values"])
+    if "items" in spec:
+        rows += _declared(f"{name}[]", spec["items"])
+    return rows
+
+
 def render_state(state: dict[str, Any]) -> str:
-    """The declared session keys, then the lifecycle's states and transitions."""
+    """The declared session keys (and their fields), then the lifecycle's states and transitions."""
     lines = [STATE_BEGIN, "", "| key | type | meaning | written by |", "|---|---|---|---|"]
     for key, spec in state["keys"].items():
-        meaning = str(spec.get("meaning", "")).replace("|", "\\|")
-        lines.append(f"| `{key}` | {spec['type']} | {meaning} | {', '.join(spec.get('writers') or [])} |")
+        writers = ", ".join(spec.get("writers") or [])
+        for path, kind, meaning in _declared(key, spec):
+            text = meaning.replace("|", "\\|")
+            lines.append(f"| `{path}` | {kind} | {text} | {writers if path == key else ''} |")
     lifecycle = state["lifecycle"]
     lines += ["", "| state | holds when (the first that holds) |", "|---|---|"]
     lines += [f"| `{name}` | `{condition.removeprefix('=')}` |" for name, condition in lifecycle["states"].items()]

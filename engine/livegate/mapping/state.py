@@ -1,34 +1,26 @@
-"""The declared session state (mappings/state.yaml): its keys, who may write them, and the lifecycle.
+"""The declared session state (mappings/state.yaml): its keys, what they hold, who may write them, and
+the lifecycle.
 
-The loader checks every expression's `session.<key>` reads and every rule's `set` against the
-declaration. `StateSpec.check_types` and `StateSpec.lifecycle_state` serve the test suite, which
-checks the state after every input (types, and that each change of lifecycle state is a listed
-transition).
+The loader checks every expression's `session.<key>...` reads and every rule's `set` against the
+declaration, down to nested fields (mapping/fields.py). `StateSpec.check_types` serves the test suite, which
+checks the state after every input (types and declared fields); `StateSpec.lifecycle_state` and `allows`
+serve the translator, which checks at run time that each change of lifecycle state is a listed transition.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from livegate.mapping.expressions import Expression, Runtime, Scope, truthy
-
-_TYPES: dict[str, tuple[type, ...]] = {
-    "string": (str,),
-    "boolean": (bool,),
-    "integer": (int,),
-    "number": (int, float),
-    "object": (dict,),
-    "array": (list,),
-}
+from livegate.mapping.fields import ELEMENT, FieldSpec, Step, did_you_mean, session_paths, walk
 
 
 @dataclass(frozen=True)
-class KeySpec:
-    name: str
-    type: str
-    writers: frozenset[str]
-    meaning: str
+class KeySpec(FieldSpec):
+    name: str = ""
+    writers: frozenset[str] = frozenset()
 
 
 @dataclass
@@ -38,15 +30,41 @@ class StateSpec:
     transitions: dict[tuple[str, str], frozenset[str]] = field(default_factory=dict)  # (from, input) -> to
 
     def check_types(self, session: dict[str, Any]) -> list[str]:
-        """Problems with `session` against the declaration: undeclared keys, values of the wrong type."""
+        """Problems with `session` against the declaration: undeclared keys or fields, values of the wrong type."""
         problems = []
         for key, value in session.items():
             spec = self.keys.get(key)
             if spec is None:
                 problems.append(f"session.{key} is not declared in mappings/state.yaml")
-            elif not isinstance(value, _TYPES[spec.type]) or (spec.type != "boolean" and isinstance(value, bool)):
-                problems.append(f"session.{key} should be {spec.type}, holds {type(value).__name__}: {value!r:.80}")
+            else:
+                problems += spec.problems(value, f"session.{key}")
         return problems
+
+    @cached_property
+    def lifecycle_keys(self) -> frozenset[str]:
+        """The session keys the lifecycle states are made of (a state can only change when one of them does)."""
+        return frozenset().union(*(session_keys(condition.ast) for _, condition in self.states))
+
+    def undeclared(self, steps: tuple[Step, ...]) -> tuple[int, str] | None:
+        """(index of the offending step, what is wrong) for `session.<steps>`, or None when it is declared.
+
+        Step 0 is the key: "is not declared in mappings/state.yaml" comes back for an unknown one."""
+        spec = self.keys.get(steps[0])
+        if spec is None:
+            return 0, f"is not declared in mappings/state.yaml{did_you_mean(steps[0], self.keys)}"
+        problem = walk(spec, steps[1:])
+        return None if problem is None else (problem[0] + 1, problem[1])
+
+    def misuse(self, steps: tuple[Step, ...], verb: str) -> tuple[int, str] | None:
+        """(offending step, message) when `session.<steps>` is not declared, phrased for the rule that reads
+        (verb "read") or writes ("set") it."""
+        problem = self.undeclared(steps)
+        if problem is None:
+            return None
+        index, reason = problem
+        if index == 0:
+            return 0, f"session.{steps[0]} is {verb} but {reason.removeprefix('is ')}"
+        return index, f"session.{dotted(steps)} is {verb} but session.{dotted(steps[:index])} {reason}"
 
     def lifecycle_state(self, runtime: Runtime, scope: Scope) -> str | None:
         for name, condition in self.states:
@@ -60,31 +78,9 @@ class StateSpec:
 
 def session_keys(node: dict[str, Any]) -> set[str]:
     """The `session.<key>` names a JMESPath AST reads (a bare `session` reads no key in particular)."""
-    found: set[str] = set()
-    _walk(node, found)
-    return found
+    return {path[0] for path in session_paths(node) if path and isinstance(path[0], str)}
 
 
-def _walk(node: dict[str, Any], found: set[str]) -> None:
-    children = node.get("children", [])
-    if node["type"] == "subexpression" and len(children) >= 2 and _is_field(children[0], "session"):
-        key = _leading_field(children[1])
-        if key is not None:
-            found.add(key)
-    for child in children:
-        if isinstance(child, dict):
-            _walk(child, found)
-
-
-def _is_field(node: dict[str, Any], name: str) -> bool:
-    return node["type"] == "field" and node["value"] == name
-
-
-def _leading_field(node: dict[str, Any]) -> str | None:
-    """`x` of `x`, `x[0]`, `x[*]...`: the field a path step starts with."""
-    while node["type"] != "field":
-        if node["type"] not in ("index_expression", "projection", "filter_projection", "flatten",
-                                "value_projection") or not node.get("children"):
-            return None
-        node = node["children"][0]
-    return str(node["value"])
+def dotted(steps: tuple[Step, ...]) -> str:
+    """`session.<steps>` as written (`items[].id`)."""
+    return ".".join(steps).replace(f".{ELEMENT}", "[]")

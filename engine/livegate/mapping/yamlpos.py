@@ -6,7 +6,7 @@ from typing import Any
 
 import yaml
 
-from livegate.mapping.errors import MappingError, Position
+from livegate.mapping.errors import MappingError, MappingWarning, Position
 
 Path_ = tuple[str | int, ...]
 # libyaml's parser when PyYAML has it (the wheels do): the same nodes and marks, about 5x faster, which
@@ -21,6 +21,9 @@ class Located:
         self.file = file
         self.lines = text.splitlines()
         self.positions: dict[Path_, tuple[Position, str | None]] = {}
+        self.key_positions: dict[Path_, Position] = {}  # where each mapping key is written
+        self.last_lines: dict[Path_, int] = {}  # the last line of each scalar (folded ones span several)
+        self.warnings: list[MappingWarning] = []  # lint's, noted while compiling
         loader = _Loader(text)
         try:
             node = loader.get_single_node()
@@ -48,10 +51,12 @@ class Located:
                     raise MappingError(self._pos(key_node), "keys must be plain names")
                 if key in out:
                     raise MappingError(self._pos(key_node), f"duplicate key {key!r}")
+                self.key_positions[(*path, key)] = self._pos(key_node)
                 out[key] = self._build(loader, value_node, (*path, key))
             return out
         if isinstance(node, yaml.SequenceNode):
             return [self._build(loader, child, (*path, i)) for i, child in enumerate(node.value)]
+        self.last_lines[path] = node.end_mark.line + 1
         return loader.construct_object(node, deep=True)
 
     def position(self, path: Path_) -> Position:
@@ -59,6 +64,21 @@ class Located:
         while path not in self.positions and path:
             path = path[:-1]
         return self.positions.get(path, (Position(self.file, 1, 1), None))[0]
+
+    def key_position(self, path: Path_) -> Position:
+        """Where the key of the value at `path` is written (the value's own position if it has no key)."""
+        return self.key_positions.get(path) or self.position(path)
+
+    def find_text(self, path: Path_, text: str) -> Position | None:
+        """Where `text` first occurs in the scalar at `path` (which may span lines), or None."""
+        start = self.position(path)
+        last = self.last_lines.get(path, start.line)
+        for line in range(start.line, max(last, start.line) + 1):
+            source = self.source_line(line)
+            column = source.find(text, start.column - 1 if line == start.line else 0)
+            if column >= 0:
+                return Position(self.file, line, column + 1)
+        return None
 
     def quoted(self, path: Path_) -> bool:
         return self.positions.get(path, (None, None))[1] in ("'", '"')

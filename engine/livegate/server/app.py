@@ -1,18 +1,14 @@
 """The FastAPI application: `/v1/realtime` (handshake checks of key, model and dialect, then a
 RealtimeSession) and the passthrough routes.
 
-Realtime refusals happen before any upstream connection. SDKs show an HTTP refusal only as its status
-(`HTTP 404`), so livegate accepts the WebSocket, sends one OpenAI `error` event with the reason, and
-closes with 4000 + the HTTP status it stands for (4400 no `?model=`, 4401 key, 4403 not allowed,
-4404 unknown model or session, 4429 limits): README "Connecting".
+Realtime refusals happen before any upstream connection, as livegate/close_codes.py `refuse` says (an
+OpenAI `error` event, then 4000 + the HTTP status it stands for): README "Connecting".
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
-import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,22 +17,23 @@ from fastapi import FastAPI, WebSocket
 from fastapi.responses import HTMLResponse
 
 from livegate import __version__
-from livegate.accounting.gate import Accounting, Principal, Refusal
+from livegate.accounting.gate import Accounting, Grant, Principal
+from livegate.close_codes import Refusal, refuse
 from livegate.config import Config, ModelRoute
 from livegate.mapping import Mappings, load_mappings
 from livegate.server import auth
 from livegate.server.accounting_routes import add_accounting_routes, build_accounting
-from livegate.server.client_io import ExposeTransportAbort, close_reason
+from livegate.server.client_io import ExposeTransportAbort
 from livegate.server.hygiene import install_log_filters
 from livegate.server.passthrough import add_passthrough_routes
 from livegate.server.realtime import RealtimeSession
 from livegate.server.serving import configure as configure_http
 from livegate.translation.capabilities import shipped_table
-from livegate.translation.errors import error_event
+from livegate.translation.resumption import ResumptionPolicy
 from livegate.translation.translator import Translator
 from livegate.translation.validation import ClientEventValidator
-from livegate.upstream.base import provider_for
-from livegate.upstream.resumption import ResumptionPolicy
+from livegate.upstream.base import Provider, provider_for
+from livegate.webrtc.routes import add_webrtc_routes
 
 log = logging.getLogger("livegate")
 
@@ -83,6 +80,7 @@ def create_app(config: Config, mappings: Mappings | None = None, *, simulator_ch
         try:
             yield
         finally:
+            await app.state.webrtc_calls.hang_up_all()  # calls end (their spend rows queued) before the store stops
             if simulator is not None:
                 await simulator.stop()
             await gateway.accounting.stop()
@@ -111,58 +109,62 @@ def create_app(config: Config, mappings: Mappings | None = None, *, simulator_ch
 
     add_passthrough_routes(app, gateway)
     add_accounting_routes(app, gateway)
+    app.state.webrtc_calls = add_webrtc_routes(app, gateway)  # POST /v1/realtime/calls (livegate/webrtc/)
     return app
 
 
-REFUSAL_CLOSE_BASE = 4000  # a refusal closes with 4000 + its HTTP status
 # The model name a `?intent=transcription` URL without `?model=` is routed by (OpenAI's transcription model).
 TRANSCRIPTION_MODEL = "gpt-4o-transcribe"
 
 
-async def _refuse(ws: WebSocket, status: int, message: str, code: str) -> None:
-    """Refuse a realtime client so that its SDK can say why: accept, one `error` event, close 4000+status.
-
-    Nothing upstream was opened. A refusal is the client's business, logged at info without a traceback.
-    """
-    log.info("realtime connection refused (%d %s): %s", status, code, message)
-    offered = list(ws.scope.get("subprotocols") or [])
-    event = error_event(message, code=code, type="invalid_request_error")
-    event["event_id"] = f"event_{secrets.token_hex(8)}"
-    try:
-        await ws.accept(subprotocol=_chosen_subprotocol(offered))
-        await ws.send_text(json.dumps(event))
-        await ws.close(code=REFUSAL_CLOSE_BASE + status, reason=close_reason(f"{code}: {message}"))
-    except Exception as exc:  # the client left first: nothing to tell it
-        log.info("refused realtime client went away: %s", type(exc).__name__)
+async def _refuse(ws: WebSocket, refusal: Refusal) -> None:
+    await refuse(ws, refusal, "openai", subprotocol=_chosen_subprotocol(list(ws.scope.get("subprotocols") or [])))
 
 
-def _route(gateway: Gateway, model: str | None) -> tuple[ModelRoute | None, tuple[int, str, str] | None]:
+def _route(gateway: Gateway, model: str | None) -> tuple[ModelRoute | None, Refusal | None]:
     if not model:
-        return None, (400, "Missing required query parameter: 'model'.", "missing_model")
+        return None, Refusal(400, "Missing required query parameter: 'model'.", "missing_model")
     route = gateway.config.route(model)
     if route is None:
-        return None, (404, f"The model '{model}' does not exist on this gateway.", "model_not_found")
+        return None, Refusal(404, f"The model '{model}' does not exist on this gateway.", "model_not_found")
     return route, None
+
+
+def session_translator(gateway: Gateway, route: ModelRoute, model: str, provider: Provider, grant: Grant, *,
+                       beta: bool, intent: str | None = None, transport: str | None = None) -> Translator:
+    """The translator of one realtime session (WebSocket or WebRTC call), metering into the grant's ledger."""
+    compat = gateway.config.compat(route)
+    context = {"model": model, "setup_model": provider.setup_model(), "backend": provider.backend, "intent": intent,
+               "capabilities": (gateway.mappings.models or shipped_table()).capabilities(
+                   route.model_id, provider.backend, route.model_info),
+               "litellm_compat": compat, "features": route.gemini_features or {}}
+    if transport is not None:
+        context["transport"] = transport
+    # With no header, LiteLLM compatibility starts in beta (LiteLLM's clients speak it); either way the
+    # first session.update's shape may still switch the dialect.
+    return Translator(gateway.mappings, dialect="beta" if beta or compat else "ga", context=context,
+                      validator=gateway.validator, sniff_dialect=not beta, ledger=grant.meter)
 
 
 async def _realtime(ws: WebSocket, gateway: Gateway) -> None:
     offered = list(ws.scope.get("subprotocols") or [])
-    who = await auth.principal(gateway, auth.client_key(ws.headers, offered), realtime=True)
+    who = await auth.principal(gateway, auth.client_key(ws.headers, offered), route="/v1/realtime", realtime=True)
     if isinstance(who, Refusal):
-        await _refuse(ws, who.status, who.message, who.code)
+        await _refuse(ws, who)
         return
     model = ws.query_params.get("model")
     if not model and who.secret is not None and who.secret.session:  # a client secret may fix the model
         model = who.secret.session.get("model")
     intent = ws.query_params.get("intent")
     if intent is not None and intent != "transcription":
-        await _refuse(ws, 400, f"Unknown intent '{intent[:64]}'; the only intent is 'transcription'.", "invalid_intent")
+        await _refuse(ws, Refusal(400, f"Unknown intent '{intent[:64]}'; the only intent is 'transcription'.",
+                                  "invalid_intent"))
         return
     if not model and intent == "transcription":  # OpenAI's transcription URL names no model
         model = TRANSCRIPTION_MODEL
     route, problem = _route(gateway, model)
     if problem is not None:
-        await _refuse(ws, *problem)
+        await _refuse(ws, problem)
         return
     assert route is not None and model is not None
     reattaching = ws.query_params.get("session_id")
@@ -171,19 +173,11 @@ async def _realtime(ws: WebSocket, gateway: Gateway) -> None:
         return
     grant = await auth.admit(gateway, who, route="/v1/realtime", model_route=route, model=model, headers=ws.headers)
     if isinstance(grant, Refusal):
-        await _refuse(ws, grant.status, grant.message, grant.code)
+        await _refuse(ws, grant)
         return
     beta = ws.headers.get("openai-beta", "").lower() == BETA_HEADER_VALUE or auth.BETA_PROTOCOL in offered
-    compat = gateway.config.compat(route)
     provider = provider_for(route, gateway.config, gateway.simulator_url)
-    context = {"model": model, "setup_model": provider.setup_model(), "backend": provider.backend, "intent": intent,
-               "capabilities": (gateway.mappings.models or shipped_table()).capabilities(
-                   route.model_id, provider.backend, route.model_info),
-               "litellm_compat": compat, "features": route.gemini_features or {}}
-    # With no header, LiteLLM compatibility starts in beta (LiteLLM's clients speak it); either way the
-    # first session.update's shape may still switch the dialect.
-    translator = Translator(gateway.mappings, dialect="beta" if beta or compat else "ga", context=context,
-                            validator=gateway.validator, sniff_dialect=not beta)
+    translator = session_translator(gateway, route, model, provider, grant, beta=beta, intent=intent)
     try:
         await ws.accept(subprotocol=_chosen_subprotocol(offered))
     except BaseException:
@@ -202,8 +196,8 @@ async def _reattach(ws: WebSocket, gateway: Gateway, who: Principal, model: str,
     session = gateway.detached.get(session_id)
     owner = session.grant.principal if session is not None and session.grant is not None else None
     if session is None or session.model != model or (owner is not None and not who.may_reattach(owner)):
-        await _refuse(ws, 404, f"No session '{session_id}' is waiting for its client on this gateway "
-                               "(it ended, or its reattach grace period passed).", "session_not_found")
+        await _refuse(ws, Refusal(404, f"No session '{session_id}' is waiting for its client on this gateway "
+                                       "(it ended, or its reattach grace period passed).", "session_not_found"))
         return
     await ws.accept(subprotocol=_chosen_subprotocol(offered))
     await session.reattach(ws)

@@ -1,5 +1,8 @@
 """Writing to a WebSocket client without letting one client hold the gateway.
 
+- `ClientLink`: the client's side of a session as its pump writes it: events in order, each write with a
+  deadline, a client that stopped reading dropped, events held for a client that may come back (reattach).
+  It uses no more of the socket than `receive`, `send_text` and `close`, so any WebSocket-like adapter fits.
 - `send_within`: a write that a client which stopped reading cannot block forever. uvicorn applies
   backpressure (a send waits while the socket buffer is full), so memory stays bounded, but the wait has
   no end: after `timeout` seconds the client is taken as gone (`ClientStalled`).
@@ -14,29 +17,25 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
-from fastapi import WebSocket
+import orjson
+
+from livegate.close_codes import CLIENT_TOO_SLOW, RETRIED_BY_OPENAI_SDK, close_reason
 
 ABORT_KEY = "livegate.abort"
-CLOSE_CLIENT_TOO_SLOW = 1008  # recorded in the session log; the frame itself cannot reach such a client
+MAX_HELD_CLIENT_EVENTS = 5000  # events for a detached client, oldest dropped beyond
+CLIENT_LEFT = "client disconnected"
 
-
-MAX_CLOSE_REASON_BYTES = 123  # RFC 6455: the close frame's payload is 125 bytes, 2 of them the code
-
-
-def close_reason(text: str) -> str:
-    """A close reason within 123 bytes of UTF-8, cut at a character boundary (reasons put the cause
-    first, so what is cut is detail)."""
-    data = text.encode()
-    return text if len(data) <= MAX_CLOSE_REASON_BYTES else data[:MAX_CLOSE_REASON_BYTES].decode(errors="ignore")
+log = logging.getLogger("livegate.session")
 
 
 class ClientStalled(Exception):
     """The client read nothing for the write timeout."""
 
 
-async def send_within(ws: WebSocket, data: str | bytes, timeout: float) -> None:
+async def send_within(ws: Any, data: str | bytes, timeout: float) -> None:
     """Send one frame, raising ClientStalled if the client does not take it within `timeout` seconds.
     A client that went away raises what Starlette raises (WebSocketDisconnect, RuntimeError)."""
     try:
@@ -49,9 +48,9 @@ async def send_within(ws: WebSocket, data: str | bytes, timeout: float) -> None:
         raise ClientStalled(f"the client read nothing for {timeout:g} s") from None
 
 
-def abort_client(ws: WebSocket) -> None:
+def abort_client(ws: Any) -> None:
     """Drop the client's connection without a closing handshake (uvicorn then reports a disconnect)."""
-    abort = ws.scope.get(ABORT_KEY)
+    abort = getattr(ws, "scope", {}).get(ABORT_KEY)
     if abort is not None:
         abort()
 
@@ -59,6 +58,120 @@ def abort_client(ws: WebSocket) -> None:
 async def fair_turn() -> None:
     """Let every other ready task run once before going on."""
     await asyncio.sleep(0)
+
+
+class ClientLink:
+    """One client connection of a session, which a reattaching client may replace (`come_back`)."""
+
+    def __init__(self, ws: Any, write_timeout: float, reattach_grace_s: float = 0.0) -> None:
+        self.ws = ws
+        self.write_timeout = write_timeout
+        self.reattach_grace_s = reattach_grace_s
+        self.ended: tuple[int, str] | None = None  # how the client's connection ended: (close code, reason)
+        self.away = False  # its connection dropped: events are held for a reattach
+        self.reattaches = 0
+        self._gone = False  # writes fail and no reattach is possible: events are dropped
+        self._held: list[str] = []
+        self._lock = asyncio.Lock()
+        self._back = asyncio.Event()
+        self._released: asyncio.Future[None] | None = None  # resolved when the session is done with a `ws`
+
+    async def send(self, messages: list[dict[str, Any]]) -> None:
+        """Send events in order. Never raises: a client that stopped reading is dropped (1008), one that
+        is gone is held for (with a reattach grace period) or dropped; the receiving side sees the end."""
+        async with self._lock:
+            for message in messages:
+                if self._gone:
+                    return
+                text = orjson.dumps(message).decode()
+                if self.away:
+                    self._hold(text)
+                    continue
+                try:
+                    await send_within(self.ws, text, self.write_timeout)
+                except ClientStalled as exc:  # connected but not reading: dropped, never reattached
+                    log.info("dropping a client that stopped reading: %s", exc)
+                    abort_client(self.ws)
+                    self.ended = self.ended or (CLIENT_TOO_SLOW, str(exc))
+                    self._gone = True
+                except Exception:
+                    if self.reattach_grace_s <= 0:
+                        self._gone = True
+                    else:
+                        self.away = True  # the client loop decides: reattach or end
+                        self._hold(text)
+
+    def left(self, code: int) -> None:
+        """The client's connection ended (a disconnect with `code`)."""
+        self.ended = self.ended or (code, CLIENT_LEFT)
+
+    async def close(self, code: int, reason: str) -> None:
+        """Close the client's connection; a close frame waits like any write, then the client is aborted."""
+        if self.ended is not None:
+            return
+        self.ended = (code, reason)
+        self._back.set()  # a session waiting for its client to come back ends now
+        try:
+            async with asyncio.timeout(self.write_timeout):
+                await self.ws.close(code=code, reason=close_reason(reason))
+        except TimeoutError:
+            abort_client(self.ws)
+        except Exception:
+            pass
+
+    # -- reattach ----------------------------------------------------------------------------------
+
+    async def wait_for_return(self, registry: dict[str, Any] | None, session_id: str | None, session: Any) -> bool:
+        """After the client's connection dropped in a way the openai SDK retries: keep the session (listed in
+        `registry` under `session_id`) for the grace period, for the client to take it over (`?session_id=`).
+        True when it did; the events it missed are sent first."""
+        self.release()
+        ended = self.ended
+        if (registry is None or not session_id or self.reattach_grace_s <= 0 or ended is None
+                or ended[1] != CLIENT_LEFT or ended[0] not in RETRIED_BY_OPENAI_SDK):
+            return False
+        log.info("client connection dropped (%s); keeping the session %.0f s for a reattach", ended[0],
+                 self.reattach_grace_s)
+        self.away, self.ended, self._gone = True, None, False
+        self._back.clear()
+        registry[session_id] = session
+        try:
+            async with asyncio.timeout(self.reattach_grace_s):
+                await self._back.wait()
+        except TimeoutError:
+            self.ended = (ended[0], "client did not reattach")
+            return False
+        finally:
+            registry.pop(session_id, None)
+        if self.ended is not None:  # the session ended while the client was away
+            return False
+        async with self._lock:
+            held, self._held = self._held, []
+            try:
+                for text in held:
+                    await send_within(self.ws, text, self.write_timeout)
+            except Exception:
+                self._gone = True
+            self.away = False
+        self.reattaches += 1
+        return True
+
+    async def come_back(self, ws: Any) -> None:
+        """A reconnecting client takes the session over; returns when the session is done with `ws`."""
+        self._released = asyncio.get_running_loop().create_future()
+        self.ws = ws
+        self._back.set()
+        await self._released
+
+    def release(self) -> None:
+        """The session is done with the current socket (a reattached client's handler may return)."""
+        if self._released is not None and not self._released.done():
+            self._released.set_result(None)
+
+    def _hold(self, text: str) -> None:
+        self._held.append(text)
+        if len(self._held) > MAX_HELD_CLIENT_EVENTS:
+            del self._held[0]
 
 
 class ExposeTransportAbort:

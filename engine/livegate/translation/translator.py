@@ -4,22 +4,33 @@ Theory of operation
 -------------------
 Feed it one input at a time and it returns an `Output`: the messages to send to the client (already
 in the client's dialect, each with an `event_id`) and to Gemini. It never touches a socket or a clock
-of its own, so the server, the tests and the benchmark all drive this same object.
+of its own, so the server, the tests and the benchmark all drive this same object. The session core
+(translation/session_core.py) wraps it with the connection's timing and switching; docs/internals/
+session-core.md tells the whole story.
 
     start()                     the client connected        -> lifecycle/connect.yaml
     from_client(frame)          one client WebSocket frame  -> validate, reshape from the dialect,
                                                                client/<type>.yaml
     from_upstream(frame)        one Gemini frame            -> upstream/<field>.yaml for each field
                                                                present, in dispatch.yaml order
-    upstream_idle()             quiet for `idle_timeout` s  -> lifecycle/upstream_idle.yaml
-    user_idle()                 `user_idle_timeout` s passed -> lifecycle/user_idle.yaml
+    upstream_idle()             quiet for idle_after_ms     -> lifecycle/upstream_idle.yaml
+    user_idle()                 turn_detection's idle time  -> lifecycle/user_idle.yaml
     upstream_closed(code, why)  Gemini closed               -> lifecycle/upstream_closed.yaml
     upstream_resume(mode)       a new Gemini connection     -> lifecycle/upstream_resume.yaml
 
+A frame's `usageMetadata` is read once, by the usage ledger (translation/usage.py), and the rules see that
+reading as `event.usage` (per-modality counts; shapes/usage.yaml makes OpenAI's usage of them).
+
+The lifecycle table of mappings/state.yaml runs here: after an input that changed the turn/response state,
+the change must be one of the table's transitions for that input. One that is not is a translation error: an
+`error` event (translation_error, with the client's event_id) when a client event caused it, otherwise a
+warning in the log and the observer's `lifecycle_violation` (a Prometheus counter in the server).
+
 Within a file, rules run top to bottom, each seeing the state the previous one left. A rule runs when
-its `when` holds, once or once per `for_each` element (bound to `as`); it evaluates `let`, then
-applies `set` in order (each seeing the last), then `emit`s; `stop` ends the file. The state is
-replaced, never mutated in place, so a value read into a message can't change behind it.
+its `when` holds, once or once per `for_each` element (bound to `as`); it evaluates `let`, runs its
+`transform` steps (mapping/transforms.py), then applies `set` in order (each seeing the last), then
+`emit`s; `stop` ends the file. The state is replaced, never mutated in place, so a value read into a
+message can't change behind it (a codec stream a transform keeps is its own object, read by no message).
 """
 
 from __future__ import annotations
@@ -36,7 +47,10 @@ from jmespath.exceptions import JMESPathError
 from livegate.mapping.expressions import EXPLICIT_NULL, Runtime, Scope, truthy
 from livegate.mapping.functions import Helpers, RandomIds, SequentialIds
 from livegate.mapping.loader import Mappings, Rule, RuleFile
+from livegate.translation.commands import Command
 from livegate.translation.errors import error_event
+from livegate.translation.observer import SessionObserver
+from livegate.translation.usage import UsageLedger
 from livegate.translation.validation import ClientEventValidator
 
 log = logging.getLogger("livegate.translation.translator")
@@ -45,14 +59,37 @@ log = logging.getLogger("livegate.translation.translator")
 _OPAQUE_KEYS = frozenset({"args", "response", "parameters", "parametersJsonSchema", "responseJsonSchema"})
 
 
-@dataclass
+@dataclass(slots=True)
 class Output:
     """What one input produced: messages for the client and for Gemini, in order, and the notes the
-    rules logged (already written to livegate's log; kept here so tests can see them)."""
+    rules logged (already written to livegate's log; kept here so tests can see them). The session core
+    adds the commands for its pump (translation/commands.py) and the connection `upstream` is for."""
 
     client: list[dict[str, Any]] = field(default_factory=list)
     upstream: list[dict[str, Any]] = field(default_factory=list)
     log: list[str] = field(default_factory=list)
+    commands: list[Command] | tuple[()] = ()
+    link: int | None = None
+
+    def command(self, command: Command) -> None:
+        if not self.commands:
+            self.commands = []
+        self.commands.append(command)
+
+    def extend(self, other: Output) -> None:
+        """Append what `other` produced after what this one did."""
+        self.client.extend(other.client)
+        self.upstream.extend(other.upstream)
+        self.log.extend(other.log)
+        for command in other.commands:
+            self.command(command)
+
+
+def _model_output(message: dict[str, Any]) -> bool:
+    """Whether a Gemini frame begins model output (a turn's usage is final once the next one begins)."""
+    content = message.get("serverContent")
+    return "toolCall" in message or (isinstance(content, dict) and (
+        "modelTurn" in content or "outputTranscription" in content))
 
 
 def camelize(value: Any) -> Any:
@@ -131,7 +168,8 @@ class Translator:
 
     def __init__(self, mappings: Mappings, *, dialect: str = "ga", context: dict[str, Any] | None = None,
                  validator: ClientEventValidator | None = None, deterministic: bool = False,
-                 clock: Callable[[], float] = time.time, sniff_dialect: bool = False) -> None:
+                 clock: Callable[[], float] = time.time, sniff_dialect: bool = False,
+                 ledger: UsageLedger | None = None, observer: SessionObserver | None = None) -> None:
         if dialect != "ga" and dialect not in mappings.dialects:
             raise ValueError(f"unknown dialect {dialect!r}")
         self.mappings = mappings
@@ -150,7 +188,12 @@ class Translator:
             self.config["capabilities"] = mappings.models.capabilities(
                 self.config.get("setup_model") or self.config.get("model") or "", self.config.get("backend", ""))
         self.session: dict[str, Any] = {}
+        self.usage = ledger if ledger is not None else UsageLedger()  # the session's usage ledger
+        self.observer = observer or SessionObserver()
         self._unhandled: set[str] = set()
+        # The lifecycle state (state.yaml) after the last input, and the keys it is made of.
+        self._lifecycle_keys = mappings.state.lifecycle_keys
+        self._turn_state: str | None = None
         self.helpers.shapes = {name: self._shape(build) for name, build in mappings.shapes.items()}
         self._set_dialect(dialect)
 
@@ -212,7 +255,10 @@ class Translator:
                 f"'{event['type']}' is not supported by this gateway yet; the event was not applied.",
                 code="unsupported_event", param="type", event_id=event.get("event_id")))
             return out
+        before = self.session
         self._run(rules, event, out, event.get("event_id"))
+        if self.session is not before:
+            self._check_lifecycle(before, out, client=event)
         return out
 
     def from_upstream(self, frame: str | bytes | dict[str, Any]) -> Output:
@@ -231,9 +277,17 @@ class Translator:
                     code="upstream_protocol_error", type="server_error"))
                 return out
         message = camelize_frame(message)
+        event = message
+        if self.usage.pending is not None and _model_output(message):
+            self.usage.model_output()  # the previous turn's latest usage report is final
+        if "usageMetadata" in message and isinstance(message["usageMetadata"], dict):
+            event = {**message, "usage": self.usage.report(message["usageMetadata"]).counts()}
+        before = self.session
         for name in self.mappings.upstream_fields:
             if name in message:
-                self._run(self.mappings.upstream[name], message, out, None)
+                self._run(self.mappings.upstream[name], event, out, None)
+        if self.session is not before:
+            self._check_lifecycle(before, out, upstream=message)
         if len(message) > 1 or next(iter(message), None) not in self.mappings.upstream:
             self._note_unhandled(message)
         return out
@@ -267,29 +321,49 @@ class Translator:
         return self._lifecycle("user_idle", {})
 
     @property
-    def user_idle_timeout(self) -> float | None:
-        """Seconds until `user_idle()` should be called (turn_detection.idle_timeout_ms), if a timer is set."""
-        at_ms = self.session.get("user_idle_at_ms")
-        return None if at_ms is None else max(0.0, at_ms / 1000 - self.helpers.clock())
+    def lifecycle_state(self) -> str | None:
+        """The turn/response state (the first of state.yaml's lifecycle states whose condition holds)."""
+        if self._turn_state is None:
+            self._turn_state = self._state_of(self.session)
+        return self._turn_state
 
-    @property
-    def awaits_request(self) -> bool:
-        """Gemini is continuing after a tool output that the client has not asked a response for yet
-        (`session.continuation_pending`, no response open, none waiting for its usage): the server holds
-        Gemini's frames for up to `continuation_wait` s, so the response opens with the request's metadata,
-        as OpenAI's would."""
-        session = self.session
-        return bool(session.get("continuation_pending") and session.get("turn_started")
-                    and not session.get("response") and not session.get("held"))
+    # -- the lifecycle table at run time ------------------------------------------------------------
 
-    @property
-    def continuation_wait(self) -> float:
-        return self.mappings.continuation_wait_ms / 1000
+    def _state_of(self, session: dict[str, Any]) -> str | None:
+        scope = {"session": session, "config": self.config, "tables": self.mappings.tables}
+        return self.mappings.state.lifecycle_state(self.runtime, scope)
 
-    @property
-    def idle_timeout(self) -> float | None:
-        """Seconds of upstream silence after which `upstream_idle()` should be called, if any."""
-        return self.mappings.idle_after_ms / 1000 if self.session.get("awaiting_idle") else None
+    def _check_lifecycle(self, before: dict[str, Any], out: Output, *, client: dict[str, Any] | None = None,
+                         upstream: dict[str, Any] | None = None, moment: str | None = None) -> None:
+        """After an input that changed the session: a change of lifecycle state must be a listed transition."""
+        after = self.session
+        for key in self._lifecycle_keys:
+            if after.get(key) is not before.get(key):
+                break
+        else:
+            return  # none of the keys the states are made of changed
+        old = self._turn_state if self._turn_state is not None else self._state_of(before)
+        new = self._turn_state = self._state_of(after)
+        if old is None or new is None or old == new:
+            return
+        if client is not None:
+            sources: tuple[str, ...] = (f"client/{client['type']}",)
+        elif upstream is not None:
+            sources = tuple(f"upstream/{name}" for name in self.mappings.upstream_fields if name in upstream)
+        else:
+            sources = (f"lifecycle/{moment}",)
+        if not any(self.mappings.state.allows(old, source, new) for source in sources):
+            self._lifecycle_violation(old, sources, new, out, client)
+
+    def _lifecycle_violation(self, before: str, sources: tuple[str, ...], after: str, out: Output,
+                             client_event: dict[str, Any] | None) -> None:
+        what = f"{' + '.join(sources)} moved the response from {before} to {after}, which mappings/state.yaml's " \
+               "lifecycle table does not allow"
+        log.warning("session %s: %s", self.session.get("id"), what)
+        self.observer.lifecycle_violation(before, sources, after)
+        if client_event is not None:  # the client caused it: it is told, with its event_id
+            self._send_client(out, error_event(f"Internal translation error: {what}.", code="translation_error",
+                                               type="server_error", event_id=client_event.get("event_id")))
 
     # -- the interpreter ---------------------------------------------------------------------------
 
@@ -297,7 +371,10 @@ class Translator:
         out = Output()
         rules = self.mappings.lifecycle.get(moment)
         if rules is not None:
+            before = self.session
             self._run(rules, event, out, None)
+            if self.session is not before:
+                self._check_lifecycle(before, out, moment=moment)
         return out
 
     def _run(self, rules: RuleFile, event: dict[str, Any], out: Output, event_id: str | None) -> None:
@@ -312,7 +389,7 @@ class Translator:
                 if rule.lets_first:
                     self._let(rule, scope)
                 if rule.when is not None and not truthy(rule.when(self.runtime, scope)):
-                    for name, _ in rule.lets:
+                    for name in rule.local_names:
                         scope.pop(name, None)
                     index += rule.skip
                     continue
@@ -326,7 +403,7 @@ class Translator:
                         scope[rule.as_] = element
                         self._apply(rule, scope, out)
                     scope.pop(rule.as_, None)
-                for name, _ in rule.lets:  # `let` names belong to their rule alone
+                for name in rule.local_names:  # `let` and `transform` names belong to their rule alone
                     scope.pop(name, None)
             except (JMESPathError, TypeError, ValueError, KeyError) as exc:  # PhantomObject is a ValueError
                 # A mapping bug must not take the session down: report it, keep going.
@@ -346,6 +423,11 @@ class Translator:
         runtime = self.runtime
         if not rule.lets_first:
             self._let(rule, scope)
+        for step in rule.transforms:  # its state lives in a declared session key, like any other state
+            scope[step.name], state = step(runtime, scope)
+            if state is not self.session.get(step.state):
+                self.session = assign(self.session, (step.state,), state)
+                scope["session"] = self.session
         for keys, build in rule.sets:
             value = build(runtime, scope)
             self.session = assign(self.session, keys, None if value is EXPLICIT_NULL else value)

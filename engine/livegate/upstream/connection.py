@@ -1,16 +1,27 @@
-"""The upstream WebSocket: open it for a target, send JSON, receive frames. No translation here."""
+"""The upstream WebSocket: open it for a target, send JSON, receive frames. No translation here.
+
+`open_link` carries out the session core's OpenUpstream: connect, send `setup`, wait for Gemini's answer, send
+the rest; a failure comes back as a typed UpstreamFailure (the core decides what the client is told).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+import socket
+import ssl
+from typing import Any
+from urllib.parse import urlsplit
 
 import orjson
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
-from livegate.upstream.base import UpstreamTarget
+from livegate.close_codes import ABNORMAL, NORMAL
+from livegate.translation.commands import UpstreamFailure
+from livegate.upstream.base import Provider, UpstreamTarget
+from livegate.upstream.google_credentials import CredentialsError
 
 log = logging.getLogger("livegate.upstream")
 
@@ -20,7 +31,7 @@ MAX_FRAME_BYTES = 32 * 1024 * 1024
 CLOSE_TIMEOUT = 2.0
 
 
-async def close_promptly(ws: ClientConnection, code: int = 1000, reason: str = "") -> None:
+async def close_promptly(ws: ClientConnection, code: int = NORMAL, reason: str = "") -> None:
     """Close an upstream WebSocket without waiting behind unread frames.
 
     A peer that was streaming fast has filled our receive buffer, and websockets stops reading from the
@@ -45,6 +56,37 @@ class UpstreamError(Exception):
     """The upstream could not be reached or refused the connection. The message holds no secret."""
 
 
+# What to check when Google answers a WebSocket handshake with an HTTP error.
+_STATUS_HINTS = {400: "check the model id and api_version", 401: "check the API key or the credentials",
+                 403: "check the API key or the credentials and the project's access to the model",
+                 404: "check the model id, api_version and api_base", 429: "quota exhausted?"}
+
+
+def connect_failure(url: str, exc: BaseException, open_timeout: float) -> str:
+    """Why a WebSocket to `url` could not be opened, naming the host and what to check (no secret: the
+    query and headers are left out). Phrased for an operator reading the log and a client reading an error."""
+    parts = urlsplit(url)
+    default_port = 443 if parts.scheme in ("wss", "https") else 80
+    host = parts.hostname or url
+    where = host if parts.port in (None, default_port) else f"{host}:{parts.port}"
+    if isinstance(exc, InvalidStatus):
+        status = exc.response.status_code
+        hint = _STATUS_HINTS.get(status, "Google's service may be failing: retry later")
+        return f"{where} refused the connection (HTTP {status}): {hint}"
+    if isinstance(exc, socket.gaierror):
+        return f"cannot reach {where}: the name does not resolve (no network? a typo in api_base?)"
+    if isinstance(exc, ConnectionRefusedError):
+        return f"cannot reach {where}: connection refused (nothing listening there: check api_base)"
+    if isinstance(exc, TimeoutError):
+        return f"cannot reach {where}: no answer within {open_timeout:g} s (no network? a firewall or proxy?)"
+    if isinstance(exc, ssl.SSLError):
+        return f"cannot reach {where}: TLS failed ({exc.reason or type(exc).__name__}; a proxy intercepting TLS?)"
+    if isinstance(exc, InvalidHandshake):
+        return f"{where} did not answer as a WebSocket server ({type(exc).__name__}): is api_base right?"
+    reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+    return f"cannot reach {where}: {reason}"
+
+
 class UpstreamConnection:
     def __init__(self, ws: ClientConnection) -> None:
         self._ws = ws
@@ -57,10 +99,10 @@ class UpstreamConnection:
                                # CPU on every chunk (the client link is the same, see livegate_settings).
                                open_timeout=open_timeout, compression=None, ping_interval=20,
                                close_timeout=CLOSE_TIMEOUT)
-        except InvalidStatus as exc:
-            raise UpstreamError(f"Gemini Live refused the connection (HTTP {exc.response.status_code})") from None
-        except (OSError, InvalidHandshake, TimeoutError) as exc:
-            raise UpstreamError(f"Gemini Live is unreachable ({type(exc).__name__})") from None
+        except (OSError, InvalidHandshake, TimeoutError) as exc:  # InvalidStatus is an InvalidHandshake
+            problem = connect_failure(target.url, exc, open_timeout)
+            log.warning("Gemini Live connection failed: %s", problem)  # an operator's problem, not a client's
+            raise UpstreamError(f"Gemini Live: {problem}") from None
         return cls(ws)
 
     async def send(self, message: dict) -> None:
@@ -73,7 +115,36 @@ class UpstreamConnection:
 
     def close_info(self, exc: ConnectionClosed) -> tuple[int, str]:
         frame = exc.rcvd or exc.sent
-        return (frame.code, frame.reason) if frame else (1006, "connection lost")
+        return (frame.code, frame.reason) if frame else (ABNORMAL, "connection lost")
 
     async def close(self) -> None:
         await close_promptly(self._ws)
+
+
+async def open_link(provider: Provider, setup: dict[str, Any], then: tuple[dict[str, Any], ...],
+                    setup_timeout: float) -> tuple[UpstreamConnection, str | bytes] | UpstreamFailure:
+    """A connection that answered `setup` (with its first frame) and was sent `then`, or why not."""
+    conn: UpstreamConnection | None = None
+    try:
+        conn = await UpstreamConnection.open(await provider.target())
+        await conn.send(setup)
+        async with asyncio.timeout(setup_timeout):
+            first = await conn.recv()
+        for message in then:
+            await conn.send(message)
+        return conn, first
+    except UpstreamError as exc:
+        failure = UpstreamFailure("unreachable", str(exc))
+    except ConnectionClosed as exc:
+        code, reason = conn.close_info(exc) if conn is not None else (ABNORMAL, "")
+        failure = UpstreamFailure("closed", code=code, reason=reason)
+    except TimeoutError:
+        failure = UpstreamFailure("timeout")
+    except CredentialsError as exc:  # its message names the problem, never a secret
+        failure = UpstreamFailure("credentials", str(exc))
+    except Exception as exc:  # other provider failures: no details to the client
+        failure = UpstreamFailure("other", type(exc).__name__)
+    if conn is not None:
+        with contextlib.suppress(Exception):
+            await conn.close()
+    return failure

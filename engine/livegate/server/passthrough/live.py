@@ -8,19 +8,9 @@ Routes (each also accepts the path google-genai appends to a `base_url`, e.g.
     /gemini/live, /v1/gemini/live                                              Google AI Studio (server API key)
 
 Handshake refusals (HTTP, JSON reason): 401 bad livegate key, 400 invalid project/location query,
-404 unknown path suffix. After the handshake the first client frame must be `setup`; then:
-
-    1000       normal end (or the upstream's own code, relayed with its reason)
-    1007       the first frame is not a `setup` with a `model`, names an invalid project/location, is not
-               strict JSON (duplicate keys, NaN/Infinity, lone surrogates, nesting over MAX_SETUP_DEPTH),
-               or a later frame is a second `setup`
-    1008       no `setup` within SETUP_TIMEOUT seconds, or the client read nothing for
-               `client_write_timeout_s` (its connection is dropped; the code is what the log records)
-    1011       internal livegate error
-    1014       Gemini could not be reached, refused the handshake, or the connection was lost
-    4001       Vertex credentials not configured, unreadable or rejected (the reason says which)
-    4002       no Vertex project id (query `project_id` / `vertex_project`, the setup model or the config)
-    4003       the model is not on this gateway's model list, or not served by this backend
+404 unknown path suffix. After the handshake the first client frame must be `setup` (strict JSON: no
+duplicate keys, NaN/Infinity, lone surrogates, nesting over MAX_SETUP_DEPTH). Close codes: the
+"passthrough" rows of livegate/close_codes.py.
 """
 
 from __future__ import annotations
@@ -35,27 +25,36 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from fastapi import WebSocket, WebSocketDisconnect
-from fastapi.responses import JSONResponse
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
 from livegate import __version__
-from livegate.accounting.gate import Grant, Refusal
+from livegate.accounting.gate import Grant
+from livegate.close_codes import (
+    ABNORMAL,
+    BAD_GATEWAY,
+    CLIENT_TOO_SLOW,
+    INTERNAL_ERROR,
+    INVALID_SETUP,
+    MODEL_NOT_ALLOWED,
+    NO_CREDENTIALS,
+    NO_PROJECT,
+    NORMAL,
+    POLICY,
+    UNSENDABLE,
+    Refusal,
+    close_reason,
+    refuse,
+    sendable,
+)
 from livegate.config import ModelRoute
 from livegate.server import auth
-from livegate.server.client_io import (
-    CLOSE_CLIENT_TOO_SLOW,
-    ClientStalled,
-    abort_client,
-    close_reason,
-    fair_turn,
-    send_within,
-)
+from livegate.server.client_io import ClientStalled, abort_client, fair_turn, send_within
 from livegate.server.passthrough.models import match_model, vertex_scope
-from livegate.server.passthrough.usage import LiveUsageMeter
+from livegate.translation.usage import UsageLedger
 from livegate.upstream import google_credentials
 from livegate.upstream.aistudio import AIStudioProvider
-from livegate.upstream.connection import CLOSE_TIMEOUT, MAX_FRAME_BYTES, close_promptly
+from livegate.upstream.connection import CLOSE_TIMEOUT, MAX_FRAME_BYTES, close_promptly, connect_failure
 from livegate.upstream.vertex import (
     VERTEX_VERSION,
     live_url,
@@ -77,15 +76,6 @@ Backend = Literal["vertex", "aistudio"]
 VERTEX_PATHS = ("/v1/vertex-ai/live", "/vertex-ai/live", "/vertex_ai/live", "/v1/vertex_ai/live")
 AISTUDIO_PATHS = ("/gemini/live", "/v1/gemini/live")
 
-CLOSE_NORMAL = 1000
-CLOSE_INVALID_SETUP = 1007
-CLOSE_POLICY = 1008
-CLOSE_INTERNAL_ERROR = 1011
-CLOSE_BAD_GATEWAY = 1014
-CLOSE_NO_CREDENTIALS = 4001
-CLOSE_NO_PROJECT = 4002
-CLOSE_MODEL_NOT_ALLOWED = 4003
-
 SETUP_TIMEOUT = 30.0
 UPSTREAM_OPEN_TIMEOUT = 10.0
 MAX_SETUP_DEPTH = 64  # JSON nesting levels in a setup (tool schemas included)
@@ -97,8 +87,6 @@ _SUFFIX = {
         r"/?ws/google\.ai\.generativelanguage\.(?P<version>[^./]+)\.GenerativeService\.BidiGenerateContent"),
 }
 _NAMES = {"vertex": "Vertex AI", "aistudio": "Google AI Studio"}
-# Codes an endpoint may not put in a close frame (RFC 6455 §7.4.1), and what the client gets instead.
-_UNSENDABLE = {1005: CLOSE_NORMAL, 1006: CLOSE_BAD_GATEWAY, 1015: CLOSE_BAD_GATEWAY}
 
 
 class _Close(Exception):
@@ -125,31 +113,32 @@ class _Plan:
 async def live_passthrough(ws: WebSocket, gateway: Gateway, backend: Backend, suffix: str = "") -> None:
     """Handshake checks, then one PassthroughSession."""
     offered = list(ws.scope.get("subprotocols") or [])
-    who = await auth.principal(gateway, auth.client_key(ws.headers, offered))
+    who = await auth.principal(gateway, auth.client_key(ws.headers, offered), route=ws.url.path)
     if isinstance(who, Refusal):
-        await _deny(ws, who.status, who.message, who.code)
+        await refuse(ws, who, "gemini")
         return
     version = None
     if suffix.strip("/"):
         match = _SUFFIX[backend].fullmatch(suffix)
         if match is None or not valid_version(match["version"]):
-            await _deny(ws, 404, f"Not a {_NAMES[backend]} Live endpoint: {ws.url.path}", "not_found")
+            await refuse(ws, Refusal(404, f"Not a {_NAMES[backend]} Live endpoint: {ws.url.path}", "not_found"),
+                         "gemini")
             return
         version = match["version"]
     query = ws.query_params
     project = (query.get("project_id") or query.get("vertex_project")) if backend == "vertex" else None
     location = (query.get("location") or query.get("vertex_location")) if backend == "vertex" else None
     if project is not None and not valid_project(project):
-        await _deny(ws, 400, "Invalid project_id.", "invalid_project")
+        await refuse(ws, Refusal(400, "Invalid project_id.", "invalid_project"), "gemini")
         return
     if location is not None and not valid_location(location):
-        await _deny(ws, 400, "Invalid location.", "invalid_location")
+        await refuse(ws, Refusal(400, "Invalid location.", "invalid_location"), "gemini")
         return
     # the model is known at `setup`: checked against the key there (4003)
     grant = await auth.admit(gateway, who, route="vertex_ai/live" if backend == "vertex" else "gemini/live",
                              headers=ws.headers)
     if isinstance(grant, Refusal):
-        await _deny(ws, grant.status, grant.message, grant.code)
+        await refuse(ws, grant, "gemini")
         return
     chosen = next((p for p in offered if not p.startswith(auth.INSECURE_KEY_PROTOCOL)), None)
     try:
@@ -158,11 +147,6 @@ async def live_passthrough(ws: WebSocket, gateway: Gateway, backend: Backend, su
         await grant.finish(None, "failure", "handshake failed")
         raise
     await PassthroughSession(ws, gateway, backend, version, project, location, grant).run()
-
-
-async def _deny(ws: WebSocket, status: int, message: str, code: str) -> None:
-    body = {"error": {"type": "invalid_request_error", "code": code, "message": message}}
-    await ws.send_denial_response(JSONResponse(body, status_code=status))
 
 
 class PassthroughSession:
@@ -175,7 +159,7 @@ class PassthroughSession:
         self.client_version = version
         self.query_project = project
         self.query_location = location
-        self.usage = LiveUsageMeter()
+        self.usage = grant.meter if grant is not None else UsageLedger()  # the one usage ledger
         self.started = time.monotonic()
         self.model: str | None = None  # what the client asked for
         self.plan: _Plan | None = None
@@ -199,18 +183,18 @@ class PassthroughSession:
         except ConnectionClosed as exc:  # the upstream went away while we sent the setup
             await self._upstream_closed(exc)
         except WebSocketDisconnect as exc:
-            self._ended(exc.code or CLOSE_NORMAL, "client disconnected", "client")
+            self._ended(exc.code or NORMAL, "client disconnected", "client")
         except Exception:
             log.exception("passthrough session failed")
-            await self._close_client(CLOSE_INTERNAL_ERROR, "internal error", "livegate")
+            await self._close_client(INTERNAL_ERROR, "internal error", "livegate")
         finally:
             if self.upstream is not None:
                 with contextlib.suppress(Exception):
                     await close_promptly(self.upstream)
             self._log_end()
             if self.grant is not None:
-                code, reason, _ = self.closed or (CLOSE_NORMAL, "", "livegate")
-                await self.grant.finish(code, "success" if code == CLOSE_NORMAL else "failure", reason)
+                code, reason, _ = self.closed or (NORMAL, "", "livegate")
+                await self.grant.finish(code, "success" if code == NORMAL else "failure", reason)
 
     # --- setup -------------------------------------------------------------------------------------------
 
@@ -220,15 +204,15 @@ class PassthroughSession:
             async with asyncio.timeout(SETUP_TIMEOUT):
                 message = await self.ws.receive()
         except TimeoutError:
-            raise _Close(CLOSE_POLICY, f"no setup message within {SETUP_TIMEOUT:g} s") from None
+            raise _Close(POLICY, f"no setup message within {SETUP_TIMEOUT:g} s") from None
         if message["type"] == "websocket.disconnect":
-            self._ended(message.get("code") or CLOSE_NORMAL, "client disconnected", "client")
+            self._ended(message.get("code") or NORMAL, "client disconnected", "client")
             return None
         frame = message["text"] if message.get("text") is not None else message.get("bytes")
         parsed = strict_json(frame) if frame is not None else None  # what is checked is what Gemini reads
         setup = parsed.get("setup") if isinstance(parsed, dict) else None
         if not isinstance(setup, dict) or not isinstance(setup.get("model"), str) or not setup["model"]:
-            raise _Close(CLOSE_INVALID_SETUP, 'the first message must be {"setup": {"model": ...}}')
+            raise _Close(INVALID_SETUP, 'the first message must be {"setup": {"model": ...}}')
         assert frame is not None and isinstance(parsed, dict)
         self.model = setup["model"][:300]  # for the log line; what is forwarded is untouched
         return frame, parsed
@@ -236,11 +220,11 @@ class PassthroughSession:
     async def _plan(self, model: str) -> _Plan:
         match = match_model(self.gateway.config, model)
         if match is None:
-            raise _Close(CLOSE_MODEL_NOT_ALLOWED, f"model not available on this gateway: {model!r}")
+            raise _Close(MODEL_NOT_ALLOWED, f"model not available on this gateway: {model!r}")
         if self.grant is not None:
             refusal = self.grant.bind_model(match.route.model_name, match.upstream_id, match.route.model_info)
             if refusal is not None:
-                raise _Close(CLOSE_MODEL_NOT_ALLOWED, refusal.message)
+                raise _Close(MODEL_NOT_ALLOWED, refusal.message)
             self.grant.limit_duration(match.route.max_session_seconds)
         provider = match.route.provider
         if self.backend == "vertex":
@@ -248,23 +232,23 @@ class PassthroughSession:
                 return self._simulator_vertex_plan(model, match.upstream_id, match.route)
             return await self._vertex_plan(model, match.upstream_id, match.route)
         if provider == "vertex_ai":
-            raise _Close(CLOSE_MODEL_NOT_ALLOWED, f"model on Vertex AI, use /vertex_ai/live: {model!r}")
+            raise _Close(MODEL_NOT_ALLOWED, f"model on Vertex AI, use /vertex_ai/live: {model!r}")
         return await self._aistudio_plan(match.upstream_id, match.route)
 
     async def _vertex_plan(self, model: str, upstream_id: str, route: ModelRoute) -> _Plan:
         named_project, named_location = resource_scope(model)  # a full resource path is kept as sent
         if (named_project and not valid_project(named_project)) or (
                 named_location and not valid_location(named_location)):
-            raise _Close(CLOSE_INVALID_SETUP, "setup.model names an invalid project or location")
+            raise _Close(INVALID_SETUP, "setup.model names an invalid project or location")
         scope = vertex_scope(self.gateway.config, route, project=named_project or self.query_project,
                              location=named_location or self.query_location)
         if not scope.project:
-            raise _Close(CLOSE_NO_PROJECT, "Vertex AI project id not provided: pass ?project_id=P or configure "
+            raise _Close(NO_PROJECT, "Vertex AI project id not provided: pass ?project_id=P or configure "
                                            "vertex_project")
         try:
             token = await google_credentials.bearer_token(scope.credentials)
         except google_credentials.CredentialsError as exc:
-            raise _Close(CLOSE_NO_CREDENTIALS, str(exc)) from None
+            raise _Close(NO_CREDENTIALS, str(exc)) from None
         if named_project and short_model_id(model) == upstream_id:
             setup_model = model
         else:
@@ -286,7 +270,7 @@ class PassthroughSession:
         location = (named_location or self.query_location or route.vertex_location
                     or self.gateway.config.vertex.location or "us-central1")
         if not (valid_project(project) and valid_location(location)):
-            raise _Close(CLOSE_INVALID_SETUP, "setup.model names an invalid project or location")
+            raise _Close(INVALID_SETUP, "setup.model names an invalid project or location")
         setup_model = model if named_project else model_resource(project, location, upstream_id)
         version = route.api_version or self.client_version or VERTEX_VERSION
         return _Plan(live_url(location, version, api_base), {}, setup_model, upstream_id, project, location)
@@ -317,11 +301,11 @@ class PassthroughSession:
             return await connect(plan.url, additional_headers=plan.headers, max_size=MAX_FRAME_BYTES,
                                  open_timeout=UPSTREAM_OPEN_TIMEOUT, compression=None, ping_interval=20,
                                  close_timeout=CLOSE_TIMEOUT, user_agent_header=f"livegate/{__version__}")
-        except InvalidStatus as exc:
-            raise _Close(CLOSE_BAD_GATEWAY, f"{name} refused the connection (HTTP {exc.response.status_code})"
-                         ) from None
-        except (OSError, InvalidHandshake, TimeoutError) as exc:
-            raise _Close(CLOSE_BAD_GATEWAY, f"{name} is unreachable ({type(exc).__name__})") from None
+        except (OSError, InvalidHandshake, TimeoutError) as exc:  # InvalidStatus is an InvalidHandshake
+            problem = connect_failure(plan.url, exc, UPSTREAM_OPEN_TIMEOUT)
+            log.warning("%s passthrough connection failed: %s", name, problem)
+            said = name if isinstance(exc, InvalidStatus) else f"{name} is unreachable"
+            raise _Close(BAD_GATEWAY, f"{said}: {problem}") from None
 
     # --- relay -------------------------------------------------------------------------------------------
 
@@ -349,17 +333,17 @@ class PassthroughSession:
         while True:
             message = await self.ws.receive()
             if message["type"] == "websocket.disconnect":
-                code = message.get("code") or CLOSE_NORMAL
+                code = message.get("code") or NORMAL
                 self._ended(code, message.get("reason") or "client disconnected", "client")
-                sendable = code if _sendable(code) else CLOSE_NORMAL
+                relayed = code if sendable(code) else NORMAL
                 with contextlib.suppress(Exception):
-                    await close_promptly(upstream, sendable, close_reason(message.get("reason") or ""))
+                    await close_promptly(upstream, relayed, close_reason(message.get("reason") or ""))
                 return
             data = message["text"] if message.get("text") is not None else message.get("bytes")
             if data is None:
                 continue
             if may_be_setup(data):
-                raise _Close(CLOSE_INVALID_SETUP, "setup may only be sent once, as the first message")
+                raise _Close(INVALID_SETUP, "setup may only be sent once, as the first message")
             if self.grant is not None:
                 self.grant.client_frame(data)
             try:
@@ -384,10 +368,10 @@ class PassthroughSession:
             except ClientStalled as exc:
                 log.info("passthrough dropping a client that stopped reading: %s", exc)
                 abort_client(self.ws)
-                self._ended(CLOSE_CLIENT_TOO_SLOW, str(exc), "livegate")
+                self._ended(CLIENT_TOO_SLOW, str(exc), "livegate")
                 return
             except (WebSocketDisconnect, RuntimeError):
-                self._ended(CLOSE_NORMAL, "client disconnected", "client")
+                self._ended(NORMAL, "client disconnected", "client")
                 return
             await fair_turn()
 
@@ -395,8 +379,8 @@ class PassthroughSession:
         if exc.rcvd is not None:
             code, reason = exc.rcvd.code, exc.rcvd.reason
         else:
-            code, reason = 1006, f"{_NAMES[self.backend]} connection lost"
-        await self._close_client(_UNSENDABLE.get(code, code), reason, "upstream")
+            code, reason = ABNORMAL, f"{_NAMES[self.backend]} connection lost"
+        await self._close_client(UNSENDABLE.get(code, code), reason, "upstream")
 
     # --- ending ------------------------------------------------------------------------------------------
 
@@ -408,18 +392,18 @@ class PassthroughSession:
         if self.closed is not None:
             return
         self._ended(code, reason, by)
-        if code != CLOSE_NORMAL or by != "livegate":
+        if code != NORMAL or by != "livegate":
             log.info("passthrough closing the client with %d: %s", code, reason)
         try:
             async with asyncio.timeout(self.gateway.config.timeouts.client_write_s):  # a close waits like a write
-                await self.ws.close(code if _sendable(code) else CLOSE_INTERNAL_ERROR, close_reason(reason))
+                await self.ws.close(code if sendable(code) else INTERNAL_ERROR, close_reason(reason))
         except TimeoutError:
             abort_client(self.ws)
         except Exception:
             pass
 
     def _log_end(self) -> None:
-        code, reason, by = self.closed or (CLOSE_NORMAL, "", "livegate")
+        code, reason, by = self.closed or (NORMAL, "", "livegate")
         plan = self.plan
         log.info("passthrough_session_end %s", json.dumps({
             "route": "vertex_ai/live" if self.backend == "vertex" else "gemini/live",
@@ -432,12 +416,8 @@ class PassthroughSession:
             "close_code": code,
             "close_reason": reason,
             "closed_by": by,
-            "tokens": self.usage.finish().to_json(),
+            "tokens": self.usage.current().summary(),
         }, sort_keys=True))
-
-
-def _sendable(code: int) -> bool:
-    return code in (1000, 1001, 1002, 1003) or 1007 <= code <= 1014 or 3000 <= code <= 4999
 
 
 class _Duplicate(ValueError):

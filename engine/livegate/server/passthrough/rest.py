@@ -35,8 +35,10 @@ from starlette.requests import ClientDisconnect
 from livegate.accounting.gate import Grant, Refusal
 from livegate.server import auth
 from livegate.server.passthrough.models import ModelMatch, match_model, vertex_scope
-from livegate.server.passthrough.usage import UsageTotals, last_usage
+from livegate.server.passthrough.usage import last_usage
+from livegate.translation.usage import TokenUsage
 from livegate.upstream import google_credentials
+from livegate.upstream.connection import connect_failure
 from livegate.upstream.vertex import valid_location, vertex_host
 
 if TYPE_CHECKING:
@@ -89,7 +91,7 @@ class RestPassthrough:
 
     async def handle(self, request: Request, discovery: bool = False) -> Response:
         started = time.monotonic()
-        who = await auth.principal(self.gateway, auth.client_key(request.headers))
+        who = await auth.principal(self.gateway, auth.client_key(request.headers), route="vertex_ai")
         if isinstance(who, Refusal):
             return _error(who.status, who.message, who.code)
         path = _upstream_path(request, discovery)
@@ -159,7 +161,12 @@ class RestPassthrough:
         except httpx.TimeoutException:
             return _error(504, "Vertex AI did not answer in time.", "upstream_timeout")
         except httpx.TransportError as exc:
-            return _error(502, f"Vertex AI is unreachable ({type(exc).__name__}).", "upstream_unavailable")
+            cause: BaseException = exc  # httpx wraps the socket's error: name the host and what to check
+            while cause.__cause__ is not None and not isinstance(cause, OSError):
+                cause = cause.__cause__
+            problem = connect_failure(url, cause, 0)
+            log.warning("Vertex REST passthrough failed: %s", problem)
+            return _error(502, f"Vertex AI is unreachable: {problem}.", "upstream_unavailable")
         decoded = request.path_params.get("path", "")
         record = _Record(discovery, decoded, request.method, match, upstream, started, grant)
         response = StreamingResponse(record.relay(), status_code=upstream.status_code)
@@ -223,13 +230,11 @@ class _Record:
                 await self.grant.finish(self.upstream.status_code, status, outcome, {"path": self.path})
 
     def _log(self, outcome: str) -> dict[str, Any] | None:
-        totals = UsageTotals()
         usage = None
         if self.metered and len(self.body) < MAX_USAGE_BODY:
             event_stream = "text/event-stream" in self.upstream.headers.get("content-type", "")
             usage = last_usage(bytes(self.body), event_stream)
-            if usage is not None:
-                totals.add(usage)
+        totals = TokenUsage.from_metadata(usage) if usage is not None else TokenUsage()
         log.info("passthrough_request_end %s", json.dumps({
             "route": "vertex_ai/discovery" if self.discovery else "vertex_ai",
             "method": self.method,
@@ -238,7 +243,7 @@ class _Record:
             "status": self.upstream.status_code,
             "outcome": outcome,
             "duration_s": round(time.monotonic() - self.started, 3),
-            "tokens": totals.to_json(),
+            "tokens": totals.summary(),
         }, sort_keys=True))
         return usage
 

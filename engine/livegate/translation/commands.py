@@ -1,0 +1,77 @@
+"""What the session core asks its pump to do, and what the pump reports back: small frozen dataclasses.
+
+An `Output` (translation/translator.py) carries the messages for the client and for Gemini, then these
+commands, in the order the pump carries them out: client messages, Gemini messages (on `Output.link`),
+then each command. Most inputs produce no command at all (`Output.commands` is the shared empty tuple).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Any, Literal
+
+
+class Timer(enum.Enum):
+    """The session's timers. The pump arms one per name; its expiry is an input (`SessionCore.timer_expired`)."""
+
+    CONTINUATION = "continuation"  # Gemini's held continuation is served after continuation_wait_ms
+    UPSTREAM_IDLE = "upstream_idle"  # a response.done held for usage goes out after idle_after_ms of silence
+    USER_IDLE = "user_idle"  # turn_detection.idle_timeout_ms passed since the last response.done
+    STALL = "stall"  # Gemini owes an answer and said nothing for upstream_stall_timeout_s
+    SWITCH_DEADLINE = "switch_deadline"  # no turn boundary before goAway's timeLeft minus switch_margin_s
+
+
+@dataclass(frozen=True, slots=True)
+class SetTimer:
+    """Arm `timer` to expire at `at` (seconds on the core's clock; `SessionCore.now()`), or cancel it (None).
+    Arming a timer replaces its previous deadline."""
+
+    timer: Timer
+    at: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class OpenUpstream:
+    """Open a Gemini connection known as `link`: connect, send `setup`, wait for the first frame (at most
+    upstream_setup_timeout_s), send `then`; report `upstream_opened(link, first)` or `upstream_failed(link,
+    failure)`. The session's first connection (`first`) is opened in line (the client's input waits, as the
+    session cannot go on without it); a switch is opened in the background while input is queued."""
+
+    link: int
+    setup: dict[str, Any]
+    then: tuple[dict[str, Any], ...]
+    first: bool
+    mode: Literal["first", "handle", "fresh"]
+
+
+@dataclass(frozen=True, slots=True)
+class CloseUpstream:
+    """Close the Gemini connection `link` (one the session moved away from); its close is no input."""
+
+    link: int
+
+
+@dataclass(frozen=True, slots=True)
+class CloseClient:
+    """Close the client's connection with `code` (livegate/close_codes.py) and `reason`. The session ends."""
+
+    code: int
+    reason: str
+
+
+Command = SetTimer | OpenUpstream | CloseUpstream | CloseClient
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamFailure:
+    """Why a Gemini connection could not be opened, as the pump saw it (no secret in `detail`).
+
+    kind: "unreachable" (refused or unreachable; `detail` says so), "closed" (closed during setup: `code`,
+    `reason`), "timeout" (no answer to setup in time), "credentials" (`detail` names the problem), "other"
+    (`detail`: the exception type, for the log only)."""
+
+    kind: Literal["unreachable", "closed", "timeout", "credentials", "other"]
+    detail: str = ""
+    code: int = 1006
+    reason: str = ""

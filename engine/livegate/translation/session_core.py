@@ -1,0 +1,437 @@
+"""The session core: one OpenAI Realtime session over a succession of Gemini Live connections, sans-I/O.
+
+Theory of operation (docs/internals/session-core.md tells it at length)
+---------------------------------------------------------------------
+The core owns every piece of protocol state of a session: the translator's session state, which Gemini
+connection carries the session, the input held while a connection opens, Gemini's continuation held for the
+client's request, the timers and what their expiry means, the recoveries. Its pump (server/realtime.py) owns
+the sockets and the event loop, and decides nothing: it feeds each input in and carries out what comes back.
+
+Inputs (each returns an `Output`: client messages, Gemini messages for `Output.link`, then commands):
+
+    start()                          the client connected
+    client_frame(frame)              one client frame (str, bytes, or an already-parsed event)
+    upstream_frame(link, frame)      one frame from Gemini connection `link`
+    upstream_opened(link, first)     `OpenUpstream` succeeded; `first` is Gemini's answer to the setup
+    upstream_failed(link, failure)   `OpenUpstream` failed (an UpstreamFailure)
+    upstream_closed(link, code, why) the connection `link` closed
+    timer_expired(timer)             a timer the core armed (SetTimer) expired
+    stop(message, code, close_code)  accounting stopped the session
+
+Commands (translation/commands.py): SetTimer, OpenUpstream, CloseUpstream, CloseClient. Questions: the
+core reads the session state only through the named expressions of mappings/resumption.yaml, asked again
+only when a key they read changed, so an audio chunk costs two identity checks and no command.
+
+Invariants: frames of a connection other than `link` are dropped (a connection the session moved away from
+is over, whatever it still says); while a connection opens, Gemini-bound messages are queued in order (audio
+bounded); once the client is being closed, nothing more is opened or sent to Gemini; time is the injected
+clock's, so tests drive it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from livegate.close_codes import BAD_GATEWAY, NORMAL
+from livegate.mapping.expressions import truthy
+from livegate.translation.commands import CloseClient, CloseUpstream, OpenUpstream, SetTimer, Timer, UpstreamFailure
+from livegate.translation.observer import SessionObserver
+from livegate.translation.resumption import InputQueue, ResumptionPolicy, duration_s
+from livegate.translation.translator import Output, Translator
+
+log = logging.getLogger("livegate.session")
+
+_EARLY = 0.005  # a timer may fire this much before its deadline (the event loop's clock resolution)
+_UNASKED = object()
+# What the client is told when the session's first connection cannot be opened: (message, error code).
+_FIRST_FAILURE = {
+    "timeout": ("Gemini Live did not answer the session setup in time.", "upstream_timeout"),
+    "credentials": ("Gemini Live credentials failed: {detail}", "upstream_auth_failed"),
+    "unreachable": ("{detail}", "upstream_unavailable"),
+    "other": ("livegate could not open the Gemini Live session.", "upstream_unavailable"),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class _Opening:
+    link: int
+    mode: str  # "first", "handle", "fresh"
+    recovering: bool  # the session lost its connection (not a goAway, not a reconfiguration)
+    old: int | None  # the connection the session moves away from
+
+
+class SessionCore:
+    def __init__(self, translator: Translator, policy: ResumptionPolicy | None = None, *,
+                 stall_after_s: float = 10.0, clock: Callable[[], float] = time.monotonic,
+                 observer: SessionObserver | None = None) -> None:
+        self.translator = translator
+        self.policy = policy or translator.mappings.resumption or ResumptionPolicy.load()
+        self.stall_after_s = stall_after_s
+        self.now = clock  # seconds; deadlines in SetTimer are on this clock
+        if observer is not None:
+            translator.observer = observer
+        self.observer = translator.observer
+        self.link: int | None = None  # the connection carrying the session: its frames are translated
+        self.switches = 0  # connections the session moved to (goAway, reconfiguration, recovery)
+        self.recoveries = 0  # failed connections recovered since the last new handle
+        self.closing = False  # the client's connection is being closed
+        self._last_link = 0
+        self._opening: _Opening | None = None
+        self._queue: InputQueue | None = None  # Gemini-bound messages held while a connection opens
+        self._stopped = False  # accounting stopped the session: nothing more reaches Gemini
+        self._held: list[Any] = []  # Gemini's continuation, held for the client's response.create
+        self._awaits = False  # the `awaits_request` answer (read for every Gemini frame)
+        self._armed: set[Timer] = set()
+        self._last_frame = clock()
+        self._pending_since: float | None = None  # when Gemini came to owe an answer
+        self._idle_since = 0.0
+        self._user_idle_due: float | None = None
+        self._recovery_mark: Any = None  # the handle when the session last recovered
+        # The questions' answers, for the session state `_seen`; `_recheck` asks for a review regardless.
+        self._questions = tuple(self.policy.questions.values())
+        self._watched = frozenset().union(*(q.keys for q in self._questions))
+        self._answers: dict[str, Any] = {}
+        self._seen: dict[str, Any] | None = None
+        self._recheck = False
+        self._scope: dict[str, Any] = {"session": None, "config": translator.config,
+                                       "tables": translator.mappings.tables}
+
+    # -- what the pump may ask ---------------------------------------------------------------------
+
+    @property
+    def dialect(self) -> str:
+        return self.translator.dialect
+
+    @property
+    def session_id(self) -> str | None:
+        value = self._answers.get("session_id")
+        return value if isinstance(value, str) else None
+
+    def usage_summary(self) -> dict[str, Any]:
+        """The session's token usage so far, by modality (the usage ledger's), for the session log line."""
+        return self.translator.usage.current().summary()
+
+    # -- inputs ------------------------------------------------------------------------------------
+
+    def start(self) -> Output:
+        return self._after(self.translator.start())
+
+    def client_frame(self, frame: str | bytes | dict[str, Any]) -> Output:
+        out = self.translator.from_client(frame)
+        if self._held:  # the response.create Gemini's continuation waited for may have come
+            self._settle(out)
+            if self._held and not self._awaits:
+                self._release(out)
+        return self._after(out)
+
+    def upstream_frame(self, link: int, frame: str | bytes | dict[str, Any]) -> Output:
+        if link != self.link:
+            return Output()  # a connection the session moved away from
+        self._last_frame = self.now()
+        if self._held or self._awaits:
+            out = Output()
+            if not self._held:
+                wait_s = self.translator.mappings.continuation_wait_ms / 1000
+                self._arm(out, Timer.CONTINUATION, self._last_frame + wait_s)
+            self._held.append(frame)
+            return out
+        return self._after(self.translator.from_upstream(frame))
+
+    def upstream_opened(self, link: int, first: str | bytes | dict[str, Any]) -> Output:
+        opening = self._opening
+        if opening is None or opening.link != link or self.closing:
+            out = Output()
+            out.command(CloseUpstream(link))  # no longer wanted
+            return out
+        self._opening, self.link = None, link
+        self._last_frame = self.now()
+        out = self.translator.from_upstream(first)
+        if opening.old is not None:
+            out.command(CloseUpstream(opening.old))
+        if opening.mode != "first":
+            self.switches += 1
+        if opening.recovering:
+            self.recoveries += 1
+            self._recovery_mark = self._ask("handle")
+        if self._queue is not None:
+            out.upstream.extend(self._queue.drain())
+            self._queue = None
+        self.observer.upstream_opened(link, opening.mode)
+        self._recheck = True
+        return self._after(out)
+
+    def upstream_failed(self, link: int, failure: UpstreamFailure) -> Output:
+        opening = self._opening
+        out = Output()
+        if opening is None or opening.link != link:
+            return out
+        self._opening = None
+        self.observer.upstream_failed(link, opening.mode, failure.kind)
+        if opening.mode == "first":
+            self._queue = None
+            if failure.kind == "closed":
+                out = self.translator.upstream_closed(failure.code, failure.reason)
+                self._close_after_gemini(out, failure.code)
+            else:
+                if failure.kind == "other":
+                    log.warning("could not open the upstream: %s", failure.detail)
+                message, code = _FIRST_FAILURE[failure.kind]
+                self._fail(out, message.format(detail=failure.detail), code)
+        else:
+            if failure.kind == "closed":
+                log.warning("the new upstream connection (%s) closed: %s", opening.mode, (failure.code, failure.reason))
+            else:
+                log.warning("could not open the new upstream connection (%s): %s", opening.mode,
+                            failure.detail if failure.kind == "other" else failure.kind)
+            if opening.mode == "handle":  # the handle did not take: re-seed a fresh session instead
+                self._resume(out, "fresh", cut=False, recovering=opening.recovering, old=opening.old)
+            else:
+                if opening.old is not None:
+                    out.command(CloseUpstream(opening.old))
+                self._queue = None
+                self._fail(out, "livegate could not move the session to a new Gemini Live connection.",
+                           "upstream_unavailable")
+        return self._after(out)
+
+    def upstream_closed(self, link: int, code: int, reason: str) -> Output:
+        out = Output()
+        if link != self.link:
+            return out  # a connection the session moved (or is moving) away from
+        going_away = truthy(self._answers.get("going_away"))
+        if not (self.closing or self._stopped) and (going_away or (
+                code not in self.policy.never_recover and self.recoveries < self.policy.recoveries)):
+            log.info("upstream closed (%s); moving the session to a new connection", code)
+            self.observer.upstream_lost(link, code, True)
+            self._switch(out, "fresh" if code in self.policy.fresh_after else "handle", recovering=not going_away,
+                         why="go_away" if going_away else "recovery")
+            return self._after(out)
+        self.observer.upstream_lost(link, code, False)
+        self.link = None
+        out = self.translator.upstream_closed(code, reason)
+        if self._held:  # that connection's continuation will never be asked for
+            self._held.clear()
+            self._disarm(out, Timer.CONTINUATION)
+        self._close_after_gemini(out, code)
+        return self._after(out)
+
+    def timer_expired(self, timer: Timer) -> Output:
+        out = Output()
+        if timer not in self._armed:
+            return out  # cancelled meanwhile
+        self._armed.discard(timer)
+        now = self.now()
+        if timer is Timer.CONTINUATION:
+            self._release(out)  # the client did not ask: served as Gemini's own
+        elif timer is Timer.UPSTREAM_IDLE and truthy(self._answers.get("awaiting_idle")):
+            quiet_since = max(self._last_frame, self._idle_since)
+            if now + _EARLY >= quiet_since + self.translator.mappings.idle_after_ms / 1000:
+                out.extend(self.translator.upstream_idle())
+            else:
+                self._arm(out, timer, quiet_since + self.translator.mappings.idle_after_ms / 1000)
+        elif timer is Timer.USER_IDLE and self._user_idle_due is not None:
+            if now + _EARLY >= self._user_idle_due:
+                self._user_idle_due = None
+                out.extend(self.translator.user_idle())
+            else:
+                self._arm(out, timer, self._user_idle_due)
+        elif timer is Timer.STALL:
+            self._check_stall(out, now)
+        elif timer is Timer.SWITCH_DEADLINE and self.link is not None and self._opening is None and not self.closing:
+            log.info("no turn boundary before the goAway deadline; switching mid-turn")
+            self._switch(out, "handle", why="deadline")
+        return self._after(out)
+
+    def stop(self, message: str, code: str, close_code: int) -> Output:
+        """Accounting stopped the session (budget, key, duration): the client is told, then closed."""
+        self._stopped = True
+        out = self.translator.server_error(message, code)
+        self._close(out, close_code, message)
+        return self._after(out)
+
+    # -- after every input -------------------------------------------------------------------------
+
+    def _after(self, out: Output) -> Output:
+        self._settle(out)
+        if out.upstream:
+            self._route(out)
+        return out
+
+    def _settle(self, out: Output) -> None:
+        """React to what the input changed: timers, the stall clock, switching (until nothing changes)."""
+        while self.translator.session is not self._seen or self._recheck:
+            self._recheck = False
+            self._review(self._reask(), out)
+
+    def _reask(self) -> set[str]:
+        """Ask again the questions whose keys changed; returns the names whose answer changed."""
+        session, seen = self.translator.session, self._seen
+        self._seen = self._scope["session"] = session
+        if seen is None:
+            questions: Any = self._questions
+        elif seen is session:
+            return set()
+        else:
+            keys = {key for key in self._watched if session.get(key) is not seen.get(key)}
+            questions = [q for q in self._questions if not q.keys.isdisjoint(keys)] if keys else ()
+        changed = set()
+        runtime = self.translator.runtime
+        for question in questions:
+            answer = question.expression(runtime, self._scope)
+            if answer != self._answers.get(question.name, _UNASKED):
+                self._answers[question.name] = answer
+                changed.add(question.name)
+        return changed
+
+    def _ask(self, name: str) -> Any:
+        self._scope["session"] = self.translator.session
+        return self.policy.questions[name].expression(self.translator.runtime, self._scope)
+
+    def _review(self, changed: set[str], out: Output) -> None:
+        answers, now = self._answers, self.now()
+        if "awaits_request" in changed:
+            self._awaits = truthy(answers["awaits_request"])
+        if "turn_pending" in changed:
+            self._pending_since = now if truthy(answers["turn_pending"]) else None
+        if (self._pending_since is not None and Timer.STALL not in self._armed and self.link is not None
+                and self._opening is None):
+            self._arm(out, Timer.STALL, max(self._last_frame, self._pending_since) + self.stall_after_s)
+        if "awaiting_idle" in changed:
+            if truthy(answers["awaiting_idle"]):
+                self._idle_since = now
+                self._arm(out, Timer.UPSTREAM_IDLE, now + self.translator.mappings.idle_after_ms / 1000)
+            else:
+                self._disarm(out, Timer.UPSTREAM_IDLE)
+        if "user_idle_at_ms" in changed:
+            at_ms = answers["user_idle_at_ms"]
+            if isinstance(at_ms, int | float) and not isinstance(at_ms, bool):
+                self._user_idle_due = now + max(0.0, at_ms / 1000 - self.translator.helpers.clock())
+                self._arm(out, Timer.USER_IDLE, self._user_idle_due)
+            else:
+                self._user_idle_due = None
+                self._disarm(out, Timer.USER_IDLE)
+        if "turn_boundary" in changed and truthy(answers["turn_boundary"]):
+            self.observer.turn_boundary()
+        if self.recoveries and answers["handle"] != self._recovery_mark:
+            self.recoveries = 0  # the recovered connection completed a turn
+        self._check_switch(out)
+
+    def _check_switch(self, out: Output) -> None:
+        """Start the move a goAway (or a session.update needing a new setup) asked for, at a turn boundary;
+        after a goAway, by its deadline at the latest."""
+        answers = self._answers
+        if self._opening is not None or self.closing or self.link is None or not truthy(answers["switch_wanted"]):
+            return
+        going_away = answers["going_away"]
+        if truthy(answers["turn_boundary"]):
+            self._switch(out, "handle", why="go_away" if truthy(going_away) else "reconfigure")
+        elif truthy(going_away) and Timer.SWITCH_DEADLINE not in self._armed:
+            left = duration_s(going_away)
+            self._arm(out, Timer.SWITCH_DEADLINE, self.now() + max(0.0, (left or 0.0) - self.policy.switch_margin_s))
+
+    def _check_stall(self, out: Output, now: float) -> None:
+        if self._pending_since is None or self.link is None or self._opening is not None or self.closing:
+            return
+        due = max(self._last_frame, self._pending_since) + self.stall_after_s
+        if now + _EARLY >= due:
+            self._fail(out, f"Gemini Live sent nothing for {self.stall_after_s:g} s in the middle of a turn.",
+                       "upstream_timeout")
+        else:
+            self._arm(out, Timer.STALL, due)
+
+    def _route(self, out: Output) -> None:
+        """Where this input's Gemini-bound messages go: the connection, the queue, or a first connection."""
+        if self._stopped or self.closing:
+            out.upstream = []
+        elif self.link is not None:
+            out.link = self.link
+        elif self._queue is not None:
+            for message in out.upstream:
+                self._queue.put(message)
+            out.upstream = []
+            dropped = self._queue.take_dropped()
+            if dropped:
+                out.extend(self.translator.server_error(
+                    f"{dropped:.0f} ms of input audio were dropped while livegate moved the session to a new "
+                    f"Gemini Live connection (at most {self.policy.queue_audio_ms:.0f} ms are held).",
+                    "input_audio_dropped"))
+        else:  # the session's first content: Gemini is contacted now, its configuration fixed by `setup`
+            messages, out.upstream = out.upstream, []
+            if "setup" not in messages[0]:
+                raise RuntimeError("the first upstream message of a session must be setup")
+            self._queue = InputQueue(self.policy.queue_audio_ms)
+            self._open(out, "first", messages, recovering=False, old=None)
+
+    # -- moving to a new connection ----------------------------------------------------------------
+
+    def _switch(self, out: Output, mode: str, *, recovering: bool = False, why: str) -> None:
+        """Leave the current connection: resumed with the handle if usable, else fresh and re-seeded."""
+        self._disarm(out, Timer.SWITCH_DEADLINE)
+        cut = not truthy(self._answers["turn_boundary"])
+        if mode == "handle" and not self._handle_usable():
+            mode = "fresh"
+        old, self.link = self.link, None
+        self._queue = self._queue or InputQueue(self.policy.queue_audio_ms)
+        if self._held:  # the old connection's continuation: the resume asks again for what was not started
+            self._held.clear()
+            self._disarm(out, Timer.CONTINUATION)
+        self.observer.switch_started(mode, cut, why)
+        self._resume(out, mode, cut=cut, recovering=recovering, old=old)
+
+    def _resume(self, out: Output, mode: str, *, cut: bool, recovering: bool, old: int | None) -> None:
+        resumed = self.translator.upstream_resume(mode, cut=cut)
+        messages, resumed.upstream = resumed.upstream, []
+        out.extend(resumed)
+        self._open(out, mode, messages, recovering=recovering, old=old)
+        self._recheck = True
+
+    def _open(self, out: Output, mode: str, messages: list[dict[str, Any]], *, recovering: bool,
+              old: int | None) -> None:
+        self._last_link += 1
+        link = self._last_link
+        self._opening = _Opening(link, mode, recovering, old)
+        self.observer.upstream_opening(link, mode)
+        out.command(OpenUpstream(link, messages[0], tuple(messages[1:]), first=mode == "first",
+                                 mode=mode))  # type: ignore[arg-type]
+
+    def _handle_usable(self) -> bool:
+        arrived = self._answers.get("handle_received_at")
+        return (truthy(self._answers.get("handle_usable")) and isinstance(arrived, int | float)
+                and self.translator.helpers.clock() - arrived < self.policy.handle_ttl_s)
+
+    # -- the rest ----------------------------------------------------------------------------------
+
+    def _release(self, out: Output) -> None:
+        """Translate Gemini's held continuation, in order."""
+        self._disarm(out, Timer.CONTINUATION)
+        held, self._held = self._held, []
+        for frame in held:
+            out.extend(self.translator.from_upstream(frame))
+
+    def _fail(self, out: Output, message: str, code: str) -> None:
+        out.extend(self.translator.server_error(message, code))
+        self._close(out, BAD_GATEWAY, message)
+
+    def _close_after_gemini(self, out: Output, code: int) -> None:
+        if code == NORMAL:
+            self._close(out, NORMAL, "Gemini Live ended the session")
+        else:
+            self._close(out, BAD_GATEWAY, f"Gemini Live closed the session ({code})")
+
+    def _close(self, out: Output, code: int, reason: str) -> None:
+        if not self.closing:
+            self.closing = True
+            self.observer.session_closing(code, reason)
+            out.command(CloseClient(code, reason))
+
+    def _arm(self, out: Output, timer: Timer, at: float) -> None:
+        self._armed.add(timer)
+        out.command(SetTimer(timer, at))
+
+    def _disarm(self, out: Output, timer: Timer) -> None:
+        if timer in self._armed:
+            self._armed.discard(timer)
+            out.command(SetTimer(timer, None))

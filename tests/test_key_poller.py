@@ -1,21 +1,27 @@
 """The key poller and admission never race (issue 18, item 1): a session admitted while a poll reads the
 store is judged by the state it was admitted with, never closed 4010 because the poll's read predates it;
-a deleted key still ends its sessions within one poll. On SQLite and on a real PostgreSQL server."""
+a deleted key still ends its sessions within one poll. On SQLite and on a real PostgreSQL server, and through
+a running livegate's WebSocket route."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
+from websockets.asyncio.client import ClientConnection
+from websockets.protocol import State
 
 from livegate.accounting.gate import Accounting, Grant
 from livegate.accounting.keys import hash_key, new_key
 from livegate.accounting.prices import PriceTable
 from livegate.accounting.store import KeyRecord, Store
 from livegate.close_codes import KEY_REVOKED
+from tests.test_accounting_api import _connect, _events_until_close, _served
 
 
 async def _keys(store: Store, count: int) -> list[str]:
@@ -123,3 +129,38 @@ async def test_hundreds_of_admissions_under_a_fast_poller_and_a_revocation(accou
     assert all(g.stop is None for g in grants if g not in mine)
     for grant in grants:
         await grant.finish(1000)
+
+
+async def test_through_a_running_livegate(tmp_path: Path) -> None:
+    """The same through the WebSocket route a user sees: 200 sessions of 20 valid keys opened in waves while
+    the poller runs every 50 ms, none closed; then a key deleted in the store (as another instance's key API
+    does) ends its sessions, and only they, with an invalid_api_key error and close 4010."""
+    async with _served(tmp_path, key_check_seconds=0.05) as served:
+        accounting = served.app.state.gateway.accounting
+        keys = [await served.key() for _ in range(20)]
+        sessions: list[tuple[str, ClientConnection]] = []
+        try:
+            async def open_one(key: str) -> None:
+                ws = await _connect(served, key)
+                sessions.append((key, ws))
+                assert json.loads(await ws.recv())["type"] == "session.created"
+
+            for wave in range(10):
+                await asyncio.gather(*(open_one(keys[(wave + i) % 20]) for i in range(20)))
+            await asyncio.sleep(0.5)  # ten more polls over every session
+            closed = [(ws.close_code, ws.close_reason) for _, ws in sessions if ws.state is not State.OPEN]
+            assert len(sessions) == 200 and not closed, f"{len(closed)} of 200 closed: {closed[:3]}"
+
+            revoked = keys[0]
+            await accounting.store.delete_keys([hash_key(revoked)], time.time())
+            deleted_at = time.monotonic()
+            mine = [ws for key, ws in sessions if key == revoked]
+            ends = await asyncio.gather(*(_events_until_close(ws, timeout=5) for ws in mine))
+            took = time.monotonic() - deleted_at
+            assert all(ws.close_code == KEY_REVOKED for ws in mine), [ws.close_code for ws in mine]
+            assert all(any(e["type"] == "error" and e["error"]["code"] == "invalid_api_key" for e in events)
+                       for events in ends)
+            assert took < 2.0, took  # 50 ms polls; the rest is scheduling on a loaded machine
+            assert all(ws.state is State.OPEN for key, ws in sessions if key != revoked)
+        finally:
+            await asyncio.gather(*(ws.close() for _, ws in sessions), return_exceptions=True)

@@ -148,3 +148,32 @@ async def test_expired_secrets_are_purged(served: Served) -> None:
     assert len(left) == 1
     async with _open(served, live) as ws:
         await _text_turn(ws)
+
+
+async def test_a_webrtc_call_is_hung_up_by_its_opener_or_its_key_only(served: Served) -> None:
+    """POST /v1/realtime/calls/{id}/hangup: a call a client secret opened is ended by that secret or by its
+    parent key (the server that minted it), never by a sibling secret (another browser) or another key."""
+    key, other = await served.key(), await served.key()
+    mine, sibling = await _mint(served, key), await _mint(served, key)
+    opener = await served.app.state.gateway.accounting.principal(mine, realtime=True)
+    ended: list[str] = []
+
+    class _Call:  # a call in the registry as the calls route sees it (a real one needs a WebRTC peer)
+        grant = type("Grant", (), {"principal": opener})
+
+        def hang_up(self) -> None:
+            ended.append("ended")
+
+    calls = served.app.state.webrtc_calls.calls
+    calls["rtc_scope"] = _Call()
+    try:
+        for caller in (sibling, other):
+            response = await served.http.post("/v1/realtime/calls/rtc_scope/hangup", headers=_auth(caller))
+            assert response.status_code == 404 and response.json()["error"]["code"] == "call_not_found"
+        assert not ended
+        for caller in (mine, key):
+            response = await served.http.post("/v1/realtime/calls/rtc_scope/hangup", headers=_auth(caller))
+            assert response.status_code == 200, response.text
+        assert ended == ["ended", "ended"]
+    finally:
+        del calls["rtc_scope"]

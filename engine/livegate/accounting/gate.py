@@ -113,6 +113,14 @@ class Principal:
                 hmac.compare_digest(self.secret.secret_hash, owner.secret.secret_hash)
         return self.token_hash == owner.token_hash
 
+    def may_hang_up(self, owner: Principal) -> bool:
+        """May this caller end a WebRTC call `owner` opened? As may_reattach, and also the parent key over its
+        secrets' calls: the server that minted a browser's secret ends that browser's call (as with OpenAI,
+        whose servers hang up with their API key). Sibling secrets still may not."""
+        if self.secret is None and self.kind == "key" and self.token_hash == owner.token_hash:
+            return True
+        return self.may_reattach(owner)
+
 
 class Accounting:
     def __init__(self, store: Store, prices: PriceTable, *, master_key: str | None, metrics: Metrics | None = None,

@@ -102,7 +102,7 @@ def add_webrtc_routes(app: FastAPI, gateway: Gateway) -> CallRegistry:
         call = registry.calls.get(call_id)
         if isinstance(who, Refusal):
             response: Response = refusal_response(who)
-        elif call is None or not who.may_reattach(call.grant.principal):  # its key, secret or the master
+        elif call is None or not who.may_hang_up(call.grant.principal):  # its opener, key or the master
             response = ApiError(404, f"No call '{call_id[:80]}' is active on this gateway.",
                                 "call_not_found").response()
         else:

@@ -225,3 +225,36 @@ async def test_admission_while_the_store_cannot_be_written(tmp_path: Path, allow
         acct.store = store
         await acct.stop()
     assert os.path.exists(tmp_path / "spend.db")
+
+
+async def test_admission_while_the_store_is_gone_counts_the_team_here(tmp_path: Path) -> None:
+    """allow_requests_on_db_unavailable with a key in a team: its team, as last read, still limits it (the
+    team's max_parallel_requests counted on this instance), and a key of the team never read here gets 503."""
+    from livegate.accounting.owners import TeamRecord
+
+    store = Store(open_database(None, str(tmp_path / "spend.db")))
+    acct = Accounting(store, PriceTable.load(), master_key=MASTER, admit_when_unavailable=True)
+    await acct.start()
+    now = time.time()
+    await store.create_team(TeamRecord(team_id="t1", team_alias="eng", max_parallel_requests=2, created_at=now,
+                                       updated_at=now), [], now)
+    known, unseen = new_key(), new_key()
+    for key in (known, unseen):
+        await store.create_key(KeyRecord(token_hash=hash_key(key), team_id="t1", created_at=now, updated_at=now))
+    first = await acct.admit(known, route="/v1/realtime")
+    assert isinstance(first, Grant)
+    gone = _Full(store)
+    gone.reads_fail = True
+    acct.store = gone  # type: ignore[assignment]
+    try:
+        second = await acct.admit(known, route="/v1/realtime")
+        assert isinstance(second, Grant) and second.principal.team is not None  # the team as last read
+        third = await acct.admit(known, route="/v1/realtime")
+        assert isinstance(third, Refusal) and third.code == "realtime_session_limit" and "eng" in third.message
+        refused = await acct.admit(unseen, route="/v1/realtime")
+        assert isinstance(refused, Refusal) and refused.status == 503
+        await second.finish(1000)
+    finally:
+        await first.finish(1000)
+        acct.store = store
+        await acct.stop()

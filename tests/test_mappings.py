@@ -13,6 +13,7 @@ Translator one step at a time:
     transport: webrtc                     (optional: a WebRTC call, where livegate plays the audio)
     sniff_dialect: false                  (no dialect header: the first session.update's shape decides)
     gemini_features: {name: value}        (optional: the config entry's gemini_features defaults)
+    voices: {openai: gemini}              (optional: the config entry's voice table overrides)
     show_connect: false                   (include the session.created step in the snapshot)
     snapshot: true                        (false: the expectations say it all; no whole-conversation snapshot)
     steps:
@@ -159,6 +160,7 @@ def run_case(case: dict[str, Any], mappings: Any = None) -> list[dict[str, Any]]
                             context={"model": "gpt-realtime", "setup_model": setup_model, "backend": backend,
                                      "capabilities": capabilities, "features": case.get("gemini_features", {}),
                                      "litellm_compat": case.get("litellm_compat", False),
+                                     "voices": case.get("voices", {}),
                                      **({"intent": case["intent"]} if "intent" in case else {}),
                                      **({"transport": case["transport"]} if "transport" in case else {})})
     transcript = []

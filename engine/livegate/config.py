@@ -57,6 +57,8 @@ class ModelRoute:
     # The entry's `gemini_features`: defaults of Gemini's own features for its sessions (README "Gemini's own
     # features"), checked against the model's capabilities at load.
     gemini_features: dict[str, Any] | None = field(default=None, compare=False, hash=False)
+    # The entry's `voices`: OpenAI voice name -> Gemini voice, over mappings/tables.yaml's table.
+    voices: dict[str, str] | None = field(default=None, compare=False, hash=False)
 
     def __repr__(self) -> str:  # never print secrets
         return f"ModelRoute({self.model_name!r} -> {self.provider}/{self.model_id})"
@@ -193,6 +195,7 @@ def _route(entry: dict[str, Any], index: int) -> ModelRoute:
         max_session_seconds=None if max_seconds is None else float(max_seconds),
         litellm_compat=params.get("litellm_compat"),
         gemini_features=entry.get("gemini_features"),
+        voices=entry.get("voices"),
     )
     from livegate.translation.capabilities import check_features, check_overrides, shipped_table
 

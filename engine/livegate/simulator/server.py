@@ -45,6 +45,7 @@ _REALTIME_FIELDS = frozenset(
     {"audio", "video", "text", "activityStart", "activityEnd", "audioStreamEnd", "mediaChunks"}
 )
 _MAX_MESSAGE_BYTES = 16 * 2**20
+_SCHEDULING = frozenset({"SCHEDULING_UNSPECIFIED", "SILENT", "WHEN_IDLE", "INTERRUPT"})
 
 
 def backend_for_path(path: str) -> Backend | None:
@@ -206,6 +207,7 @@ class _Connection:
         self.diarization = False  # inputAudioTranscription.diarization: transcripts carry speaker labels
         self.manual_activity = False
         self.functions: dict[str, dict[str, Any]] = {}
+        self.behaviors: dict[str, str] = {}  # function name -> BLOCKING or NON_BLOCKING, as declared
         self.system_instruction = ""
         self.history: list[dict[str, Any]] = []
         self.pending_calls: dict[str, str] = {}  # call id -> function name, awaiting a toolResponse
@@ -447,6 +449,7 @@ class _Connection:
             tools = tools.get("tools")
         if tools is not None:
             self.functions = script.declared_functions(tools)
+            self.behaviors = script.declared_behaviors(tools, self.caps["default_tool_behavior"])
 
     async def _on_client_content(self, content: dict[str, Any]) -> None:
         turns = content.get("turns") or []
@@ -548,6 +551,7 @@ class _Connection:
         if not isinstance(responses, list):
             raise _ClientError("toolResponse.functionResponses must be a list.")
         results: list[tuple[str, Any]] = []
+        interrupt = False
         for resp in responses:
             if not isinstance(resp, dict):
                 raise _ClientError("functionResponses entries must be objects.")
@@ -557,11 +561,33 @@ class _Connection:
             if call_id not in self.pending_calls:
                 log.info("simulator: ignoring a response for unknown/cancelled call %r", resp.get("id"))
                 continue
-            results.append((self.pending_calls.pop(call_id), resp.get("response")))
+            name = self.pending_calls.pop(call_id)
+            scheduling = resp.get("scheduling")
+            if scheduling is not None and scheduling not in _SCHEDULING:
+                raise _ClientError(f"Invalid value at 'tool_response.function_responses.scheduling': {scheduling!r}")
+            if self.behaviors.get(name) == "NON_BLOCKING":
+                # Gemini's asynchronous calls: SILENT is taken in without a word, INTERRUPT cuts the answer
+                # under way, WHEN_IDLE (the default) waits for it to end.
+                if scheduling == "SILENT":
+                    self.history.append({"role": "user", "parts": [{"functionResponse": resp}]})
+                    continue
+                interrupt |= scheduling == "INTERRUPT"
+            else:
+                interrupt = True  # a blocking call's output is what the model waited for
+            results.append((name, resp.get("response")))
         if results:
-            await self._interrupt()
+            if interrupt:
+                await self._interrupt()
+            else:
+                await self._until_idle()
             tokens = {"TEXT": script.text_tokens(json.dumps([r for _, r in results]))}
             await self._respond(self._stream_turn(script.tool_answer(results), tokens))
+
+    async def _until_idle(self) -> None:
+        """Let the answer under way finish (a WHEN_IDLE function response is heard after it)."""
+        task, self.answer_task = self.answer_task, None
+        if task is not None and not task.done():
+            await asyncio.wait([task])
 
     # --- turns -----------------------------------------------------------------------------------------
 
@@ -601,6 +627,8 @@ class _Connection:
         call: dict[str, Any] = {"id": f"call-{self.calls}", "name": name, "args": args}
         self.pending_calls[call["id"]] = name
         await self._send({"toolCall": {"functionCalls": [call]}})
+        if self.behaviors.get(name) == "NON_BLOCKING":  # an asynchronous call: the model talks on
+            await self._respond(self._stream_turn(script.working_answer(name), tokens))
 
     async def _user_audio_turn(self, pcm: bytes, rate: int) -> None:
         await self._interrupt()

@@ -34,6 +34,10 @@ Translator one step at a time:
       - user_idle: true                   turn_detection.idle_timeout_ms passed (the pump's timer)
       - upstream_closed: {code: 1011, reason: "..."}
       - upstream_resume: {mode: handle | fresh, cut: false}   livegate moves to a new Gemini connection
+      - mcp_listed: {request_id, server_label, ok, tools | error}   an MCP server answered a tool listing
+      - mcp_called: {request_id, server_label, ok, output | error}  an MCP call livegate ran finished
+        expect_mcp: [{<field>: <value>}]  optional: the MCP requests this step commands (request_id, action,
+                                          server.server_url, tool, arguments...)
 
 Every output is checked against the SDK types (tests/conftest.py). Cases whose behaviour is best read
 as a whole conversation are snapshotted (tests/__snapshots__/test_mappings/); the others say what they
@@ -50,6 +54,7 @@ import yaml
 from syrupy.extensions.json import JSONSnapshotExtension
 
 from livegate.mapping import load_mappings
+from livegate.translation.commands import McpRequest
 from livegate.translation.translator import Output, Translator
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -93,6 +98,10 @@ def _feed(translator: Translator, step: dict[str, Any]) -> Output:
     if "upstream_resume" in step:
         resume = step["upstream_resume"]
         return translator.upstream_resume(resume["mode"], cut=resume.get("cut", False))
+    if "mcp_listed" in step:
+        return translator.mcp_result("list", step["mcp_listed"])
+    if "mcp_called" in step:
+        return translator.mcp_result("call", step["mcp_called"])
     if "upstream_closed" in step:
         return translator.upstream_closed(step["upstream_closed"]["code"], step["upstream_closed"].get("reason", ""))
     raise AssertionError(f"unknown step {sorted(step)}")
@@ -181,6 +190,12 @@ def run_case(case: dict[str, Any], mappings: Any = None) -> list[dict[str, Any]]
             ), f"step {index} log: {out.log}, expected {step['expect_log']}"
         if "expect_session" in step:
             check_fields(f"step {index} session", translator.session, step["expect_session"])
+        if "expect_mcp" in step:
+            requests = [{"request_id": c.request_id, "action": c.action, "server": c.server, "tool": c.tool,
+                         "arguments": c.arguments} for c in out.commands if isinstance(c, McpRequest)]
+            assert len(requests) == len(step["expect_mcp"]), f"step {index} MCP requests: {requests}"
+            for request, want in zip(requests, step["expect_mcp"], strict=True):
+                check_fields(f"step {index} MCP request", request, want)
         if "expect_usage" in step:
             usage = translator.usage.current()
             counted = {"input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens,

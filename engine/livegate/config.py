@@ -83,6 +83,7 @@ class Timeouts:
     http_header_s: float = 10.0  # a request's header lines must arrive within this (slowloris)
     http_body_s: float = 60.0  # a REST passthrough request body must arrive within this (408)
     max_request_body_bytes: int = 64 * 1024 * 1024  # REST passthrough request bodies (413)
+    mcp_s: float = 30.0  # an MCP server must answer a listing or a tool call within this (mcp_call failed)
 
 
 TIMEOUT_SETTINGS = {  # livegate_settings key -> Timeouts field
@@ -92,6 +93,7 @@ TIMEOUT_SETTINGS = {  # livegate_settings key -> Timeouts field
     "http_header_timeout_s": "http_header_s",
     "http_body_timeout_s": "http_body_s",
     "max_request_body_bytes": "max_request_body_bytes",
+    "mcp_timeout_s": "mcp_s",
 }
 
 

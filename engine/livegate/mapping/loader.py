@@ -58,12 +58,13 @@ from livegate.paths import MAPPINGS_DIR, SCHEMAS_DIR
 
 RULE_FOLDERS = ("client", "upstream", "lifecycle")
 _HOLDS = ("fields", "values", "schema", "open")  # how a state.yaml object says what it holds
-LIFECYCLE_MOMENTS = ("connect", "upstream_idle", "upstream_closed", "upstream_resume", "user_idle")
+LIFECYCLE_MOMENTS = ("connect", "upstream_idle", "upstream_closed", "upstream_resume", "user_idle", "mcp_listed",
+                     "mcp_called")
 
 
 @dataclass(frozen=True)
 class Emit:
-    to: str  # "client", "upstream" or "log"
+    to: str  # "client", "upstream", "log" or "mcp" (a request to an MCP server, carried out by the pump)
     when: Expression | None
     message: Build
 

@@ -15,6 +15,7 @@ session-core.md tells the whole story.
                                                                present, in dispatch.yaml order
     upstream_idle()             quiet for idle_after_ms     -> lifecycle/upstream_idle.yaml
     user_idle()                 turn_detection's idle time  -> lifecycle/user_idle.yaml
+    mcp_result(action, result)  an MCP request finished     -> lifecycle/mcp_listed.yaml, mcp_called.yaml
     upstream_closed(code, why)  Gemini closed               -> lifecycle/upstream_closed.yaml
     upstream_resume(mode)       a new Gemini connection     -> lifecycle/upstream_resume.yaml
 
@@ -47,7 +48,7 @@ from jmespath.exceptions import JMESPathError
 from livegate.mapping.expressions import EXPLICIT_NULL, Runtime, Scope, truthy
 from livegate.mapping.functions import Helpers, RandomIds, SequentialIds
 from livegate.mapping.loader import Mappings, Rule, RuleFile
-from livegate.translation.commands import Command
+from livegate.translation.commands import Command, McpRequest
 from livegate.translation.errors import error_event
 from livegate.translation.observer import SessionObserver
 from livegate.translation.usage import UsageLedger
@@ -316,6 +317,11 @@ class Translator:
         """The session moves to a new Gemini connection: mode "handle" (resumed) or "fresh" (re-seeded)."""
         return self._lifecycle("upstream_resume", {"mode": mode, "cut": cut})
 
+    def mcp_result(self, action: str, result: dict[str, Any]) -> Output:
+        """An MCP request (a `McpRequest` command) finished: lifecycle/mcp_listed or lifecycle/mcp_called, with the
+        result as `event` ({request_id, ok, tools | output | error})."""
+        return self._lifecycle("mcp_listed" if action == "list" else "mcp_called", result)
+
     def user_idle(self) -> Output:
         """turn_detection.idle_timeout_ms passed with no user speech since the last response.done."""
         return self._lifecycle("user_idle", {})
@@ -442,6 +448,9 @@ class Translator:
                 self._send_client(out, message)
             elif emit.to == "upstream":
                 out.upstream.append(message)
+            elif emit.to == "mcp":
+                out.command(McpRequest(message["request_id"], message["action"], message["server"],
+                                       message.get("tool"), message.get("arguments")))
             else:
                 note = message if isinstance(message, str) else orjson.dumps(message).decode()
                 log.info("session %s: %s", self.session.get("id"), note)

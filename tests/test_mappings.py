@@ -38,6 +38,10 @@ Translator one step at a time:
       - mcp_called: {request_id, server_label, ok, output | error}  an MCP call livegate ran finished
         expect_mcp: [{<field>: <value>}]  optional: the MCP requests this step commands (request_id, action,
                                           server.server_url, tool, arguments...)
+      - side_response: {request_id, delta | done, finish_reason, usage_metadata | error}   an out-of-band
+        response's generateContent call streamed
+        expect_generate: [{<field>: <value>}]  optional: the side calls this step commands (request_id, model,
+                                               body.contents...)
 
 Every output is checked against the SDK types (tests/conftest.py). Cases whose behaviour is best read
 as a whole conversation are snapshotted (tests/__snapshots__/test_mappings/); the others say what they
@@ -54,7 +58,7 @@ import yaml
 from syrupy.extensions.json import JSONSnapshotExtension
 
 from livegate.mapping import load_mappings
-from livegate.translation.commands import McpRequest
+from livegate.translation.commands import GenerateRequest, McpRequest
 from livegate.translation.translator import Output, Translator
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -102,6 +106,8 @@ def _feed(translator: Translator, step: dict[str, Any]) -> Output:
         return translator.mcp_result("list", step["mcp_listed"])
     if "mcp_called" in step:
         return translator.mcp_result("call", step["mcp_called"])
+    if "side_response" in step:
+        return translator.side_result(dict(step["side_response"]))
     if "upstream_closed" in step:
         return translator.upstream_closed(step["upstream_closed"]["code"], step["upstream_closed"].get("reason", ""))
     raise AssertionError(f"unknown step {sorted(step)}")
@@ -196,6 +202,12 @@ def run_case(case: dict[str, Any], mappings: Any = None) -> list[dict[str, Any]]
             assert len(requests) == len(step["expect_mcp"]), f"step {index} MCP requests: {requests}"
             for request, want in zip(requests, step["expect_mcp"], strict=True):
                 check_fields(f"step {index} MCP request", request, want)
+        if "expect_generate" in step:
+            calls = [{"request_id": c.request_id, "model": c.model, "body": c.body}
+                     for c in out.commands if isinstance(c, GenerateRequest)]
+            assert len(calls) == len(step["expect_generate"]), f"step {index} generate requests: {calls}"
+            for call, want in zip(calls, step["expect_generate"], strict=True):
+                check_fields(f"step {index} generate request", call, want)
         if "expect_usage" in step:
             usage = translator.usage.current()
             counted = {"input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens,

@@ -2,7 +2,8 @@
 
 The pump moves bytes and decides nothing: it reads a client or Gemini frame, hands it to the core, and
 carries out what comes back in order (client messages, Gemini messages, then the commands: arm a timer,
-open or close a Gemini connection, ask an MCP server, close the client). A timer's expiry, an MCP server's
+open or close a Gemini connection, ask an MCP server, answer an out-of-band response beside the session by a
+generateContent call, close the client). A timer's expiry, an MCP server's
 answer and a connection's opening, failure or close are inputs too. A client whose connection drops may
 take its session back within `reattach_grace_s` (`?session_id=`; client_io.py holds its events meanwhile).
 Read loops hand the event loop to other sessions after every frame, so a flooding peer cannot starve the
@@ -30,6 +31,7 @@ from livegate.translation.commands import (
     CloseClient,
     CloseUpstream,
     Command,
+    GenerateRequest,
     McpRequest,
     OpenUpstream,
     SetTimer,
@@ -40,6 +42,7 @@ from livegate.translation.session_core import SessionCore
 from livegate.translation.translator import Output, Translator
 from livegate.upstream.base import Provider
 from livegate.upstream.connection import UpstreamConnection, open_link
+from livegate.upstream.generate import stream_generate
 
 log = logging.getLogger("livegate.session")
 
@@ -170,6 +173,8 @@ class RealtimeSession:
                 await self.client.close(code, reason)
             case McpRequest():
                 self._spawn(self._ask_mcp, command)  # the session goes on while the MCP server answers
+            case GenerateRequest():
+                self._spawn(self._generate, command)  # an out-of-band answer, beside the live session
 
     async def _open(self, command: OpenUpstream) -> None:
         connecting = time.monotonic()
@@ -190,6 +195,12 @@ class RealtimeSession:
             self._mcp = McpClients(self.timeouts.mcp_s)
         result = await self._mcp.request(request.server, request.action, request.tool, request.arguments)
         await self._write(self.core.mcp_result(request, result))
+
+    async def _generate(self, request: GenerateRequest) -> None:
+        async for event in stream_generate(self.provider, request.model, request.body,
+                                           connect_s=self.timeouts.upstream_setup_s,
+                                           stall_s=self.timeouts.upstream_stall_s):
+            await self._write(self.core.side_result(request, event))
 
     def _expired(self, timer: Timer) -> None:
         self._timers.pop(timer, None)

@@ -27,7 +27,7 @@ from websockets.http11 import Request, Response
 
 from livegate.translation.capabilities import ModelTable, shipped_table
 
-from . import audio, script
+from . import audio, rest, script
 from .wire import b64decode, b64encode, camel, normalize_keys, sample_rate
 
 log = logging.getLogger("livegate.simulator")
@@ -80,6 +80,71 @@ class SimSession:
     close_reason: str | None = None
 
 
+class _HttpOrWebSocket(ServerConnection):
+    """A connection to the simulator's port: a WebSocket handshake (GET) goes to websockets; a POST is a REST
+    generateContent call (rest.py), answered here, as Google serves both on one origin."""
+
+    sim: GeminiLiveSimulator
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._head = b""  # bytes seen before the method was known, or the REST request so far
+        self._kind: Literal["ws", "rest"] | None = None
+        self._rest_done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def data_received(self, data: bytes) -> None:
+        if self._kind == "ws":
+            super().data_received(data)
+            return
+        self._head += data
+        if self._kind is None:
+            if len(self._head) < 5 and b"POST "[: len(self._head)] == self._head:
+                return  # not known yet
+            self._kind = "rest" if self._head.startswith(b"POST ") else "ws"
+            if self._kind == "ws":
+                head, self._head = self._head, b""
+                self._rest_done.set_result(None)
+                super().data_received(head)
+                return
+        header_end = self._head.find(b"\r\n\r\n")
+        if header_end < 0 or self._rest_done.done() or getattr(self, "_rest_task", None) is not None:
+            return
+        lines = self._head[:header_end].decode("latin-1").split("\r\n")
+        headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+        length = int(headers.get("content-length") or 0)
+        if len(self._head) - header_end - 4 < length:
+            return
+        path = lines[0].split(" ")[1] if len(lines[0].split(" ")) > 1 else "/"
+        body = self._head[header_end + 4: header_end + 4 + length]
+        self._rest_task = asyncio.get_running_loop().create_task(self._answer(path, headers, body))
+
+    async def _answer(self, path: str, headers: dict[str, str], body: bytes) -> None:
+        sim = self.sim
+        try:
+            answer, parsed = rest.generate(path, headers, body, sim.api_key,
+                                           lambda model: sim.models.row(model)["family"] != "default")
+            call = rest.RestCall(path, headers, parsed, answer.status, answer.chunks)
+            sim.rest_calls.append(call)
+            self.transport.write(rest.http_head(answer.status, "text/event-stream" if answer.sse
+                                                else "application/json"))
+            for i, piece in enumerate(answer.body()):
+                if i and sim.chunk_delay:
+                    await asyncio.sleep(sim.chunk_delay)
+                self.transport.write(piece)
+            while self.transport.get_write_buffer_size():  # the answer leaves before the connection closes
+                await asyncio.sleep(0.005)
+        finally:
+            self.transport.close()
+            if not self._rest_done.done():
+                self._rest_done.set_result(None)
+
+    async def handshake(self, *args: Any, **kwargs: Any) -> None:
+        await asyncio.wait([self._rest_done, self.connection_lost_waiter], return_when=asyncio.FIRST_COMPLETED)
+        if self._kind == "ws":
+            await super().handshake(*args, **kwargs)
+        # a REST call was answered (or the peer left before saying anything): no WebSocket, nothing to log
+
+
 class _ClientError(Exception):
     """Bad client input: the connection is closed with 1007 and this reason."""
 
@@ -119,6 +184,7 @@ class GeminiLiveSimulator:
         self.setup_delay = 0.0  # seconds before setupComplete (a slow service, for tests)
         self.handles_issued = 0
         self.sessions: list[SimSession] = []
+        self.rest_calls: list[rest.RestCall] = []  # generateContent requests (out-of-band responses)
         self._server: Server | None = None
         self._host = "127.0.0.1"
 
@@ -133,6 +199,7 @@ class GeminiLiveSimulator:
             ssl=self.ssl,
             process_request=self._check_request,
             max_size=_MAX_MESSAGE_BYTES,
+            create_connection=type("_SimConnection", (_HttpOrWebSocket,), {"sim": self}),
         )
         return self
 

@@ -74,7 +74,19 @@ class McpRequest:
     arguments: dict[str, Any] | None = field(default=None, repr=False)
 
 
-Command = SetTimer | OpenUpstream | CloseUpstream | CloseClient | McpRequest
+@dataclass(frozen=True, slots=True)
+class GenerateRequest:
+    """Answer an out-of-band response (response.create with conversation "none") beside the live session: a
+    streamGenerateContent call of `model` (the session model's family, models.yaml side_model) on the session's
+    backend, with `body` (contents, systemInstruction, generationConfig). The stream is reported with
+    `SessionCore.side_result(request, event)`: {delta}, then {done, finish_reason, usage_metadata} or {error}."""
+
+    request_id: str
+    model: str
+    body: dict[str, Any] = field(repr=False)
+
+
+Command = SetTimer | OpenUpstream | CloseUpstream | CloseClient | McpRequest | GenerateRequest
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,9 +17,11 @@ Inputs (each returns an `Output`: client messages, Gemini messages for `Output.l
     upstream_closed(link, code, why) the connection `link` closed
     timer_expired(timer)             a timer the core armed (SetTimer) expired
     mcp_result(request, result)      an MCP request the core commanded (McpRequest) finished
+    side_result(request, event)      an out-of-band response's side call (GenerateRequest) streamed
     stop(message, code, close_code)  accounting stopped the session
 
-Commands (translation/commands.py): SetTimer, OpenUpstream, CloseUpstream, CloseClient, McpRequest. Questions: the
+Commands (translation/commands.py): SetTimer, OpenUpstream, CloseUpstream, CloseClient, McpRequest,
+GenerateRequest. Questions: the
 core reads the session state only through the named expressions of mappings/resumption.yaml, asked again
 only when a key they read changed, so an audio chunk costs two identity checks and no command.
 
@@ -42,6 +44,7 @@ from livegate.mapping.expressions import truthy
 from livegate.translation.commands import (
     CloseClient,
     CloseUpstream,
+    GenerateRequest,
     McpRequest,
     OpenUpstream,
     SetTimer,
@@ -260,6 +263,12 @@ class SessionCore:
             return Output()
         event = {"request_id": request.request_id, "server_label": request.server.get("server_label"), **result}
         return self._after(self.translator.mcp_result(request.action, event))
+
+    def side_result(self, request: GenerateRequest, event: dict[str, Any]) -> Output:
+        """An out-of-band response's side call (GenerateRequest) streamed: {delta}, {done, ...} or {error}."""
+        if self.closing:
+            return Output()
+        return self._after(self.translator.side_result({"request_id": request.request_id, **event}))
 
     def stop(self, message: str, code: str, close_code: int) -> Output:
         """Accounting stopped the session (budget, key, duration): the client is told, then closed."""

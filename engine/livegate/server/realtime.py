@@ -30,6 +30,7 @@ from livegate.translation.session_core import SessionCore
 from livegate.translation.translator import Output, Translator
 from livegate.upstream.base import Provider
 from livegate.upstream.connection import UpstreamConnection, open_link
+from livegate.upstream.pool import Placement
 
 log = logging.getLogger("livegate.session")
 
@@ -38,11 +39,13 @@ class RealtimeSession:
     def __init__(self, ws: Any, translator: Translator, provider: Provider, model: str,
                  timeouts: Timeouts | None = None, grant: Grant | None = None,
                  policy: ResumptionPolicy | None = None, *, detached: dict[str, RealtimeSession] | None = None,
-                 reattach_grace_s: float = 0.0) -> None:
+                 reattach_grace_s: float = 0.0, placement: Placement | None = None) -> None:
         self.grant = grant  # accounting: usage, cost, limits (None: not metered)
         self.timeouts = timeouts or Timeouts()
         self.provider, self.model = provider, model
-        self.core = SessionCore(translator, policy, stall_after_s=self.timeouts.upstream_stall_s, observer=grant)
+        self.placement = placement  # the session's deployment in its pool, which opens its connections
+        self.core = SessionCore(translator, policy, stall_after_s=self.timeouts.upstream_stall_s, observer=grant,
+                                relocations=placement.alternatives if placement is not None else 0)
         self.client = ClientLink(ws, self.timeouts.client_write_s, reattach_grace_s)
         self._detached = detached  # the gateway's registry of sessions awaiting their client, by session id
         self._links: dict[int, UpstreamConnection] = {}
@@ -77,9 +80,12 @@ class RealtimeSession:
                 with contextlib.suppress(Exception):
                     await conn.close()
             self.client.release()
+            if self.placement is not None:
+                await self.placement.release()
             code, reason = self.client.ended or (NORMAL, "")
             log.info("session_end %s", json.dumps({
                 "model": self.model, "backend": self.provider.backend, "dialect": self.core.dialect,
+                "deployment": self.placement.route.deployment if self.placement is not None else None,
                 "duration_s": round(time.monotonic() - self.started, 3), "close_code": code,
                 "close_reason": reason, "tokens": self.core.usage_summary()}, sort_keys=True))
             if self.grant is not None:
@@ -119,7 +125,10 @@ class RealtimeSession:
                 await self._write(core.upstream_frame(link, frame))
                 await fair_turn()
         except ConnectionClosed as exc:
-            await self._write(core.upstream_closed(link, *conn.close_info(exc)))
+            code, reason = conn.close_info(exc)
+            if self.placement is not None and link == core.link:
+                self.placement.lost(code)
+            await self._write(core.upstream_closed(link, code, reason))
 
     # -- writing: what the core said ---------------------------------------------------------------
 
@@ -158,7 +167,8 @@ class RealtimeSession:
 
     async def _open(self, command: OpenUpstream) -> None:
         connecting = time.monotonic()
-        opened = await open_link(self.provider, command.setup, command.then, self.timeouts.upstream_setup_s)
+        opened = (await self.placement.open(command, self.timeouts.upstream_setup_s) if self.placement is not None
+                  else await open_link(self.provider, command.setup, command.then, self.timeouts.upstream_setup_s))
         if not isinstance(opened, tuple):
             await self._write(self.core.upstream_failed(command.link, opened))
             return

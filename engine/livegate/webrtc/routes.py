@@ -145,20 +145,27 @@ async def _create(gateway: Gateway, registry: CallRegistry, request: Request) ->
                             "calls_at_capacity").response()
         response.headers["Retry-After"] = "5"
         return response
-    grant = await auth.admit(gateway, who, route=ROUTE, model_route=route, model=model, headers=request.headers)
+    placement = await gateway.pools.place(route)  # a deployment of the model's pool (or of a fallback)
+    if isinstance(placement, Refusal):
+        return refusal_response(placement)
+    grant = await auth.admit(gateway, who, route=ROUTE, model_route=placement.route, model=model,
+                             headers=request.headers)
     if isinstance(grant, Refusal):
+        await placement.release()
         return refusal_response(grant)
     from livegate.webrtc.call import Call, OfferError
 
     beta = request.headers.get("openai-beta", "").lower() == BETA_HEADER_VALUE
     try:
-        call = Call(gateway, route=route, model=model, grant=grant, beta=beta, session_update=session,
+        call = Call(gateway, placement=placement, model=model, grant=grant, beta=beta, session_update=session,
                     has_channel="\nm=application" in offer, on_end=registry.ended)
         answer = await call.answer(offer)
     except OfferError as exc:
+        await placement.release()
         await grant.finish(None, "failure", "bad offer")
         raise ApiError(400, str(exc), "invalid_offer", "sdp") from None
     except BaseException:
+        await placement.release()
         await grant.finish(None, "failure", "the call could not be set up")
         raise
     registry.start(call)

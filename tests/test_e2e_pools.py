@@ -17,6 +17,8 @@ import websockets
 from livegate.config import Config, parse_config
 from livegate.server import create_app
 from livegate.simulator import GeminiLiveSimulator
+from livegate.translation.commands import OpenUpstream
+from livegate.upstream.pool import Placement
 from tests.support import refusal, serve
 from tests.test_e2e_live import KEY, ask, client
 
@@ -280,3 +282,20 @@ async def test_background_checks_cool_a_failing_deployment_down_before_any_sessi
         "no session was sent to the deployment the checks cooled down"
     assert metric(metrics, "livegate_deployment_cooldowns_total", deployment="bad") >= 1
     assert [e["deployment"] for e in checked["unhealthy_endpoints"]] == ["bad"]
+
+
+async def test_a_session_ending_while_it_tries_another_deployment_frees_the_slot_there() -> None:
+    async with simulators(2) as (a, slow):
+        slow.setup_delay = 0.5  # a deployment slow to answer the setup (the session ends before it does)
+        config = pool_config(deployment(a, "a", order=1), deployment(slow, "slow", order=2, max_parallel_requests=1))
+        pools = create_app(config).state.gateway.pools
+        placement = await pools.place(config.routes[0])
+        assert isinstance(placement, Placement) and placement.route.deployment == "a"
+        moving = asyncio.create_task(placement.open(OpenUpstream(
+            2, {"setup": {"model": "models/gemini-3.8-live"}}, (), first=False, mode="fresh", relocate=True), 60))
+        await wait_for(lambda: bool(slow.sessions))
+        moving.cancel()  # the session ends (its pump cancels the open) and releases its placement
+        with contextlib.suppress(asyncio.CancelledError):
+            await moving
+        await placement.release()
+        assert await pools.counters.live(["a", "slow"]) == {"a": 0, "slow": 0}

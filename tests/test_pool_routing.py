@@ -216,7 +216,6 @@ def test_router_settings_are_read_and_litellm_settings_fill_in() -> None:
     first = config.routes[0]
     assert (first.rpm, first.max_parallel_requests, first.weight, first.order) == (10, 5, 2.5, 1)
     assert [r.deployment for r in config.routes] == ["gpt-realtime#1", "gpt-realtime#2", "backup#1"]
-    assert config.pool(config.routes[1]) == config.routes[:2]
     settings = config.pools
     assert (settings.routing_strategy, settings.fallbacks, settings.allowed_fails, settings.cooldown_s) == (
         "least-busy", {"gpt-realtime": ("backup",)}, 1, 30.0)

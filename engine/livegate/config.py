@@ -168,10 +168,6 @@ class Config:
                 return route
         return None
 
-    def pool(self, route: ModelRoute) -> tuple[ModelRoute, ...]:
-        """The deployments serving `route`'s model group: every entry with its `model_name`, in config order."""
-        return tuple(r for r in self.routes if r.model_name == route.model_name)
-
     def compat(self, route: ModelRoute) -> bool:
         """Whether sessions on `route` get LiteLLM's proxy behaviour (the entry's setting, else the global one)."""
         return self.litellm_compat if route.litellm_compat is None else route.litellm_compat

@@ -267,6 +267,7 @@ class Placement:
         self.admitted = route  # the one it started on (its translation and price were set for it)
         self._groups = groups  # the deployments it may move to, by model group: its own group first
         self._counted = True  # the admission counted the session's first connection on `route`
+        self._trying: set[str] = set()  # deployments where a connection is being tried (a slot held there)
         self._released = False
         # How many times the session core may move the session to another deployment in a row.
         self.alternatives = max(0, sum(len(g) for g in groups) - 1)
@@ -284,6 +285,7 @@ class Placement:
                 return opened
             failure = opened
             if candidate is not self.route:
+                self._trying.discard(candidate.deployment)
                 await self.pools.counters.release(candidate.deployment, self.holder)
             if failure.kind == "closed" and failure.code == INVALID_SETUP:
                 return failure  # Gemini refused the setup itself: any deployment would
@@ -307,6 +309,7 @@ class Placement:
             chosen = await self.pools.claim(group, self.holder, exclude=tried | {current.deployment})
             if chosen is not None:
                 tried.add(chosen.deployment)
+                self._trying.add(chosen.deployment)
                 return chosen
         if current.deployment not in tried:  # relocating: the deployment that failed comes last
             tried.add(current.deployment)
@@ -327,6 +330,10 @@ class Placement:
     async def _move(self, route: ModelRoute) -> None:
         if route is self.route:
             return
+        self._trying.discard(route.deployment)
+        if self._released:  # the session ended while this connection opened: the pump closes it
+            await self.pools.counters.release(route.deployment, self.holder)
+            return
         old, self.route = self.route, route
         await self.pools.counters.release(old.deployment, self.holder)
         self.pools._count_out(old)
@@ -339,10 +346,12 @@ class Placement:
             self.pools.metrics.failures.labels(self.route.deployment, "lost").inc()
 
     async def release(self) -> None:
-        """The session ended: its slot frees."""
+        """The session ended: its slot frees, and those of connections it was still trying."""
         if not self._released:
             self._released = True
-            await self.pools.counters.release(self.route.deployment, self.holder)
+            for name in [self.route.deployment, *self._trying]:
+                await self.pools.counters.release(name, self.holder)
+            self._trying.clear()
             self.pools._count_out(self.route)
 
 

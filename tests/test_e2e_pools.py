@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import random
 from collections.abc import AsyncIterator
 from typing import Any
@@ -299,3 +300,26 @@ async def test_a_session_ending_while_it_tries_another_deployment_frees_the_slot
             await moving
         await placement.release()
         assert await pools.counters.live(["a", "slow"]) == {"a": 0, "slow": 0}
+
+
+async def test_a_key_refused_for_its_own_limits_costs_the_deployment_nothing() -> None:
+    async with simulators(1) as (sim,):
+        config = pool_config(deployment(sim, "only", rpm=2))
+        async with livegate(config) as (url, http):
+            limited = (await http.post("/key/generate", headers=AUTH, json={"rpm_limit": 1})).json()["key"]
+
+            async def handshake(key: str) -> str:
+                async with websockets.connect(f"{url}/realtime?model=gpt-realtime",
+                                              additional_headers={"Authorization": f"Bearer {key}"}) as ws:
+                    return json.loads(await ws.recv())["type"]
+
+            assert await handshake(limited) == "session.created"
+            status, error = await refusal(websockets.connect(
+                f"{url}/realtime?model=gpt-realtime", additional_headers={"Authorization": f"Bearer {limited}"}))
+            assert (status, error["code"]) == (429, "rate_limit_exceeded")
+            assert await handshake(KEY) == "session.created", "the key's refusal took none of the deployment's rpm"
+            status, error = await refusal(websockets.connect(f"{url}/realtime?model=gpt-realtime",
+                                                             additional_headers=AUTH))
+    assert (status, error["code"]) == (429, "no_deployment_available")
+    assert error["message"] == ("Every deployment of the model 'gpt-realtime' is at its rpm or max_parallel_requests "
+                                "limit; try again shortly.")

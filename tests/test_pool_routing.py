@@ -236,6 +236,8 @@ def test_litellms_other_strategies_and_router_keys_load_with_a_warning(caplog: p
      "router_settings.routing_stratgy: unknown key; did you mean `routing_strategy`?"),
     ({"router_settings": {"routing_strategy": "least-bussy"}},
      "router_settings.routing_strategy: unknown strategy 'least-bussy'; did you mean `least-busy`?"),
+    ({"router_settings": {"routing_strategy": "x"}},
+     "router_settings.routing_strategy: unknown strategy 'x'; expected one of simple-shuffle, least-busy"),
     ({"router_settings": {"fallbacks": [{"gpt-realtim": ["gpt-realtime"]}]}},
      "router_settings.fallbacks[0].gpt-realtim: no model_list entry is named 'gpt-realtim'; did you mean "
      "`gpt-realtime`?"),

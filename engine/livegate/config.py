@@ -327,8 +327,9 @@ def _pool_settings(data: dict[str, Any], routes: tuple[ModelRoute, ...]) -> Pool
         log.warning("router_settings.routing_strategy %r is LiteLLM's: livegate routes by simple-shuffle", strategy)
         strategy = "simple-shuffle"
     elif strategy not in ROUTING_STRATEGIES:
+        hint = suggest(str(strategy), ROUTING_STRATEGIES)
         raise ConfigError(f"router_settings.routing_strategy: unknown strategy {strategy!r}"
-                          f"{suggest(strategy, ROUTING_STRATEGIES)}")
+                          + (hint if "did you mean" in hint else f"; expected one of {', '.join(ROUTING_STRATEGIES)}"))
     from livegate.upstream.pool import check_pools
 
     problem = check_pools(routes)

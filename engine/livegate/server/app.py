@@ -19,7 +19,7 @@ from fastapi.responses import HTMLResponse
 
 from livegate import __version__
 from livegate.accounting.gate import Accounting, Grant, Principal
-from livegate.close_codes import Refusal, refuse
+from livegate.close_codes import REFUSAL_BASE, Refusal, refuse
 from livegate.config import Config, ModelRoute
 from livegate.mapping import Mappings, load_mappings
 from livegate.server import auth
@@ -138,11 +138,20 @@ def _route(gateway: Gateway, model: str | None) -> tuple[ModelRoute | None, Refu
     return route, None
 
 
-async def place(gateway: Gateway, route: ModelRoute) -> Placement | Refusal:
-    """The deployment a new session on `route`'s model goes to, or why none can take it."""
+async def place(gateway: Gateway, route: ModelRoute, model: str, grant: Grant) -> Placement | Refusal:
+    """The deployment of `route`'s pool (or of a fallback) an admitted session goes to, its grant priced for that
+    deployment; or why none can take it (the grant is then finished). Admission comes first, so a key refused for
+    its own limits counts nothing against a deployment's."""
     placement = await gateway.pools.place(route)
-    if isinstance(placement, Refusal):
-        log.warning("no deployment for a session on %r: %s", route.model_name, placement.message)
+    refusal = placement if isinstance(placement, Refusal) else None
+    if isinstance(placement, Placement) and placement.route is not route:  # its own model_info, or a fallback
+        refusal = grant.bind_model(model, placement.route.model_id, placement.route.model_info)
+        if refusal is not None:
+            await placement.release()
+    if refusal is not None:
+        log.warning("no deployment for a session on %r: %s", route.model_name, refusal.message)
+        await grant.finish(REFUSAL_BASE + refusal.status, "failure", refusal.message)
+        return refusal
     return placement
 
 
@@ -187,15 +196,13 @@ async def _realtime(ws: WebSocket, gateway: Gateway) -> None:
     if reattaching is not None:
         await _reattach(ws, gateway, who, model, reattaching, offered)
         return
-    placement = await place(gateway, route)  # a deployment of the model's pool (or of a fallback)
+    grant = await auth.admit(gateway, who, route="/v1/realtime", model_route=route, model=model, headers=ws.headers)
+    if isinstance(grant, Refusal):
+        await _refuse(ws, grant)
+        return
+    placement = await place(gateway, route, model, grant)
     if isinstance(placement, Refusal):
         await _refuse(ws, placement)
-        return
-    grant = await auth.admit(gateway, who, route="/v1/realtime", model_route=placement.route, model=model,
-                             headers=ws.headers)
-    if isinstance(grant, Refusal):
-        await placement.release()
-        await _refuse(ws, grant)
         return
     beta = ws.headers.get("openai-beta", "").lower() == BETA_HEADER_VALUE or auth.BETA_PROTOCOL in offered
     provider = gateway.pools.provider(placement.route)

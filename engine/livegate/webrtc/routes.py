@@ -145,15 +145,15 @@ async def _create(gateway: Gateway, registry: CallRegistry, request: Request) ->
                             "calls_at_capacity").response()
         response.headers["Retry-After"] = "5"
         return response
-    placement = await gateway.pools.place(route)  # a deployment of the model's pool (or of a fallback)
+    grant = await auth.admit(gateway, who, route=ROUTE, model_route=route, model=model, headers=request.headers)
+    if isinstance(grant, Refusal):
+        return refusal_response(grant)
+    from livegate.server.app import place
+    from livegate.webrtc.call import Call, OfferError
+
+    placement = await place(gateway, route, model, grant)  # a deployment of the model's pool (or a fallback's)
     if isinstance(placement, Refusal):
         return refusal_response(placement)
-    grant = await auth.admit(gateway, who, route=ROUTE, model_route=placement.route, model=model,
-                             headers=request.headers)
-    if isinstance(grant, Refusal):
-        await placement.release()
-        return refusal_response(grant)
-    from livegate.webrtc.call import Call, OfferError
 
     beta = request.headers.get("openai-beta", "").lower() == BETA_HEADER_VALUE
     try:

@@ -289,8 +289,8 @@ class Placement:
                 await self.pools.counters.release(candidate.deployment, self.holder)
             if failure.kind == "closed" and failure.code == INVALID_SETUP:
                 return failure  # Gemini refused the setup itself: any deployment would
-            log.warning("deployment %s could not open a session (%s): %s", candidate.deployment, command.mode,
-                        describe(failure, setup_timeout))
+            log.info("deployment %s could not open a session (%s): %s", candidate.deployment, command.mode,
+                     describe(failure, setup_timeout))  # counted; its cooldown, if it comes, is a warning
             await self.pools.failed(candidate, "setup")
         return failure or UpstreamFailure(
             "unreachable", "Gemini Live: no deployment of this model can take the session now (all are cooling "

@@ -119,6 +119,15 @@ async def test_weights_spread_sessions_over_the_pool() -> None:
     assert 17 <= len(heavy.sessions) <= 31, (len(heavy.sessions), len(light.sessions))
 
 
+async def test_a_deployment_whose_sessions_used_its_tpm_gets_no_new_one_this_minute() -> None:
+    async with simulators(2) as (small, spare):
+        config = pool_config(deployment(small, "small", order=1, tpm=10), deployment(spare, "spare", order=2))
+        async with livegate(config) as (url, _):
+            await one_turn(url, "Hello")  # the simulator reports the turn's tokens (12): more than 10
+            await one_turn(url, "Hello again")
+    assert (len(small.sessions), len(spare.sessions)) == (1, 1)
+
+
 async def test_least_busy_balances_live_sessions() -> None:
     async with simulators(2) as sims:
         config = pool_config(*(deployment(sim, f"d{i}") for i, sim in enumerate(sims)),
@@ -321,5 +330,5 @@ async def test_a_key_refused_for_its_own_limits_costs_the_deployment_nothing() -
             status, error = await refusal(websockets.connect(f"{url}/realtime?model=gpt-realtime",
                                                              additional_headers=AUTH))
     assert (status, error["code"]) == (429, "no_deployment_available")
-    assert error["message"] == ("Every deployment of the model 'gpt-realtime' is at its rpm or max_parallel_requests "
-                                "limit; try again shortly.")
+    assert error["message"] == ("Every deployment of the model 'gpt-realtime' is at its rpm, tpm or "
+                                "max_parallel_requests limit; try again shortly.")

@@ -14,6 +14,7 @@ import pytest
 from livegate.close_codes import Refusal
 from livegate.config import ConfigError, parse_config
 from livegate.translation.commands import CloseClient, OpenUpstream
+from livegate.translation.usage import UsageLedger
 from livegate.upstream.deployment_counters import LocalDeploymentCounters
 from livegate.upstream.pool import Placement, Pools
 from tests.test_session_core import SETUP_COMPLETE, answered_turn, commands, make, say
@@ -106,9 +107,45 @@ async def test_rpm_and_parallel_limits_skip_a_full_deployment_and_refuse_when_al
     assert sorted(where) == ["a", "a", "b"]
     refused = await pool.place(pool.config.routes[0])
     assert isinstance(refused, Refusal) and refused.status == 429 and refused.code == "no_deployment_available"
-    assert "rpm or max_parallel_requests" in refused.message
+    assert "rpm, tpm or max_parallel_requests limit" in refused.message
     clock.t += 61  # a new minute: a's rpm has room again (b still holds its session)
     assert (await place(pool)).route.deployment == "a"
+
+
+async def test_tpm_passes_over_a_deployment_whose_sessions_used_its_tokens_this_minute() -> None:
+    clock = Clock()
+    pool = pools(entry(id="small", order=1, tpm=1000), entry(id="spare", order=2), clock=clock)
+    placement = await place(pool)
+    assert placement.route.deployment == "small"
+    ledger = UsageLedger()
+    placement.watch(ledger)
+    ledger.report({"promptTokenCount": 400, "responseTokenCount": 200, "totalTokenCount": 600})
+    assert (await place(pool)).route.deployment == "small", "600 of its 1000 tokens this minute"
+    ledger.report({"promptTokenCount": 700, "responseTokenCount": 300, "totalTokenCount": 1000})  # the turn grew
+    assert (await place(pool)).route.deployment == "spare", "1000 tokens: the minute's are used"
+    clock.t += 61
+    assert (await place(pool)).route.deployment == "small", "a new minute"
+
+
+async def test_a_sessions_tokens_count_where_it_is_carried() -> None:
+    counters = LocalDeploymentCounters(Clock())
+    pool = Pools(parse_config({"model_list": [entry(id="a", order=1), entry(id="b", order=2)]}), counters=counters)
+    placement = await place(pool)
+    ledger = UsageLedger()
+    placement.watch(ledger)
+    ledger.report({"promptTokenCount": 50, "responseTokenCount": 50, "totalTokenCount": 100})
+    ledger.commit()
+    placement.route = pool.config.routes[1]  # moved to b (Placement._move)
+    ledger.report({"promptTokenCount": 150, "responseTokenCount": 20, "totalTokenCount": 170})
+    assert await counters.take("a", "x", rpm=None, max_parallel=None, tpm=101)
+    assert not await counters.take("a", "x", rpm=None, max_parallel=None, tpm=100)
+    assert await counters.take("b", "x", rpm=None, max_parallel=None, tpm=171)
+    assert not await counters.take("b", "x", rpm=None, max_parallel=None, tpm=170)
+
+
+async def test_tpm_weighs_the_pick_when_no_deployment_has_a_weight_or_rpm() -> None:
+    where = await spread(pools(entry(id="a", tpm=100_000), entry(id="b", tpm=300_000)), 2000)
+    assert abs(where["b"] - 1500) < 100
 
 
 async def test_a_session_holds_one_slot_whatever_its_reconnections() -> None:
@@ -209,12 +246,13 @@ def test_closes_no_deployment_can_fix_are_not_moved(code: int) -> None:
 
 def test_router_settings_are_read_and_litellm_settings_fill_in() -> None:
     config = parse_config({
-        "model_list": [entry(rpm=10, max_parallel_requests=5, weight=2.5, order=1), entry(), entry("backup")],
+        "model_list": [entry(rpm=10, tpm=5000, max_parallel_requests=5, weight=2.5, order=1), entry(),
+                       entry("backup")],
         "litellm_settings": {"fallbacks": [{"gpt-realtime": ["backup"]}], "allowed_fails": 1, "cooldown_time": 60},
         "router_settings": {"routing_strategy": "least-busy", "cooldown_time": 30},
         "general_settings": {"background_health_checks": True, "health_check_interval": 60}})
     first = config.routes[0]
-    assert (first.rpm, first.max_parallel_requests, first.weight, first.order) == (10, 5, 2.5, 1)
+    assert (first.rpm, first.tpm, first.max_parallel_requests, first.weight, first.order) == (10, 5000, 5, 2.5, 1)
     assert [r.deployment for r in config.routes] == ["gpt-realtime#1", "gpt-realtime#2", "backup#1"]
     settings = config.pools
     assert (settings.routing_strategy, settings.fallbacks, settings.allowed_fails, settings.cooldown_s) == (

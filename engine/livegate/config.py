@@ -61,6 +61,7 @@ class ModelRoute:
     # share of new sessions, its priority, and its name in /health and /metrics (`model_info.id`, else
     # `<model_name>#<n>`).
     rpm: int | None = None
+    tpm: int | None = None
     max_parallel_requests: int | None = None
     weight: float | None = None
     order: int | None = None
@@ -222,6 +223,7 @@ def _route(entry: dict[str, Any], index: int) -> ModelRoute:
         litellm_compat=params.get("litellm_compat"),
         gemini_features=entry.get("gemini_features"),
         rpm=params.get("rpm"),
+        tpm=params.get("tpm"),
         max_parallel_requests=params.get("max_parallel_requests"),
         weight=None if params.get("weight") is None else float(params["weight"]),
         order=params.get("order"),

@@ -44,6 +44,8 @@ class RealtimeSession:
         self.timeouts = timeouts or Timeouts()
         self.provider, self.model = provider, model
         self.placement = placement  # the session's deployment in its pool, which opens its connections
+        if placement is not None:
+            placement.watch(translator.usage)  # its tokens count against the deployment's tpm
         self.core = SessionCore(translator, policy, stall_after_s=self.timeouts.upstream_stall_s, observer=grant,
                                 relocations=placement.alternatives if placement is not None else 0)
         self.client = ClientLink(ws, self.timeouts.client_write_s, reattach_grace_s)

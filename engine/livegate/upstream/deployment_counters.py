@@ -1,5 +1,5 @@
-"""Per-deployment counters the pool router reads and bumps: connections per minute, live sessions, setup
-failures and cooldowns.
+"""Per-deployment counters the pool router reads and bumps: connections and tokens per minute, live sessions,
+setup failures and cooldowns.
 
 `DeploymentCounters` is the whole interface the router (upstream/pool.py) uses, so a fleet can back it with a
 store every instance shares; `LocalDeploymentCounters` keeps them in this process (exact for one process, per
@@ -17,11 +17,17 @@ WINDOW_S = 60.0  # rpm and allowed_fails count over the last minute (rolling)
 
 
 class DeploymentCounters(Protocol):
-    async def take(self, deployment: str, holder: str, *, rpm: int | None, max_parallel: int | None) -> bool:
+    async def take(self, deployment: str, holder: str, *, rpm: int | None, max_parallel: int | None,
+                   tpm: int | None = None) -> bool:
         """Count one new Live connection of `holder` on `deployment` against `rpm` (within the last minute) and
         hold a live slot for `holder` there under `max_parallel` (a holder holds at most one slot per
-        deployment: taking again only counts the connection). False, with nothing counted, when either limit
-        is reached."""
+        deployment: taking again only counts the connection). False, with nothing counted, when a limit is
+        reached, or when the tokens reported there within the last minute (`tokens`) reached `tpm`."""
+        ...
+
+    def tokens(self, deployment: str, count: int) -> None:
+        """`count` tokens Gemini reported for a session on `deployment` (its tpm); called on the hot path, so it
+        queues and does no I/O."""
         ...
 
     async def release(self, deployment: str, holder: str) -> None:
@@ -48,6 +54,7 @@ class LocalDeploymentCounters:
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
         self._connections: dict[str, deque[float]] = {}
+        self._tokens: dict[str, deque[tuple[float, int]]] = {}
         self._holders: dict[str, set[str]] = {}
         self._failures: dict[str, deque[float]] = {}
         self._cool_until: dict[str, float] = {}
@@ -58,17 +65,30 @@ class LocalDeploymentCounters:
             times.popleft()
         return times
 
-    async def take(self, deployment: str, holder: str, *, rpm: int | None, max_parallel: int | None) -> bool:
+    async def take(self, deployment: str, holder: str, *, rpm: int | None, max_parallel: int | None,
+                   tpm: int | None = None) -> bool:
         now = self._clock()
         connections = self._recent(self._connections.setdefault(deployment, deque()), now)
         holders = self._holders.setdefault(deployment, set())
         if rpm is not None and len(connections) >= rpm:
+            return False
+        if tpm is not None and self._tokens_this_minute(deployment, now) >= tpm:
             return False
         if max_parallel is not None and holder not in holders and len(holders) >= max_parallel:
             return False
         connections.append(now)
         holders.add(holder)
         return True
+
+    def tokens(self, deployment: str, count: int) -> None:
+        if count > 0:
+            self._tokens.setdefault(deployment, deque()).append((self._clock(), count))
+
+    def _tokens_this_minute(self, deployment: str, now: float) -> int:
+        reports = self._tokens.get(deployment)
+        while reports and reports[0][0] <= now - WINDOW_S:
+            reports.popleft()
+        return sum(count for _, count in reports or ())
 
     async def release(self, deployment: str, holder: str) -> None:
         self._holders.get(deployment, set()).discard(holder)

@@ -14,7 +14,7 @@ own fault and is tried nowhere else. A resumption handle resumes only on the dep
 the session core says the carrying connection failed beyond recovery (`OpenUpstream.relocate`), the other
 deployments come first and the failing one last.
 
-Counting (connections per minute, live sessions, failures, cooldowns) goes through `DeploymentCounters`
+Counting (connections and tokens per minute, live sessions, failures, cooldowns) goes through `DeploymentCounters`
 (deployment_counters.py): this process's by default, a shared store's in a fleet.
 """
 
@@ -37,6 +37,7 @@ from livegate.close_codes import INVALID_SETUP, NORMAL, Refusal
 from livegate.config import Config, ModelRoute
 from livegate.translation.capabilities import ModelTable, shipped_table
 from livegate.translation.commands import OpenUpstream, UpstreamFailure
+from livegate.translation.usage import UsageLedger
 from livegate.upstream.base import Provider, provider_for
 from livegate.upstream.connection import UpstreamConnection, open_link
 from livegate.upstream.deployment_counters import DeploymentCounters, LocalDeploymentCounters
@@ -151,8 +152,8 @@ class Pools:
         self.metrics.unavailable.labels(route.model_name).inc()
         names = " or ".join(repr(g) for g in trail)
         if skipped.full:
-            return Refusal(429, f"Every deployment of the model {names} is at its rpm or max_parallel_requests "
-                                "limit; try again shortly.", "no_deployment_available")
+            return Refusal(429, f"Every deployment of the model {names} is at its rpm, tpm or "
+                                "max_parallel_requests limit; try again shortly.", "no_deployment_available")
         wait = max(1, round(min(skipped.cooling.values(), default=self.settings.cooldown_s)))
         return Refusal(503, f"Every deployment of the model {names} is cooling down after failing; try again in "
                             f"{wait} s.", "no_deployment_available")
@@ -170,7 +171,7 @@ class Pools:
             live = (await self.counters.live([r.deployment for r in left])
                     if self.settings.routing_strategy == "least-busy" else {})
             chosen = pick(self.settings.routing_strategy, left, live, self.rng)
-            if await self.counters.take(chosen.deployment, holder, rpm=chosen.rpm,
+            if await self.counters.take(chosen.deployment, holder, rpm=chosen.rpm, tpm=chosen.tpm,
                                         max_parallel=chosen.max_parallel_requests):
                 return chosen
             if skipped is not None:
@@ -269,6 +270,7 @@ class Placement:
         self._counted = True  # the admission counted the session's first connection on `route`
         self._trying: set[str] = set()  # deployments where a connection is being tried (a slot held there)
         self._released = False
+        self._tokens = 0  # the session's tokens already counted against its deployments' tpm
         # How many times the session core may move the session to another deployment in a row.
         self.alternatives = max(0, sum(len(g) for g in groups) - 1)
 
@@ -324,7 +326,7 @@ class Placement:
             return True
         if command.mode != "handle" and await counters.cooling([current.deployment]):
             return False
-        return await counters.take(current.deployment, self.holder, rpm=current.rpm,
+        return await counters.take(current.deployment, self.holder, rpm=current.rpm, tpm=current.tpm,
                                    max_parallel=current.max_parallel_requests)
 
     async def _move(self, route: ModelRoute) -> None:
@@ -339,6 +341,20 @@ class Placement:
         self.pools._count_out(old)
         self.pools._count_in(route)
         log.warning("session moved from deployment %s to %s", old.deployment, route.deployment)
+
+    def watch(self, ledger: UsageLedger) -> None:
+        """Count the session's tokens against the `tpm` of the deployment carrying it, as Gemini reports them."""
+        previous = ledger.on_change
+
+        def changed() -> None:
+            if previous is not None:
+                previous()
+            total = ledger.current().total_tokens
+            if total > self._tokens:
+                self.pools.counters.tokens(self.route.deployment, total - self._tokens)
+                self._tokens = total
+
+        ledger.on_change = changed
 
     def lost(self, code: int) -> None:
         """The connection carrying the session closed with `code` (not a normal end): counted."""

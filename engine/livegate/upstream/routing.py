@@ -2,8 +2,8 @@
 candidates, their live sessions and a random source (seeded in tests), as LiteLLM's router decides:
 
 - `order` first: only the candidates with the lowest `order` compete (no `order` counts after any number);
-- `simple-shuffle`: a random pick weighted by `weight`, else by `rpm`, when any candidate sets it (one that
-  does not weighs 0), else uniform;
+- `simple-shuffle`: a random pick weighted by `weight`, else by `rpm`, else by `tpm`, the first any candidate
+  sets (one that does not weighs 0), else uniform;
 - `least-busy`: the fewest live sessions, ties broken at random.
 """
 
@@ -27,7 +27,7 @@ def pick(strategy: str, candidates: Sequence[ModelRoute], live: Mapping[str, int
     if strategy == "least-busy":
         fewest = min(live.get(c.deployment, 0) for c in competing)
         return rng.choice([c for c in competing if live.get(c.deployment, 0) == fewest])
-    for by in ("weight", "rpm"):
+    for by in ("weight", "rpm", "tpm"):
         weights = [float(getattr(c, by) or 0) for c in competing]
         if any(w > 0 for w in weights):
             return rng.choices(competing, weights=weights)[0]

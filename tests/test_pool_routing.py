@@ -143,6 +143,35 @@ async def test_a_sessions_tokens_count_where_it_is_carried() -> None:
     assert not await counters.take("b", "x", rpm=None, max_parallel=None, tpm=170)
 
 
+async def test_over_its_tpm_a_deployment_still_resumes_its_sessions_but_starts_none_afresh(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    pool = pools(entry(id="a", order=1, tpm=100), entry(id="b", order=2))
+    placement = await place(pool)
+    ledger = UsageLedger()
+    placement.watch(ledger)
+    ledger.report({"promptTokenCount": 100, "responseTokenCount": 50, "totalTokenCount": 150})
+    opened_on: list[str] = []
+
+    class Provider:
+        def __init__(self, route: Any) -> None:
+            self.deployment = route.deployment
+
+        def setup_model(self) -> str:
+            return "models/gemini-3.8-live"
+
+    async def open_link(provider: Provider, *_: Any) -> tuple[object, str]:
+        opened_on.append(provider.deployment)
+        return object(), '{"setupComplete": {}}'
+
+    monkeypatch.setattr(pool, "provider", Provider)
+    monkeypatch.setattr("livegate.upstream.pool.open_link", open_link)
+    setup = {"setup": {"model": "models/gemini-3.8-live"}}
+    assert isinstance(await placement.open(OpenUpstream(2, setup, (), first=False, mode="handle"), 5), tuple)
+    assert opened_on == ["a"] and placement.route.deployment == "a", "resumed where it runs"
+    assert isinstance(await placement.open(OpenUpstream(3, setup, (), first=False, mode="fresh"), 5), tuple)
+    assert opened_on == ["a", "b"] and placement.route.deployment == "b", "a fresh session goes where tpm allows"
+
+
 async def test_tpm_weighs_the_pick_when_no_deployment_has_a_weight_or_rpm() -> None:
     where = await spread(pools(entry(id="a", tpm=100_000), entry(id="b", tpm=300_000)), 2000)
     assert abs(where["b"] - 1500) < 100

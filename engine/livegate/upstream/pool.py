@@ -324,10 +324,12 @@ class Placement:
         if command.first and self._counted:
             self._counted = False
             return True
-        if command.mode != "handle" and await counters.cooling([current.deployment]):
+        resuming = command.mode == "handle"  # the same Gemini session, continued where it runs
+        if not resuming and await counters.cooling([current.deployment]):
             return False
-        return await counters.take(current.deployment, self.holder, rpm=current.rpm, tpm=current.tpm,
-                                   max_parallel=current.max_parallel_requests)
+        # A resumption is a new connection (rpm) but no new work: the deployment's tpm does not refuse it.
+        return await counters.take(current.deployment, self.holder, rpm=current.rpm,
+                                   tpm=None if resuming else current.tpm, max_parallel=current.max_parallel_requests)
 
     async def _move(self, route: ModelRoute) -> None:
         if route is self.route:

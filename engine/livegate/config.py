@@ -66,6 +66,8 @@ class ModelRoute:
     weight: float | None = None
     order: int | None = None
     deployment: str = ""
+    # The entry's `voices`: OpenAI voice name -> Gemini voice, over mappings/tables.yaml's table.
+    voices: dict[str, str] | None = field(default=None, compare=False, hash=False)
 
     def __repr__(self) -> str:  # never print secrets
         return f"ModelRoute({self.model_name!r} -> {self.provider}/{self.model_id})"
@@ -90,6 +92,7 @@ class Timeouts:
     http_header_s: float = 10.0  # a request's header lines must arrive within this (slowloris)
     http_body_s: float = 60.0  # a REST passthrough request body must arrive within this (408)
     max_request_body_bytes: int = 64 * 1024 * 1024  # REST passthrough request bodies (413)
+    mcp_s: float = 30.0  # an MCP server must answer a listing or a tool call within this (mcp_call failed)
 
 
 TIMEOUT_SETTINGS = {  # livegate_settings key -> Timeouts field
@@ -99,6 +102,7 @@ TIMEOUT_SETTINGS = {  # livegate_settings key -> Timeouts field
     "http_header_timeout_s": "http_header_s",
     "http_body_timeout_s": "http_body_s",
     "max_request_body_bytes": "max_request_body_bytes",
+    "mcp_timeout_s": "mcp_s",
 }
 
 
@@ -228,6 +232,7 @@ def _route(entry: dict[str, Any], index: int) -> ModelRoute:
         weight=None if params.get("weight") is None else float(params["weight"]),
         order=params.get("order"),
         deployment=str((entry.get("model_info") or {}).get("id") or ""),
+        voices=entry.get("voices"),
     )
     from livegate.translation.capabilities import check_features, check_overrides, shipped_table
 

@@ -274,6 +274,10 @@ class Placement:
         # How many times the session core may move the session to another deployment in a row.
         self.alternatives = max(0, sum(len(g) for g in groups) - 1)
 
+    def provider(self) -> Provider:
+        """The provider of the deployment carrying the session now (for its calls beside the Live connection)."""
+        return self.pools.provider(self.route)
+
     async def open(self, command: OpenUpstream, setup_timeout: float) -> Opened | UpstreamFailure:
         """Carry out `command` on the best deployment that answers its setup; the last failure when none does."""
         tried: set[str] = set()

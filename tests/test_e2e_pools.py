@@ -20,7 +20,7 @@ from livegate.server import create_app
 from livegate.simulator import GeminiLiveSimulator
 from livegate.translation.commands import OpenUpstream
 from livegate.upstream.pool import Placement
-from tests.support import refusal, serve
+from tests.support import collect, refusal, serve
 from tests.test_e2e_live import KEY, ask, client
 
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -228,6 +228,23 @@ async def test_a_deployment_that_goes_down_mid_session_hands_the_conversation_to
     assert answer == "[livegate simulator] Before this you said: My name is Ada"
     seed = b.sessions[0].received[1]["clientContent"]
     assert seed["turns"][0]["parts"][0]["text"] == "My name is Ada" and seed["turnComplete"] is True
+
+
+async def test_after_a_move_out_of_band_answers_come_from_the_new_deployment_too() -> None:
+    async with simulators(2) as (a, b):
+        config = pool_config(deployment(a, "a", order=1), deployment(b, "b", order=2))
+        async with livegate(config) as (url, _), client(url).realtime.connect(model="gpt-realtime") as conn:
+            await conn.session.update(session={"type": "realtime", "output_modalities": ["text"]})
+            await ask(conn, "My order is late")
+            a.refuse_status = 503
+            await a.sessions[0].abort(1011, "Internal error encountered.")
+            await wait_for(lambda: bool(b.sessions) and b.sessions[0].setup is not None)
+            await conn.response.create(response={
+                "conversation": "none", "output_modalities": ["text"],
+                "input": [{"type": "message", "role": "user", "content": [{"type": "input_text", "text": "angry?"}]}]})
+            events = await collect(conn, "response.done")
+    assert "You said: angry?" in events[-1].response.output[0].content[0].text
+    assert (len(a.rest_calls), len(b.rest_calls)) == (0, 1), "the side call goes where the session is carried"
 
 
 async def test_a_connection_failing_beyond_recovery_reseeds_on_another_deployment() -> None:

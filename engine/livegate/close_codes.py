@@ -7,7 +7,8 @@ Refusals happen at the handshake, before any upstream connection, and say why in
 show (`refuse`):
 - OpenAI Realtime clients (`/v1/realtime`): SDKs show an HTTP refusal only as its status, so livegate
   accepts the WebSocket, sends one OpenAI `error` event with the reason, and closes with 4000 + the HTTP
-  status it stands for (4400, 4401, 4403, 4404, 4429, 4503).
+  status it stands for (4400, 4401, 4403, 4404, 4409, 4429, 4503), except a draining gateway's refusal: 1013,
+  which the SDK retries (elsewhere, behind a balancer).
 - Gemini Live clients (the passthrough routes): an HTTP denial response with the status and a JSON reason,
   as Google's own endpoint answers.
 """
@@ -29,6 +30,8 @@ INVALID_SETUP = 1007
 POLICY = 1008
 CLIENT_TOO_SLOW = 1008  # recorded in the session log; the close frame itself cannot reach such a client
 INTERNAL_ERROR = 1011
+SERVICE_RESTART = 1012  # a draining gateway closes each session at a turn boundary: the SDK reconnects
+TRY_AGAIN_LATER = 1013  # a draining gateway refuses new sessions: the SDK retries, the balancer sends it elsewhere
 BAD_GATEWAY = 1014
 NO_CREDENTIALS = 4001
 NO_PROJECT = 4002
@@ -71,6 +74,13 @@ TABLE: tuple[CloseCode, ...] = (
                                        "dropped (the code is what the session log records, as the close frame "
                                        "cannot reach such a client)."),
     CloseCode(INTERNAL_ERROR, "both", "An internal livegate error."),
+    CloseCode(SERVICE_RESTART, "realtime", "livegate is shutting down (SIGTERM): the session's state was stored at "
+                                           "a turn boundary (at the latest after `drain_timeout_s`). The openai "
+                                           "SDK reconnects by itself; with `session_id=` any instance sharing the "
+                                           "store carries the session on."),
+    CloseCode(TRY_AGAIN_LATER, "realtime", "Refused handshake of a draining livegate (`server_draining`, after an "
+                                           "`error` event): the openai SDK retries, and the balancer sends it to "
+                                           "another instance."),
     CloseCode(BAD_GATEWAY, "both", "Gemini could not be reached, refused the connection, closed it abnormally, "
                                    "or stalled (sent nothing for `upstream_stall_timeout_s` in the middle of a "
                                    "turn); on /v1/realtime an `error` event says which first."),
@@ -89,7 +99,10 @@ TABLE: tuple[CloseCode, ...] = (
                                               "client secret."),
     CloseCode(REFUSAL_BASE + 403, "realtime", "Refused handshake: the key may not use this model."),
     CloseCode(REFUSAL_BASE + 404, "realtime", "Refused handshake: unknown model, or no session waiting for a "
-                                              "reattach under that `session_id`."),
+                                              "reattach under that `session_id` (`session_not_found`)."),
+    CloseCode(REFUSAL_BASE + 409, "realtime", "Refused handshake: the `session_id` belongs to a session another "
+                                              "client holds, or another client took it over first "
+                                              "(`session_in_use`)."),
     CloseCode(REFUSAL_BASE + 429, "realtime", "Refused handshake: budget spent, rpm limit, or the key's parallel "
                                               "session limit."),
     CloseCode(REFUSAL_BASE + 503, "realtime", "Refused handshake: the key store is unavailable."),
@@ -120,6 +133,7 @@ class Refusal:
     status: int
     message: str
     code: str
+    close_code: int | None = None  # a /v1/realtime refusal closes with this instead of 4000 + status
 
     def body(self) -> dict[str, Any]:
         kind = "server_error" if self.status >= 500 else "invalid_request_error"
@@ -127,9 +141,10 @@ class Refusal:
 
 
 async def refuse(ws: Any, refusal: Refusal, client: Literal["openai", "gemini"], *,
-                 subprotocol: str | None = None) -> None:
+                 subprotocol: str | None = None, accepted: bool = False) -> None:
     """Refuse a WebSocket handshake so that the client can say why (see the module docstring). Nothing
-    upstream was opened. A refusal is the client's business: logged at info, without a traceback."""
+    upstream was opened. A refusal is the client's business: logged at info, without a traceback. An OpenAI
+    client's WebSocket may be `accepted` already (a take-over accepts before it waits for the session)."""
     log.info("%s connection refused (%d %s): %s", "realtime" if client == "openai" else "passthrough",
              refusal.status, refusal.code, refusal.message)
     if client == "gemini":
@@ -140,8 +155,10 @@ async def refuse(ws: Any, refusal: Refusal, client: Literal["openai", "gemini"],
     event = error_event(refusal.message, code=refusal.code, type="invalid_request_error")
     event["event_id"] = f"event_{secrets.token_hex(8)}"
     try:
-        await ws.accept(subprotocol=subprotocol)
+        if not accepted:
+            await ws.accept(subprotocol=subprotocol)
         await ws.send_text(json.dumps(event))
-        await ws.close(code=REFUSAL_BASE + refusal.status, reason=close_reason(f"{refusal.code}: {refusal.message}"))
+        await ws.close(code=refusal.close_code or REFUSAL_BASE + refusal.status,
+                       reason=close_reason(f"{refusal.code}: {refusal.message}"))
     except Exception as exc:  # the client left first: nothing to tell it
         log.info("refused realtime client went away: %s", type(exc).__name__)

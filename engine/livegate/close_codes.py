@@ -7,8 +7,9 @@ Refusals happen at the handshake, before any upstream connection, and say why in
 show (`refuse`):
 - OpenAI Realtime clients (`/v1/realtime`): SDKs show an HTTP refusal only as its status, so livegate
   accepts the WebSocket, sends one OpenAI `error` event with the reason, and closes with 4000 + the HTTP
-  status it stands for (4400, 4401, 4403, 4404, 4409, 4429, 4503), except a draining gateway's refusal: 1013,
-  which the SDK retries (elsewhere, behind a balancer).
+  status it stands for (4400, 4401, 4403, 4404, 4409, 4429, 4503). A draining gateway's refusal is the
+  exception: an HTTP 503 (`server_draining`, Retry-After) with nothing for the user to read, which a
+  balancer retries on another instance (HAProxy `retry-on 503`) and the openai SDK's reconnect retries too.
 - Gemini Live clients (the passthrough routes): an HTTP denial response with the status and a JSON reason,
   as Google's own endpoint answers.
 """
@@ -31,7 +32,6 @@ POLICY = 1008
 CLIENT_TOO_SLOW = 1008  # recorded in the session log; the close frame itself cannot reach such a client
 INTERNAL_ERROR = 1011
 SERVICE_RESTART = 1012  # a draining gateway closes each session at a turn boundary: the SDK reconnects
-TRY_AGAIN_LATER = 1013  # a draining gateway refuses new sessions: the SDK retries, the balancer sends it elsewhere
 BAD_GATEWAY = 1014
 NO_CREDENTIALS = 4001
 NO_PROJECT = 4002
@@ -78,9 +78,6 @@ TABLE: tuple[CloseCode, ...] = (
                                            "a turn boundary (at the latest after `drain_timeout_s`). The openai "
                                            "SDK reconnects by itself; with `session_id=` any instance sharing the "
                                            "store carries the session on."),
-    CloseCode(TRY_AGAIN_LATER, "realtime", "Refused handshake of a draining livegate (`server_draining`, after an "
-                                           "`error` event): the openai SDK retries, and the balancer sends it to "
-                                           "another instance."),
     CloseCode(BAD_GATEWAY, "both", "Gemini could not be reached, refused the connection, closed it abnormally, "
                                    "or stalled (sent nothing for `upstream_stall_timeout_s` in the middle of a "
                                    "turn); on /v1/realtime an `error` event says which first."),
@@ -133,7 +130,7 @@ class Refusal:
     status: int
     message: str
     code: str
-    close_code: int | None = None  # a /v1/realtime refusal closes with this instead of 4000 + status
+    denial: bool = False  # an HTTP denial even to OpenAI clients: a retry elsewhere answers it, not the user
 
     def body(self) -> dict[str, Any]:
         kind = "server_error" if self.status >= 500 else "invalid_request_error"
@@ -147,10 +144,11 @@ async def refuse(ws: Any, refusal: Refusal, client: Literal["openai", "gemini"],
     client's WebSocket may be `accepted` already (a take-over accepts before it waits for the session)."""
     log.info("%s connection refused (%d %s): %s", "realtime" if client == "openai" else "passthrough",
              refusal.status, refusal.code, refusal.message)
-    if client == "gemini":
+    if client == "gemini" or refusal.denial:
         from fastapi.responses import JSONResponse
 
-        await ws.send_denial_response(JSONResponse(refusal.body(), status_code=refusal.status))
+        headers = {"Retry-After": "1"} if refusal.status == 503 else None
+        await ws.send_denial_response(JSONResponse(refusal.body(), status_code=refusal.status, headers=headers))
         return
     event = error_event(refusal.message, code=refusal.code, type="invalid_request_error")
     event["event_id"] = f"event_{secrets.token_hex(8)}"
@@ -158,7 +156,6 @@ async def refuse(ws: Any, refusal: Refusal, client: Literal["openai", "gemini"],
         if not accepted:
             await ws.accept(subprotocol=subprotocol)
         await ws.send_text(json.dumps(event))
-        await ws.close(code=refusal.close_code or REFUSAL_BASE + refusal.status,
-                       reason=close_reason(f"{refusal.code}: {refusal.message}"))
+        await ws.close(code=REFUSAL_BASE + refusal.status, reason=close_reason(f"{refusal.code}: {refusal.message}"))
     except Exception as exc:  # the client left first: nothing to tell it
         log.info("refused realtime client went away: %s", type(exc).__name__)

@@ -12,10 +12,10 @@ Theory of operation (docs/operating/failures.md "The gateway's own faults" tells
   status (live, detached, claimed, released), the owning key's hash, the snapshot. A take-over bumps the
   epoch; a write is applied only while owner and epoch still match, so a former owner cannot overwrite the
   session it lost.
-- **Drain (SIGTERM).** `drain.DrainingServer` (the `livegate` command's uvicorn server) calls `Takeover.drain`
-  before uvicorn stops listening: new sessions are refused with 1013 (`server_draining`; the SDK retries,
-  the balancer sends it elsewhere; readiness says 503), and each session closes with 1012 at its next rest,
-  after its state is written as released (at the latest after `drain_timeout_s`).
+- **Drain (SIGTERM).** `drain.DrainOnSigterm` (in front of uvicorn's own handler) runs `Takeover.drain` before
+  uvicorn stops listening: readiness says 503, new sessions are refused with HTTP 503 `server_draining` (the
+  balancer retries elsewhere, as does the SDK), and each session closes with 1012 at its next rest, after its
+  state is written as released (at the latest after `drain_timeout_s`).
 - **Take-over.** A client reconnecting with `?session_id=` to an instance that does not hold it gets the
   stored session (`Takeover.claim`): released, owned by a dead instance (silent for `STALE_S`), or handed
   over by a live owner that holds it detached (the client dropped there: it stores it at its next rest with

@@ -14,7 +14,8 @@ import time
 from typing import TYPE_CHECKING, Protocol
 
 from livegate.accounting.database import Database, StoreUnavailable
-from livegate.close_codes import TRY_AGAIN_LATER, Refusal
+from livegate.close_codes import Refusal
+from livegate.takeover.drain import DrainOnSigterm
 from livegate.takeover.store import CLAIMED, DETACHED, LIVE, RELEASED, Delete, SessionStateStore, StateRow, Write
 from livegate.takeover.writer import StateWriter
 from livegate.translation.snapshot import Snapshot
@@ -32,7 +33,7 @@ SWEEP_S = 15.0  # how often rows nobody can take over any more are deleted
 RELEASE_TIMEOUT_S = 5.0  # how long a drained session waits for its state to be written before closing anyway
 
 DRAINING = Refusal(503, "This livegate instance is shutting down; reconnect and another instance serves you.",
-                   "server_draining", close_code=TRY_AGAIN_LATER)
+                   "server_draining", denial=True)
 
 
 def not_found(session_id: str) -> Refusal:
@@ -64,10 +65,12 @@ class Takeover:
         self.live: dict[Drainable, Keeper | None] = {}  # this process's sessions, drained on SIGTERM
         self._tasks: list[asyncio.Task[None]] = []
         self._last_sweep = 0.0
+        self._sigterm: DrainOnSigterm | None = None
 
     # --- lifecycle ---------------------------------------------------------------------------------------
 
     async def start(self) -> None:
+        self._sigterm = DrainOnSigterm.install(self.drain)  # SIGTERM drains first (takeover/drain.py)
         if not self.enabled:
             return
         try:
@@ -79,6 +82,8 @@ class Takeover:
                        asyncio.create_task(self._watch_claims(), name="livegate-session-claims")]
 
     async def stop(self) -> None:
+        if self._sigterm is not None:
+            self._sigterm.uninstall()
         for task in self._tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

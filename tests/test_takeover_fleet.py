@@ -7,115 +7,37 @@ the same client object, from the other instance, with the conversation whole (no
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
 import signal
-import subprocess
-import sys
-import time
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
-import yaml
 from openai import AsyncOpenAI
 
 from livegate.simulator import GeminiLiveSimulator
 from tests.fakes.haproxy import NO_HAPROXY, free_port, haproxy, haproxy_bin
 from tests.fakes.postgres import PostgresServer
+from tests.fleet_support import MASTER, Fleet, fleet_config, start_instance
 from tests.support import collect
 
-MASTER = "sk-master-takeover-fleet"
-ROOT = Path(__file__).resolve().parent.parent
-
 pytestmark = pytest.mark.skipif(haproxy_bin() is None, reason=NO_HAPROXY)
-
-
-@dataclass
-class Instance:
-    port: int
-    proc: subprocess.Popen[bytes]
-    log: Path
-    config: Path
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-
-@dataclass
-class Fleet:
-    url: str  # HAProxy's
-    sim: GeminiLiveSimulator
-    instances: list[Instance] = field(default_factory=list)
-
-    async def holder(self) -> Instance:
-        """The instance whose readiness counts the session."""
-        async with httpx.AsyncClient() as http:
-            for instance in self.instances:
-                if instance.proc.poll() is not None:
-                    continue
-                state = (await http.get(instance.url + "/health/readiness")).json()
-                if state.get("active_sessions"):
-                    return instance
-        raise AssertionError("no instance holds the session")
-
-
-def _config(tmp_path: Path, sim: GeminiLiveSimulator, database_url: str) -> Path:
-    path = tmp_path / "livegate.yaml"
-    path.write_text(yaml.safe_dump({
-        "model_list": [{"model_name": "gpt-realtime", "litellm_params": {
-            "model": "gemini/gemini-3.8-live", "api_key": "AIza-fleet", "api_base": sim.url}}],
-        "general_settings": {"master_key": MASTER, "database_url": database_url},
-        "livegate_settings": {"reattach_grace_s": 30, "drain_timeout_s": 10},
-    }))
-    return path
-
-
-async def _start(config: Path, tmp_path: Path, port: int | None = None) -> Instance:
-    port = port or free_port()
-    log = tmp_path / f"livegate-{port}-{time.monotonic_ns()}.log"
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "engine")}
-    proc = subprocess.Popen([sys.executable, "-m", "livegate.cli", "--config", str(config), "--port", str(port),
-                             "--log-level", "info"], stdout=subprocess.DEVNULL, stderr=log.open("w"), env=env)
-    instance = Instance(port, proc, log, config)
-    async with httpx.AsyncClient() as http:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise AssertionError(f"livegate exited: {log.read_text()[-3000:]}")
-            with contextlib.suppress(httpx.HTTPError):
-                if (await http.get(instance.url + "/health/readiness")).status_code == 200:
-                    return instance
-            await asyncio.sleep(0.1)
-    raise AssertionError(f"livegate did not start: {log.read_text()[-3000:]}")
-
-
-@contextlib.contextmanager
-def _stopped_at_the_end(fleet: Fleet) -> Iterator[None]:
-    try:
-        yield
-    finally:
-        for instance in fleet.instances:
-            if instance.proc.poll() is None:
-                instance.proc.kill()
-            instance.proc.wait()
 
 
 @pytest.fixture
 async def fleet(pg_server: PostgresServer, tmp_path: Path) -> AsyncIterator[Fleet]:
     database_url = pg_server.create_database()
     async with GeminiLiveSimulator(chunk_delay=0.005) as sim:
-        config = _config(tmp_path, sim, database_url)
+        config = fleet_config(tmp_path, sim, database_url)
         fleet = Fleet("", sim)
-        with _stopped_at_the_end(fleet):
-            fleet.instances = list(await asyncio.gather(_start(config, tmp_path), _start(config, tmp_path)))
+        try:
+            fleet.instances = list(await asyncio.gather(start_instance(config, tmp_path),
+                                                        start_instance(config, tmp_path)))
             with haproxy(free_port(), [i.port for i in fleet.instances]) as url:
                 fleet.url = url
                 yield fleet
+        finally:
+            fleet.stop_all()
 
 
 async def ask(conn: Any, text: str) -> list[Any]:
@@ -189,7 +111,8 @@ async def test_a_rolling_restart_then_a_crash_lose_nothing_of_the_conversation(f
             if fault == "SIGTERM":  # the deploy goes on: the drained process exits, its new version starts
                 assert holder.proc.wait(15) in (0, -signal.SIGTERM), holder.log.read_text()[-2000:]
                 assert "draining 1 sessions" in holder.log.read_text()
-                fleet.instances[fleet.instances.index(holder)] = await _start(holder.config, tmp_path, holder.port)
+                restarted = await start_instance(holder.config, tmp_path, holder.port)
+                fleet.instances[fleet.instances.index(holder)] = restarted
                 await asyncio.sleep(2.5)  # HAProxy's checks find it up (rise 2, inter 1 s)
 
 

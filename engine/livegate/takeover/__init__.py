@@ -3,7 +3,7 @@ instance sharing the store.
 
 Theory of operation (docs/operating/failures.md "The gateway's own faults" tells it for operators)
 -------------------------------------------------------------------------------------------------
-- **Snapshots.** The session core hands its pump a `StoreSession` whenever the `checkpoint` or `at_rest`
+- **Snapshots.** The session core hands its pump a `StoreSession` whenever the `checkpoint` or `between_turns`
   answer of mappings/resumption.yaml changes: the configuration, the item store, the resumption handle, a
   question asked, a response opened or finished. The pump gives it to this session's `Keeper`, which queues
   it for the `StateWriter` (one background task, latest state per session, one transaction per batch): no I/O

@@ -21,7 +21,7 @@ Inputs (each returns an `Output`: client messages, Gemini messages for `Output.l
     take_over()                      a session restored from the store (takeover/) is carried on here
 
 Commands (translation/commands.py): SetTimer, OpenUpstream, CloseUpstream, CloseClient, StoreSession (with
-`checkpoints`: a snapshot whenever the `checkpoint` or `at_rest` answer changes). Questions: the
+`checkpoints`: a snapshot whenever the `checkpoint` or `between_turns` answer changes). Questions: the
 core reads the session state only through the named expressions of mappings/resumption.yaml, asked again
 only when a key they read changed, so an audio chunk costs two identity checks and no command.
 
@@ -133,7 +133,7 @@ class SessionCore:
         """The session's resumable state now, for another process to carry it on (takeover/)."""
         config = self.translator.config
         return Snapshot(self.session_id or "", self.translator.dialect, config.get("intent"),
-                        self.translator.resumable_state(), truthy(self._answers.get("at_rest")))
+                        self.translator.resumable_state(), truthy(self._answers.get("between_turns")))
 
     def usage_summary(self) -> dict[str, Any]:
         """The session's token usage so far, by modality (the usage ledger's), for the session log line."""
@@ -301,7 +301,7 @@ class SessionCore:
         self._settle(out)
         if truthy(self._answers.get("connected")):
             mode = "handle" if self._handle_usable() and truthy(self._answers.get("handle_current")) else "fresh"
-            cut = not truthy(self._answers.get("at_rest"))
+            cut = not truthy(self._answers.get("between_turns"))
             self._queue = InputQueue(self.policy.queue_audio_ms)
             self.observer.switch_started(mode, cut, "takeover")
             self._resume(out, mode, cut=cut, recovering=True, old=None)
@@ -372,9 +372,9 @@ class SessionCore:
             self.observer.turn_boundary()
         if self.recoveries and answers["handle"] != self._recovery_mark:
             self.recoveries = 0  # the recovered connection completed a turn
-        if "at_rest" in changed and truthy(answers["at_rest"]):
+        if "between_turns" in changed and truthy(answers["between_turns"]):
             self._rest_since = now
-        if self.checkpoints and not self.closing and ("checkpoint" in changed or "at_rest" in changed):
+        if self.checkpoints and not self.closing and ("checkpoint" in changed or "between_turns" in changed):
             out.command(StoreSession(self.snapshot()))
         self._check_switch(out)
         if self._draining is not None:
@@ -399,7 +399,7 @@ class SessionCore:
         if self._draining is None or self.closing:
             return
         if now + _EARLY < self._draining:
-            if self._opening is not None or not truthy(self._answers.get("at_rest")):
+            if self._opening is not None or not truthy(self._answers.get("between_turns")):
                 return  # a turn in flight, or a connection opening: its end is awaited
             if self.link is not None and not truthy(self._answers.get("handle_current")):
                 handle_due = self._rest_since + HANDLE_WAIT_S

@@ -11,7 +11,7 @@ import pytest
 
 from livegate.accounting.database import StoreUnavailable, open_database
 from livegate.accounting.keys import hash_key
-from livegate.accounting.store import STALE_SESSION_SECONDS, KeyRecord, SecretRecord, Store
+from livegate.accounting.store import MIGRATIONS, STALE_SESSION_SECONDS, KeyRecord, SecretRecord, Store
 from livegate.accounting.writer import SpendWriter
 
 NOW = 1_800_000_000.0
@@ -29,11 +29,11 @@ def _row(request_id: str, key: str, **fields: Any) -> dict[str, Any]:
 
 
 async def test_migrations_apply_once_and_reopen(store: Store, database_url: str) -> None:
-    assert await store.schema_version() == 1
+    assert await store.schema_version() == MIGRATIONS[-1][0]
     again = Store(open_database(database_url, None))
     await again.open()  # a second instance (or a restart) finds the schema in place
     try:
-        assert await again.schema_version() == 1
+        assert await again.schema_version() == MIGRATIONS[-1][0]
     finally:
         await again.close()
 

@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from livegate.accounting.database import StoreUnavailable
-from livegate.accounting.store import Store
+from livegate.accounting.database import StoreUnavailable, open_database
+from livegate.accounting.store import KeyRecord, Store
 from livegate.takeover.service import STALE_S, Takeover
 from livegate.takeover.store import CLAIMED, DETACHED, LIVE, RELEASED, Delete, SessionStateStore, Write
 from livegate.takeover.writer import StateWriter
@@ -25,10 +25,27 @@ def write(owner: str = "a", epoch: int = 0, status: str = LIVE, text: str = "hi"
     return Write("sess_1", "hash-1", "gpt-realtime", owner, epoch, status, "lg_1", snap(text=text), **extra)  # type: ignore[arg-type]
 
 
-async def test_migration_two_creates_the_tables(store: Store) -> None:
-    assert await store.schema_version() >= 2
-    rows = SessionStateStore(store.db)
-    assert await rows.load("sess_missing") is None
+async def test_a_store_of_the_previous_version_is_migrated(database_url: str,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    import livegate.accounting.store as accounting_store
+
+    monkeypatch.setattr(accounting_store, "MIGRATIONS", accounting_store.MIGRATIONS[:1])
+    older = Store(open_database(database_url, None))
+    await older.open()  # as the previous livegate left it
+    await older.create_key(KeyRecord(token_hash="h", created_at=1.0, updated_at=1.0))
+    await older.close()
+    monkeypatch.undo()
+    store = Store(open_database(database_url, None))
+    await store.open()
+    try:
+        assert await store.schema_version() == 2
+        assert await store.get_key("h") is not None, "the keys are still there"
+        rows = SessionStateStore(store.db)
+        assert await rows.load("sess_missing") is None
+        await rows.apply([write()], time.time())
+        assert (await rows.load("sess_1")) is not None
+    finally:
+        await store.close()
 
 
 async def test_only_the_owner_at_its_epoch_writes_the_row(store: Store) -> None:

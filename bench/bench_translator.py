@@ -9,6 +9,12 @@ The "per chunk round trip" row is what bench/bench_load.py streams: one 20 ms ap
 delta down, validation included; the "through the session core" row is the same chunk as the server feeds it,
 through the session core (translation/session_core.py) that wraps the translator. The last line turns the
 audio-path costs into an estimate of concurrent audio sessions per core.
+
+The snapshot rows (issue 17, sessions that outlive the process) compare a session core that hands its pump a
+snapshot to store at each turn's edges (`checkpoints=True`, as every session with a shared store runs) with one
+that does not, interleaved in the same process: the audio chunk round trip, and a whole text turn through the
+core (where the snapshots are taken; the pump only queues them, the writer encodes and writes them elsewhere).
+Printed as the on/off ratio's median and its spread over the interleaved trials.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from collections.abc import Callable
 import orjson
 
 from livegate.mapping import load_mappings
+from livegate.translation.commands import StoreSession
 from livegate.translation.session_core import SessionCore
 from livegate.translation.translator import Translator
 from livegate.translation.validation import ClientEventValidator
@@ -58,9 +65,9 @@ def _translator(modality: str) -> Translator:
     return translator
 
 
-def _core() -> tuple[SessionCore, int]:
+def _core(checkpoints: bool = False) -> tuple[SessionCore, int]:
     """A session core whose Gemini connection is open and whose response is under way (audio)."""
-    core = SessionCore(Translator(MAPPINGS, context=CONTEXT, validator=VALIDATOR))
+    core = SessionCore(Translator(MAPPINGS, context=CONTEXT, validator=VALIDATOR), checkpoints=checkpoints)
     core.start()
     core.client_frame(json.dumps({"type": "session.update", "session": {"type": "realtime",
                                                                         "output_modalities": ["audio"]}}))
@@ -71,11 +78,66 @@ def _core() -> tuple[SessionCore, int]:
     return core, opening.link
 
 
+QUEUED: dict[str, object] = {}  # what the pump hands the state writer (takeover/writer.py queues by session)
+
+
 def _send(out) -> None:  # what the server does with an Output
     for message in out.client:
         orjson.dumps(message)
     for message in out.upstream:
         orjson.dumps(message)
+    for command in out.commands:
+        if isinstance(command, StoreSession):
+            QUEUED[command.snapshot.session_id] = command.snapshot
+
+
+def _core_turn(checkpoints: bool) -> Callable[[], None]:
+    """A whole text turn through the session core, as the pump drives it (a new session each time)."""
+    def run() -> None:
+        core = SessionCore(Translator(MAPPINGS, context=CONTEXT, validator=VALIDATOR), checkpoints=checkpoints)
+        _send(core.start())
+        _send(core.client_frame(json.dumps({"type": "session.update", "session": {
+            "type": "realtime", "output_modalities": ["text"]}})))
+        out = core.client_frame(json.dumps({"type": "conversation.item.create", "item": {
+            "type": "message", "role": "user", "content": [{"type": "input_text", "text": "Tell me a story"}]}}))
+        _send(out)
+        opening = next(c for c in out.commands if hasattr(c, "setup"))
+        _send(core.upstream_opened(opening.link, b'{"setupComplete": {}}'))
+        _send(core.client_frame(json.dumps({"type": "response.create"})))
+        for _ in range(20):
+            _send(core.upstream_frame(opening.link, TEXT_DELTA))
+        _send(core.upstream_frame(opening.link, b'{"serverContent": {"turnComplete": true}, "usageMetadata": '
+                                                b'{"promptTokenCount": 10, "responseTokenCount": 120}}'))
+        _send(core.upstream_frame(opening.link, b'{"sessionResumptionUpdate": {"newHandle": "h1", '
+                                                b'"resumable": true}}'))
+    return run
+
+
+def _snapshot_cost(rounds: int, trials: int = 7) -> None:
+    """Checkpoints on against off, interleaved: each trial measures both, in alternating order."""
+    on_core, on_link = _core(checkpoints=True)
+    off_core, off_link = _core(checkpoints=False)
+    cases = {
+        "audio chunk round trip (20 ms)": (
+            lambda: (_send(off_core.client_frame(APPEND_20)), _send(off_core.upstream_frame(off_link, AUDIO_DELTA_20))),
+            lambda: (_send(on_core.client_frame(APPEND_20)), _send(on_core.upstream_frame(on_link, AUDIO_DELTA_20))),
+            rounds),
+        "whole text turn through the core": (_core_turn(False), _core_turn(True), max(100, rounds // 25)),
+    }
+    probe = _core_turn(True)
+    QUEUED.clear()
+    probe()
+    assert QUEUED, "a turn through the core with checkpoints stores a snapshot"
+    print(f"\n{'snapshots stored (issue 17)':34} {'off µs':>10} {'on µs':>10} {'on/off p50':>11} {'spread':>14}")
+    for name, (off, on, n) in cases.items():
+        offs, ons, ratios = [], [], []
+        for trial in range(trials):
+            pair = [(off, offs), (on, ons)] if trial % 2 == 0 else [(on, ons), (off, offs)]
+            for fn, into in pair:
+                into.append(_median_us(fn, n, trials=1))
+            ratios.append(ons[-1] / offs[-1])
+        print(f"{name:34} {statistics.median(offs):10.1f} {statistics.median(ons):10.1f} "
+              f"{statistics.median(ratios):10.3f}x {min(ratios):6.3f}-{max(ratios):.3f}")
 
 
 def _turn() -> None:
@@ -121,7 +183,11 @@ def _median_us(fn: Callable[[], None], rounds: int, trials: int = 3) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5000)
+    parser.add_argument("--snapshots-only", action="store_true", help="only the snapshot rows (issue 17)")
     args = parser.parse_args()
+    if args.snapshots_only:
+        _snapshot_cost(args.rounds)
+        return
     audio, text = _translator("audio"), _translator("text")
     core, link = _core()
     audio.from_client(APPEND)  # Gemini setup sent: appends now take the steady-state path
@@ -148,6 +214,7 @@ def main() -> None:
     per_second = 10 * results["audio append (client, 100 ms)"] + 25 * results["audio delta (Gemini, 40 ms)"]
     print(f"\naudio session: {per_second:.0f} µs of translation per second of conversation "
           f"-> about {1e6 / per_second:.0f} concurrent talking sessions per core (translation only)")
+    _snapshot_cost(args.rounds)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""The session state rows in the shared store (migration 2 of accounting/store.py), on SQLite or PostgreSQL.
+"""The session state rows in the shared store (migration 3 of accounting/store.py), on SQLite or PostgreSQL.
 
 One row per resumable session, keyed by the OpenAI session id (`sess_...`, what a reconnecting client sends
 as `?session_id=`):

@@ -287,12 +287,14 @@ class PageRun:
             script = self.scratch / "docs_block.py"
             script.write_text(code)
             command = [sys.executable, str(script)]
-        else:
+        else:  # what a block exports is there for the page's next blocks, as in the reader's shell
             program = code.split()[0] if code.split() else ""
             if program in OPTIONAL_TOOLS and shutil.which(program, path=self.env["PATH"]) is None:
                 pytest.skip(f"{block.where}: {program} is not installed: apt-get install {OPTIONAL_TOOLS[program]} "
                             "(.ci/run does)")
-            command = ["bash", "-eo", "pipefail", "-c", code]
+            exported = self.scratch.parent / "exported.sh"
+            command = ["bash", "-eo", "pipefail", "-c",
+                       f"[ ! -f {exported} ] || source {exported}\n{code}\nexport -p > {exported}"]
         done = subprocess.run(command, cwd=self.scratch, env=self.env, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True, timeout=180)
         self.output = done.stdout

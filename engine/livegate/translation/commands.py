@@ -8,7 +8,7 @@ then each command. Most inputs produce no command at all (`Output.commands` is t
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from livegate.translation.snapshot import Snapshot
@@ -64,6 +64,32 @@ class CloseClient:
 
 
 @dataclass(frozen=True, slots=True)
+class McpRequest:
+    """Ask an MCP server of the session (livegate is the MCP client of the session's `{type: "mcp"}` tools):
+    list its tools (`action` "list") or call one ("call"), in the background; report the outcome with
+    `SessionCore.mcp_result(request_id, result)`. `server` is the session's MCP tool as the client declared it
+    (server_url, headers, authorization, allowed_tools, require_approval): it carries secrets, never logged."""
+
+    request_id: str
+    action: Literal["list", "call"]
+    server: dict[str, Any] = field(repr=False)
+    tool: str | None = None
+    arguments: dict[str, Any] | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class GenerateRequest:
+    """Answer an out-of-band response (response.create with conversation "none") beside the live session: a
+    streamGenerateContent call of `model` (the session model's family, models.yaml side_model) on the session's
+    backend, with `body` (contents, systemInstruction, generationConfig). The stream is reported with
+    `SessionCore.side_result(request, event)`: {delta}, then {done, finish_reason, usage_metadata} or {error}."""
+
+    request_id: str
+    model: str
+    body: dict[str, Any] = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
 class StoreSession:
     """Keep `snapshot` in the shared store, for another instance to take the session over (takeover/). The
     pump hands it to a background writer (nothing waits on the audio path); with `release` it waits until the
@@ -73,7 +99,7 @@ class StoreSession:
     release: bool = False
 
 
-Command = SetTimer | OpenUpstream | CloseUpstream | CloseClient | StoreSession
+Command = SetTimer | OpenUpstream | CloseUpstream | CloseClient | McpRequest | GenerateRequest | StoreSession
 
 
 @dataclass(frozen=True, slots=True)

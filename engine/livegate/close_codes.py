@@ -109,8 +109,11 @@ TABLE: tuple[CloseCode, ...] = (
                                               "client holds, or another client took it over first "
                                               "(`session_in_use`)."),
     CloseCode(REFUSAL_BASE + 429, "realtime", "Refused handshake: budget spent, rpm limit, or the key's parallel "
-                                              "session limit."),
-    CloseCode(REFUSAL_BASE + 503, "realtime", "Refused handshake: the key store is unavailable."),
+                                              "session limit; or every deployment of the model is at its own "
+                                              "limits (`no_deployment_available`)."),
+    CloseCode(REFUSAL_BASE + 503, "realtime", "Refused handshake: the key store is unavailable, or every "
+                                              "deployment of the model is cooling down after failing "
+                                              "(`no_deployment_available`)."),
 )
 
 

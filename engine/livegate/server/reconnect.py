@@ -22,7 +22,6 @@ from livegate.server import auth
 from livegate.server.realtime import RealtimeSession
 from livegate.takeover.service import DRAINING, not_found
 from livegate.translation.snapshot import Snapshot, SnapshotError
-from livegate.upstream.base import provider_for
 
 if TYPE_CHECKING:
     from livegate.server.app import Gateway
@@ -32,7 +31,7 @@ log = logging.getLogger("livegate.takeover")
 
 async def take_over(ws: WebSocket, gateway: Gateway, who: Principal, model: str, route: ModelRoute,
                     session_id: str, subprotocol: str | None) -> None:
-    from livegate.server.app import session_translator
+    from livegate.server.app import place, session_translator
 
     takeover = gateway.takeover
     if takeover.draining:
@@ -61,14 +60,19 @@ async def take_over(ws: WebSocket, gateway: Gateway, who: Principal, model: str,
         await keeper.release(snapshot, claimed.missed)  # left for a later try, as it was
         await refuse(ws, grant, "openai", accepted=True)
         return
+    placement = await place(gateway, route, model, grant)  # a deployment of the model's pool, as a new session
+    if isinstance(placement, Refusal):
+        await keeper.release(snapshot, claimed.missed)
+        await refuse(ws, placement, "openai", accepted=True)
+        return
     keeper.slot_id = grant.session_id
     log.info("session %s taken over (epoch %d, %s)", session_id, claimed.epoch,
              "at rest" if snapshot.at_rest else "a turn in flight")
-    provider = provider_for(route, gateway.config, gateway.simulator_url)
-    translator = session_translator(gateway, route, model, provider, grant, beta=snapshot.dialect == "beta",
-                                    intent=snapshot.intent)
+    provider = gateway.pools.provider(placement.route)
+    translator = session_translator(gateway, placement.route, model, provider, grant,
+                                    beta=snapshot.dialect == "beta", intent=snapshot.intent)
     translator.restore(snapshot.session, snapshot.dialect)
     await RealtimeSession(ws, translator, provider, model, gateway.config.timeouts, grant=grant,
                           policy=gateway.resumption, detached=gateway.detached,
-                          reattach_grace_s=gateway.config.reattach_grace_s, takeover=takeover, keeper=keeper,
-                          missed=claimed.missed).run()
+                          reattach_grace_s=gateway.config.reattach_grace_s, placement=placement, takeover=takeover,
+                          keeper=keeper, missed=claimed.missed).run()

@@ -16,6 +16,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
 from livegate.accounting.keys import hash_key
+from livegate.accounting.store import SecretRecord, Store
 from tests.support import refusal as _refusal
 from tests.test_accounting_api import MASTER, Served, _auth, _served, _text_turn
 
@@ -177,3 +178,35 @@ async def test_a_webrtc_call_is_hung_up_by_its_opener_or_its_key_only(served: Se
         assert ended == ["ended", "ended"]
     finally:
         del calls["rtc_scope"]
+
+
+async def test_a_stored_session_is_taken_over_by_its_opener_only(store: Store) -> None:
+    """Take-over from the shared store (a session another instance held) follows the reattach rule: a session
+    a client secret opened goes to that secret only, not to a sibling secret, its parent key or a secret the
+    master key minted; a secret never takes over its key's session; the master key itself may take any."""
+    from livegate.accounting.gate import Principal
+    from livegate.takeover.service import Takeover
+    from livegate.takeover.store import RELEASED, SessionStateStore, Write
+    from livegate.translation.snapshot import Snapshot
+
+    def with_secret(kind: str, token_hash: str, name: str, parent: str | None) -> Principal:
+        return Principal(kind, token_hash, secret=SecretRecord(hash_key(name), parent, time.time() + 60, None,
+                                                               time.time()))
+
+    mine = with_secret("key", "hash-1", "ek_mine", "hash-1")
+    sibling = with_secret("key", "hash-1", "ek_sibling", "hash-1")
+    masters = with_secret("master", "hash-m", "ek_master", None)
+    parent, master = Principal("key", "hash-1"), Principal("master", "hash-m")
+    rows = SessionStateStore(store.db)
+    for session_id, opener in (("sess_secret", mine), ("sess_key", parent), ("sess_other", mine)):
+        snapshot = Snapshot(session_id, "ga", None, {"id": session_id, "items": []}, True)
+        await rows.apply([Write(session_id, opener.opener, "gpt-realtime", "a", 0, RELEASED, None, snapshot)],
+                         time.time())
+    takeover = Takeover(store.db, "b", grace_s=30, drain_timeout_s=5)
+    for session_id, caller in (("sess_secret", sibling), ("sess_secret", parent), ("sess_secret", masters),
+                               ("sess_key", mine)):
+        refused = await takeover.claim(session_id, caller, "gpt-realtime")
+        assert getattr(refused, "code", None) == "session_not_found", (session_id, caller)
+    for session_id, caller in (("sess_secret", mine), ("sess_key", parent), ("sess_other", master)):
+        claimed = await takeover.claim(session_id, caller, "gpt-realtime")
+        assert getattr(claimed, "owner", None) == "b", (session_id, caller, claimed)

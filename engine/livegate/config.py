@@ -168,6 +168,7 @@ class Config:
     max_client_frame_bytes: int = 15 * 1024 * 1024
     client_compression: bool = False  # permessage-deflate on client WebSockets: base64 audio barely compresses
     reattach_grace_s: float = 30.0  # how long a session waits for a dropped client to reattach
+    drain_timeout_s: float = 30.0  # SIGTERM: the longest wait for a session's turn boundary before 1012
     litellm_compat: bool = False  # general_settings.litellm_compat: behave as LiteLLM's proxy (README)
     client_secret_mints_per_minute: int = 120  # per key, across instances (429 beyond)
     client_secret_max_session_bytes: int = 128 * 1024  # a client secret's `session`, as JSON (413 beyond)
@@ -324,6 +325,7 @@ def parse_config(data: Any, source: str = "<config>") -> Config:
         max_client_frame_bytes=settings.get("max_client_frame_bytes", Config.max_client_frame_bytes),
         client_compression=settings.get("client_compression", Config.client_compression),
         reattach_grace_s=float(settings.get("reattach_grace_s", Config.reattach_grace_s)),
+        drain_timeout_s=float(settings.get("drain_timeout_s", Config.drain_timeout_s)),
         litellm_compat=bool(general.get("litellm_compat", False)),
         client_secret_mints_per_minute=settings.get("client_secret_mints_per_minute",
                                                     Config.client_secret_mints_per_minute),

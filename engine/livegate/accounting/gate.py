@@ -113,6 +113,13 @@ class Principal:
                 hmac.compare_digest(self.secret.secret_hash, owner.secret.secret_hash)
         return self.token_hash == owner.token_hash
 
+    @property
+    def opener(self) -> str:
+        """Who opened a session, as the shared store records it for a take-over (takeover/): a client secret
+        by its own hash (`secret:<hash>`), else the key's hash ('' on an open gateway). A take-over needs the
+        same opener (or the master key itself), the rule of may_reattach."""
+        return f"secret:{self.secret.secret_hash}" if self.secret is not None else self.token_hash
+
     def may_hang_up(self, owner: Principal) -> bool:
         """May this caller end a WebRTC call `owner` opened? As may_reattach, and also the parent key over its
         secrets' calls: the server that minted a browser's secret ends that browser's call (as with OpenAI,

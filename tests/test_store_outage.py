@@ -115,7 +115,9 @@ async def test_sigterm_during_a_postgres_outage_loses_no_spend(own_pg: PostgresS
         stopping = time.monotonic()
         process.send_signal(signal.SIGTERM)
         assert await asyncio.to_thread(process.wait, 20) in (0, -signal.SIGTERM)
-        assert time.monotonic() - stopping < 8, "shutdown is not held for the outage"
+        # The spend writer tries once and spills; the session-state writer (takeover/writer.py, issue 17)
+        # retries its queue for up to 10 s first. Bounded either way: not held for the outage's length.
+        assert time.monotonic() - stopping < 16, "shutdown is not held for the outage"
     finally:
         if process.poll() is None:
             process.kill()

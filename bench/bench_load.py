@@ -23,7 +23,8 @@ chunks lost; then the median and spread over the repeats. The gateways are pinne
 generator and echo to the others, where the OS allows.
 
     python bench/bench_load.py --baseline-pythonpath DIR   adds a `baseline` livegate (another source tree,
-                                                           e.g. `git archive main`) to every repeat
+                                                           e.g. `git archive main`) to every repeat;
+                               --baseline-python PYTHON    runs it with another virtualenv's interpreter
     python bench/bench_load.py --startup     cold start to listening and idle RSS, interleaved with the baseline
     python bench/bench_load.py --instructions   instructions per chunk round trip, counted by valgrind's
                                                 callgrind in each gateway: they do not drift with the machine's
@@ -334,8 +335,8 @@ def _start_role(role: str, port: int, args: argparse.Namespace, upstream: str | 
     return proc
 
 
-def _livegate_cmd(config: Path, port: int, workers: int, extra: list[str]) -> list[str]:
-    cmd = [sys.executable, "-m", "livegate.cli", "--config", str(config), "--port", str(port),
+def _livegate_cmd(config: Path, port: int, workers: int, extra: list[str], python: str | None = None) -> list[str]:
+    cmd = [python or sys.executable, "-m", "livegate.cli", "--config", str(config), "--port", str(port),
            "--log-level", "critical", *extra]
     if workers > 1:
         cmd += ["--workers", str(workers)]
@@ -372,7 +373,7 @@ def _spread(values: list[float], digits: int = 2) -> str:
 
 def _startup(args: argparse.Namespace) -> None:
     """Cold start to listening, and RSS once idle, over interleaved starts (of the baseline too)."""
-    trees = [("livegate", None)] + ([("baseline", args.baseline_pythonpath)] if args.baseline_pythonpath else [])
+    trees = [("livegate", None)] + ([("baseline", args.baseline_pythonpath)] if _has_baseline(args) else [])
     starts: dict[str, list[float]] = {name: [] for name, _ in trees}
     rss: dict[str, list[float]] = {name: [] for name, _ in trees}
     with tempfile.TemporaryDirectory() as tmp:
@@ -383,7 +384,8 @@ def _startup(args: argparse.Namespace) -> None:
             for name, pythonpath in order:
                 env = {**os.environ, "PYTHONPATH": pythonpath} if pythonpath else None
                 port = _free_port()
-                proc = subprocess.Popen(_livegate_cmd(config, port, 1, args.livegate_args.split()),
+                python, extra = (args.baseline_python, []) if name == "baseline" else (None, args.livegate_args.split())
+                proc = subprocess.Popen(_livegate_cmd(config, port, 1, extra, python),
                                         stderr=subprocess.DEVNULL, env=_temporary_store(env, tmp), cwd=tmp)
                 try:
                     starts[name].append(_wait_port(port, proc))
@@ -395,10 +397,14 @@ def _startup(args: argparse.Namespace) -> None:
     for name, _ in trees:
         print(f"{name:9} cold start to listening: median {_spread(starts[name])} s; "
               f"idle RSS median {_spread(rss[name], 1)} MB over {len(starts[name])} starts")
-    if args.baseline_pythonpath:
+    if _has_baseline(args):
         ratio = [a / b for a, b in zip(starts["livegate"], starts["baseline"], strict=True)]
         print(f"cold start livegate / baseline, start by start: {_spread(ratio)}; idle RSS difference "
               f"{statistics.median(rss['livegate']) - statistics.median(rss['baseline']):+.1f} MB")
+
+
+def _has_baseline(args: argparse.Namespace) -> bool:
+    return bool(args.baseline_pythonpath or args.baseline_python)
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -410,12 +416,12 @@ def _pct(values: list[float], q: float) -> float:
 
 def _start_livegate(tmp: str, upstream: str, port: int, args: argparse.Namespace, pythonpath: str | None,
                     cores: list[int], extra: str, prefix: list[str] | None = None,
-                    start_timeout: float = 30) -> subprocess.Popen:
+                    start_timeout: float = 30, python: str | None = None) -> subprocess.Popen:
     env = dict(os.environ)
     if pythonpath:  # another livegate source tree (e.g. the code before a change), same interpreter
         env["PYTHONPATH"] = pythonpath
     proc = subprocess.Popen([*(prefix or []), *_livegate_cmd(_write_config(tmp, upstream), port, args.workers,
-                                                             extra.split())],
+                                                             extra.split(), python)],
                             env=_temporary_store(env, tmp), cwd=tmp, stderr=subprocess.DEVNULL if prefix else None)
     _pin(proc.pid, cores)  # uvicorn workers inherit it
     _wait_port(port, proc, start_timeout)
@@ -448,7 +454,7 @@ async def _load(args: argparse.Namespace) -> None:
                 _pin(relay.pid, gateway_cores)
                 urls[name], pids[name] = f"ws://127.0.0.1:{port}" + GEMINI_PATH, relay.pid
             gateways = [("livegate", None, args.livegate_args)]
-            if args.baseline_pythonpath:
+            if _has_baseline(args):
                 gateways.append(("baseline", args.baseline_pythonpath, ""))
             for variant in args.variant:
                 name, _, extra = variant.partition("=")
@@ -456,7 +462,7 @@ async def _load(args: argparse.Namespace) -> None:
             for name, pythonpath, extra in gateways:
                 port = _free_port()
                 proc = _start_livegate(tmp, upstream, port, args, pythonpath, gateway_cores, extra, prefix,
-                                       start_timeout)
+                                       start_timeout, args.baseline_python if name == "baseline" else None)
                 procs.append(proc)
                 urls[name], pids[name] = f"ws://127.0.0.1:{port}/v1/realtime?model=bench", proc.pid
             if counting:
@@ -553,6 +559,8 @@ def main() -> None:
     parser.add_argument("--livegate-args", default="", help="extra livegate command-line arguments")
     parser.add_argument("--baseline-pythonpath", metavar="DIR",
                         help="also run the livegate importable from DIR (e.g. an older checkout) as `baseline`")
+    parser.add_argument("--baseline-python", metavar="PYTHON",
+                        help="the interpreter (of another virtualenv) that runs `baseline`, e.g. one without uvloop")
     parser.add_argument("--variant", action="append", default=[], metavar="NAME=ARGS",
                         help="also run this livegate with extra arguments, e.g. 'asyncio=--loop asyncio'")
     parser.add_argument("--relay-uvloop", action="store_true", help="also run the relay on uvloop (relay-uvloop)")

@@ -27,6 +27,7 @@ from livegate.server.client_io import ExposeTransportAbort
 from livegate.server.hygiene import install_log_filters
 from livegate.server.passthrough import add_passthrough_routes
 from livegate.server.realtime import RealtimeSession
+from livegate.server.realtime_route import RealtimeRoute, SessionSocket
 from livegate.server.serving import configure as configure_http
 from livegate.translation.capabilities import shipped_table
 from livegate.translation.resumption import ResumptionPolicy
@@ -89,6 +90,12 @@ def create_app(config: Config, mappings: Mappings | None = None, *, simulator_ch
     app = FastAPI(title="livegate", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
                   openapi_url=None)
     app.state.gateway = gateway
+
+    async def realtime(ws: WebSocket, session_ws: SessionSocket) -> None:
+        await _realtime(ws, gateway, session_ws)
+
+    # /v1/realtime (and /realtime, LiteLLM's path) bypass FastAPI's router: realtime_route.py says why.
+    app.add_middleware(RealtimeRoute, paths=REALTIME_PATHS, handler=realtime)
     app.add_middleware(ExposeTransportAbort)
     install_log_filters()
     configure_http(config)
@@ -102,17 +109,13 @@ def create_app(config: Config, mappings: Mappings | None = None, *, simulator_ch
         """A browser client: mic in, audio out, transcripts, the event log (README: Playground)."""
         return HTMLResponse(_PLAYGROUND.read_text())
 
-    @app.websocket("/v1/realtime")
-    @app.websocket("/realtime")
-    async def realtime(ws: WebSocket) -> None:
-        await _realtime(ws, gateway)
-
     add_passthrough_routes(app, gateway)
     add_accounting_routes(app, gateway)
     app.state.webrtc_calls = add_webrtc_routes(app, gateway)  # POST /v1/realtime/calls (livegate/webrtc/)
     return app
 
 
+REALTIME_PATHS = frozenset({"/v1/realtime", "/realtime"})
 # The model name a `?intent=transcription` URL without `?model=` is routed by (OpenAI's transcription model).
 TRANSCRIPTION_MODEL = "gpt-4o-transcribe"
 
@@ -146,7 +149,8 @@ def session_translator(gateway: Gateway, route: ModelRoute, model: str, provider
                       validator=gateway.validator, sniff_dialect=not beta, ledger=grant.meter)
 
 
-async def _realtime(ws: WebSocket, gateway: Gateway) -> None:
+async def _realtime(ws: WebSocket, gateway: Gateway, session_ws: SessionSocket) -> None:
+    """The handshake on `ws` (Starlette's WebSocket); once accepted, the session runs on `session_ws`."""
     offered = list(ws.scope.get("subprotocols") or [])
     who = await auth.principal(gateway, auth.client_key(ws.headers, offered))
     if isinstance(who, Refusal):
@@ -169,7 +173,7 @@ async def _realtime(ws: WebSocket, gateway: Gateway) -> None:
     assert route is not None and model is not None
     reattaching = ws.query_params.get("session_id")
     if reattaching is not None:
-        await _reattach(ws, gateway, who, model, reattaching, offered)
+        await _reattach(ws, gateway, who, model, reattaching, offered, session_ws)
         return
     grant = await auth.admit(gateway, who, route="/v1/realtime", model_route=route, model=model, headers=ws.headers)
     if isinstance(grant, Refusal):
@@ -183,13 +187,13 @@ async def _realtime(ws: WebSocket, gateway: Gateway) -> None:
     except BaseException:
         await grant.finish(None, "failure", "handshake failed")
         raise
-    await RealtimeSession(ws, translator, provider, model, gateway.config.timeouts, grant=grant,
+    await RealtimeSession(session_ws, translator, provider, model, gateway.config.timeouts, grant=grant,
                           policy=gateway.resumption, detached=gateway.detached,
                           reattach_grace_s=gateway.config.reattach_grace_s).run()
 
 
 async def _reattach(ws: WebSocket, gateway: Gateway, who: Principal, model: str, session_id: str,
-                    offered: list[str]) -> None:
+                    offered: list[str], session_ws: SessionSocket) -> None:
     """A client whose connection dropped takes its session back (`?session_id=`). Only the key that opened
     the session (or the master key) may; the session's own admission and accounting carry on."""
     session = gateway.detached.get(session_id)
@@ -200,7 +204,7 @@ async def _reattach(ws: WebSocket, gateway: Gateway, who: Principal, model: str,
                                        "(it ended, or its reattach grace period passed).", "session_not_found"))
         return
     await ws.accept(subprotocol=_chosen_subprotocol(offered))
-    await session.reattach(ws)
+    await session.reattach(session_ws)
 
 
 def _chosen_subprotocol(offered: list[str]) -> str | None:

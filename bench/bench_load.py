@@ -145,7 +145,7 @@ def _seq_of(data: str) -> int:
 
 
 async def _session(kind: str, url: str, pcm: bytes, period_s: float, t_start: float, t_measure: float,
-                   t_stop: float, phase: Phase) -> None:
+                   t_stop: float, phase: Phase, drain_s: float) -> None:
     pending: dict[int, float] = {}
     chunk = bytearray(pcm)
     openai = not kind.startswith(("direct", "relay"))  # a livegate speaks OpenAI Realtime to its clients
@@ -193,7 +193,9 @@ async def _session(kind: str, url: str, pcm: bytes, period_s: float, t_start: fl
                 await ws.send(frame.decode())
                 seq += 1
                 next_at += period_s
-            await asyncio.sleep(1.0)  # let the last chunks come back; what has not is lost
+            drained = time.perf_counter() + drain_s  # let the last chunks come back; what has not is lost
+            while pending and time.perf_counter() < drained:
+                await asyncio.sleep(0.05)
             read_task.cancel()
     except (TimeoutError, OSError, ConnectionClosed) as exc:
         phase.failures += 1
@@ -278,13 +280,19 @@ async def _run_phase(kind: str, url: str, meter: CpuMeter | InstructionMeter | N
     t_measure = t_start + args.warmup
     t_stop = t_measure + args.seconds
     offsets = [0.0 if args.in_step else random.random() * period_s for _ in range(args.sessions)]
-    sessions = [asyncio.create_task(_session(kind, url, pcm, period_s, t_start + offset, t_measure, t_stop, phase))
+    drain_s = 60.0 if args.instructions else 1.0  # a gateway under callgrind answers slowly: wait for every chunk
+    sessions = [asyncio.create_task(_session(kind, url, pcm, period_s, t_start + offset, t_measure, t_stop, phase,
+                                             drain_s))
                 for offset in offsets]
     await asyncio.sleep(t_measure - time.perf_counter())
     if meter is not None:
         await meter.start()
     wall0 = time.perf_counter()
     await asyncio.sleep(t_stop - time.perf_counter() + 0.3)  # the tail of the window's round trips
+    if args.instructions:  # every chunk of the window counted in: wait for the last one
+        drained = time.perf_counter() + drain_s
+        while phase.received < phase.sent and time.perf_counter() < drained:
+            await asyncio.sleep(0.05)
     phase.cost = await meter.stop() if meter is not None else 0.0
     phase.window_s = time.perf_counter() - wall0
     await asyncio.gather(*sessions)
@@ -546,13 +554,13 @@ async def _load(args: argparse.Namespace) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sessions", type=int, default=None, help="concurrent sessions (50; 4 with --instructions)")
+    parser.add_argument("--sessions", type=int, default=None, help="concurrent sessions (50; 2 with --instructions)")
     parser.add_argument("--seconds", type=float, default=None, help="measured seconds per phase (5; 20 counting)")
     parser.add_argument("--warmup", type=float, default=1.0, help="streaming seconds before measuring")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--chunk-ms", type=int, default=20, help="audio per chunk")
     parser.add_argument("--period-ms", type=int, default=None,
-                        help="time between a session's chunks (the chunk's duration: real time; 400 counting)")
+                        help="time between a session's chunks (the chunk's duration: real time; 500 counting)")
     parser.add_argument("--turn-chunks", type=int, default=50, help="the echo ends the model's turn every N chunks")
     parser.add_argument("--in-step", action="store_true", help="start every session at the same point of the period")
     parser.add_argument("--workers", type=int, default=1, help="livegate --workers")
@@ -572,9 +580,9 @@ def main() -> None:
     parser.add_argument("--upstream", help=argparse.SUPPRESS)
     parser.add_argument("--loop", default="asyncio", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    args.sessions = args.sessions or (4 if args.instructions else 50)
+    args.sessions = args.sessions or (2 if args.instructions else 50)
     args.seconds = args.seconds or (20.0 if args.instructions else 5.0)
-    args.period_ms = args.period_ms or (400 if args.instructions else None)
+    args.period_ms = args.period_ms or (500 if args.instructions else None)
     args.connect_s = 20.0 if args.instructions else 1.5  # a gateway under callgrind takes its time to accept
     if args.role:
         _run_role(args)

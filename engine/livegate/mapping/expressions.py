@@ -193,6 +193,11 @@ def _compile_node(node: dict[str, Any]) -> Compiled:
     return lambda rt, value: rt.interpreter.visit(node, value)
 
 
+def compile_node(node: dict[str, Any]) -> Compiled:
+    """A node of an `Expression.ast` compiled on its own (mapping/plan.py evaluates a `when` part by part)."""
+    return _compile_node(node)
+
+
 def _compile_field_path(keys: tuple[str, ...]) -> Compiled:
     """`a.b.c`: one closure walking the keys (the most common expression; most read `session` or `event`).
 

@@ -30,7 +30,7 @@ class RandomIds:
     `secrets.token_hex(10)` gives); cheap, since every event gets one: the randomness is read 4 KB at a time,
     not with a system call per id. The pool is per object (per session)."""
 
-    __slots__ = ("_pool", "_at")
+    __slots__ = ("_at", "_pool")
     _DIGITS = 20
     _POOL_BYTES = 4096
 

@@ -7,6 +7,7 @@ OpenAI `error` event, then 4000 + the HTTP status it stands for): README "Connec
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
@@ -68,6 +69,8 @@ def create_app(config: Config, mappings: Mappings | None = None, *, simulator_ch
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if not config.master_key:
             log.warning("no general_settings.master_key configured: this gateway is open to anyone who can reach it")
+        log.info("event loop: %s", "uvloop" if type(asyncio.get_running_loop()).__module__.startswith("uvloop")
+                 else "asyncio")  # uvloop when installed (the `uvloop` extra): docs/internals/performance.md
         await gateway.accounting.start()  # the spend store; stopped (queued spend flushed) on SIGTERM below
         log.info("spend store: %s", gateway.accounting.store.db.description)
         simulator = None

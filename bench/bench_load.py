@@ -28,7 +28,8 @@ generator and echo to the others, where the OS allows.
     python bench/bench_load.py --startup     cold start to listening and idle RSS, interleaved with the baseline
     python bench/bench_load.py --instructions   instructions per chunk round trip, counted by valgrind's
                                                 callgrind in each gateway: they do not drift with the machine's
-                                                load, as CPU time does (a few sessions, `--period-ms` apart)
+                                                load, as CPU time does (a few sessions, `--period-ms` apart; what
+                                                the gateway does idle, per second, measured before and taken out)
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ from websockets.exceptions import ConnectionClosed
 
 GEMINI_PATH = "/ws/google.ai.generativelanguage.v1beta.GenerativeService.BidiGenerateContent"
 TICK = os.sysconf("SC_CLK_TCK")
+IDLE_S = 8.0  # --instructions: the idle window measured before streaming starts
 CORES = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
 
 
@@ -284,6 +286,15 @@ async def _run_phase(kind: str, url: str, meter: CpuMeter | InstructionMeter | N
     sessions = [asyncio.create_task(_session(kind, url, pcm, period_s, t_start + offset, t_measure, t_stop, phase,
                                              drain_s))
                 for offset in offsets]
+    idle_rate = 0.0
+    if isinstance(meter, InstructionMeter):
+        # What the gateway does with its sessions open and silent (uvicorn's 10 ticks a second, keepalives),
+        # per second: at a few chunks a second under callgrind it would weigh on every chunk, at real load not.
+        await asyncio.sleep(t_start - IDLE_S - 1.0 - time.perf_counter())
+        await meter.start()
+        idle0 = time.perf_counter()
+        await asyncio.sleep(IDLE_S)
+        idle_rate = await meter.stop() / (time.perf_counter() - idle0)
     await asyncio.sleep(t_measure - time.perf_counter())
     if meter is not None:
         await meter.start()
@@ -294,6 +305,7 @@ async def _run_phase(kind: str, url: str, meter: CpuMeter | InstructionMeter | N
         while phase.received < phase.sent and time.perf_counter() < drained:
             await asyncio.sleep(0.05)
     phase.cost = await meter.stop() if meter is not None else 0.0
+    phase.cost -= idle_rate * (time.perf_counter() - wall0)
     phase.window_s = time.perf_counter() - wall0
     await asyncio.gather(*sessions)
     return phase
@@ -583,7 +595,7 @@ def main() -> None:
     args.sessions = args.sessions or (2 if args.instructions else 50)
     args.seconds = args.seconds or (20.0 if args.instructions else 5.0)
     args.period_ms = args.period_ms or (500 if args.instructions else None)
-    args.connect_s = 20.0 if args.instructions else 1.5  # a gateway under callgrind takes its time to accept
+    args.connect_s = 30.0 if args.instructions else 1.5  # a gateway under callgrind takes its time to accept
     if args.role:
         _run_role(args)
     elif args.startup:

@@ -53,6 +53,7 @@ from livegate.mapping.fields import (
 from livegate.mapping.index import RuleIndex
 from livegate.mapping.state import KeySpec, StateSpec
 from livegate.mapping.transforms import STEPS, Transform
+from livegate.mapping.wire import WireTemplate, compile_wire
 from livegate.mapping.yamlpos import Located, Path_
 from livegate.paths import MAPPINGS_DIR, SCHEMAS_DIR
 
@@ -66,6 +67,7 @@ class Emit:
     to: str  # "client", "upstream" or "log"
     when: Expression | None
     message: Build
+    wire: WireTemplate | None = None  # a client message pre-serialised (mapping/wire.py)
 
 
 @dataclass(frozen=True)
@@ -424,6 +426,7 @@ class _Loader:
                 to=e["to"],
                 when=compile_expression(doc, (*path, "emit", j, "when"), e["when"]) if "when" in e else None,
                 message=compile_template(doc, (*path, "emit", j, "message"), e["message"]),
+                wire=_wire(doc, (*path, "emit", j, "message"), e["message"]) if e["to"] == "client" else None,
             )
             for j, e in enumerate(raw.get("emit", []))
         )
@@ -563,6 +566,16 @@ def _aliases(lets: dict[str, Any]) -> dict[str, tuple[Step, ...]]:
 def _in_root(file: str) -> str:
     """`mappings/shared/x.yaml` -> `shared/x`: a file as state.yaml's `writers` name it."""
     return file.split("/", 1)[-1].removesuffix(".yaml")
+
+
+def _wire(doc: Located, path: Path_, message: Any) -> WireTemplate | None:
+    """The pre-serialised form of a client message (mapping/wire.py). Its fields are compiled a second time:
+    their warnings were noted with the message's own."""
+    noted = len(doc.warnings)
+    try:
+        return compile_wire(message, lambda key: compile_template(doc, (*path, key), message[key]))
+    finally:
+        del doc.warnings[noted:]
 
 
 def _root_names(source: Any) -> set[str]:

@@ -18,7 +18,7 @@ runs random sessions both ways and compares every output).
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, Literal
 
 from livegate.mapping.expressions import Compiled, Expression, Runtime, compile_node, truthy
 
@@ -151,7 +151,7 @@ class Planner:
             index += 1
         return out
 
-    def _decide(self, rule: Any, scope: dict[str, Any]) -> tuple[Compiled, ...] | bool | None:
+    def _decide(self, rule: Any, scope: dict[str, Any]) -> tuple[Compiled, ...] | Literal[False] | None:
         """False: the rule cannot apply in this session state; else `Step.rest`."""
         if rule.when is None:
             return ()

@@ -149,7 +149,8 @@ def session_translator(gateway: Gateway, route: ModelRoute, model: str, provider
     # With no header, LiteLLM compatibility starts in beta (LiteLLM's clients speak it); either way the
     # first session.update's shape may still switch the dialect.
     return Translator(gateway.mappings, dialect="beta" if beta or compat else "ga", context=context,
-                      validator=gateway.validator, sniff_dialect=not beta, ledger=grant.meter)
+                      validator=gateway.validator, sniff_dialect=not beta, ledger=grant.meter,
+                      wire=True)  # audio deltas and the like as pre-serialised JSON (mapping/wire.py)
 
 
 async def _realtime(ws: WebSocket, gateway: Gateway, session_ws: SessionSocket) -> None:

@@ -82,14 +82,15 @@ class ClientLink:
         self._back = asyncio.Event()
         self._released: asyncio.Future[None] | None = None  # resolved when the session is done with a `ws`
 
-    async def send(self, messages: list[dict[str, Any]]) -> None:
-        """Send events in order. Never raises: a client that stopped reading is dropped (1008), one that
-        is gone is held for (with a reattach grace period) or dropped; the receiving side sees the end."""
+    async def send(self, messages: list[dict[str, Any] | str]) -> None:
+        """Send events (dicts, or JSON text already) in order. Never raises: a client that stopped reading is
+        dropped (1008), one that is gone is held for (with a reattach grace period) or dropped; the receiving
+        side sees the end."""
         async with self._lock:
             for message in messages:
                 if self._gone:
                     return
-                text = orjson.dumps(message).decode()
+                text = message if isinstance(message, str) else orjson.dumps(message).decode()
                 if self.away:
                     self._hold(text)
                     continue

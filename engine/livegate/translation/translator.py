@@ -48,6 +48,7 @@ from livegate.mapping.expressions import EXPLICIT_NULL, Runtime, Scope, truthy
 from livegate.mapping.functions import Helpers, RandomIds, SequentialIds
 from livegate.mapping.loader import Mappings, Rule, RuleFile
 from livegate.mapping.plan import Planner, holds
+from livegate.mapping.wire import WireTemplate
 from livegate.translation.commands import Command
 from livegate.translation.errors import error_event
 from livegate.translation.observer import SessionObserver
@@ -66,7 +67,7 @@ class Output:
     rules logged (already written to livegate's log; kept here so tests can see them). The session core
     adds the commands for its pump (translation/commands.py) and the connection `upstream` is for."""
 
-    client: list[dict[str, Any]] = field(default_factory=list)
+    client: list[dict[str, Any] | str] = field(default_factory=list)  # str: JSON text (a wire template's)
     upstream: list[dict[str, Any]] = field(default_factory=list)
     log: list[str] = field(default_factory=list)
     commands: list[Command] | tuple[()] = ()
@@ -170,7 +171,8 @@ class Translator:
     def __init__(self, mappings: Mappings, *, dialect: str = "ga", context: dict[str, Any] | None = None,
                  validator: ClientEventValidator | None = None, deterministic: bool = False,
                  clock: Callable[[], float] = time.time, sniff_dialect: bool = False,
-                 ledger: UsageLedger | None = None, observer: SessionObserver | None = None) -> None:
+                 ledger: UsageLedger | None = None, observer: SessionObserver | None = None,
+                 wire: bool = False) -> None:
         if dialect != "ga" and dialect not in mappings.dialects:
             raise ValueError(f"unknown dialect {dialect!r}")
         self.mappings = mappings
@@ -183,6 +185,10 @@ class Translator:
         self.helpers = Helpers(ids=ids, clock=clock)
         self.runtime = Runtime(self.helpers)
         self._planner = Planner(self.runtime)
+        # Client events as JSON text where the mappings have a template (mapping/wire.py): the server's mode
+        # (Output.client then holds str items beside dicts); the tests' translators emit dicts.
+        self.wire = wire
+        self._layouts: dict[int, tuple[WireTemplate, dict[str, Any], int, tuple[Any, ...]]] = {}
         self._config_version = 0  # the plans hold for one version of `config` (the dialect may change)
         self.config: dict[str, Any] = dict(context or {})
         self.config.setdefault("dialect", dialect)
@@ -479,6 +485,11 @@ class Translator:
         for emit in rule.emits:
             if emit.when is not None and not truthy(emit.when(runtime, scope)):
                 continue
+            if emit.wire is not None and self.wire and emit.wire.type not in self._to_client:
+                text = self._wire_text(emit.wire, scope)
+                if text is not None:
+                    out.client.append(text)
+                    continue
             message = emit.message(runtime, scope)
             if message is None:
                 continue
@@ -492,6 +503,24 @@ class Translator:
                 out.log.append(note)
 
     # -- the client edge ---------------------------------------------------------------------------
+
+    def _wire_text(self, wire: WireTemplate, scope: Scope) -> str | None:
+        """The message as JSON text, its session-decided fields serialised once per session state; None when
+        deciding them raised (the dict path then evaluates the fields in order, and reports the error)."""
+        session = scope["session"]
+        known = self._layouts.get(id(wire))
+        if known is not None and known[0] is wire and known[1] is session and known[2] == self._config_version:
+            layout = known[3]
+        else:
+            try:
+                layout = wire.layout(self.runtime, scope)
+            except Exception:
+                return None
+            self._layouts[id(wire)] = (wire, session, self._config_version, layout)
+        return wire.render(layout, self.runtime, scope, self._new_event_id)
+
+    def _new_event_id(self) -> str:
+        return self.ids.new("event")
 
     def _reshape(self, reshape: Any, event: dict[str, Any]) -> dict[str, Any]:
         built = reshape.build(self.runtime, {"event": event, "config": self.config,

@@ -156,7 +156,7 @@ def session_translator(gateway: Gateway, route: ModelRoute, model: str, provider
 async def _realtime(ws: WebSocket, gateway: Gateway, session_ws: SessionSocket) -> None:
     """The handshake on `ws` (Starlette's WebSocket); once accepted, the session runs on `session_ws`."""
     offered = list(ws.scope.get("subprotocols") or [])
-    who = await auth.principal(gateway, auth.client_key(ws.headers, offered))
+    who = await auth.principal(gateway, auth.client_key(ws.headers, offered), route="/v1/realtime")
     if isinstance(who, Refusal):
         await _refuse(ws, who)
         return

@@ -2,6 +2,7 @@
 
     python bench/bench_load.py [--sessions 50] [--seconds 5] [--repeats 3] [--workers 1] [--chunk-ms 20]
                                [--turn-chunks 50] [--relay-uvloop] [--baseline-pythonpath DIR] [--variant NAME=ARGS]
+                               [--tree NAME=PYTHONPATH]
 
 Three processes besides this one (the load generator):
 - an echo upstream speaking just enough Gemini Live: it answers `setup` with `setupComplete`, sends every
@@ -25,6 +26,7 @@ generator and echo to the others, where the OS allows.
     python bench/bench_load.py --baseline-pythonpath DIR   adds a `baseline` livegate (another source tree,
                                                            e.g. `git archive main`) to every repeat;
                                --baseline-python PYTHON    runs it with another virtualenv's interpreter
+                               --tree NAME=PYTHONPATH      adds another tree as NAME (each step of a change)
     python bench/bench_load.py --startup     cold start to listening and idle RSS, interleaved with the baseline
     python bench/bench_load.py --instructions   instructions per chunk round trip, counted by valgrind's
                                                 callgrind in each gateway: they do not drift with the machine's
@@ -479,6 +481,9 @@ async def _load(args: argparse.Namespace) -> None:
             for variant in args.variant:
                 name, _, extra = variant.partition("=")
                 gateways.append((name, None, extra))
+            for tree in args.tree:
+                name, _, pythonpath = tree.partition("=")
+                gateways.append((name, pythonpath, ""))
             for name, pythonpath, extra in gateways:
                 port = _free_port()
                 proc = _start_livegate(tmp, upstream, port, args, pythonpath, gateway_cores, extra, prefix,
@@ -506,6 +511,7 @@ async def _load(args: argparse.Namespace) -> None:
             per_core: dict[str, list[float]] = {k: [] for k in measured}
             added: dict[str, list[list[float]]] = {k: [] for k in measured}
             lost_total = dict.fromkeys(measured, 0)
+            to_baseline: dict[str, list[float]] = {k: [] for k in measured}  # cost / the baseline's, per repeat
             for rep in range(1, args.repeats + 1):
                 order = list(kinds)
                 random.shuffle(order)  # interleaved: the machine's drift hits every path alike
@@ -540,9 +546,13 @@ async def _load(args: argparse.Namespace) -> None:
                         lost_total[kind] += lost
                         for floor in floors:
                             ratios[kind][floor].append(unit_cost[kind] / unit_cost[floor])
+                        if "baseline" in unit_cost and kind != "baseline":
+                            to_baseline[kind].append(unit_cost[kind] / unit_cost["baseline"])
             print("\nsummary over repeats (median [min..max]):")
             for kind in measured:
                 against = "  ".join(f"x {floor} {_spread(ratios[kind][floor])}" for floor in floors if floor != kind)
+                if to_baseline[kind]:
+                    against += f"  x baseline {_spread(to_baseline[kind])}"
                 line = f"  {kind:12} {unit} {_spread(cost[kind], 1)}  {against}"
                 if not counting:
                     line += (f"  sessions/core {_spread(per_core[kind], 0)}  added p99 ms "
@@ -583,6 +593,8 @@ def main() -> None:
                         help="the interpreter (of another virtualenv) that runs `baseline`, e.g. one without uvloop")
     parser.add_argument("--variant", action="append", default=[], metavar="NAME=ARGS",
                         help="also run this livegate with extra arguments, e.g. 'asyncio=--loop asyncio'")
+    parser.add_argument("--tree", action="append", default=[], metavar="NAME=PYTHONPATH",
+                        help="also run the livegate importable from PYTHONPATH as NAME (one per step of a change)")
     parser.add_argument("--relay-uvloop", action="store_true", help="also run the relay on uvloop (relay-uvloop)")
     parser.add_argument("--startup", action="store_true", help="measure cold start and idle RSS instead")
     parser.add_argument("--instructions", action="store_true",

@@ -110,8 +110,9 @@ class UpstreamConnection:
         # A text frame straight from orjson's UTF-8 bytes: no decode here and re-encode in websockets.
         data = orjson.dumps(message)
         ws = self._ws
-        if ws.send_in_progress is None and ws.protocol.state is State.OPEN and not ws.paused \
-                and not ws.transport.is_closing():
+        # (getattr: websockets' internals, as in 15-17; an older one without them takes its own `send`.)
+        if getattr(ws, "send_in_progress", False) is None and getattr(ws, "paused", True) is False \
+                and ws.protocol.state is State.OPEN and not ws.transport.is_closing():
             # What websockets' `send` does on an open connection whose buffer is not full, without the
             # async context manager it enters for every frame: frame it, write it, done.
             try:

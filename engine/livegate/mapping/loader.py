@@ -38,6 +38,7 @@ from livegate.mapping.expressions import (
     compile_expression,
     compile_template,
     is_expression,
+    object_fields,
 )
 from livegate.mapping.fields import (
     ELEMENT,
@@ -422,12 +423,8 @@ class _Loader:
         if "refuse" in raw:
             raw = self.refusal(doc, path, raw)
         emits = tuple(
-            Emit(
-                to=e["to"],
-                when=compile_expression(doc, (*path, "emit", j, "when"), e["when"]) if "when" in e else None,
-                message=compile_template(doc, (*path, "emit", j, "message"), e["message"]),
-                wire=_wire(doc, (*path, "emit", j, "message"), e["message"]) if e["to"] == "client" else None,
-            )
+            _emit(e, compile_expression(doc, (*path, "emit", j, "when"), e["when"]) if "when" in e else None,
+                  compile_template(doc, (*path, "emit", j, "message"), e["message"]))
             for j, e in enumerate(raw.get("emit", []))
         )
         return Rule(
@@ -568,14 +565,14 @@ def _in_root(file: str) -> str:
     return file.split("/", 1)[-1].removesuffix(".yaml")
 
 
-def _wire(doc: Located, path: Path_, message: Any) -> WireTemplate | None:
-    """The pre-serialised form of a client message (mapping/wire.py). Its fields are compiled a second time:
-    their warnings were noted with the message's own."""
-    noted = len(doc.warnings)
-    try:
-        return compile_wire(message, lambda key: compile_template(doc, (*path, key), message[key]))
-    finally:
-        del doc.warnings[noted:]
+def _emit(raw: dict[str, Any], when: Expression | None, message: Build) -> Emit:
+    """An emit; a client message also gets its pre-serialised form (mapping/wire.py), from the same compiled
+    fields as the message (compiling them twice cost about 1.2 MB of idle memory)."""
+    wire = None
+    if raw["to"] == "client":
+        built = object_fields(message)
+        wire = compile_wire(raw["message"], built.__getitem__) if built is not None else None
+    return Emit(to=raw["to"], when=when, message=message, wire=wire)
 
 
 def _root_names(source: Any) -> set[str]:

@@ -31,7 +31,8 @@ generator and echo to the others, where the OS allows.
     python bench/bench_load.py --instructions   instructions per chunk round trip, counted by valgrind's
                                                 callgrind in each gateway: they do not drift with the machine's
                                                 load, as CPU time does (a few sessions, `--period-ms` apart; what
-                                                the gateway does idle, per second, measured before and taken out)
+                                                the gateway does idle, per second, measured before and taken out;
+                                                a gateway's first repeat pays one-time work: read the second)
 """
 
 from __future__ import annotations

@@ -43,6 +43,7 @@ from livegate.translation.translator import Output, Translator
 from livegate.upstream.base import Provider
 from livegate.upstream.connection import UpstreamConnection, open_link
 from livegate.upstream.generate import stream_generate
+from livegate.upstream.pool import Placement
 
 log = logging.getLogger("livegate.session")
 
@@ -51,11 +52,15 @@ class RealtimeSession:
     def __init__(self, ws: Any, translator: Translator, provider: Provider, model: str,
                  timeouts: Timeouts | None = None, grant: Grant | None = None,
                  policy: ResumptionPolicy | None = None, *, detached: dict[str, RealtimeSession] | None = None,
-                 reattach_grace_s: float = 0.0) -> None:
+                 reattach_grace_s: float = 0.0, placement: Placement | None = None) -> None:
         self.grant = grant  # accounting: usage, cost, limits (None: not metered)
         self.timeouts = timeouts or Timeouts()
         self.provider, self.model = provider, model
-        self.core = SessionCore(translator, policy, stall_after_s=self.timeouts.upstream_stall_s, observer=grant)
+        self.placement = placement  # the session's deployment in its pool, which opens its connections
+        if placement is not None:
+            placement.watch(translator.usage)  # its tokens count against the deployment's tpm
+        self.core = SessionCore(translator, policy, stall_after_s=self.timeouts.upstream_stall_s, observer=grant,
+                                relocations=placement.alternatives if placement is not None else 0)
         self.client = ClientLink(ws, self.timeouts.client_write_s, reattach_grace_s)
         self._detached = detached  # the gateway's registry of sessions awaiting their client, by session id
         self._links: dict[int, UpstreamConnection] = {}
@@ -93,9 +98,12 @@ class RealtimeSession:
             if self._mcp is not None:
                 await self._mcp.aclose()
             self.client.release()
+            if self.placement is not None:
+                await self.placement.release()
             code, reason = self.client.ended or (NORMAL, "")
             log.info("session_end %s", json.dumps({
                 "model": self.model, "backend": self.provider.backend, "dialect": self.core.dialect,
+                "deployment": self.placement.route.deployment if self.placement is not None else None,
                 "duration_s": round(time.monotonic() - self.started, 3), "close_code": code,
                 "close_reason": reason, "tokens": self.core.usage_summary()}, sort_keys=True))
             if self.grant is not None:
@@ -135,7 +143,10 @@ class RealtimeSession:
                 await self._write(core.upstream_frame(link, frame))
                 await fair_turn()
         except ConnectionClosed as exc:
-            await self._write(core.upstream_closed(link, *conn.close_info(exc)))
+            code, reason = conn.close_info(exc)
+            if self.placement is not None and link == core.link:
+                self.placement.lost(code)
+            await self._write(core.upstream_closed(link, code, reason))
 
     # -- writing: what the core said ---------------------------------------------------------------
 
@@ -178,7 +189,8 @@ class RealtimeSession:
 
     async def _open(self, command: OpenUpstream) -> None:
         connecting = time.monotonic()
-        opened = await open_link(self.provider, command.setup, command.then, self.timeouts.upstream_setup_s)
+        opened = (await self.placement.open(command, self.timeouts.upstream_setup_s) if self.placement is not None
+                  else await open_link(self.provider, command.setup, command.then, self.timeouts.upstream_setup_s))
         if not isinstance(opened, tuple):
             await self._write(self.core.upstream_failed(command.link, opened))
             return
@@ -197,7 +209,9 @@ class RealtimeSession:
         await self._write(self.core.mcp_result(request, result))
 
     async def _generate(self, request: GenerateRequest) -> None:
-        async for event in stream_generate(self.provider, request.model, request.body,
+        # On the deployment carrying the session now (its project, region or key), as its Live connection.
+        provider = self.placement.provider() if self.placement is not None else self.provider
+        async for event in stream_generate(provider, request.model, request.body,
                                            connect_s=self.timeouts.upstream_setup_s,
                                            stall_s=self.timeouts.upstream_stall_s):
             await self._write(self.core.side_result(request, event))

@@ -182,6 +182,12 @@ class GeminiLiveSimulator:
         self.handle_ttl = handle_ttl
         self.resumable: dict[str, dict[str, Any]] = {}  # handle -> what a resumed session continues with
         self.setup_delay = 0.0  # seconds before setupComplete (a slow service, for tests)
+        # A failing deployment, for tests: `refuse_status` answers every handshake with that HTTP status (429
+        # quota, 403 access, 503 overloaded); `close_on_setup` = (code, reason) closes each connection when its
+        # setup arrives, before setupComplete. `refused` counts the handshakes refused.
+        self.refuse_status: int | None = None
+        self.close_on_setup: tuple[int, str] | None = None
+        self.refused = 0
         self.handles_issued = 0
         self.sessions: list[SimSession] = []
         self.rest_calls: list[rest.RestCall] = []  # generateContent requests (out-of-band responses)
@@ -234,6 +240,9 @@ class GeminiLiveSimulator:
     def _check_request(self, connection: ServerConnection, request: Request) -> Response | None:
         if backend_for_path(request.path) is None:
             return connection.respond(HTTPStatus.NOT_FOUND, "Not a Gemini Live endpoint.\n")
+        if self.refuse_status is not None:
+            self.refused += 1
+            return connection.respond(HTTPStatus(self.refuse_status), "Refused (the simulator's refuse_status).\n")
         if self.api_key is not None:
             keys = {request.headers.get("x-goog-api-key")}
             scheme, _, token = (request.headers.get("authorization") or "").partition(" ")
@@ -424,6 +433,9 @@ class _Connection:
             self._on_context_update(body)
 
     async def _on_setup(self, setup: dict[str, Any]) -> None:
+        if self.sim.close_on_setup is not None:
+            await self._close(*self.sim.close_on_setup)
+            return
         if not isinstance(setup.get("model"), str) or not setup["model"]:
             raise _ClientError("setup.model is required.")
         # The real service defaults to AUDIO output when responseModalities is absent.

@@ -43,6 +43,9 @@ class OpenUpstream:
     then: tuple[dict[str, Any], ...]
     first: bool
     mode: Literal["first", "handle", "fresh"]
+    # The connection it replaces failed beyond recovery: open it on another deployment of the session's pool
+    # (the pump's upstream picks which; the one that failed is tried last).
+    relocate: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,9 +98,10 @@ class UpstreamFailure:
 
     kind: "unreachable" (refused or unreachable; `detail` says so), "closed" (closed during setup: `code`,
     `reason`), "timeout" (no answer to setup in time), "credentials" (`detail` names the problem), "other"
-    (`detail`: the exception type, for the log only)."""
+    (`detail`: the exception type, for the log only). `status`: the HTTP status of a refused handshake."""
 
     kind: Literal["unreachable", "closed", "timeout", "credentials", "other"]
     detail: str = ""
     code: int = 1006
     reason: str = ""
+    status: int | None = None

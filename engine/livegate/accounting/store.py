@@ -155,6 +155,27 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
         "ALTER TABLE livegate_sessions ADD COLUMN user_id TEXT",
         "ALTER TABLE livegate_sessions ADD COLUMN stop_requested INTEGER NOT NULL DEFAULT 0",
     ]),
+    (3, [  # sessions that outlive the process (livegate/takeover/store.py reads and writes these)
+        """CREATE TABLE livegate_session_state (
+            session_id TEXT PRIMARY KEY,
+            token_hash TEXT NOT NULL,
+            model TEXT NOT NULL,
+            owner TEXT NOT NULL,
+            epoch INTEGER NOT NULL,
+            status TEXT NOT NULL,
+            claimant TEXT,
+            slot_id TEXT,
+            state TEXT NOT NULL,
+            missed TEXT,
+            updated_at DOUBLE PRECISION NOT NULL
+        )""",
+        "CREATE INDEX livegate_session_state_owner ON livegate_session_state (owner, status)",
+        """CREATE TABLE livegate_instances (
+            instance_id TEXT PRIMARY KEY,
+            heartbeat_at DOUBLE PRECISION NOT NULL,
+            draining INTEGER NOT NULL DEFAULT 0
+        )""",
+    ]),
 ]
 
 KEY_FIELDS = ("key_alias", "models", "max_budget", "budget_duration", "expires", "max_parallel_requests",

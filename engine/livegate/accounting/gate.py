@@ -379,6 +379,7 @@ class Grant(SessionObserver):
         self._errors = 0
         self._resumptions = 0
         self._metric_model = "-"
+        self.transcript: str | None = None  # the session's transcript (store_prompts_in_spend_logs), JSON
 
     # --- admission -----------------------------------------------------------------------------------------
 
@@ -645,6 +646,8 @@ class Grant(SessionObserver):
                                "output_text", "output_audio", "output_thinking")},
                "request_tags": _json(self.tags), "end_user": self.end_user, "metadata": _json(metadata),
                "team_id": key.team_id if key else None, "user_id": key.user_id if key else None}
+        if self.transcript is not None:
+            row["transcript"] = self.transcript  # written to livegate_transcripts (store.py)
         acct.writer.add_log(row)
         if status != "success":
             acct.recent_errors.session_failed(self.route, self.model, self.principal.label, close_code, reason,

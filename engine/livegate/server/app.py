@@ -12,6 +12,7 @@ import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI, WebSocket
 from fastapi.responses import HTMLResponse
@@ -21,6 +22,8 @@ from livegate.accounting.gate import Accounting, Grant, Principal
 from livegate.close_codes import Refusal, refuse
 from livegate.config import Config, ModelRoute
 from livegate.mapping import Mappings, load_mappings
+from livegate.observability.redaction import install_log_redaction
+from livegate.observability.session import SessionWatch, watch_session
 from livegate.server import auth
 from livegate.server.accounting_routes import add_accounting_routes, build_accounting
 from livegate.server.client_io import ExposeTransportAbort
@@ -34,6 +37,9 @@ from livegate.translation.translator import Translator
 from livegate.translation.validation import ClientEventValidator
 from livegate.upstream.base import Provider, provider_for
 from livegate.webrtc.routes import add_webrtc_routes
+
+if TYPE_CHECKING:
+    from livegate.observability.tracing import Tracing
 
 log = logging.getLogger("livegate")
 
@@ -51,6 +57,7 @@ class Gateway:
     accounting: Accounting
     simulator_url: str | None = None
     resumption: ResumptionPolicy | None = None  # mappings/resumption.yaml
+    tracing: Tracing | None = None  # OpenTelemetry (livegate_settings.otel_tracing)
     detached: dict[str, RealtimeSession] = field(default_factory=dict)  # sessions awaiting their client
 
 
@@ -62,6 +69,11 @@ def create_app(config: Config, mappings: Mappings | None = None, *, simulator_ch
     gateway = Gateway(config, mappings or load_mappings(),
                       ClientEventValidator(max_frame_bytes=config.max_client_frame_bytes), build_accounting(config))
     gateway.resumption = gateway.mappings.resumption or ResumptionPolicy.load()
+    install_log_redaction(config.observability.redactor)
+    if config.observability.otel_tracing:
+        from livegate.observability.tracing import Tracing
+
+        gateway.tracing = Tracing()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -84,6 +96,9 @@ def create_app(config: Config, mappings: Mappings | None = None, *, simulator_ch
             if simulator is not None:
                 await simulator.stop()
             await gateway.accounting.stop()
+            await config.observability.guardrails.close()
+            if gateway.tracing is not None:
+                gateway.tracing.shutdown()  # exports the spans still buffered
 
     # No /docs, /redoc or /openapi.json: they would describe the gateway to anyone, without a key.
     app = FastAPI(title="livegate", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
@@ -131,10 +146,12 @@ def _route(gateway: Gateway, model: str | None) -> tuple[ModelRoute | None, Refu
 
 
 def session_translator(gateway: Gateway, route: ModelRoute, model: str, provider: Provider, grant: Grant, *,
-                       beta: bool, intent: str | None = None, transport: str | None = None) -> Translator:
+                       beta: bool, intent: str | None = None, transport: str | None = None,
+                       watch: SessionWatch | None = None) -> Translator:
     """The translator of one realtime session (WebSocket or WebRTC call), metering into the grant's ledger."""
     compat = gateway.config.compat(route)
-    context = {"model": model, "setup_model": provider.setup_model(), "backend": provider.backend, "intent": intent,
+    context = {"guardrails": watch.guardrails.stages if watch is not None and watch.guardrails is not None else {},
+               "model": model, "setup_model": provider.setup_model(), "backend": provider.backend, "intent": intent,
                "capabilities": (gateway.mappings.models or shipped_table()).capabilities(
                    route.model_id, provider.backend, route.model_info),
                "litellm_compat": compat, "features": route.gemini_features or {}}
@@ -177,7 +194,9 @@ async def _realtime(ws: WebSocket, gateway: Gateway) -> None:
         return
     beta = ws.headers.get("openai-beta", "").lower() == BETA_HEADER_VALUE or auth.BETA_PROTOCOL in offered
     provider = provider_for(route, gateway.config, gateway.simulator_url)
-    translator = session_translator(gateway, route, model, provider, grant, beta=beta, intent=intent)
+    watch = watch_session(gateway, route, model, provider.backend, grant, ws.headers, transport="websocket",
+                          dialect="beta" if beta else "ga")
+    translator = session_translator(gateway, route, model, provider, grant, beta=beta, intent=intent, watch=watch)
     try:
         await ws.accept(subprotocol=_chosen_subprotocol(offered))
     except BaseException:
@@ -185,7 +204,7 @@ async def _realtime(ws: WebSocket, gateway: Gateway) -> None:
         raise
     await RealtimeSession(ws, translator, provider, model, gateway.config.timeouts, grant=grant,
                           policy=gateway.resumption, detached=gateway.detached,
-                          reattach_grace_s=gateway.config.reattach_grace_s).run()
+                          reattach_grace_s=gateway.config.reattach_grace_s, watch=watch).run()
 
 
 async def _reattach(ws: WebSocket, gateway: Gateway, who: Principal, model: str, session_id: str,

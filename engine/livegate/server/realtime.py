@@ -23,8 +23,19 @@ from websockets.exceptions import ConnectionClosed
 from livegate.accounting.gate import Grant
 from livegate.close_codes import INTERNAL_ERROR, NORMAL
 from livegate.config import Timeouts
+from livegate.observability.guardrails import ALLOW
+from livegate.observability.session import SessionWatch
 from livegate.server.client_io import ClientLink, fair_turn
-from livegate.translation.commands import CloseClient, CloseUpstream, Command, OpenUpstream, SetTimer, Timer
+from livegate.translation.commands import (
+    CheckGuardrail,
+    CloseClient,
+    CloseUpstream,
+    Command,
+    OpenUpstream,
+    SetTimer,
+    Timer,
+)
+from livegate.translation.observer import Observers
 from livegate.translation.resumption import ResumptionPolicy
 from livegate.translation.session_core import SessionCore
 from livegate.translation.translator import Output, Translator
@@ -38,11 +49,15 @@ class RealtimeSession:
     def __init__(self, ws: Any, translator: Translator, provider: Provider, model: str,
                  timeouts: Timeouts | None = None, grant: Grant | None = None,
                  policy: ResumptionPolicy | None = None, *, detached: dict[str, RealtimeSession] | None = None,
-                 reattach_grace_s: float = 0.0) -> None:
+                 reattach_grace_s: float = 0.0, watch: SessionWatch | None = None) -> None:
         self.grant = grant  # accounting: usage, cost, limits (None: not metered)
         self.timeouts = timeouts or Timeouts()
         self.provider, self.model = provider, model
-        self.core = SessionCore(translator, policy, stall_after_s=self.timeouts.upstream_stall_s, observer=grant)
+        # turns, traces, transcript, guardrails (livegate/observability/)
+        self.watch = watch or SessionWatch()
+        watchers = [o for o in (grant, *self.watch.observers) if o is not None]
+        observer = watchers[0] if len(watchers) == 1 else Observers(*watchers) if watchers else None
+        self.core = SessionCore(translator, policy, stall_after_s=self.timeouts.upstream_stall_s, observer=observer)
         self.client = ClientLink(ws, self.timeouts.client_write_s, reattach_grace_s)
         self._detached = detached  # the gateway's registry of sessions awaiting their client, by session id
         self._links: dict[int, UpstreamConnection] = {}
@@ -78,6 +93,7 @@ class RealtimeSession:
                     await conn.close()
             self.client.release()
             code, reason = self.client.ended or (NORMAL, "")
+            self.watch.finish(self.grant, code, reason, self.core.dialect)
             log.info("session_end %s", json.dumps({
                 "model": self.model, "backend": self.provider.backend, "dialect": self.core.dialect,
                 "duration_s": round(time.monotonic() - self.started, 3), "close_code": code,
@@ -155,6 +171,8 @@ class RealtimeSession:
                         await conn.close()
             case CloseClient(code, reason):
                 await self.client.close(code, reason)
+            case CheckGuardrail():
+                self._spawn(self._check, command)  # input of that side waits in the core meanwhile
 
     async def _open(self, command: OpenUpstream) -> None:
         connecting = time.monotonic()
@@ -169,6 +187,11 @@ class RealtimeSession:
         out = self.core.upstream_opened(command.link, first)
         self._spawn(self._read_upstream, command.link, conn)
         await self._write(out)
+
+    async def _check(self, command: CheckGuardrail) -> None:
+        guardrails = self.watch.guardrails
+        verdict = ALLOW if guardrails is None else await guardrails.check(command.stage, command.text)
+        await self._write(self.core.guardrail_decided(command.check, verdict.as_event(command.stage)))
 
     def _expired(self, timer: Timer) -> None:
         self._timers.pop(timer, None)

@@ -60,7 +60,17 @@ class CloseClient:
     reason: str
 
 
-Command = SetTimer | OpenUpstream | CloseUpstream | CloseClient
+@dataclass(frozen=True, slots=True)
+class CheckGuardrail:
+    """Run the session's guardrails of `stage` on `text` and report the decision (`guardrail_decided(check,
+    decision)`). Until then the input that brought the text, and every later input of its side, waits."""
+
+    check: int
+    stage: str
+    text: str
+
+
+Command = SetTimer | OpenUpstream | CloseUpstream | CloseClient | CheckGuardrail
 
 
 @dataclass(frozen=True, slots=True)

@@ -380,6 +380,7 @@ class Grant(SessionObserver):
         self._resumptions = 0
         self._metric_model = "-"
         self.transcript: str | None = None  # the session's transcript (store_prompts_in_spend_logs), JSON
+        self.client_session_id: str | None = None  # the OpenAI session id its client knows (sess_...)
 
     # --- admission -----------------------------------------------------------------------------------------
 
@@ -646,6 +647,8 @@ class Grant(SessionObserver):
                                "output_text", "output_audio", "output_thinking")},
                "request_tags": _json(self.tags), "end_user": self.end_user, "metadata": _json(metadata),
                "team_id": key.team_id if key else None, "user_id": key.user_id if key else None}
+        if self.client_session_id is not None:
+            row["session_id"] = self.client_session_id
         if self.transcript is not None:
             row["transcript"] = self.transcript  # written to livegate_transcripts (store.py)
         acct.writer.add_log(row)

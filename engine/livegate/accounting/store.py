@@ -156,8 +156,11 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
         "ALTER TABLE livegate_sessions ADD COLUMN stop_requested INTEGER NOT NULL DEFAULT 0",
     ]),
     # Session transcripts, kept when general_settings.store_prompts_in_spend_logs is on (issue 22): redacted
-    # JSON (observability/transcripts.py), one row per spend row that has one.
+    # JSON (observability/transcripts.py), one row per spend row that has one. The OpenAI session id (sess_...)
+    # on spend rows, so /spend/logs/{session} finds a session by the id its client knows.
     (3, [
+        "ALTER TABLE livegate_spend_logs ADD COLUMN session_id TEXT",
+        "CREATE INDEX livegate_spend_logs_session ON livegate_spend_logs (session_id)",
         """CREATE TABLE livegate_transcripts (
             request_id TEXT PRIMARY KEY,
             transcript TEXT NOT NULL,
@@ -495,12 +498,17 @@ class Store(OwnerStore):
 
 
     async def spend_log(self, request_id: str) -> tuple[dict[str, Any], str | None] | None:
-        """One spend row and its transcript (JSON text, None when none was kept); None when there is no row."""
+        """One spend row (by its request id, or the OpenAI session id) and its transcript (JSON text, None when
+        none was kept); None when there is no such row."""
         async with self.db.transaction() as tx:
             rows = await tx.fetch("SELECT * FROM livegate_spend_logs WHERE request_id = $1", request_id)
             if not rows:
+                rows = await tx.fetch("SELECT * FROM livegate_spend_logs WHERE session_id = $1 ORDER BY start_time "
+                                      "DESC LIMIT 1", request_id)
+            if not rows:
                 return None
-            kept = await tx.fetch("SELECT transcript FROM livegate_transcripts WHERE request_id = $1", request_id)
+            kept = await tx.fetch("SELECT transcript FROM livegate_transcripts WHERE request_id = $1",
+                                  rows[0]["request_id"])
         return rows[0], kept[0]["transcript"] if kept else None
 
 

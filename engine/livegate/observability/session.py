@@ -31,12 +31,14 @@ class SessionWatch:
     tracer: SessionTracer | None = None
     transcript: TranscriptRecorder | None = None
 
-    def finish(self, grant: Grant | None, close_code: int, reason: str, dialect: str) -> None:
+    def finish(self, grant: Grant | None, close_code: int, reason: str, dialect: str, session_id: str | None) -> None:
         """The session ended (before its grant writes the spend row: the transcript goes with it)."""
+        if grant is not None:
+            grant.client_session_id = session_id
         if self.transcript is not None and grant is not None:
             grant.transcript = json.dumps(self.transcript.result(), separators=(",", ":"))
         if self.tracer is not None:
-            attributes: dict[str, Any] = {"livegate.dialect": dialect}
+            attributes: dict[str, Any] = {"livegate.dialect": dialect, "gen_ai.conversation.id": session_id}
             if grant is not None:
                 usage = grant.meter.current()
                 cost = grant.cost()

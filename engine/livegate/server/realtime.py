@@ -93,7 +93,7 @@ class RealtimeSession:
                     await conn.close()
             self.client.release()
             code, reason = self.client.ended or (NORMAL, "")
-            self.watch.finish(self.grant, code, reason, self.core.dialect)
+            self.watch.finish(self.grant, code, reason, self.core.dialect, self.core.session_id)
             log.info("session_end %s", json.dumps({
                 "model": self.model, "backend": self.provider.backend, "dialect": self.core.dialect,
                 "duration_s": round(time.monotonic() - self.started, 3), "close_code": code,

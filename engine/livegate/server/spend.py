@@ -3,7 +3,8 @@ names plus livegate's tokens by modality. Filters: api_key (a key or its hash), 
 (YYYY-MM-DD, inclusive, or ISO 8601), model, team_id, user_id, status. The master key sees every row; a
 virtual key its own. The query is strict (schemas/management.schema.json).
 
-GET /spend/logs/{request_id}: one row, with the session's `transcript` (redacted; null unless
+GET /spend/logs/{session}: one row, by its request id or the OpenAI session id (sess_...), with the session's
+`transcript` (redacted; null unless
 general_settings.store_prompts_in_spend_logs was on for it). The same rule: a virtual key reads only its own
 (another key's session is a 404, as an unknown one is)."""
 
@@ -34,7 +35,7 @@ def spend_row(row: dict[str, Any]) -> dict[str, Any]:
         "startTime": iso(row["start_time"]), "endTime": iso(row["end_time"]), "status": row["status"],
         "close_code": row["close_code"], "request_tags": json.loads(row["request_tags"] or "[]"),
         "end_user": row["end_user"], "metadata": json.loads(row["metadata"] or "{}"),
-        "team_id": row.get("team_id"), "user": row.get("user_id"),
+        "team_id": row.get("team_id"), "user": row.get("user_id"), "session_id": row.get("session_id"),
         **{f"{name}_tokens": row[f"{name}_tokens"] for name in SPEND_TOKEN_COLUMNS},
     }
 

@@ -116,6 +116,9 @@ class GeminiLiveSimulator:
         self.handle_ttl = handle_ttl
         self.resumable: dict[str, dict[str, Any]] = {}  # handle -> what a resumed session continues with
         self.setup_delay = 0.0  # seconds before setupComplete (a slow service, for tests)
+        # What the next audio turns say, in order (a stand-in for speech recognition: tests speak a sentence with
+        # espeak-ng and tell the simulator its words); an audio turn with none queued is "N.N s of audio".
+        self.hearing: list[str] = []
         self.handles_issued = 0
         self.sessions: list[SimSession] = []
         self._server: Server | None = None
@@ -589,6 +592,10 @@ class _Connection:
         if reason is not None:
             await self._respond(self._stopped_turn(reason, tokens))
             return
+        verbatim = script.verbatim(prompt)
+        if verbatim is not None:  # asked to say something exactly: it says it
+            await self._respond(self._stream_turn(f"{script.PREFIX} {verbatim}", tokens))
+            return
         name = script.called_function(user_text, self.functions)
         if name is None:
             said = [_text_of(t) for t in self.history if t.get("role", "user") == "user" and _text_of(t)]
@@ -617,11 +624,14 @@ class _Connection:
         if self.caps["transcription_only"]:
             await self._transcribe_only(seconds)
             return
+        heard = self.sim.hearing.pop(0) if self.sim.hearing else None
         if self.input_transcription or self.caps["input_transcription_unasked"]:
-            for chunk in script.heard_transcript(seconds):
+            for chunk in script.split_text(heard) if heard else script.heard_transcript(seconds):
                 await self._send({"serverContent": {"inputTranscription": {"text": chunk}}})
                 await self._pause()
-        await self._stream_turn(script.heard_answer(seconds), tokens)
+        if heard:
+            self.history.append({"role": "user", "parts": [{"text": heard}]})
+        await self._stream_turn(script.echo_answer(heard) if heard else script.heard_answer(seconds), tokens)
 
     async def _stopped_turn(self, reason: str, prompt_tokens: dict[str, int]) -> None:
         """A turn Gemini ends without output, giving its reason (a safety stop, a malformed call)."""

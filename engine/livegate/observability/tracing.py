@@ -200,7 +200,8 @@ class SessionTracer(SessionObserver):
             span.end(end_time=now)
         for span in [*self._tools.values(), *self._links.values()]:
             span.end(end_time=now)
-        if self._recovery is not None:
+        if self._recovery is not None:  # the session ended while it was moving
+            self._recovery.set_attribute("livegate.recovery.outcome", "session_ended")
             self._recovery.end(end_time=now)
         self._turns.clear()
         self._tools.clear()

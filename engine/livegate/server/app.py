@@ -7,6 +7,7 @@ OpenAI `error` event, then 4000 + the HTTP status it stands for): README "Connec
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
@@ -98,7 +99,8 @@ def create_app(config: Config, mappings: Mappings | None = None, *, simulator_ch
             await gateway.accounting.stop()
             await config.observability.guardrails.close()
             if gateway.tracing is not None:
-                gateway.tracing.shutdown()  # exports the spans still buffered
+                # exports the spans still buffered: a blocking HTTP post, kept off the event loop
+                await asyncio.to_thread(gateway.tracing.shutdown)
 
     # No /docs, /redoc or /openapi.json: they would describe the gateway to anyone, without a key.
     app = FastAPI(title="livegate", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,

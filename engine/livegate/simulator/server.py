@@ -75,6 +75,11 @@ class SimSession:
         with it, as a backend fault is not fixed by resuming), or 1006: the TCP connection just drops."""
         if self.connection is not None:
             await self.connection.abort(code, reason)
+    async def go_away(self, time_left: str = "10s") -> None:
+        """Announce the connection's end now, as Gemini does before its lifetime runs out (it stays open)."""
+        if self.connection is not None:
+            await self.connection._send({"goAway": {"timeLeft": time_left}})
+
     close_code: int | None = None  # set when the simulator closed the connection itself
     close_reason: str | None = None
 

@@ -27,17 +27,17 @@ import httpx
 import pytest
 
 pytest.importorskip("opentelemetry.sdk.trace", reason="the otel extra (pip install 'livegate[otel]')")
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (  # noqa: E402
+from openai import AsyncOpenAI
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
 )
-from openai import AsyncOpenAI  # noqa: E402
 
-from livegate.config import parse_config  # noqa: E402
-from livegate.server import create_app  # noqa: E402
-from livegate.simulator import GeminiLiveSimulator  # noqa: E402
-from tests.support import collect, serve  # noqa: E402
-from tests.test_e2e_resumption import TOOL, wait_for  # noqa: E402
+from livegate.config import parse_config
+from livegate.server import create_app
+from livegate.simulator import GeminiLiveSimulator
+from tests.support import collect, serve
+from tests.test_e2e_resumption import TOOL, wait_for
 
 MASTER = "sk-tracing-test"
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -82,7 +82,7 @@ class OtlpReceiver:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 if self.headers.get("Content-Encoding") == "gzip":
                     body = gzip.decompress(body)

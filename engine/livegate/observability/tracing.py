@@ -36,7 +36,8 @@ PROVIDERS = {"aistudio": "gcp.gemini", "vertex": "gcp.vertex_ai"}
 class Tracing:
     """The gateway's tracer provider and exporter (one per app; never the global provider)."""
 
-    def __init__(self) -> None:
+    def __init__(self, exporter: Any = None) -> None:
+        """`exporter`: a SpanExporter (the bench's drops spans); by default OTLP/HTTP as OTEL_* configure it."""
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
         from opentelemetry.sdk.resources import Resource
         from opentelemetry.sdk.trace import TracerProvider
@@ -45,7 +46,7 @@ class Tracing:
 
         attributes = {} if os.environ.get("OTEL_SERVICE_NAME") else {"service.name": "livegate"}
         self.provider = TracerProvider(resource=Resource.create({**attributes, "service.version": __version__}))
-        self.provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+        self.provider.add_span_processor(BatchSpanProcessor(exporter or OTLPSpanExporter()))
         self.tracer = self.provider.get_tracer("livegate", __version__)
         self.propagator = TraceContextTextMapPropagator()
 

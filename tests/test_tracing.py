@@ -267,3 +267,44 @@ loaded = sorted(m for m in sys.modules if m.startswith(("opentelemetry.sdk", "op
 assert not loaded, loaded
 """
     subprocess.run([sys.executable, "-c", script], check=True, timeout=120)
+
+
+async def test_a_passthrough_session_has_the_same_session_and_turn_spans(otlp: OtlpReceiver, tmp_path: Path) -> None:
+    """/v1/gemini/live relays frames untouched; its spans come from the usage it already reads."""
+    import websockets
+
+    from tests.test_passthrough import read_turn, user_text
+
+    async with GeminiLiveSimulator(chunk_delay=0) as sim:
+        app = create_app(parse_config({
+            "model_list": [{"model_name": "flash", "livegate_params": {
+                "model": "gemini/gemini-3.8-live", "api_key": "AIza-tracing", "api_base": sim.url}}],
+            "general_settings": {"master_key": MASTER},
+            "livegate_settings": {"otel_tracing": True, "store_path": str(tmp_path / "spend.db")}}),
+            simulator_chunk_delay=0)
+        async with serve(app) as url:
+            async with websockets.connect(url.replace("http", "ws") + "/v1/gemini/live", additional_headers={
+                    "x-goog-api-key": MASTER, "traceparent": f"00-{TRACE_ID}-{CLIENT_SPAN}-01"}) as ws:
+                await ws.send(json.dumps({"setup": {"model": "flash",
+                                                    "generationConfig": {"responseModalities": ["AUDIO"]}}}))
+                await ws.recv()
+                await ws.send(user_text("Hello there"))
+                frames = await read_turn(ws)
+            async with httpx.AsyncClient(base_url=url) as http:
+                metrics = (await http.get("/metrics", headers={"Authorization": f"Bearer {MASTER}"})).text
+    usage = next(f["usageMetadata"] for f in frames if "usageMetadata" in f)
+    assert any("inlineData" in str(f) for f in frames), "the answer was audio"
+    session = next(s for s in otlp.spans if s.name == "realtime flash")
+    assert session.parent == CLIENT_SPAN and session.trace_id == TRACE_ID
+    assert session.attributes | {"gen_ai.provider.name": "gcp.gemini", "gen_ai.response.model": "gemini-3.8-live",
+                                 "livegate.dialect": "gemini", "livegate.transport": "passthrough",
+                                 "livegate.close_code": 1000} == session.attributes
+    (turn,) = [s for s in otlp.spans if s.name == "turn"]
+    assert turn.parent == session.span_id
+    assert turn.attributes["gen_ai.usage.input_tokens"] == usage["promptTokenCount"]
+    assert turn.attributes["gen_ai.usage.output_tokens"] == usage["responseTokenCount"]
+    assert session.attributes["gen_ai.usage.output_tokens"] == usage["responseTokenCount"]
+    events = {name: (at, attrs) for name, at, attrs in turn.events}
+    assert turn.start <= events["first_answer_byte"][0] <= events["first_audio_byte"][0] <= turn.end
+    assert events["first_audio_byte"][1]["livegate.ttfab_s"] > 0
+    assert 'livegate_time_to_first_audio_seconds_count{model="gemini-3.8-live"} 1.0' in metrics

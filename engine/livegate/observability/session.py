@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from livegate.observability.guardrails import SessionGuardrails, Verdict, names_in
+from livegate.observability.passthrough import PassthroughTurns
 from livegate.observability.tracing import PROVIDERS
 from livegate.observability.transcripts import TranscriptRecorder
 from livegate.observability.turns import TurnWatch
@@ -56,6 +57,32 @@ class SessionWatch:
                 log.exception("could not end the session's span")
 
 
+def _attributes(route: ModelRoute, model: str, backend: str, grant: Grant, transport: str,
+                dialect: str) -> dict[str, Any]:
+    """A session span's attributes known at its start (GenAI semantic conventions, then livegate's)."""
+    key = grant.principal.key
+    return {
+        "gen_ai.operation.name": "realtime", "gen_ai.provider.name": PROVIDERS.get(backend, backend),
+        "gen_ai.request.model": model, "gen_ai.response.model": route.model_id,
+        "livegate.session_id": grant.session_id, "livegate.key_alias": key.key_alias if key else None,
+        "livegate.team_id": key.team_id if key else None, "livegate.user_id": key.user_id if key else None,
+        "livegate.route": route.model_name, "livegate.transport": transport, "livegate.dialect": dialect,
+    }
+
+
+def watch_passthrough(gateway: Any, route: ModelRoute, model: str, backend: str, grant: Grant,
+                      headers: Mapping[str, str]) -> tuple[SessionWatch, PassthroughTurns]:
+    """The watchers of a native Gemini Live passthrough session, once its setup named the model: the same
+    session and turn spans and time-to-first-audio histogram, read from the frames it relays."""
+    watch = SessionWatch()
+    tracing: Tracing | None = getattr(gateway, "tracing", None)
+    if tracing is not None:
+        watch.tracer = tracing.session(headers, _attributes(route, model, backend, grant, "passthrough", "gemini"),
+                                       name=f"realtime {model}")
+    histogram = grant.accounting.metrics.time_to_first_audio.labels(route.model_id)
+    return watch, PassthroughTurns(grant.meter, histogram.observe, watch.tracer)
+
+
 def watch_session(gateway: Any, route: ModelRoute, model: str, backend: str, grant: Grant,
                   headers: Mapping[str, str], *, transport: str, dialect: str) -> SessionWatch:
     """The watchers of one realtime session (WebSocket or WebRTC call), by the gateway's settings."""
@@ -66,14 +93,9 @@ def watch_session(gateway: Any, route: ModelRoute, model: str, backend: str, gra
     watch = SessionWatch(guardrails=settings.guardrails.for_session(named, grant.session_id))
     tracing: Tracing | None = getattr(gateway, "tracing", None)
     if tracing is not None:
-        key = principal.key
-        watch.tracer = tracing.session(headers, {
-            "gen_ai.operation.name": "realtime", "gen_ai.provider.name": PROVIDERS.get(backend, backend),
-            "gen_ai.request.model": model, "gen_ai.response.model": route.model_id,
-            "livegate.session_id": grant.session_id, "livegate.key_alias": key.key_alias if key else None,
-            "livegate.team_id": key.team_id if key else None, "livegate.user_id": key.user_id if key else None,
-            "livegate.route": route.model_name, "livegate.transport": transport, "livegate.dialect": dialect,
-        }, name=f"realtime {model}", redactor=settings.redactor if settings.store_prompts else None)
+        watch.tracer = tracing.session(headers, _attributes(route, model, backend, grant, transport, dialect),
+                                       name=f"realtime {model}",
+                                       redactor=settings.redactor if settings.store_prompts else None)
         watch.observers.append(watch.tracer)
         if watch.guardrails is not None:
             watch.guardrails.observers.append(watch.tracer.guardrail_checked)

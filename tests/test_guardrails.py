@@ -258,3 +258,38 @@ async def test_http_guardrail_unreachable_or_slow(fallback: str) -> None:
                 assert text == REFUSAL and "hello there" not in sent_to_gemini(sim)
             else:
                 assert text.endswith("You said: hello there")
+
+
+# --- which guardrails a session runs -----------------------------------------------------------------------
+
+def deny(name: str, word: str) -> dict[str, Any]:
+    return {"guardrail_name": name, "litellm_params": {"guardrail": "deny_list", "deny": [word], "refusal": REFUSAL}}
+
+
+async def test_guardrails_named_by_the_model_entry_the_key_and_its_team() -> None:
+    guardrails = [deny("by-model", "alpha"), deny("by-key", "bravo"), deny("by-team", "charlie"),
+                  deny("unused", "delta")]
+    async with GeminiLiveSimulator(chunk_delay=0) as sim:
+        cfg = parse_config({
+            "model_list": [{"model_name": "gpt-realtime", "livegate_params": {
+                "model": "gemini/gemini-3.8-live", "api_key": "AIza-x", "api_base": sim.url,
+                "guardrails": ["by-model"]}}],
+            "guardrails": guardrails, "general_settings": {"master_key": MASTER}})
+        async with serve(create_app(cfg, simulator_chunk_delay=0)) as url, httpx.AsyncClient(
+                base_url=url, headers={"Authorization": f"Bearer {MASTER}"}) as http:
+            team = (await http.post("/team/new", json={"team_alias": "support",
+                                                       "metadata": {"guardrails": ["by-team"]}})).json()
+            key = (await http.post("/key/generate", json={"team_id": team["team_id"],
+                                                          "metadata": {"guardrails": ["by-key"]}})).json()["key"]
+            answers: dict[str, list[str]] = {}
+            for who, secret in (("team key", key), ("master", MASTER)):
+                client = AsyncOpenAI(api_key=secret, websocket_base_url=url.replace("http", "ws") + "/v1")
+                async with client.realtime.connect(model="gpt-realtime") as conn:
+                    await conn.session.update(session={"type": "realtime", "output_modalities": ["text"]})
+                    for word in ("alpha", "bravo", "charlie", "delta"):
+                        await say(conn, f"say {word}")
+                        answers.setdefault(who, []).append((await until_done(conn))[-1].response.output[0]
+                                                           .content[0].text)
+    assert answers["team key"][:3] == [REFUSAL] * 3 and answers["team key"][3].endswith("You said: say delta")
+    assert answers["master"][0] == REFUSAL, "the model entry's guardrail runs for every key"
+    assert [a.split(": ")[-1] for a in answers["master"][1:]] == ["say bravo", "say charlie", "say delta"]

@@ -294,6 +294,9 @@ def parse_config(data: Any, source: str = "<config>") -> Config:
 def _observability(data: dict[str, Any], general: dict[str, Any], settings: dict[str, Any],
                    routes: tuple[ModelRoute, ...]) -> Observability:
     callbacks = (data.get("litellm_settings") or {}).get("callbacks") or []
+    ignored = [name for name in callbacks if name != "otel"]
+    if ignored:
+        log.warning("litellm_settings.callbacks: livegate exports traces only (otel); ignored: %s", ", ".join(ignored))
     redaction = settings.get("redaction") or {}
     try:
         redactor = Redactor(redaction.get("detectors", ORDER), redaction.get("patterns"))

@@ -61,6 +61,8 @@ class ModelRoute:
     # features"), checked against the model's capabilities at load.
     gemini_features: dict[str, Any] | None = field(default=None, compare=False, hash=False)
     guardrails: tuple[str, ...] = ()  # guardrail names its sessions run besides the default-on ones
+    # The entry's `voices`: OpenAI voice name -> Gemini voice, over mappings/tables.yaml's table.
+    voices: dict[str, str] | None = field(default=None, compare=False, hash=False)
 
     def __repr__(self) -> str:  # never print secrets
         return f"ModelRoute({self.model_name!r} -> {self.provider}/{self.model_id})"
@@ -85,6 +87,7 @@ class Timeouts:
     http_header_s: float = 10.0  # a request's header lines must arrive within this (slowloris)
     http_body_s: float = 60.0  # a REST passthrough request body must arrive within this (408)
     max_request_body_bytes: int = 64 * 1024 * 1024  # REST passthrough request bodies (413)
+    mcp_s: float = 30.0  # an MCP server must answer a listing or a tool call within this (mcp_call failed)
 
 
 TIMEOUT_SETTINGS = {  # livegate_settings key -> Timeouts field
@@ -94,6 +97,7 @@ TIMEOUT_SETTINGS = {  # livegate_settings key -> Timeouts field
     "http_header_timeout_s": "http_header_s",
     "http_body_timeout_s": "http_body_s",
     "max_request_body_bytes": "max_request_body_bytes",
+    "mcp_timeout_s": "mcp_s",
 }
 
 
@@ -210,6 +214,7 @@ def _route(entry: dict[str, Any], index: int) -> ModelRoute:
         litellm_compat=params.get("litellm_compat"),
         gemini_features=entry.get("gemini_features"),
         guardrails=tuple(params.get("guardrails") or ()),
+        voices=entry.get("voices"),
     )
     from livegate.translation.capabilities import check_features, check_overrides, shipped_table
 

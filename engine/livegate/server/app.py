@@ -156,7 +156,7 @@ def session_translator(gateway: Gateway, route: ModelRoute, model: str, provider
                "model": model, "setup_model": provider.setup_model(), "backend": provider.backend, "intent": intent,
                "capabilities": (gateway.mappings.models or shipped_table()).capabilities(
                    route.model_id, provider.backend, route.model_info),
-               "litellm_compat": compat, "features": route.gemini_features or {}}
+               "litellm_compat": compat, "features": route.gemini_features or {}, "voices": route.voices or {}}
     if transport is not None:
         context["transport"] = transport
     # With no header, LiteLLM compatibility starts in beta (LiteLLM's clients speak it); either way the

@@ -2,10 +2,12 @@
 
 The pump moves bytes and decides nothing: it reads a client or Gemini frame, hands it to the core, and
 carries out what comes back in order (client messages, Gemini messages, then the commands: arm a timer,
-open or close a Gemini connection, close the client). A timer's expiry and a connection's opening, failure
-or close are inputs too. A client whose connection drops may take its session back within
-`reattach_grace_s` (`?session_id=`; client_io.py holds its events meanwhile). Read loops hand the event
-loop to other sessions after every frame, so a flooding peer cannot starve the gateway.
+open or close a Gemini connection, ask an MCP server, answer an out-of-band response beside the session by a
+generateContent call, close the client). A timer's expiry, an MCP server's
+answer and a connection's opening, failure or close are inputs too. A client whose connection drops may
+take its session back within `reattach_grace_s` (`?session_id=`; client_io.py holds its events meanwhile).
+Read loops hand the event loop to other sessions after every frame, so a flooding peer cannot starve the
+gateway.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from websockets.exceptions import ConnectionClosed
 from livegate.accounting.gate import Grant
 from livegate.close_codes import INTERNAL_ERROR, NORMAL
 from livegate.config import Timeouts
+from livegate.mcp.client import McpClients
 from livegate.observability.guardrails import ALLOW
 from livegate.observability.session import SessionWatch
 from livegate.server.client_io import ClientLink, fair_turn
@@ -31,6 +34,8 @@ from livegate.translation.commands import (
     CloseClient,
     CloseUpstream,
     Command,
+    GenerateRequest,
+    McpRequest,
     OpenUpstream,
     SetTimer,
     Timer,
@@ -41,6 +46,7 @@ from livegate.translation.session_core import SessionCore
 from livegate.translation.translator import Output, Translator
 from livegate.upstream.base import Provider
 from livegate.upstream.connection import UpstreamConnection, open_link
+from livegate.upstream.generate import stream_generate
 
 log = logging.getLogger("livegate.session")
 
@@ -63,6 +69,7 @@ class RealtimeSession:
         self._links: dict[int, UpstreamConnection] = {}
         self._timers: dict[Timer, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._mcp: McpClients | None = None  # the session's MCP servers, on its first MCP request
         self.started = time.monotonic()
 
     async def run(self) -> None:
@@ -91,6 +98,8 @@ class RealtimeSession:
             for conn in self._links.values():
                 with contextlib.suppress(Exception):
                     await conn.close()
+            if self._mcp is not None:
+                await self._mcp.aclose()
             self.client.release()
             code, reason = self.client.ended or (NORMAL, "")
             self.watch.finish(self.grant, code, reason, self.core.dialect, self.core.session_id)
@@ -173,6 +182,10 @@ class RealtimeSession:
                 await self.client.close(code, reason)
             case CheckGuardrail():
                 self._spawn(self._check, command)  # input of that side waits in the core meanwhile
+            case McpRequest():
+                self._spawn(self._ask_mcp, command)  # the session goes on while the MCP server answers
+            case GenerateRequest():
+                self._spawn(self._generate, command)  # an out-of-band answer, beside the live session
 
     async def _open(self, command: OpenUpstream) -> None:
         connecting = time.monotonic()
@@ -192,6 +205,17 @@ class RealtimeSession:
         guardrails = self.watch.guardrails
         verdict = ALLOW if guardrails is None else await guardrails.check(command.stage, command.text)
         await self._write(self.core.guardrail_decided(command.check, verdict.as_event(command.stage)))
+    async def _ask_mcp(self, request: McpRequest) -> None:
+        if self._mcp is None:
+            self._mcp = McpClients(self.timeouts.mcp_s)
+        result = await self._mcp.request(request.server, request.action, request.tool, request.arguments)
+        await self._write(self.core.mcp_result(request, result))
+
+    async def _generate(self, request: GenerateRequest) -> None:
+        async for event in stream_generate(self.provider, request.model, request.body,
+                                           connect_s=self.timeouts.upstream_setup_s,
+                                           stall_s=self.timeouts.upstream_stall_s):
+            await self._write(self.core.side_result(request, event))
 
     def _expired(self, timer: Timer) -> None:
         self._timers.pop(timer, None)

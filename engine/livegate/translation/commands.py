@@ -8,7 +8,7 @@ then each command. Most inputs produce no command at all (`Output.commands` is t
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 
@@ -70,7 +70,33 @@ class CheckGuardrail:
     text: str
 
 
-Command = SetTimer | OpenUpstream | CloseUpstream | CloseClient | CheckGuardrail
+@dataclass(frozen=True, slots=True)
+class McpRequest:
+    """Ask an MCP server of the session (livegate is the MCP client of the session's `{type: "mcp"}` tools):
+    list its tools (`action` "list") or call one ("call"), in the background; report the outcome with
+    `SessionCore.mcp_result(request_id, result)`. `server` is the session's MCP tool as the client declared it
+    (server_url, headers, authorization, allowed_tools, require_approval): it carries secrets, never logged."""
+
+    request_id: str
+    action: Literal["list", "call"]
+    server: dict[str, Any] = field(repr=False)
+    tool: str | None = None
+    arguments: dict[str, Any] | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class GenerateRequest:
+    """Answer an out-of-band response (response.create with conversation "none") beside the live session: a
+    streamGenerateContent call of `model` (the session model's family, models.yaml side_model) on the session's
+    backend, with `body` (contents, systemInstruction, generationConfig). The stream is reported with
+    `SessionCore.side_result(request, event)`: {delta}, then {done, finish_reason, usage_metadata} or {error}."""
+
+    request_id: str
+    model: str
+    body: dict[str, Any] = field(repr=False)
+
+
+Command = SetTimer | OpenUpstream | CloseUpstream | CloseClient | McpRequest | GenerateRequest | CheckGuardrail
 
 
 @dataclass(frozen=True, slots=True)

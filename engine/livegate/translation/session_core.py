@@ -16,10 +16,13 @@ Inputs (each returns an `Output`: client messages, Gemini messages for `Output.l
     upstream_failed(link, failure)   `OpenUpstream` failed (an UpstreamFailure)
     upstream_closed(link, code, why) the connection `link` closed
     timer_expired(timer)             a timer the core armed (SetTimer) expired
+    mcp_result(request, result)      an MCP request the core commanded (McpRequest) finished
+    side_result(request, event)      an out-of-band response's side call (GenerateRequest) streamed
     stop(message, code, close_code)  accounting stopped the session
     guardrail_decided(check, decision) the guardrails decided on a held input (CheckGuardrail)
 
-Commands (translation/commands.py): SetTimer, OpenUpstream, CloseUpstream, CloseClient, CheckGuardrail. Questions: the
+Commands (translation/commands.py): SetTimer, OpenUpstream, CloseUpstream, CloseClient, McpRequest,
+GenerateRequest, CheckGuardrail. Questions: the
 core reads the session state only through the named expressions of mappings/resumption.yaml, asked again
 only when a key they read changed, so an audio chunk costs two identity checks and no command.
 
@@ -44,6 +47,8 @@ from livegate.translation.commands import (
     CheckGuardrail,
     CloseClient,
     CloseUpstream,
+    GenerateRequest,
+    McpRequest,
     OpenUpstream,
     SetTimer,
     Timer,
@@ -315,6 +320,19 @@ class SessionCore:
             log.info("no turn boundary before the goAway deadline; switching mid-turn")
             self._switch(out, "handle", why="deadline")
         return self._after(out)
+
+    def mcp_result(self, request: McpRequest, result: dict[str, Any]) -> Output:
+        """An MCP request the core commanded finished (livegate/mcp/: {request_id, ok, tools | output | error})."""
+        if self.closing:
+            return Output()
+        event = {"request_id": request.request_id, "server_label": request.server.get("server_label"), **result}
+        return self._after(self.translator.mcp_result(request.action, event))
+
+    def side_result(self, request: GenerateRequest, event: dict[str, Any]) -> Output:
+        """An out-of-band response's side call (GenerateRequest) streamed: {delta}, {done, ...} or {error}."""
+        if self.closing:
+            return Output()
+        return self._after(self.translator.side_result({"request_id": request.request_id, **event}))
 
     def stop(self, message: str, code: str, close_code: int) -> Output:
         """Accounting stopped the session (budget, key, duration): the client is told, then closed."""

@@ -1,0 +1,123 @@
+"""Session state sealed at rest: what `livegate_session_state.state` holds (store.py).
+
+A session's snapshot carries its conversation and its MCP tools' `headers` and `authorization` (bearer tokens
+for third-party servers), and it sits in a database other systems may back up or read. So it is sealed, as
+LiteLLM seals the credentials it stores:
+
+- **Keyed gateway** (a master key, or LIVEGATE_SALT_KEY / LITELLM_SALT_KEY): AES-256-GCM with a key derived by
+  HKDF-SHA256 from the salt key if set, else the master key. Every instance of a fleet shares these, so any of
+  them opens any row. The row's session id, owning key hash and model are authenticated with it (a sealed
+  state copied into another session's row, or a row re-assigned to another key, does not open). Stored as
+  `sealed:1:<base64 of nonce + ciphertext>`.
+- **Open gateway** (neither key): nothing to key with. The state is stored as plain JSON with the MCP tools'
+  `headers` and `authorization` left out; such a server is marked `credentials_dropped`, so its calls after
+  a take-over fail naming it and why (livegate/mcp/client.py).
+
+A row that does not open here (another key, tampered, sealed while this gateway is open, plain while it is
+keyed) is `Unsealable`: not resumable (takeover/service.py answers as for an unknown session).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+from typing import Any
+
+import orjson
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from livegate.translation.snapshot import Snapshot
+
+PREFIX = "sealed:1:"
+_INFO = b"livegate session state v1"  # HKDF's context: this key seals nothing else
+_NONCE_BYTES = 12
+_SECRETS = ("headers", "authorization")  # of a {type: mcp} tool
+
+
+class Unsealable(ValueError):
+    """A stored state this gateway cannot open (its reason names no secret)."""
+
+
+def derive_key(secret: str) -> bytes:
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=_INFO).derive(secret.encode())
+
+
+class Sealer:
+    """Seals and opens session states with this gateway's key (None: an open gateway)."""
+
+    def __init__(self, salt_key: str | None, master_key: str | None) -> None:
+        secret = salt_key or master_key
+        self._aead = AESGCM(derive_key(secret)) if secret else None
+
+    @property
+    def keyed(self) -> bool:
+        return self._aead is not None
+
+    def seal(self, snapshot: Snapshot, row: tuple[str, str, str]) -> str:
+        """The stored text of `snapshot` for the row (session id, token hash, model)."""
+        plain = snapshot.encode_bytes()
+        if self._aead is None:
+            return without_mcp_credentials(plain).decode()
+        nonce = os.urandom(_NONCE_BYTES)
+        return PREFIX + base64.b64encode(nonce + self._aead.encrypt(nonce, plain, _aad(row))).decode("ascii")
+
+    def open(self, stored: str, row: tuple[str, str, str]) -> dict[str, Any]:
+        """The snapshot's JSON object, or Unsealable."""
+        if not stored.startswith(PREFIX):
+            if self._aead is not None:
+                raise Unsealable("stored unsealed, and this gateway only accepts sealed state")
+            return _json(stored.encode())
+        if self._aead is None:
+            raise Unsealable("sealed, and this gateway has no master key or salt key to open it with")
+        try:
+            raw = base64.b64decode(stored[len(PREFIX):], validate=True)
+            return _json(self._aead.decrypt(raw[:_NONCE_BYTES], raw[_NONCE_BYTES:], _aad(row)))
+        except (InvalidTag, binascii.Error, ValueError) as exc:
+            if isinstance(exc, Unsealable):
+                raise
+            raise Unsealable("it does not open with this gateway's key (the key changed, or the row was "
+                             "altered)") from None
+
+
+def _aad(row: tuple[str, str, str]) -> bytes:
+    return "\x00".join(row).encode()
+
+
+def _json(data: bytes) -> dict[str, Any]:
+    try:
+        value = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        raise Unsealable("not JSON") from None
+    if not isinstance(value, dict):
+        raise Unsealable("not a JSON object")
+    return value
+
+
+def without_mcp_credentials(encoded: bytes) -> bytes:
+    """The encoded snapshot with every {type: mcp} tool's headers and authorization left out (a session with no
+    MCP tool is returned as it is: the walk is for those that have one)."""
+    if b'"mcp"' not in encoded:
+        return encoded
+    data = orjson.loads(encoded)
+    session = data.get("session")
+    if not isinstance(session, dict):
+        return encoded
+    for entry in (session.get("mcp") or {}).values():
+        server = entry.get("server") if isinstance(entry, dict) else None
+        if isinstance(server, dict) and any(server.get(k) for k in _SECRETS):
+            server["credentials_dropped"] = True  # its calls after a take-over say why they fail
+    data["session"] = _strip(session)
+    return orjson.dumps(data)
+
+
+def _strip(value: Any) -> Any:
+    if isinstance(value, list):
+        return [_strip(v) for v in value]
+    if not isinstance(value, dict):
+        return value
+    mcp_tool = value.get("type") == "mcp"
+    return {k: _strip(v) for k, v in value.items() if not (mcp_tool and k in _SECRETS)}

@@ -36,6 +36,7 @@ PREFIX = "sealed:1:"
 _INFO = b"livegate session state v1"  # HKDF's context: this key seals nothing else
 _NONCE_BYTES = 12
 _SECRETS = ("headers", "authorization")  # of a {type: mcp} tool
+_ITEM_STORES = frozenset({"items", "unsent_items"})  # the session's conversation items (mappings/state.yaml)
 
 
 class Unsealable(ValueError):
@@ -99,8 +100,8 @@ def _json(data: bytes) -> dict[str, Any]:
 
 def without_mcp_credentials(encoded: bytes) -> bytes:
     """The encoded snapshot with every {type: mcp} tool's headers and authorization left out (a session with no
-    MCP tool is returned as it is: the walk is for those that have one)."""
-    if b'"mcp"' not in encoded:
+    MCP tool is returned as it is: in compact JSON, `"type":"mcp"` with bare quotes is a key and its value)."""
+    if b'"type":"mcp"' not in encoded:
         return encoded
     data = orjson.loads(encoded)
     session = data.get("session")
@@ -110,14 +111,21 @@ def without_mcp_credentials(encoded: bytes) -> bytes:
         server = entry.get("server") if isinstance(entry, dict) else None
         if isinstance(server, dict) and any(server.get(k) for k in _SECRETS):
             server["credentials_dropped"] = True  # its calls after a take-over say why they fail
-    data["session"] = _strip(session)
+    _strip(session)
     return orjson.dumps(data)
 
 
-def _strip(value: Any) -> Any:
-    if isinstance(value, list):
-        return [_strip(v) for v in value]
-    if not isinstance(value, dict):
-        return value
-    mcp_tool = value.get("type") == "mcp"
-    return {k: _strip(v) for k, v in value.items() if not (mcp_tool and k in _SECRETS)}
+def _strip(session: dict[str, Any]) -> None:
+    """Leave out, in place, the credentials of each {type: mcp} tool wherever it sits (the session's tools, a
+    response's own, the listed servers). The item store, the bulk of a long session, is not walked: a
+    conversation item is never a tool definition."""
+    pending: list[Any] = [v for k, v in session.items() if k not in _ITEM_STORES and isinstance(v, dict | list)]
+    while pending:
+        value = pending.pop()
+        if isinstance(value, dict):
+            if value.get("type") == "mcp":
+                for key in _SECRETS:
+                    value.pop(key, None)
+            pending.extend(v for v in value.values() if isinstance(v, dict | list))
+        else:
+            pending.extend(v for v in value if isinstance(v, dict | list))

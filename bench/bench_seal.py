@@ -16,13 +16,15 @@ import argparse
 import statistics
 import time
 from collections.abc import Callable
+from typing import Any
 
 from livegate.takeover.seal import Sealer
 from livegate.translation.snapshot import Snapshot
 
 ROW = ("sess_bench", "hash", "gpt-realtime")
-MCP_TOOL = {"type": "mcp", "server_label": "crm", "server_url": "https://mcp.example/mcp",
-            "authorization": "sk-mcp-secret-bench", "headers": {"X-Team": "voice"}, "require_approval": "never"}
+MCP_TOOL: dict[str, Any] = {"type": "mcp", "server_label": "crm", "server_url": "https://mcp.example/mcp",
+                            "authorization": "sk-mcp-secret-bench", "headers": {"X-Team": "voice"},
+                            "require_approval": "never"}
 
 
 def snapshot(items: int) -> Snapshot:

@@ -30,27 +30,31 @@ def snap(session_id: str = "sess_1") -> Snapshot:
     return Snapshot(session_id, "ga", None, session, True)
 
 
+MISSED = ['{"type":"response.output_text.delta","delta":"it ends in 4242"}']
+
+
 def write(session_id: str = "sess_1", token_hash: str = "hash-1") -> Write:
-    return Write(session_id, token_hash, "gpt-realtime", "a", 0, RELEASED, None, snap(session_id))
+    return Write(session_id, token_hash, "gpt-realtime", "a", 0, RELEASED, None, snap(session_id), MISSED)
 
 
-async def raw_state(store: Store, session_id: str = "sess_1") -> str:
-    """The `state` column as the database holds it (not through the store's own reading)."""
+async def raw_state(store: Store, session_id: str = "sess_1", column: str = "state") -> str:
+    """A column as the database holds it (not through the store's own reading)."""
     async with store.db.transaction() as tx:
-        rows = await tx.fetch("SELECT state FROM livegate_session_state WHERE session_id = $1", session_id)
-    return str(rows[0]["state"])
+        rows = await tx.fetch(f"SELECT {column} FROM livegate_session_state WHERE session_id = $1", session_id)
+    return str(rows[0][column])
 
 
 async def test_a_sealed_row_holds_no_secret_and_opens_on_any_instance_with_the_key(store: Store) -> None:
     await SessionStateStore(store.db, Sealer(None, "sk-master")).apply([write()], time.time())
-    stored = await raw_state(store)
-    assert stored.startswith(PREFIX)
+    stored, missed = await raw_state(store), await raw_state(store, column="missed")
+    assert stored.startswith(PREFIX) and missed.startswith(PREFIX)
     for secret in (TOKEN, "hdr-secret-77", "4242", "crm"):
-        assert secret not in stored
+        assert secret not in stored and secret not in missed
     other_instance = SessionStateStore(store.db, Sealer(None, "sk-master"))
     row = await other_instance.load("sess_1")
     assert row is not None and row.unsealable is None
     assert Snapshot.decode(row.state) == snap(), "the whole state comes back, MCP credentials included"
+    assert row.missed == MISSED
 
 
 async def test_the_salt_key_keys_the_seal_rather_than_the_master_key(store: Store) -> None:
@@ -92,6 +96,11 @@ async def test_an_altered_or_moved_row_is_refused(store: Store) -> None:
     altered, moved = await rows.load("sess_1"), await rows.load("sess_2")
     assert altered is not None and altered.unsealable is not None and altered.state == {}
     assert moved is not None and moved.unsealable is not None, "sess_1's state does not open in sess_2's row"
+    await rows.apply([write("sess_3")], time.time())
+    async with store.db.transaction() as tx:  # the sealed missed events put in the state column
+        await tx.execute("UPDATE livegate_session_state SET state = missed WHERE session_id = 'sess_3'")
+    swapped = await rows.load("sess_3")
+    assert swapped is not None and swapped.unsealable is not None
     reassigned = ("sess_1", "hash-attacker", "gpt-realtime")
     with pytest.raises(Unsealable):
         sealer.open(sealer.seal(snap(), ("sess_1", "hash-1", "gpt-realtime")), reassigned)

@@ -48,7 +48,8 @@ def derive_key(secret: str) -> bytes:
 
 
 class Sealer:
-    """Seals and opens session states with this gateway's key (None: an open gateway)."""
+    """Seals and opens session states with this gateway's key (None: an open gateway). `row` is what a sealed
+    value is bound to: (session id, owning key hash, model)."""
 
     def __init__(self, salt_key: str | None, master_key: str | None) -> None:
         secret = salt_key or master_key
@@ -59,15 +60,37 @@ class Sealer:
         return self._aead is not None
 
     def seal(self, snapshot: Snapshot, row: tuple[str, str, str]) -> str:
-        """The stored text of `snapshot` for the row (session id, token hash, model)."""
+        """The stored text of `snapshot` (the `state` column)."""
         plain = snapshot.encode_bytes()
         if self._aead is None:
             return without_mcp_credentials(plain).decode()
-        nonce = os.urandom(_NONCE_BYTES)
-        return PREFIX + base64.b64encode(nonce + self._aead.encrypt(nonce, plain, _aad(row))).decode("ascii")
+        return self._seal(plain, row, "state")
+
+    def seal_missed(self, missed: list[str], row: tuple[str, str, str]) -> str:
+        """The stored text of the events a handed-over session's client missed (the `missed` column): they carry
+        the conversation too."""
+        plain = orjson.dumps(missed)
+        return plain.decode() if self._aead is None else self._seal(plain, row, "missed")
 
     def open(self, stored: str, row: tuple[str, str, str]) -> dict[str, Any]:
         """The snapshot's JSON object, or Unsealable."""
+        value = self._open(stored, row, "state")
+        if not isinstance(value, dict):
+            raise Unsealable("not a JSON object")
+        return value
+
+    def open_missed(self, stored: str, row: tuple[str, str, str]) -> list[str]:
+        value = self._open(stored, row, "missed")
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise Unsealable("not a list of events")
+        return value
+
+    def _seal(self, plain: bytes, row: tuple[str, str, str], column: str) -> str:
+        assert self._aead is not None
+        nonce = os.urandom(_NONCE_BYTES)
+        return PREFIX + base64.b64encode(nonce + self._aead.encrypt(nonce, plain, _aad(row, column))).decode("ascii")
+
+    def _open(self, stored: str, row: tuple[str, str, str], column: str) -> Any:
         if not stored.startswith(PREFIX):
             if self._aead is not None:
                 raise Unsealable("stored unsealed, and this gateway only accepts sealed state")
@@ -76,26 +99,23 @@ class Sealer:
             raise Unsealable("sealed, and this gateway has no master key or salt key to open it with")
         try:
             raw = base64.b64decode(stored[len(PREFIX):], validate=True)
-            return _json(self._aead.decrypt(raw[:_NONCE_BYTES], raw[_NONCE_BYTES:], _aad(row)))
-        except (InvalidTag, binascii.Error, ValueError) as exc:
-            if isinstance(exc, Unsealable):
-                raise
+            plain = self._aead.decrypt(raw[:_NONCE_BYTES], raw[_NONCE_BYTES:], _aad(row, column))
+        except (InvalidTag, binascii.Error, ValueError):
             raise Unsealable("it does not open with this gateway's key (the key changed, or the row was "
                              "altered)") from None
+        return _json(plain)
 
 
-def _aad(row: tuple[str, str, str]) -> bytes:
-    return "\x00".join(row).encode()
+def _aad(row: tuple[str, str, str], column: str) -> bytes:
+    """The row and column a sealed value belongs to: it opens nowhere else."""
+    return "\x00".join((*row, column)).encode()
 
 
-def _json(data: bytes) -> dict[str, Any]:
+def _json(data: bytes) -> Any:
     try:
-        value = orjson.loads(data)
+        return orjson.loads(data)
     except orjson.JSONDecodeError:
         raise Unsealable("not JSON") from None
-    if not isinstance(value, dict):
-        raise Unsealable("not a JSON object")
-    return value
 
 
 def without_mcp_credentials(encoded: bytes) -> bytes:

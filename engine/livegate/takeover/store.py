@@ -12,7 +12,7 @@ as `?session_id=`):
                 over) | released (the owner stored it and let go: drained, or handed over)
     state       the session's snapshot (translation/snapshot.py), sealed (takeover/seal.py): AES-GCM under a key
                 the fleet shares, or on an open gateway plain JSON without the MCP tools' credentials
-    missed      the client events a handed-over session's client did not get (JSON list of strings)
+    missed      the client events a handed-over session's client did not get (JSON list of strings), sealed as state is
 
 Instances heartbeat in `livegate_instances`; a row whose owner stopped heartbeating belongs to a dead
 instance, and may be claimed.
@@ -20,11 +20,8 @@ instance, and may be claimed.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
-
-import orjson
 
 from livegate.accounting.database import Database
 from livegate.takeover.seal import Sealer, Unsealable
@@ -54,14 +51,18 @@ class StateRow:
 
     @classmethod
     def from_row(cls, row: dict[str, Any], sealer: Sealer) -> StateRow:
+        bound = (row["session_id"], row["token_hash"], row["model"])
+        state: dict[str, Any] = {}
+        missed: list[str] = []
         unsealable = None
         try:
-            state = sealer.open(row["state"], (row["session_id"], row["token_hash"], row["model"]))
+            state = sealer.open(row["state"], bound)
+            missed = sealer.open_missed(row["missed"], bound) if row["missed"] else []
         except Unsealable as exc:
             state, unsealable = {}, str(exc)
         return cls(row["session_id"], row["token_hash"], row["model"], row["owner"], int(row["epoch"]),
-                   row["status"], row["claimant"], row["slot_id"], state,
-                   json.loads(row["missed"]) if row["missed"] else [], float(row["updated_at"]), unsealable)
+                   row["status"], row["claimant"], row["slot_id"], state, missed, float(row["updated_at"]),
+                   unsealable)
 
 
 @dataclass(frozen=True)
@@ -102,7 +103,9 @@ class SessionStateStore:
         """Write and delete rows in one transaction; returns the session ids whose write was fenced off (the
         row is another owner's now, or another epoch's)."""
         fenced = []
-        sealed = {id(op): self.sealer.seal(op.snapshot, op.row) for op in ops if isinstance(op, Write)}
+        sealed = {id(op): (self.sealer.seal(op.snapshot, op.row),
+                           self.sealer.seal_missed(op.missed, op.row) if op.missed else None)
+                  for op in ops if isinstance(op, Write)}
         async with self.db.transaction() as tx:
             for op in ops:
                 if isinstance(op, Delete):
@@ -119,7 +122,7 @@ class SessionStateStore:
                     "WHERE livegate_session_state.owner = excluded.owner AND livegate_session_state.epoch = "
                     "excluded.epoch RETURNING session_id",
                     op.session_id, op.token_hash, op.model, op.owner, op.epoch, op.status, op.slot_id,
-                    sealed[id(op)], orjson.dumps(op.missed).decode() if op.missed else None, now)
+                    *sealed[id(op)], now)
                 if not rows:
                     fenced.append(op.session_id)
         return fenced

@@ -185,6 +185,7 @@ async def test_a_stored_session_is_taken_over_by_its_opener_only(store: Store) -
     a client secret opened goes to that secret only, not to a sibling secret, its parent key or a secret the
     master key minted; a secret never takes over its key's session; the master key itself may take any."""
     from livegate.accounting.gate import Principal
+    from livegate.takeover.seal import Sealer
     from livegate.takeover.service import Takeover
     from livegate.takeover.store import RELEASED, SessionStateStore, Write
     from livegate.translation.snapshot import Snapshot
@@ -197,12 +198,13 @@ async def test_a_stored_session_is_taken_over_by_its_opener_only(store: Store) -
     sibling = with_secret("key", "hash-1", "ek_sibling", "hash-1")
     masters = with_secret("master", "hash-m", "ek_master", None)
     parent, master = Principal("key", "hash-1"), Principal("master", "hash-m")
-    rows = SessionStateStore(store.db)
+    sealer = Sealer(None, "sk-master")
+    rows = SessionStateStore(store.db, sealer)
     for session_id, opener in (("sess_secret", mine), ("sess_key", parent), ("sess_other", mine)):
         snapshot = Snapshot(session_id, "ga", None, {"id": session_id, "items": []}, True)
         await rows.apply([Write(session_id, opener.opener, "gpt-realtime", "a", 0, RELEASED, None, snapshot)],
                          time.time())
-    takeover = Takeover(store.db, "b", grace_s=30, drain_timeout_s=5)
+    takeover = Takeover(store.db, "b", grace_s=30, drain_timeout_s=5, sealer=sealer)
     for session_id, caller in (("sess_secret", sibling), ("sess_secret", parent), ("sess_secret", masters),
                                ("sess_key", mine)):
         refused = await takeover.claim(session_id, caller, "gpt-realtime")

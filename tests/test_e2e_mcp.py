@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 from openai import AsyncOpenAI
+from websockets.asyncio.client import connect
 
 from livegate.config import parse_config
 from livegate.server import create_app
@@ -191,3 +193,74 @@ async def test_a_server_gone_away_fails_the_call_and_approval_runs_it(setup: dic
         assert listing[-1].type == "mcp_list_tools.failed"
         events = await _ask(conn, "just say hello")
         assert events[-1].response.status == "completed"
+
+
+def _bearer_only(app: Any) -> Any:
+    """The MCP server behind a check of its bearer token, as a third-party server is: 401 without it."""
+    async def guarded(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and dict(scope["headers"]).get(b"authorization") != f"Bearer {TOKEN}".encode():
+            await send({"type": "http.response.start", "status": 401, "headers": []})
+            await send({"type": "http.response.body", "body": b"unauthorized"})
+            return
+        await app(scope, receive, send)
+
+    return guarded
+
+
+async def test_after_a_take_over_on_an_open_gateway_the_mcp_calls_say_their_credentials_were_not_kept(
+        tmp_path: Any, caplog: pytest.LogCaptureFixture) -> None:
+    """An open gateway (no master key) stores sessions without MCP credentials: after a drain hands the session
+    to another instance, its MCP calls fail as OpenAI reports them, naming the server and why; the client
+    sends the tool again and they work."""
+    from tests.test_takeover_e2e import answer, closed, send, until
+
+    caplog.set_level(logging.INFO, logger="livegate.takeover")
+    seen: list[dict[str, str]] = []
+    async with contextlib.AsyncExitStack() as stack:
+        mcp_url = await stack.enter_async_context(serve(_bearer_only(_server(seen, asyncio.Event()))))
+        sim = await stack.enter_async_context(GeminiLiveSimulator(chunk_delay=0))
+        config = parse_config({
+            "model_list": [{"model_name": "gpt-realtime", "litellm_params": {
+                "model": "gemini/gemini-3.8-live", "api_key": "AIza-e2e", "api_base": sim.url}}],
+            "general_settings": {"database_url": f"sqlite:///{tmp_path / 'store.db'}"},
+            "livegate_settings": {"reattach_grace_s": 30, "drain_timeout_s": 5}})
+        a, b = create_app(config, simulator_chunk_delay=0), create_app(config, simulator_chunk_delay=0)
+        url_a = await stack.enter_async_context(serve(a))
+        url_b = await stack.enter_async_context(serve(b))
+        tool = _tool(f"{mcp_url}/mcp", require_approval="never")
+        update = {"type": "session.update", "session": {"type": "realtime", "output_modalities": ["text"],
+                                                        "tools": [tool]}}
+        question = {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "please add these"}]}
+        ask: list[dict[str, Any]] = [{"type": "conversation.item.create", "item": question},
+                                     {"type": "response.create"}]
+        async with connect(url_a.replace("http", "ws") + "/v1/realtime?model=gpt-realtime") as ws:
+            session_id = json.loads(await ws.recv())["session"]["id"]
+            await send(ws, **update)
+            await until(ws, "mcp_list_tools.completed")
+            draining = asyncio.create_task(a.state.gateway.takeover.drain())
+            assert await closed(ws) == 1012
+            await draining
+        assert "stored sessions carry no MCP credentials" in caplog.text
+        async with connect(url_b.replace("http", "ws") + f"/v1/realtime?model=gpt-realtime&session_id={session_id}"
+                           ) as ws:
+            for event in ask:
+                await send(ws, **event)
+            events = await until(ws, "response.done")
+            for event in events:
+                check_client_event(event)
+            failed = events[-1]["response"]["output"][0]
+            assert "response.mcp_call.failed" in [e["type"] for e in events]
+            assert failed["type"] == "mcp_call" and failed["error"]["type"] == "http_error"
+            assert "'tools'" in failed["error"]["message"] and "not stored" in failed["error"]["message"]
+            await send(ws, type="response.create")
+            await until(ws, "response.done")  # Gemini answers on: the session is alive
+
+            await send(ws, **update)  # the client sends its tool again: listed with its credentials, calls work
+            await until(ws, "mcp_list_tools.completed")
+            for event in ask:
+                await send(ws, **event)
+            events = await until(ws, "response.done")
+            assert events[-1]["response"]["output"][0]["output"] == "2"
+            await send(ws, type="response.create")
+            assert "The tool add returned" in answer(await until(ws, "response.done"))
+    assert TOKEN not in caplog.text

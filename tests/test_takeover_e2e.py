@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -70,11 +71,25 @@ async def say(ws: Any, text: str) -> list[dict[str, Any]]:
     return await until(ws, "response.done")
 
 
-async def start(ws: Any) -> str:
+async def start(ws: Any, *tools: dict[str, Any]) -> str:
     created = json.loads(await ws.recv())
-    await send(ws, type="session.update", session={"type": "realtime", "output_modalities": ["text"]})
+    await send(ws, type="session.update", session={"type": "realtime", "output_modalities": ["text"],
+                                                   **({"tools": list(tools)} if tools else {})})
     await until(ws, "session.updated")
     return str(created["session"]["id"])
+
+
+MCP_SECRET = "sk-mcp-secret-takeover-7d21"
+# An MCP server that cannot be reached (its listing fails): its bearer token is in the session's state all the same.
+MCP_TOOL = {"type": "mcp", "server_label": "crm", "server_url": "http://127.0.0.1:9/mcp",
+            "authorization": MCP_SECRET, "require_approval": "never"}
+
+
+def raw_state(tmp_path: Path, session_id: str) -> str:
+    """The stored state as the database file holds it."""
+    with contextlib.closing(sqlite3.connect(tmp_path / "store.db")) as db:
+        return str(db.execute("SELECT state FROM livegate_session_state WHERE session_id = ?",
+                              (session_id,)).fetchone()[0])
 
 
 def answer(events: list[dict[str, Any]]) -> str:
@@ -111,7 +126,8 @@ async def generate_key(app: Any) -> str:
 
 async def test_a_drain_refuses_new_sessions_and_hands_the_session_to_the_other_instance(tmp_path: Path) -> None:
     async with instances(tmp_path) as (a, b), open_ws(a) as ws:
-        session_id = await start(ws)
+        session_id = await start(ws, MCP_TOOL)
+        await until(ws, "mcp_list_tools.failed")
         await say(ws, "My name is Ada")
         draining = asyncio.create_task(a.state.gateway.takeover.drain())
         assert await closed(ws) == 1012
@@ -127,6 +143,9 @@ async def test_a_drain_refuses_new_sessions_and_hands_the_session_to_the_other_i
         await draining
         stored = await row(b, session_id)
         assert stored.status == RELEASED and stored.state["at_rest"]
+        assert stored.state["session"]["mcp"]["crm"]["server"]["authorization"] == MCP_SECRET, "B opens A's seal"
+        at_rest = raw_state(tmp_path, session_id)
+        assert MCP_SECRET not in at_rest and "Ada" not in at_rest, "sealed: no token, no conversation in the row"
         async with open_ws(b, session_id=session_id) as again:
             final = await say(again, "What did I say before?")
         assert answer(final) == "[livegate simulator] Before this you said: My name is Ada"

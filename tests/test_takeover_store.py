@@ -11,10 +11,13 @@ import pytest
 
 from livegate.accounting.database import StoreUnavailable, open_database
 from livegate.accounting.store import KeyRecord, Store
+from livegate.takeover.seal import Sealer
 from livegate.takeover.service import STALE_S, Takeover
 from livegate.takeover.store import CLAIMED, DETACHED, LIVE, RELEASED, Delete, SessionStateStore, Write
 from livegate.takeover.writer import StateWriter
 from livegate.translation.snapshot import Snapshot
+
+SEALER = Sealer(None, "sk-master-store")
 
 
 def snap(session_id: str = "sess_1", text: str = "hi") -> Snapshot:
@@ -40,7 +43,7 @@ async def test_a_store_of_the_previous_version_is_migrated(database_url: str,
     try:
         assert await store.schema_version() == accounting_store.MIGRATIONS[-1][0]
         assert await store.get_key("h") is not None, "the keys are still there"
-        rows = SessionStateStore(store.db)
+        rows = SessionStateStore(store.db, SEALER)
         assert await rows.load("sess_missing") is None
         await rows.apply([write()], time.time())
         assert (await rows.load("sess_1")) is not None
@@ -49,7 +52,7 @@ async def test_a_store_of_the_previous_version_is_migrated(database_url: str,
 
 
 async def test_only_the_owner_at_its_epoch_writes_the_row(store: Store) -> None:
-    rows = SessionStateStore(store.db)
+    rows = SessionStateStore(store.db, SEALER)
     now = time.time()
     assert await rows.apply([write(text="one")], now) == []
     row = await rows.load("sess_1")
@@ -66,7 +69,7 @@ async def test_only_the_owner_at_its_epoch_writes_the_row(store: Store) -> None:
 
 
 async def test_of_two_racing_claims_one_wins(store: Store) -> None:
-    rows = SessionStateStore(store.db)
+    rows = SessionStateStore(store.db, SEALER)
     await rows.apply([write(status=RELEASED)], time.time())
     row = await rows.load("sess_1")
     assert row is not None
@@ -76,7 +79,7 @@ async def test_of_two_racing_claims_one_wins(store: Store) -> None:
 
 
 async def test_a_handover_request_stays_until_the_owner_releases(store: Store) -> None:
-    rows = SessionStateStore(store.db)
+    rows = SessionStateStore(store.db, SEALER)
     now = time.time()
     await rows.apply([write(status=DETACHED)], now)
     row = await rows.load("sess_1")
@@ -92,7 +95,7 @@ async def test_a_handover_request_stays_until_the_owner_releases(store: Store) -
 
 
 async def test_the_sweep_forgets_what_nobody_can_take_over(store: Store) -> None:
-    rows = SessionStateStore(store.db)
+    rows = SessionStateStore(store.db, SEALER)
     now = time.time()
     await rows.heartbeat("alive", now, False)
     await rows.heartbeat("dead", now - 100, False)
@@ -111,7 +114,7 @@ async def test_the_sweep_forgets_what_nobody_can_take_over(store: Store) -> None
 
 
 async def test_the_writer_keeps_only_the_latest_state_and_waits_for_a_release(store: Store) -> None:
-    rows = SessionStateStore(store.db)
+    rows = SessionStateStore(store.db, SEALER)
     writer = StateWriter(rows)
     writer.start()
     try:
@@ -127,7 +130,7 @@ async def test_the_writer_keeps_only_the_latest_state_and_waits_for_a_release(st
 
 class FailingStore(SessionStateStore):
     def __init__(self, inner: SessionStateStore) -> None:
-        super().__init__(inner.db)
+        super().__init__(inner.db, inner.sealer)
         self.down = True
 
     async def apply(self, ops: list[Write | Delete], now: float) -> list[str]:
@@ -137,7 +140,7 @@ class FailingStore(SessionStateStore):
 
 
 async def test_an_outage_keeps_the_state_queued_and_retries(store: Store) -> None:
-    rows = FailingStore(SessionStateStore(store.db))
+    rows = FailingStore(SessionStateStore(store.db, SEALER))
     writer = StateWriter(rows)
     writer.start()
     try:
@@ -157,11 +160,11 @@ async def test_an_outage_keeps_the_state_queued_and_retries(store: Store) -> Non
 async def test_a_claim_waits_for_a_dead_owner_to_be_known_dead(store: Store) -> None:
     from livegate.accounting.gate import Principal
 
-    rows = SessionStateStore(store.db)
+    rows = SessionStateStore(store.db, SEALER)
     now = time.time()
     await rows.heartbeat("a", now - STALE_S + 0.5, False)  # it heartbeat a moment ago, then died
     await rows.apply([write()], now)
-    takeover = Takeover(store.db, "b", grace_s=30, drain_timeout_s=5)
+    takeover = Takeover(store.db, "b", grace_s=30, drain_timeout_s=5, sealer=SEALER)
     started = time.monotonic()
     claimed = await takeover.claim("sess_1", Principal("key", "hash-1"), "gpt-realtime")
     assert not isinstance(claimed, type(None)) and getattr(claimed, "owner", None) == "b"

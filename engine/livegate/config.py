@@ -179,6 +179,9 @@ class Observability:
 class Config:
     routes: tuple[ModelRoute, ...] = ()
     master_key: str | None = None
+    # LIVEGATE_SALT_KEY (LiteLLM's LITELLM_SALT_KEY): keys the sealing of stored session state (takeover/seal.py)
+    # instead of the master key. From the environment only, as LiteLLM reads it: a secret kept out of files.
+    salt_key: str | None = field(default=None, repr=False)
     vertex: VertexDefaults = field(default_factory=VertexDefaults)
     max_client_frame_bytes: int = 15 * 1024 * 1024
     client_compression: bool = False  # permessage-deflate on client WebSockets: base64 audio barely compresses
@@ -338,6 +341,7 @@ def parse_config(data: Any, source: str = "<config>") -> Config:
         # As LiteLLM reads LITELLM_MASTER_KEY: `LIVEGATE_MASTER_KEY=sk-... livegate` gives the built-in config a
         # master key, so keys and budgets can be tried on the simulator with the README's first command.
         master_key=_opt_str(general, "master_key") or _env_fallback("LIVEGATE_MASTER_KEY", "LITELLM_MASTER_KEY"),
+        salt_key=_env_fallback("LIVEGATE_SALT_KEY", "LITELLM_SALT_KEY"),
         vertex=vertex,
         max_client_frame_bytes=settings.get("max_client_frame_bytes", Config.max_client_frame_bytes),
         client_compression=settings.get("client_compression", Config.client_compression),

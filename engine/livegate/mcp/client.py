@@ -142,6 +142,10 @@ class _Server:
                                                         f"{self.timeout_s:g} s.", 504)
                     else:
                         result = _explain(exc, self.label)
+                    if self.server.get("credentials_dropped"):  # taken over from an open gateway's store
+                        result["error"]["message"] += (" Its headers and authorization were not stored with the "
+                                                       "session (an open gateway stores none): send the tool in "
+                                                       "session.update again.")
                     log.info("MCP server %r: %s request failed: %s", self.label, job.action, result["error"]["message"])
                     await _close(stack)
                     stack, client = None, None

@@ -35,6 +35,7 @@ from livegate.server.realtime import RealtimeSession
 from livegate.server.realtime_route import RealtimeRoute, SessionSocket
 from livegate.server.reconnect import take_over
 from livegate.server.serving import configure as configure_http
+from livegate.takeover.seal import Sealer
 from livegate.takeover.service import Takeover
 from livegate.translation.capabilities import shipped_table
 from livegate.translation.resumption import ResumptionPolicy
@@ -80,7 +81,8 @@ def create_app(config: Config, mappings: Mappings | None = None, *, simulator_ch
                       accounting, Pools(config, mappings.models, registry=accounting.metrics.registry))
     gateway.resumption = gateway.mappings.resumption or ResumptionPolicy.load()
     gateway.takeover = Takeover(gateway.accounting.store.db, gateway.accounting.instance_id,
-                                grace_s=config.reattach_grace_s, drain_timeout_s=config.drain_timeout_s)
+                                grace_s=config.reattach_grace_s, drain_timeout_s=config.drain_timeout_s,
+                                sealer=Sealer(config.salt_key, config.master_key))
     install_log_redaction(config.observability.redactor)
     if config.observability.otel_tracing:
         from livegate.observability.tracing import Tracing

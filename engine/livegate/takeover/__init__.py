@@ -12,6 +12,10 @@ Theory of operation (docs/operating/failures.md "The gateway's own faults" tells
   status (live, detached, claimed, released), the owning key's hash, the snapshot. A take-over bumps the
   epoch; a write is applied only while owner and epoch still match, so a former owner cannot overwrite the
   session it lost.
+- **Sealed at rest.** The snapshot (the conversation, the MCP tools' tokens) is sealed by the writer (seal.py):
+  AES-GCM under a key the fleet shares (LIVEGATE_SALT_KEY, else the master key), bound to the row's session,
+  key hash and model; an open gateway stores it unsealed, without MCP credentials. A row that does not open is
+  not resumable: its take-over is answered as an unknown session's.
 - **Drain (SIGTERM).** `drain.DrainOnSigterm` (in front of uvicorn's own handler) runs `Takeover.drain` before
   uvicorn stops listening: readiness says 503, new sessions are refused with HTTP 503 `server_draining` (the
   balancer retries elsewhere, as does the SDK), and each session closes with 1012 at its next rest, after its

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Protocol
 from livegate.accounting.database import Database, StoreUnavailable
 from livegate.close_codes import Refusal
 from livegate.takeover.drain import DrainOnSigterm
+from livegate.takeover.seal import Sealer
 from livegate.takeover.store import CLAIMED, DETACHED, LIVE, RELEASED, Delete, SessionStateStore, StateRow, Write
 from livegate.takeover.writer import StateWriter
 from livegate.translation.snapshot import Snapshot
@@ -54,8 +55,9 @@ class Drainable(Protocol):
 
 
 class Takeover:
-    def __init__(self, db: Database, instance_id: str, *, grace_s: float, drain_timeout_s: float) -> None:
-        self.store = SessionStateStore(db)
+    def __init__(self, db: Database, instance_id: str, *, grace_s: float, drain_timeout_s: float,
+                 sealer: Sealer) -> None:
+        self.store = SessionStateStore(db, sealer)
         self.instance_id = instance_id
         self.grace_s = grace_s
         self.drain_timeout_s = drain_timeout_s
@@ -73,6 +75,9 @@ class Takeover:
         self._sigterm = DrainOnSigterm.install(self.drain)  # SIGTERM drains first (takeover/drain.py)
         if not self.enabled:
             return
+        if not self.store.sealer.keyed:
+            log.info("open gateway (no master key, no LIVEGATE_SALT_KEY): stored sessions carry no MCP credentials; "
+                     "their MCP tool calls fail after a take-over until the client sends the tools again")
         try:
             await self.store.heartbeat(self.instance_id, time.time(), False)
         except StoreUnavailable as exc:
@@ -180,6 +185,10 @@ class Takeover:
                 if row is None or row.model != model or (
                         not (who.kind == "master" and who.secret is None) and who.opener != row.token_hash):
                     return not_found(session_id)  # another key's session is not found either: ids are not probed
+                if row.unsealable is not None:  # as unknown: a row this fleet cannot open resumes nothing
+                    log.warning("session %s: its stored state cannot be opened here, so it is not resumable: %s",
+                                session_id, row.unsealable)
+                    return not_found(session_id)
                 if row.status == RELEASED:
                     claimed = await self.store.claim(row, self.instance_id, time.time())
                     if claimed is not None:

@@ -11,8 +11,9 @@ as `?session_id=`):
     status      live (a client is connected) | detached (its client dropped; the owner keeps it for
                 reattach_grace_s) | claimed (another instance asked the owner to hand a detached session
                 over) | released (the owner stored it and let go: drained, or handed over)
-    state       the session's snapshot (JSON; takeover/snapshot.py)
-    missed      the client events a handed-over session's client did not get (JSON list of strings)
+    state       the session's snapshot (translation/snapshot.py), sealed (takeover/seal.py): AES-GCM under a key
+                the fleet shares, or on an open gateway plain JSON without the MCP tools' credentials
+    missed      the client events a handed-over session's client did not get (JSON list of strings), sealed as state is
 
 Instances heartbeat in `livegate_instances`; a row whose owner stopped heartbeating belongs to a dead
 instance, and may be claimed.
@@ -20,13 +21,11 @@ instance, and may be claimed.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
-
 from livegate.accounting.database import Database
+from livegate.takeover.seal import Sealer, Unsealable
 from livegate.translation.snapshot import Snapshot
 
 LIVE, DETACHED, CLAIMED, RELEASED = "live", "detached", "claimed", "released"
@@ -46,15 +45,25 @@ class StateRow:
     status: str
     claimant: str | None
     slot_id: str | None
-    state: dict[str, Any]
+    state: dict[str, Any]  # the snapshot's JSON object ({} when it did not open)
     missed: list[str]
     updated_at: float
+    unsealable: str | None = None  # why the state does not open here (then the session is not resumable)
 
     @classmethod
-    def from_row(cls, row: dict[str, Any]) -> StateRow:
+    def from_row(cls, row: dict[str, Any], sealer: Sealer) -> StateRow:
+        bound = (row["session_id"], row["token_hash"], row["model"])
+        state: dict[str, Any] = {}
+        missed: list[str] = []
+        unsealable = None
+        try:
+            state = sealer.open(row["state"], bound)
+            missed = sealer.open_missed(row["missed"], bound) if row["missed"] else []
+        except Unsealable as exc:
+            state, unsealable = {}, str(exc)
         return cls(row["session_id"], row["token_hash"], row["model"], row["owner"], int(row["epoch"]),
-                   row["status"], row["claimant"], row["slot_id"], json.loads(row["state"]),
-                   json.loads(row["missed"]) if row["missed"] else [], float(row["updated_at"]))
+                   row["status"], row["claimant"], row["slot_id"], state, missed, float(row["updated_at"]),
+                   unsealable)
 
 
 @dataclass(frozen=True)
@@ -71,6 +80,11 @@ class Write:
     snapshot: Snapshot
     missed: list[str] | None = None
 
+    @property
+    def row(self) -> tuple[str, str, str]:
+        """What the sealed state is bound to: it opens in this session's row of this key and model only."""
+        return self.session_id, self.token_hash, self.model
+
 
 @dataclass(frozen=True)
 class Delete:
@@ -82,13 +96,17 @@ class Delete:
 
 
 class SessionStateStore:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, sealer: Sealer) -> None:
         self.db = db
+        self.sealer = sealer
 
     async def apply(self, ops: list[Write | Delete], now: float) -> list[str]:
         """Write and delete rows in one transaction; returns the session ids whose write was fenced off (the
         row is another owner's now, or another epoch's)."""
         fenced = []
+        sealed = {id(op): (self.sealer.seal(op.snapshot, op.row),
+                           self.sealer.seal_missed(op.missed, op.row) if op.missed else None)
+                  for op in ops if isinstance(op, Write)}
         async with self.db.transaction() as tx:
             for op in ops:
                 if isinstance(op, Delete):
@@ -105,7 +123,7 @@ class SessionStateStore:
                     "WHERE livegate_session_state.owner = excluded.owner AND livegate_session_state.epoch = "
                     "excluded.epoch RETURNING session_id",
                     op.session_id, op.token_hash, op.model, op.owner, op.epoch, op.status, op.slot_id,
-                    op.snapshot.encode(), orjson.dumps(op.missed).decode() if op.missed else None, now)
+                    *sealed[id(op)], now)
                 if not rows:
                     fenced.append(op.session_id)
         return fenced
@@ -113,7 +131,7 @@ class SessionStateStore:
     async def load(self, session_id: str) -> StateRow | None:
         async with self.db.transaction() as tx:
             rows = await tx.fetch(f"SELECT {_COLUMNS} FROM livegate_session_state WHERE session_id = $1", session_id)
-        return StateRow.from_row(rows[0]) if rows else None
+        return StateRow.from_row(rows[0], self.sealer) if rows else None
 
     async def claim(self, row: StateRow, claimant: str, now: float) -> StateRow | None:
         """Take the session over as it is in `row` (same owner, epoch and status): the claimant owns it at the
@@ -123,7 +141,7 @@ class SessionStateStore:
                 "UPDATE livegate_session_state SET owner = $2, epoch = epoch + 1, status = 'live', claimant = NULL, "
                 f"updated_at = $3 WHERE session_id = $1 AND owner = $4 AND epoch = $5 AND status = $6 "
                 f"RETURNING {_COLUMNS}", row.session_id, claimant, now, row.owner, row.epoch, row.status)
-        return StateRow.from_row(rows[0]) if rows else None
+        return StateRow.from_row(rows[0], self.sealer) if rows else None
 
     async def ask_handover(self, row: StateRow, claimant: str, now: float) -> bool:
         """Ask the live owner of a detached session to hand it over (it stores and releases it)."""

@@ -30,8 +30,11 @@ class Snapshot:
     at_rest: bool  # no turn in flight: nothing to cut or ask again
 
     def encode(self) -> str:
+        return self.encode_bytes().decode()
+
+    def encode_bytes(self) -> bytes:
         return orjson.dumps({"v": VERSION, "session_id": self.session_id, "dialect": self.dialect,
-                             "intent": self.intent, "at_rest": self.at_rest, "session": self.session}).decode()
+                             "intent": self.intent, "at_rest": self.at_rest, "session": self.session})
 
     @classmethod
     def decode(cls, data: dict[str, Any]) -> Snapshot:

@@ -94,6 +94,10 @@ def _feed(translator: Translator, step: dict[str, Any]) -> Output:
         return translator.upstream_resume(resume["mode"], cut=resume.get("cut", False))
     if "upstream_closed" in step:
         return translator.upstream_closed(step["upstream_closed"]["code"], step["upstream_closed"].get("reason", ""))
+    if "response_refused" in step:
+        refused = step["response_refused"]
+        return translator.response_refused(refused["message"], refused["code"],
+                                           refused.get("type", "invalid_request_error"), refused.get("event_id"))
     raise AssertionError(f"unknown step {sorted(step)}")
 
 

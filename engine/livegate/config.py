@@ -105,6 +105,25 @@ class StoreSettings:
     max_buffered_rows: int = 10_000  # spend rows kept in memory while the database is unreachable
 
 
+@dataclass(frozen=True)
+class LimitSettings:
+    """Where a fleet's shared counters live (rpm, tpm, leases, budget reservations: accounting/counters.py): the
+    Redis of router_settings / litellm_settings (`redis_url`, or `redis_host` and `redis_port`), else the
+    PostgreSQL of `database_url`, else this process; and how they behave."""
+
+    redis_url: str | None = field(default=None, repr=False)  # may carry a password
+    redis_host: str | None = None
+    redis_port: int = 6379
+    redis_password: str | None = field(default=None, repr=False)
+    fail_closed: bool = False  # general_settings.fail_closed_budget_enforcement
+    lease_ttl_s: float = 30.0
+    reservation_output_tokens: int = 8192
+
+    @property
+    def redis(self) -> bool:
+        return bool(self.redis_url or self.redis_host)
+
+
 def default_store_path() -> str:
     """The SQLite file of a `livegate` run with no store configured: $LIVEGATE_DB, else
     $XDG_DATA_HOME/livegate/livegate.db (~/.local/share/livegate/livegate.db)."""
@@ -127,6 +146,7 @@ class Config:
     timeouts: Timeouts = field(default_factory=Timeouts)
     store: StoreSettings = field(default_factory=StoreSettings)
     webrtc: WebRTCSettings = field(default_factory=WebRTCSettings)  # livegate_settings.webrtc_* (livegate/webrtc/)
+    limits: LimitSettings = field(default_factory=LimitSettings)
 
     def route(self, model: str | None) -> ModelRoute | None:
         """The route serving `model`: an exact `model_name` first, then wildcard names (`*`, `gemini-*`)."""
@@ -270,7 +290,21 @@ def parse_config(data: Any, source: str = "<config>") -> Config:
         timeouts=_timeouts(settings),
         store=_store_settings(general, settings),
         webrtc=webrtc,
+        limits=_limit_settings(data, general, settings),
     )
+
+
+def _limit_settings(data: dict[str, Any], general: dict[str, Any], settings: dict[str, Any]) -> LimitSettings:
+    """router_settings' Redis over litellm_settings', key by key (LiteLLM reads both)."""
+    redis = {**{k: v for k, v in (data.get("litellm_settings") or {}).items() if k.startswith("redis_")},
+             **{k: v for k, v in (data.get("router_settings") or {}).items() if k.startswith("redis_")}}
+    return LimitSettings(redis_url=_opt_str(redis, "redis_url"), redis_host=_opt_str(redis, "redis_host"),
+                         redis_port=int(redis.get("redis_port", LimitSettings.redis_port)),
+                         redis_password=_opt_str(redis, "redis_password"),
+                         fail_closed=bool(general.get("fail_closed_budget_enforcement", False)),
+                         lease_ttl_s=float(settings.get("lease_ttl_seconds", LimitSettings.lease_ttl_s)),
+                         reservation_output_tokens=int(settings.get("budget_reservation_output_tokens",
+                                                                    LimitSettings.reservation_output_tokens)))
 
 
 def _timeouts(settings: dict[str, Any]) -> Timeouts:

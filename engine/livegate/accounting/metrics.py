@@ -33,4 +33,10 @@ class Metrics:
         self.store_dropped = Gauge("livegate_store_dropped_rows", "Spend rows dropped (backlog full)", registry=r)
         self.refusals = Counter("livegate_handshake_refusals", "Handshakes refused by accounting",
                                 ["route", "code"], registry=r)
+        self.counters_up = Gauge("livegate_counters_up", "1 while the shared counters (rpm, tpm, leases, budget "
+                                 "reservations: Redis or PostgreSQL) answer; 0 during an outage", registry=r)
+        self.response_refusals = Counter("livegate_response_refusals", "Responses not started because their "
+                                         "reservation was refused (budget, tpm, counters out of reach)", ["code"],
+                                         registry=r)
         self.store_up.set(1)
+        self.counters_up.set(1)

@@ -24,7 +24,16 @@ from livegate.accounting.gate import Grant
 from livegate.close_codes import INTERNAL_ERROR, NORMAL
 from livegate.config import Timeouts
 from livegate.server.client_io import ClientLink, fair_turn
-from livegate.translation.commands import CloseClient, CloseUpstream, Command, OpenUpstream, SetTimer, Timer
+from livegate.translation.commands import (
+    CloseClient,
+    CloseUpstream,
+    Command,
+    OpenUpstream,
+    Reserve,
+    SetTimer,
+    Settle,
+    Timer,
+)
 from livegate.translation.resumption import ResumptionPolicy
 from livegate.translation.session_core import SessionCore
 from livegate.translation.translator import Output, Translator
@@ -42,7 +51,8 @@ class RealtimeSession:
         self.grant = grant  # accounting: usage, cost, limits (None: not metered)
         self.timeouts = timeouts or Timeouts()
         self.provider, self.model = provider, model
-        self.core = SessionCore(translator, policy, stall_after_s=self.timeouts.upstream_stall_s, observer=grant)
+        self.core = SessionCore(translator, policy, stall_after_s=self.timeouts.upstream_stall_s, observer=grant,
+                                reserve=grant is not None and grant.reserves)
         self.client = ClientLink(ws, self.timeouts.client_write_s, reattach_grace_s)
         self._detached = detached  # the gateway's registry of sessions awaiting their client, by session id
         self._links: dict[int, UpstreamConnection] = {}
@@ -155,6 +165,16 @@ class RealtimeSession:
                         await conn.close()
             case CloseClient(code, reason):
                 await self.client.close(code, reason)
+            case Reserve():
+                self._spawn(self._reserve, command)  # the core holds the content meanwhile
+            case Settle(numbers):
+                if self.grant is not None:
+                    self.grant.settle_responses(numbers)
+
+    async def _reserve(self, command: Reserve) -> None:
+        refusal = await self.grant.reserve_response(command.number, command.max_output_tokens) \
+            if self.grant is not None else None
+        await self._write(self.core.reservation_answered(command.number, refusal))
 
     async def _open(self, command: OpenUpstream) -> None:
         connecting = time.monotonic()

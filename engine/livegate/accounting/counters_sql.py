@@ -40,33 +40,37 @@ class PostgresCounters:
             async with self.db.transaction() as tx:
                 now = await _lock(tx, [a for a, _ in rpm], [a for a, _ in tpm], [s for s, _ in leases])
                 window = minute_of(now) * WINDOW_S
+                used = await _windows(tx, "livegate_rate_windows", "token_hash", "count", [a for a, _ in rpm], window)
                 for account, limit in rpm:
-                    used = await _window(tx, "livegate_rate_windows", "token_hash", "count", account, window)
-                    if used >= limit:
-                        return Refused("rpm", account, limit, used)
-                for account, limit in tpm:
-                    used = await _window(tx, "livegate_token_windows", "account", "tokens", account, window)
-                    if used >= limit:
-                        return Refused("tpm", account, limit, used)
-                for scope, ceiling in leases:
-                    await tx.execute("DELETE FROM livegate_leases WHERE scope = $1 AND expires_at <= $2", scope, now)
-                    if ceiling is None:
-                        continue
-                    rows = await tx.fetch("SELECT COUNT(*) AS n FROM livegate_leases WHERE scope = $1 AND holder <> $2",
-                                          scope, holder)
-                    if int(rows[0]["n"]) >= ceiling:
-                        return Refused("parallel", scope, ceiling, int(rows[0]["n"]))
-                for account, _ in rpm:
+                    if used.get(account, 0) >= limit:
+                        return Refused("rpm", account, limit, used.get(account, 0))
+                refused = await _tpm_refusal(tx, tpm, window)
+                if refused is not None:
+                    return refused
+                if leases:
+                    scopes = [s for s, _ in leases]
+                    await tx.execute("DELETE FROM livegate_leases WHERE scope = ANY($1::text[]) AND expires_at <= $2",
+                                     scopes, now)
+                    rows = await tx.fetch("SELECT scope, COUNT(*) AS n FROM livegate_leases WHERE scope = "
+                                          "ANY($1::text[]) AND holder <> $2 GROUP BY scope", scopes, holder)
+                    live = {row["scope"]: int(row["n"]) for row in rows}
+                    for scope, ceiling in leases:
+                        if ceiling is not None and live.get(scope, 0) >= ceiling:
+                            return Refused("parallel", scope, ceiling, live.get(scope, 0))
+                if rpm:
+                    accounts = [a for a, _ in rpm]
                     await tx.execute(
-                        "INSERT INTO livegate_rate_windows (token_hash, window_start, count) VALUES ($1, $2, 1) "
+                        "INSERT INTO livegate_rate_windows (token_hash, window_start, count) "
+                        "SELECT DISTINCT a, $2::bigint, 1 FROM unnest($1::text[]) AS a "
                         "ON CONFLICT (token_hash, window_start) DO UPDATE SET count = livegate_rate_windows.count + 1",
-                        account, window)
-                    await tx.execute("DELETE FROM livegate_rate_windows WHERE token_hash = $1 AND window_start < $2",
-                                     account, window)
-                for scope, _ in leases:
-                    await tx.execute("INSERT INTO livegate_leases (scope, holder, expires_at) VALUES ($1, $2, $3) "
-                                     "ON CONFLICT (scope, holder) DO UPDATE SET expires_at = $3", scope, holder,
-                                     now + ttl)
+                        accounts, window)
+                    await tx.execute("DELETE FROM livegate_rate_windows WHERE token_hash = ANY($1::text[]) AND "
+                                     "window_start < $2", accounts, window)
+                if leases:
+                    await tx.execute("INSERT INTO livegate_leases (scope, holder, expires_at) "
+                                     "SELECT DISTINCT s, $2::text, $3::float8 FROM unnest($1::text[]) AS s "
+                                     "ON CONFLICT (scope, holder) DO UPDATE SET expires_at = $3",
+                                     [s for s, _ in leases], holder, now + ttl)
                 return None
         except StoreUnavailable as exc:
             raise CountersUnavailable(str(exc)) from None
@@ -105,20 +109,29 @@ class PostgresCounters:
                       tpm: Sequence[tuple[str, int]], ttl: float) -> Refused | None:
         try:
             async with self.db.transaction() as tx:
-                now = await _lock(tx, [b.account for b in budgets], [a for a, _ in tpm])
-                window = minute_of(now) * WINDOW_S
-                for account, limit in tpm:
-                    used = await _window(tx, "livegate_token_windows", "account", "tokens", account, window)
-                    if used >= limit:
-                        return Refused("tpm", account, limit, used)
+                accounts = [b.account for b in budgets]
+                now = await _lock(tx, accounts, [a for a, _ in tpm])
+                refused = await _tpm_refusal(tx, tpm, minute_of(now) * WINDOW_S)
+                if refused is not None or not budgets:
+                    return refused
+                await tx.execute("INSERT INTO livegate_spend_counters (counter, spend, touched_at) SELECT c, s, $3 "
+                                 "FROM unnest($1::text[], $2::float8[]) AS r(c, s) ON CONFLICT (counter) DO NOTHING",
+                                 [b.counter for b in budgets], [float(b.seed) for b in budgets], now)
+                await tx.execute("DELETE FROM livegate_holds WHERE account = ANY($1::text[]) AND expires_at <= $2",
+                                 accounts, now)
+                rows = await tx.fetch(
+                    "SELECT r.a AS account, c.spend, COALESCE((SELECT SUM(amount) FROM livegate_holds h WHERE "
+                    "h.account = r.a), 0) AS held FROM unnest($1::text[], $2::text[]) AS r(a, c) JOIN "
+                    "livegate_spend_counters c ON c.counter = r.c", accounts, [b.counter for b in budgets])
+                found = {row["account"]: (float(row["spend"]), float(row["held"])) for row in rows}
                 for budget in budgets:
-                    spend, held = await _budget(tx, budget.account, budget.counter, budget.seed, now)
+                    spend, held = found.get(budget.account, (budget.seed, 0.0))
                     if spend + held + amount > budget.max_budget + 1e-12:
                         return Refused("budget", budget.account, budget.max_budget, spend + held)
-                for budget in budgets:
-                    await tx.execute("INSERT INTO livegate_holds (account, holder, amount, expires_at) VALUES "
-                                     "($1, $2, $3, $4) ON CONFLICT (account, holder) DO UPDATE SET amount = $3, "
-                                     "expires_at = $4", budget.account, holder, float(amount), now + ttl)
+                await tx.execute("INSERT INTO livegate_holds (account, holder, amount, expires_at) "
+                                 "SELECT DISTINCT a, $2::text, $3::float8, $4::float8 FROM unnest($1::text[]) AS a "
+                                 "ON CONFLICT (account, holder) DO UPDATE SET amount = $3, expires_at = $4",
+                                 accounts, holder, float(amount), now + ttl)
                 return None
         except StoreUnavailable as exc:
             raise CountersUnavailable(str(exc)) from None
@@ -181,24 +194,26 @@ async def _now(tx: Tx) -> float:
 
 
 async def _lock(tx: Tx, *names: Iterable[str]) -> float:
-    """Serialise calls touching the same accounts or scopes across instances; the database's time."""
-    for name in sorted({n for group in names for n in group}):
-        await tx.fetch("SELECT pg_advisory_xact_lock(hashtext($1))", f"livegate-counter:{name}")
+    """Serialise calls touching the same accounts or scopes across instances (one lock per name, taken in sorted
+    order in one statement); the database's time."""
+    ordered = sorted({f"livegate-counter:{n}" for group in names for n in group})
+    if ordered:
+        await tx.fetch("SELECT pg_advisory_xact_lock(hashtext(n)) FROM unnest($1::text[]) WITH ORDINALITY AS l(n, i) "
+                       "ORDER BY i", ordered)
     return await _now(tx)
 
 
-async def _window(tx: Tx, table: str, column: str, value: str, account: str, window: int) -> int:
-    rows = await tx.fetch(f"SELECT {value} AS n FROM {table} WHERE {column} = $1 AND window_start = $2",
-                          account, window)
-    return int(rows[0]["n"]) if rows else 0
+async def _windows(tx: Tx, table: str, column: str, value: str, accounts: list[str], window: int) -> dict[str, int]:
+    if not accounts:
+        return {}
+    rows = await tx.fetch(f"SELECT {column} AS account, {value} AS n FROM {table} WHERE {column} = ANY($1::text[]) "
+                          "AND window_start = $2", accounts, window)
+    return {row["account"]: int(row["n"]) for row in rows}
 
 
-async def _budget(tx: Tx, account: str, counter: str, seed: float, now: float) -> tuple[float, float]:
-    """The counter's spend (created from `seed` when new) and what is held against the account (lapsed holds
-    are dropped first)."""
-    await tx.execute("INSERT INTO livegate_spend_counters (counter, spend, touched_at) VALUES ($1, $2, $3) "
-                     "ON CONFLICT (counter) DO NOTHING", counter, float(seed), now)
-    spend = await tx.fetch("SELECT spend FROM livegate_spend_counters WHERE counter = $1", counter)
-    await tx.execute("DELETE FROM livegate_holds WHERE account = $1 AND expires_at <= $2", account, now)
-    held = await tx.fetch("SELECT COALESCE(SUM(amount), 0) AS held FROM livegate_holds WHERE account = $1", account)
-    return float(spend[0]["spend"]), float(held[0]["held"])
+async def _tpm_refusal(tx: Tx, tpm: Sequence[tuple[str, int]], window: int) -> Refused | None:
+    used = await _windows(tx, "livegate_token_windows", "account", "tokens", [a for a, _ in tpm], window)
+    for account, limit in tpm:
+        if used.get(account, 0) >= limit:
+            return Refused("tpm", account, limit, used.get(account, 0))
+    return None

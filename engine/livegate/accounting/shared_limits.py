@@ -62,6 +62,9 @@ class SharedLimits:
         self._retry_at = 0.0
         self._batches: dict[int, _Batch] = {}  # id(store) -> what it is owed
         self._stores: dict[int, Counters] = {}
+        # leases held outside a session's grant (a deployment's live connections: deployment_counters.py), renewed
+        # with the sessions' by the accounting's renewal loop
+        self.standing: dict[tuple[str, str], Counters] = {}
         self._wake = asyncio.Event()
         self._flushed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -142,6 +145,8 @@ class SharedLimits:
 
     async def admit(self, holder: str, rpm: Sequence[tuple[str, int]], tpm: Sequence[tuple[str, int]],
                     leases: Sequence[tuple[str, int | None]], *, budgeted: bool) -> Refused | Granted:
+        if not (rpm or tpm or leases) and not (budgeted and self.fail_closed and self.shared is not None):
+            return Granted(self.local)  # nothing to count and nothing to prove reachable: no round trip
         result, store = await self._call("admit", holder, rpm, tpm, leases, self.ttl)
         if store is None:
             if self.fail_closed and budgeted:

@@ -336,6 +336,8 @@ class Accounting:
         while True:
             await asyncio.sleep(self.limits.ttl / 3)
             by_store: dict[Counters, tuple[list[tuple[str, str]], list[tuple[str, str]]]] = {}
+            for lease, store in list(self.limits.standing.items()):
+                by_store.setdefault(store, ([], []))[0].append(lease)
             for grant in list(self.grants):
                 if grant.lease_store is not None and grant.leases:
                     by_store.setdefault(grant.lease_store, ([], []))[0].extend(grant.leases)

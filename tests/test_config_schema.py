@@ -90,6 +90,16 @@ def test_the_fleet_redis_in_litellm_s_words(monkeypatch: pytest.MonkeyPatch) -> 
         parse_config({"router_settings": {"redis_hots": "cache"}})
 
 
+def test_a_redis_without_redis_py_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "redis" else real(name, *a))
+    with pytest.raises(ConfigError, match=r"needs redis-py: pip install 'livegate\[redis\]'"):
+        parse_config({"router_settings": {"redis_host": "cache"}})
+    assert not parse_config({}).limits.redis, "no Redis configured: redis-py is not needed"
+
+
 def test_the_reference_lists_every_key_with_its_default() -> None:
     text = render_reference()
     for key in known_keys("livegate_settings"):

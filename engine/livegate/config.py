@@ -19,6 +19,7 @@ Values written `os.environ/NAME` are read from the environment when the file is 
 from __future__ import annotations
 
 import fnmatch
+import importlib.util
 import json
 import logging
 import os
@@ -298,6 +299,9 @@ def _limit_settings(data: dict[str, Any], general: dict[str, Any], settings: dic
     """router_settings' Redis over litellm_settings', key by key (LiteLLM reads both)."""
     redis = {**{k: v for k, v in (data.get("litellm_settings") or {}).items() if k.startswith("redis_")},
              **{k: v for k, v in (data.get("router_settings") or {}).items() if k.startswith("redis_")}}
+    if (redis.get("redis_url") or redis.get("redis_host")) and importlib.util.find_spec("redis") is None:
+        raise ConfigError("router_settings.redis_*: a Redis for the shared counters needs redis-py: "
+                          "pip install 'livegate[redis]'")
     return LimitSettings(redis_url=_opt_str(redis, "redis_url"), redis_host=_opt_str(redis, "redis_host"),
                          redis_port=int(redis.get("redis_port", LimitSettings.redis_port)),
                          redis_password=_opt_str(redis, "redis_password"),

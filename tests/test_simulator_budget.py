@@ -114,3 +114,30 @@ async def _ask(ws: Any, text: str) -> None:
         await ws.send(json.dumps({"type": "conversation.item.create", "item": {
             "type": "message", "role": "user", "content": [{"type": "input_text", "text": text}]}}))
         await ws.send(json.dumps({"type": "response.create"}))
+
+
+async def test_a_budgeted_session_is_held_to_the_output_it_reserved(monkeypatch: pytest.MonkeyPatch,
+                                                                     tmp_path: Path) -> None:
+    """A session under a budget that sets no max_output_tokens reserves each response at
+    budget_reservation_output_tokens, and Gemini is held to that cap, so no response outgrows its reservation;
+    a session with no budget is not capped."""
+    monkeypatch.setenv("LIVEGATE_MASTER_KEY", "sk-offline-master-key")
+    monkeypatch.setenv("LIVEGATE_DB", str(tmp_path / "offline.db"))
+    from livegate.cli import with_default_store
+
+    app = create_app(with_default_store(load_config(None)), simulator_chunk_delay=0)
+    app.state.gateway.accounting.reservation_output_tokens = 6
+    async with serve(app) as url, httpx.AsyncClient(
+            base_url=url, headers={"Authorization": "Bearer sk-offline-master-key"}) as http:
+        output: dict[str, int] = {}
+        for name, settings in (("budgeted", {"max_budget": 1.0}), ("free", {})):
+            key = (await http.post("/key/generate", json=settings)).json()["key"]
+            async with connect(url.replace("http", "ws") + "/v1/realtime?model=my-agent",
+                               additional_headers={"Authorization": f"Bearer {key}"}) as ws:
+                await ws.send(json.dumps({"type": "session.update", "session": {
+                    "type": "realtime", "output_modalities": ["text"]}}))
+                await _ask(ws, "Please tell me a long story about budgets and gateways")
+                while (event := json.loads(await asyncio.wait_for(ws.recv(), 10)))["type"] != "response.done":
+                    assert event["type"] != "error", event
+                output[name] = event["response"]["usage"]["output_tokens"]
+    assert 0 < output["budgeted"] <= 6 < output["free"], output

@@ -16,7 +16,10 @@ from __future__ import annotations
 from livegate.accounting.prices import Price
 from livegate.translation.usage import TokenUsage
 
-DEFAULT_OUTPUT_TOKENS = 8192  # Gemini Live models' output limit: a response with no cap may produce this many
+# A budgeted session's responses are capped at this when the client sets no max_output_tokens (Gemini is sent it
+# as maxOutputTokens, so the reservation is a true worst case): about five minutes of speech at 25 tokens/s, far
+# below the models' own 64k output limit, whose reservation (~$0.77 of audio) would refuse small budgets outright.
+DEFAULT_OUTPUT_TOKENS = 8192
 
 
 def worst_case(price: Price | None, max_output_tokens: int | None, default_output_tokens: int,

@@ -140,6 +140,10 @@ def session_translator(gateway: Gateway, route: ModelRoute, model: str, provider
                "litellm_compat": compat, "features": route.gemini_features or {}}
     if transport is not None:
         context["transport"] = transport
+    if grant.session and grant.principal.limits.budgeted():
+        # a response's output is reserved against the budgets at this cap when the client sets none, so Gemini
+        # is held to it (mappings/shapes/session.yaml): the reservation is a true worst case
+        context["output_token_cap"] = grant.accounting.reservation_output_tokens
     # With no header, LiteLLM compatibility starts in beta (LiteLLM's clients speak it); either way the
     # first session.update's shape may still switch the dialect.
     return Translator(gateway.mappings, dialect="beta" if beta or compat else "ga", context=context,

@@ -149,6 +149,22 @@ async def test_writer_keeps_rows_through_an_outage_and_bounds_them() -> None:
     assert spend == {"k": 0.75} and [r["request_id"] for r in logs] == ["r2", "r3", "r4"]
 
 
+async def test_a_flush_waits_for_the_batch_in_flight() -> None:
+    # The background task took the queued spend and is still writing it: a caller's flush (the tests', the
+    # admin's report, shutdown) must not return before that batch is in the store.
+    slow = _SlowStore()
+    writer = SpendWriter(slow)  # type: ignore[arg-type]
+    writer.add_spend("team:voice", 0.25)
+    background = asyncio.create_task(writer.flush())
+    await slow.writing.wait()
+    caller = asyncio.create_task(writer.flush())
+    await asyncio.sleep(0.05)
+    assert not caller.done()  # the old flush saw an empty queue and returned at once
+    slow.release.set()
+    assert await background and await caller
+    assert slow.written == {"team:voice": 0.25}
+
+
 async def test_writer_stop_flushes_what_is_queued(store: Store) -> None:
     await store.create_key(_key("sk-flush-on-stop-000"))
     token = hash_key("sk-flush-on-stop-000")
@@ -267,3 +283,18 @@ async def test_team_session_limit_holds_across_its_keys_under_concurrency(store:
     chosen = next(f"s{i}" for i, r in enumerate(results) if r is None)
     assert await store.request_stop(chosen) and not await store.request_stop("nope")
     assert await store.stop_requests("i") == [chosen]
+
+
+class _SlowStore:
+    """A store whose writes wait until the test releases them."""
+
+    def __init__(self) -> None:
+        self.writing = asyncio.Event()
+        self.release = asyncio.Event()
+        self.written: dict[str, float] = {}
+
+    async def write_batch(self, spend: dict[str, float], logs: list[dict[str, Any]]) -> None:
+        self.writing.set()
+        await self.release.wait()
+        for account, amount in spend.items():
+            self.written[account] = self.written.get(account, 0.0) + amount

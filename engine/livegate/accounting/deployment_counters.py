@@ -1,6 +1,7 @@
 """A pool's per-deployment counters shared by a fleet: the `DeploymentCounters` interface of the pool router
-(upstream/deployment_counters.py on the pools branch: take, release, live, failed, cooling) backed by the counters
-every instance shares (shared_limits.py: Redis, else PostgreSQL, else this process).
+(upstream/deployment_counters.py: take, tokens, release, live, failed, cooling) backed by the counters every
+instance shares (shared_limits.py: Redis, else PostgreSQL). server/app.py uses it when a shared store exists;
+one process keeps upstream's LocalDeploymentCounters (rolling windows).
 
 - `take` counts one new Live connection against the deployment's `rpm` (requests this minute of the store's clock,
   as LiteLLM counts a deployment's rpm) and its `tpm` (tokens reported this minute, `tokens()`), and gives the

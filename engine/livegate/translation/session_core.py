@@ -16,11 +16,13 @@ Inputs (each returns an `Output`: client messages, Gemini messages for `Output.l
     upstream_failed(link, failure)   `OpenUpstream` failed (an UpstreamFailure)
     upstream_closed(link, code, why) the connection `link` closed
     timer_expired(timer)             a timer the core armed (SetTimer) expired
+    mcp_result(request, result)      an MCP request the core commanded (McpRequest) finished
+    side_result(request, event)      an out-of-band response's side call (GenerateRequest) streamed
     stop(message, code, close_code)  accounting stopped the session
     reservation_answered(n, refusal) the answer to `Reserve(n)`: None (held) or a ReservationRefused
 
-Commands (translation/commands.py): SetTimer, OpenUpstream, CloseUpstream, CloseClient, Reserve, Settle.
-Questions: the
+Commands (translation/commands.py): SetTimer, OpenUpstream, CloseUpstream, CloseClient, Reserve, Settle,
+McpRequest, GenerateRequest. Questions: the
 core reads the session state only through the named expressions of mappings/resumption.yaml, asked again
 only when a key they read changed, so an audio chunk costs two identity checks and no command.
 
@@ -51,6 +53,8 @@ from livegate.mapping.expressions import truthy
 from livegate.translation.commands import (
     CloseClient,
     CloseUpstream,
+    GenerateRequest,
+    McpRequest,
     OpenUpstream,
     ReservationRefused,
     Reserve,
@@ -91,7 +95,7 @@ class _Opening:
 class SessionCore:
     def __init__(self, translator: Translator, policy: ResumptionPolicy | None = None, *,
                  stall_after_s: float = 10.0, clock: Callable[[], float] = time.monotonic,
-                 observer: SessionObserver | None = None, reserve: bool = False) -> None:
+                 observer: SessionObserver | None = None, relocations: int = 0, reserve: bool = False) -> None:
         self.translator = translator
         self.policy = policy or translator.mappings.resumption or ResumptionPolicy.load()
         self.stall_after_s = stall_after_s
@@ -102,6 +106,10 @@ class SessionCore:
         self.link: int | None = None  # the connection carrying the session: its frames are translated
         self.switches = 0  # connections the session moved to (goAway, reconfiguration, recovery)
         self.recoveries = 0  # failed connections recovered since the last new handle
+        # A connection failing beyond recovery moves the session to another deployment of its pool (the pump's
+        # upstream picks it), at most `relocations` times in a row; 0 without a pool.
+        self.relocations_allowed = relocations
+        self.relocations = 0
         self.closing = False  # the client's connection is being closed
         self._last_link = 0
         self._opening: _Opening | None = None
@@ -250,6 +258,14 @@ class SessionCore:
             self._switch(out, "fresh" if code in self.policy.fresh_after else "handle", recovering=not going_away,
                          why="go_away" if going_away else "recovery")
             return self._after(out)
+        if (not (self.closing or self._stopped) and code not in self.policy.never_recover
+                and self.relocations < self.relocations_allowed):
+            log.info("upstream closed (%s) beyond recovery; moving the session to another deployment", code)
+            self.observer.upstream_lost(link, code, True)
+            self.relocations += 1
+            self.recoveries = 0  # the count is the failing deployment's
+            self._switch(out, "fresh", recovering=True, why="relocate", relocate=True)
+            return self._after(out)
         self.observer.upstream_lost(link, code, False)
         self.link = None
         out = self.translator.upstream_closed(code, reason)
@@ -285,6 +301,19 @@ class SessionCore:
             log.info("no turn boundary before the goAway deadline; switching mid-turn")
             self._switch(out, "handle", why="deadline")
         return self._after(out)
+
+    def mcp_result(self, request: McpRequest, result: dict[str, Any]) -> Output:
+        """An MCP request the core commanded finished (livegate/mcp/: {request_id, ok, tools | output | error})."""
+        if self.closing:
+            return Output()
+        event = {"request_id": request.request_id, "server_label": request.server.get("server_label"), **result}
+        return self._after(self.translator.mcp_result(request.action, event))
+
+    def side_result(self, request: GenerateRequest, event: dict[str, Any]) -> Output:
+        """An out-of-band response's side call (GenerateRequest) streamed: {delta}, {done, ...} or {error}."""
+        if self.closing:
+            return Output()
+        return self._after(self.translator.side_result({"request_id": request.request_id, **event}))
 
     def stop(self, message: str, code: str, close_code: int) -> Output:
         """Accounting stopped the session (budget, key, duration): the client is told, then closed."""
@@ -390,8 +419,8 @@ class SessionCore:
                 self._disarm(out, Timer.USER_IDLE)
         if "turn_boundary" in changed and truthy(answers["turn_boundary"]):
             self.observer.turn_boundary()
-        if self.recoveries and answers["handle"] != self._recovery_mark:
-            self.recoveries = 0  # the recovered connection completed a turn
+        if (self.recoveries or self.relocations) and answers["handle"] != self._recovery_mark:
+            self.recoveries = self.relocations = 0  # the recovered connection completed a turn
         self._check_switch(out)
 
     def _check_switch(self, out: Output) -> None:
@@ -497,7 +526,7 @@ class SessionCore:
 
     # -- moving to a new connection ----------------------------------------------------------------
 
-    def _switch(self, out: Output, mode: str, *, recovering: bool = False, why: str) -> None:
+    def _switch(self, out: Output, mode: str, *, recovering: bool = False, why: str, relocate: bool = False) -> None:
         """Leave the current connection: resumed with the handle if usable, else fresh and re-seeded."""
         self._disarm(out, Timer.SWITCH_DEADLINE)
         cut = not truthy(self._answers["turn_boundary"])
@@ -509,23 +538,24 @@ class SessionCore:
             self._held.clear()
             self._disarm(out, Timer.CONTINUATION)
         self.observer.switch_started(mode, cut, why)
-        self._resume(out, mode, cut=cut, recovering=recovering, old=old)
+        self._resume(out, mode, cut=cut, recovering=recovering, old=old, relocate=relocate)
 
-    def _resume(self, out: Output, mode: str, *, cut: bool, recovering: bool, old: int | None) -> None:
+    def _resume(self, out: Output, mode: str, *, cut: bool, recovering: bool, old: int | None,
+                relocate: bool = False) -> None:
         resumed = self.translator.upstream_resume(mode, cut=cut)
         messages, resumed.upstream = resumed.upstream, []
         out.extend(resumed)
-        self._open(out, mode, messages, recovering=recovering, old=old)
+        self._open(out, mode, messages, recovering=recovering, old=old, relocate=relocate)
         self._recheck = True
 
     def _open(self, out: Output, mode: str, messages: list[dict[str, Any]], *, recovering: bool,
-              old: int | None) -> None:
+              old: int | None, relocate: bool = False) -> None:
         self._last_link += 1
         link = self._last_link
         self._opening = _Opening(link, mode, recovering, old)
         self.observer.upstream_opening(link, mode)
         out.command(OpenUpstream(link, messages[0], tuple(messages[1:]), first=mode == "first",
-                                 mode=mode))  # type: ignore[arg-type]
+                                 mode=mode, relocate=relocate))  # type: ignore[arg-type]
 
     def _handle_usable(self) -> bool:
         arrived = self._answers.get("handle_received_at")

@@ -66,7 +66,10 @@ class Fleet:
         config = self.root / f"instance-{index}.yaml"
         config.write_text(yaml.safe_dump({
             "model_list": [{"model_name": "gpt-realtime", "litellm_params": {
-                "model": "gemini/gemini-3.8-live", "api_key": GEMINI_KEY, "api_base": self.sim_url}}],
+                "model": "gemini/gemini-3.8-live", "api_key": GEMINI_KEY, "api_base": self.sim_url}},
+                           {"model_name": "small-pool", "model_info": {"id": "small-deployment"}, "litellm_params": {
+                               "model": "gemini/gemini-3.8-live", "api_key": GEMINI_KEY, "api_base": self.sim_url,
+                               "max_parallel_requests": 2}}],
             "general_settings": {"master_key": MASTER, "database_url": self.database_url,
                                  "fail_closed_budget_enforcement": fail_closed},
             "router_settings": {"redis_url": self.redis.url},
@@ -128,8 +131,8 @@ async def _key(fleet: Fleet, **settings: Any) -> str:
     return str(response.json()["key"])
 
 
-def _open(base: str, key: str) -> Any:
-    return connect(base.replace("http", "ws") + "/v1/realtime?model=gpt-realtime",
+def _open(base: str, key: str, model: str = "gpt-realtime") -> Any:
+    return connect(base.replace("http", "ws") + f"/v1/realtime?model={model}",
                    additional_headers={"Authorization": f"Bearer {key}"})
 
 
@@ -216,6 +219,21 @@ async def test_tpm_limit_counts_reported_tokens_across_three_instances(fleet: Fl
         refused = await _answer(waiting)
         assert refused["type"] == "error" and refused["error"]["code"] == "rate_limit_exceeded"
         assert refused["error"]["event_id"] == "evt_tpm" and "tpm_limit 60" in refused["error"]["message"]
+
+
+async def test_a_deployments_max_parallel_requests_holds_across_three_instances(fleet: Fleet) -> None:
+    key = await _key(fleet)
+    async with contextlib.AsyncExitStack() as stack:
+        for i in range(2):  # A and B each place a session on the pool's one deployment
+            ws = await stack.enter_async_context(_open(fleet.urls[i], key, "small-pool"))
+            assert json.loads(await asyncio.wait_for(ws.recv(), 10))["type"] == "session.created"
+        async with _open(fleet.urls[2], key, "small-pool") as ws:  # C sees both: the deployment is full
+            event = json.loads(await asyncio.wait_for(ws.recv(), 10))
+        assert event["type"] == "error" and event["error"]["code"] == "no_deployment_available", event
+        assert ws.close_code == 4429
+    await asyncio.sleep(0.5)  # the sessions ended: their deployment slots were released
+    async with _open(fleet.urls[2], key, "small-pool") as ws:
+        assert json.loads(await asyncio.wait_for(ws.recv(), 10))["type"] == "session.created"
 
 
 # --- budgets -----------------------------------------------------------------------------------------------

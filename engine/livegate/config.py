@@ -174,6 +174,7 @@ class Config:
     max_client_frame_bytes: int = 15 * 1024 * 1024
     client_compression: bool = False  # permessage-deflate on client WebSockets: base64 audio barely compresses
     reattach_grace_s: float = 30.0  # how long a session waits for a dropped client to reattach
+    drain_timeout_s: float = 30.0  # SIGTERM: the longest wait for a session's turn boundary before 1012
     litellm_compat: bool = False  # general_settings.litellm_compat: behave as LiteLLM's proxy (README)
     source: str = "<built-in>"
     timeouts: Timeouts = field(default_factory=Timeouts)
@@ -326,6 +327,7 @@ def parse_config(data: Any, source: str = "<config>") -> Config:
         max_client_frame_bytes=settings.get("max_client_frame_bytes", Config.max_client_frame_bytes),
         client_compression=settings.get("client_compression", Config.client_compression),
         reattach_grace_s=float(settings.get("reattach_grace_s", Config.reattach_grace_s)),
+        drain_timeout_s=float(settings.get("drain_timeout_s", Config.drain_timeout_s)),
         litellm_compat=bool(general.get("litellm_compat", False)),
         source=source,
         timeouts=_timeouts(settings),

@@ -155,9 +155,30 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
         "ALTER TABLE livegate_sessions ADD COLUMN user_id TEXT",
         "ALTER TABLE livegate_sessions ADD COLUMN stop_requested INTEGER NOT NULL DEFAULT 0",
     ]),
+    (3, [  # sessions that outlive the process (livegate/takeover/store.py reads and writes these)
+        """CREATE TABLE livegate_session_state (
+            session_id TEXT PRIMARY KEY,
+            token_hash TEXT NOT NULL,
+            model TEXT NOT NULL,
+            owner TEXT NOT NULL,
+            epoch INTEGER NOT NULL,
+            status TEXT NOT NULL,
+            claimant TEXT,
+            slot_id TEXT,
+            state TEXT NOT NULL,
+            missed TEXT,
+            updated_at DOUBLE PRECISION NOT NULL
+        )""",
+        "CREATE INDEX livegate_session_state_owner ON livegate_session_state (owner, status)",
+        """CREATE TABLE livegate_instances (
+            instance_id TEXT PRIMARY KEY,
+            heartbeat_at DOUBLE PRECISION NOT NULL,
+            draining INTEGER NOT NULL DEFAULT 0
+        )""",
+    ]),
     # Limits and budgets shared by a fleet (issue 24; accounting/counters_sql.py): tokens per minute, leases
     # with a TTL for max_parallel_requests, budget reservations and each period's spend counter.
-    (3, [
+    (4, [
         "ALTER TABLE livegate_keys ADD COLUMN tpm_limit INTEGER",
         "ALTER TABLE livegate_teams ADD COLUMN tpm_limit INTEGER",
         "ALTER TABLE livegate_users ADD COLUMN tpm_limit INTEGER",

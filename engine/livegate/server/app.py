@@ -30,7 +30,9 @@ from livegate.server.deployment_health import add_deployment_health_route
 from livegate.server.hygiene import install_log_filters
 from livegate.server.passthrough import add_passthrough_routes
 from livegate.server.realtime import RealtimeSession
+from livegate.server.reconnect import take_over
 from livegate.server.serving import configure as configure_http
+from livegate.takeover.service import Takeover
 from livegate.translation.capabilities import shipped_table
 from livegate.translation.resumption import ResumptionPolicy
 from livegate.translation.translator import Translator
@@ -57,6 +59,7 @@ class Gateway:
     simulator_url: str | None = None
     resumption: ResumptionPolicy | None = None  # mappings/resumption.yaml
     detached: dict[str, RealtimeSession] = field(default_factory=dict)  # sessions awaiting their client
+    takeover: Takeover = field(init=False)  # sessions in the shared store, the drain (livegate/takeover/)
 
 
 def _needs_simulator(config: Config) -> bool:
@@ -72,6 +75,8 @@ def create_app(config: Config, mappings: Mappings | None = None, *, simulator_ch
                       accounting, Pools(config, mappings.models, registry=accounting.metrics.registry,
                                         counters=counters))
     gateway.resumption = gateway.mappings.resumption or ResumptionPolicy.load()
+    gateway.takeover = Takeover(gateway.accounting.store.db, gateway.accounting.instance_id,
+                                grace_s=config.reattach_grace_s, drain_timeout_s=config.drain_timeout_s)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -79,6 +84,7 @@ def create_app(config: Config, mappings: Mappings | None = None, *, simulator_ch
             log.warning("no general_settings.master_key configured: this gateway is open to anyone who can reach it")
         await gateway.accounting.start()  # the spend store; stopped (queued spend flushed) on SIGTERM below
         log.info("spend store: %s", gateway.accounting.store.db.description)
+        await gateway.takeover.start()  # sessions' state in the same store, for another instance to take over
         simulator = None
         if _needs_simulator(config):
             from livegate.simulator import GeminiLiveSimulator
@@ -97,6 +103,7 @@ def create_app(config: Config, mappings: Mappings | None = None, *, simulator_ch
             await app.state.webrtc_calls.hang_up_all()  # calls end (their spend rows queued) before the store stops
             if simulator is not None:
                 await simulator.stop()
+            await gateway.takeover.stop()  # what sessions queued is written before the store closes
             await gateway.accounting.stop()
 
     # No /docs, /redoc or /openapi.json: they would describe the gateway to anyone, without a key.
@@ -202,7 +209,7 @@ async def _realtime(ws: WebSocket, gateway: Gateway) -> None:
     assert route is not None and model is not None
     reattaching = ws.query_params.get("session_id")
     if reattaching is not None:
-        await _reattach(ws, gateway, who, model, reattaching, offered)
+        await _reattach(ws, gateway, who, model, route, reattaching, offered)
         return
     grant = await auth.admit(gateway, who, route="/v1/realtime", model_route=route, model=model, headers=ws.headers)
     if isinstance(grant, Refusal):
@@ -223,17 +230,22 @@ async def _realtime(ws: WebSocket, gateway: Gateway) -> None:
         raise
     await RealtimeSession(ws, translator, provider, model, gateway.config.timeouts, grant=grant,
                           policy=gateway.resumption, detached=gateway.detached,
-                          reattach_grace_s=gateway.config.reattach_grace_s, placement=placement).run()
+                          reattach_grace_s=gateway.config.reattach_grace_s, placement=placement,
+                          takeover=gateway.takeover,
+                          keeper=gateway.takeover.keeper(grant.principal.token_hash, model, grant.session_id)).run()
 
 
-async def _reattach(ws: WebSocket, gateway: Gateway, who: Principal, model: str, session_id: str,
-                    offered: list[str]) -> None:
+async def _reattach(ws: WebSocket, gateway: Gateway, who: Principal, model: str, route: ModelRoute,
+                    session_id: str, offered: list[str]) -> None:
     """A client whose connection dropped takes its session back (`?session_id=`). Only the key that opened
-    the session (or the master key) may; the session's own admission and accounting carry on."""
+    the session (or the master key) may; the session's own admission and accounting carry on. A session this
+    process does not hold is taken over from the shared store (server/reconnect.py)."""
     session = gateway.detached.get(session_id)
-    owner = session.grant.principal if session is not None and session.grant is not None else None
-    if session is None or session.model != model or (
-            owner is not None and who.kind != "master" and who.token_hash != owner.token_hash):
+    if session is None:
+        await take_over(ws, gateway, who, model, route, session_id, _chosen_subprotocol(offered))
+        return
+    owner = session.grant.principal if session.grant is not None else None
+    if session.model != model or (owner is not None and who.kind != "master" and who.token_hash != owner.token_hash):
         await _refuse(ws, Refusal(404, f"No session '{session_id}' is waiting for its client on this gateway "
                                        "(it ended, or its reattach grace period passed).", "session_not_found"))
         return

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from livegate.accounting.gate import Grant, Principal, Refusal
 from livegate.config import Config, ModelRoute
+from livegate.takeover.service import DRAINING
 
 if TYPE_CHECKING:
     from livegate.server.app import Gateway
@@ -63,7 +64,11 @@ async def principal(gateway: Gateway, key: str | None, route: str | None = None)
 async def admit(gateway: Gateway, who: Principal, *, route: str, model_route: ModelRoute | None = None,
                 model: str | None = None, upstream_model: str | None = None, headers: Mapping[str, str] | None = None,
                 session: bool = True) -> Grant | Refusal:
-    """Admit a session (or a REST call): model allowed, budget left, rpm and parallel-session limits."""
+    """Admit a session (or a REST call): model allowed, budget left, rpm and parallel-session limits. A
+    draining gateway admits no new session (REST calls are short: they are still served)."""
+    if session and gateway.takeover.draining:
+        gateway.accounting.metrics.refusals.labels(route, DRAINING.code).inc()
+        return DRAINING
     return await gateway.accounting.admit(
         who, route=route, model=model, upstream_model=upstream_model or (model_route.model_id if model_route else None),
         model_info=model_route.model_info if model_route else None, headers=headers, session=session,

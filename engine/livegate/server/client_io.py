@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -121,10 +122,12 @@ class ClientLink:
 
     # -- reattach ----------------------------------------------------------------------------------
 
-    async def wait_for_return(self, registry: dict[str, Any] | None, session_id: str | None, session: Any) -> bool:
+    async def wait_for_return(self, registry: dict[str, Any] | None, session_id: str | None, session: Any,
+                              away: Callable[[bool], None] | None = None) -> bool:
         """After the client's connection dropped in a way the openai SDK retries: keep the session (listed in
         `registry` under `session_id`) for the grace period, for the client to take it over (`?session_id=`).
-        True when it did; the events it missed are sent first."""
+        True when it did; the events it missed are sent first. `away` hears when the wait starts (True) and
+        when the client is back (False)."""
         self.release()
         ended = self.ended
         if (registry is None or not session_id or self.reattach_grace_s <= 0 or ended is None
@@ -135,6 +138,8 @@ class ClientLink:
         self.away, self.ended, self._gone = True, None, False
         self._back.clear()
         registry[session_id] = session
+        if away is not None:
+            away(True)
         try:
             async with asyncio.timeout(self.reattach_grace_s):
                 await self._back.wait()
@@ -145,6 +150,8 @@ class ClientLink:
             registry.pop(session_id, None)
         if self.ended is not None:  # the session ended while the client was away
             return False
+        if away is not None:
+            away(False)
         async with self._lock:
             held, self._held = self._held, []
             try:
@@ -155,6 +162,19 @@ class ClientLink:
             self.away = False
         self.reattaches += 1
         return True
+
+    async def send_frames(self, frames: list[str]) -> None:
+        """Send already-encoded events first (those a client taken over from another instance missed)."""
+        async with self._lock:
+            try:
+                for text in frames:
+                    await send_within(self.ws, text, self.write_timeout)
+            except Exception:
+                self._gone = True
+
+    def held_frames(self) -> list[str] | None:
+        """The events held for a client that is away (None when it is connected)."""
+        return list(self._held) if self.away else None
 
     async def come_back(self, ws: Any) -> None:
         """A reconnecting client takes the session over; returns when the session is done with `ws`."""

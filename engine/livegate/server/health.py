@@ -1,7 +1,8 @@
 """LiteLLM's health paths and Prometheus metrics.
 
     GET /health/liveliness   200 "I'm alive!" while the process serves requests
-    GET /health/readiness    200 when the spend store answers and its writes succeed, else 503; JSON details
+    GET /health/readiness    200 when the spend store answers and its writes succeed, else 503 (also while
+                             draining after SIGTERM: status "draining"); JSON details
     GET /metrics             Prometheus text format (prometheus-client); no keys in any label
 """
 
@@ -26,6 +27,8 @@ def add_health_routes(app: FastAPI, gateway: Gateway) -> None:
     async def readiness() -> JSONResponse:
         state = await gateway.accounting.readiness()
         state["livegate_version"] = __version__
+        if gateway.takeover.draining:  # SIGTERM: balancers stop sending new sessions here
+            state["status"] = "draining"
         return JSONResponse(state, status_code=200 if state["status"] == "healthy" else 503)
 
     async def metrics() -> Response:

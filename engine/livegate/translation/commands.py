@@ -11,6 +11,8 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from livegate.translation.snapshot import Snapshot
+
 
 class Timer(enum.Enum):
     """The session's timers. The pump arms one per name; its expiry is an input (`SessionCore.timer_expired`)."""
@@ -20,6 +22,7 @@ class Timer(enum.Enum):
     USER_IDLE = "user_idle"  # turn_detection.idle_timeout_ms passed since the last response.done
     STALL = "stall"  # Gemini owes an answer and said nothing for upstream_stall_timeout_s
     SWITCH_DEADLINE = "switch_deadline"  # no turn boundary before goAway's timeLeft minus switch_margin_s
+    DRAIN = "drain"  # the gateway drains: the session's turn boundary is awaited until drain_timeout_s
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,7 +120,18 @@ class GenerateRequest:
     body: dict[str, Any] = field(repr=False)
 
 
-Command = SetTimer | OpenUpstream | CloseUpstream | CloseClient | Reserve | Settle | McpRequest | GenerateRequest
+@dataclass(frozen=True, slots=True)
+class StoreSession:
+    """Keep `snapshot` in the shared store, for another instance to take the session over (takeover/). The
+    pump hands it to a background writer (nothing waits on the audio path); with `release` it waits until the
+    state is written, and the session is let go: the next command closes the client."""
+
+    snapshot: Snapshot
+    release: bool = False
+
+
+Command = (SetTimer | OpenUpstream | CloseUpstream | CloseClient | Reserve | Settle | McpRequest | GenerateRequest
+           | StoreSession)
 
 
 @dataclass(frozen=True, slots=True)

@@ -38,6 +38,10 @@ QUESTIONS: dict[str, str] = {
     "handle_usable": "whether a new connection may resume with the handle (its age aside)",
     "handle_received_at": "when (Unix s) the handle arrived, for handle_ttl_s",
     "max_output_tokens": "the session's cap on a response's output tokens (a reservation's worst case)",
+    "checkpoint": "what another instance needs to take the session over (a change stores a snapshot)",
+    "between_turns": "whether nothing is under way or owed (a turn boundary, the handle aside)",
+    "handle_current": "whether the handle covers every item (a session taken over resumes with it)",
+    "connected": "whether Gemini's setup went out (a session taken over reconnects at once)",
 }
 _NUMBERS = ("switch_margin_s", "queue_audio_ms", "handle_ttl_s", "recoveries")
 _CODE_LISTS = ("never_recover", "fresh_after")

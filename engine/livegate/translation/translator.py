@@ -20,6 +20,7 @@ session-core.md tells the whole story.
     side_result(event)          an out-of-band answer streams -> lifecycle/side_response.yaml
     upstream_closed(code, why)  Gemini closed               -> lifecycle/upstream_closed.yaml
     upstream_resume(mode)       a new Gemini connection     -> lifecycle/upstream_resume.yaml
+    restore(session, dialect)   a session another process stored (resumable_state), carried on here
 
 A frame's `usageMetadata` is read once, by the usage ledger (translation/usage.py), and the rules see that
 reading as `event.usage` (per-modality counts; shapes/usage.yaml makes OpenAI's usage of them).
@@ -197,6 +198,8 @@ class Translator:
         self._unhandled: set[str] = set()
         # The lifecycle state (state.yaml) after the last input, and the keys it is made of.
         self._lifecycle_keys = mappings.state.lifecycle_keys
+        # Keys holding a transform's codec stream: not data, so not part of a stored session (they restart).
+        self._stream_keys = frozenset(name for name, spec in mappings.state.keys.items() if spec.type == "stream")
         self._turn_state: str | None = None
         self.helpers.shapes = {name: self._shape(build) for name, build in mappings.shapes.items()}
         self._set_dialect(dialect)
@@ -344,6 +347,23 @@ class Translator:
     def user_idle(self) -> Output:
         """turn_detection.idle_timeout_ms passed with no user speech since the last response.done."""
         return self._lifecycle("user_idle", {})
+
+    # -- sessions that outlive the process (livegate/takeover/) --------------------------------------
+
+    def resumable_state(self) -> dict[str, Any]:
+        """The session state another process can carry on with: all of it but codec streams (the state is
+        replaced, never mutated, so the dict returned stays as it is)."""
+        if self._stream_keys.isdisjoint(self.session):
+            return self.session
+        return {key: value for key, value in self.session.items() if key not in self._stream_keys}
+
+    def restore(self, session: dict[str, Any], dialect: str) -> None:
+        """Carry on a session another process stored (`resumable_state`), in the dialect it was speaking. The
+        client has had its session.created: `start()` is not called."""
+        self._set_dialect(dialect)
+        self._sniff = False
+        self.session = dict(session)
+        self._turn_state = None
 
     @property
     def lifecycle_state(self) -> str | None:

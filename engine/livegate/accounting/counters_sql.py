@@ -2,7 +2,7 @@
 
 Each call is one transaction that first takes an advisory lock per account or lease scope it touches (in sorted
 order, so two calls cannot deadlock) and reads the time from the database, so every instance counts the same
-minute. Tables (store.py, migration 4): `livegate_rate_windows` (requests per account and minute, as before),
+minute. Tables (store.py, migration 5): `livegate_rate_windows` (requests per account and minute, as before),
 `livegate_token_windows`, `livegate_leases`, `livegate_holds` and `livegate_spend_counters`.
 """
 

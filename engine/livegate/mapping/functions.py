@@ -43,10 +43,21 @@ class SequentialIds:
         return f"{prefix}_{next(counter):03d}"
 
 
+_STANDARD = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+
+
 def b64_standard(data: str) -> str:
-    """Base64 in the standard alphabet with padding, whichever alphabet or padding came in."""
+    """Base64 in the standard alphabet with padding, whichever alphabet or padding came in, and canonical:
+    the bits of the last character that encode no byte are zero (lenient decoders ignore them, strict ones
+    such as Gemini's types refuse them; the bytes are the same)."""
     if "-" in data or "_" in data:
         data = data.translate(_URLSAFE_TO_STD)
+    body = len(data.rstrip("="))
+    unused = (0, 0, 0b1111, 0b11)[body % 4]  # 2 chars carry 1 byte (4 spare bits), 3 chars 2 bytes (2)
+    if unused:
+        index = _STANDARD.find(data[body - 1])
+        if index & unused:
+            data = data[:body - 1] + _STANDARD[index & ~unused] + data[body:]
     missing = -len(data) % 4
     return data + "=" * missing if missing else data
 

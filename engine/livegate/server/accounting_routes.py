@@ -36,7 +36,9 @@ def build_accounting(config: Config, models: ModelTable | None = None) -> Accoun
     accounting = Accounting(store, PriceTable.load(), master_key=config.master_key,
                             poll_interval=config.store.poll_seconds, max_buffered_rows=config.store.max_buffered_rows,
                             limits=build_limits(config, store),
-                            reservation_output_tokens=config.limits.reservation_output_tokens)
+                            reservation_output_tokens=config.limits.reservation_output_tokens,
+                            spill_dir=config.store.spill_directory(),
+                            admit_when_unavailable=config.store.admit_when_unavailable)
     # The simulator is charged like the model it imitates (mappings/models.yaml `price`); an id also served by
     # a real provider keeps that provider's price (unknown stays unknown).
     real = {short_model_id(r.model_id) for r in config.routes if r.provider != "simulator"}

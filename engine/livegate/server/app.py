@@ -188,7 +188,7 @@ def session_translator(gateway: Gateway, route: ModelRoute, model: str, provider
 
 async def _realtime(ws: WebSocket, gateway: Gateway) -> None:
     offered = list(ws.scope.get("subprotocols") or [])
-    who = await auth.principal(gateway, auth.client_key(ws.headers, offered), route="/v1/realtime")
+    who = await auth.principal(gateway, auth.client_key(ws.headers, offered), route="/v1/realtime", realtime=True)
     if isinstance(who, Refusal):
         await _refuse(ws, who)
         return
@@ -232,20 +232,21 @@ async def _realtime(ws: WebSocket, gateway: Gateway) -> None:
                           policy=gateway.resumption, detached=gateway.detached,
                           reattach_grace_s=gateway.config.reattach_grace_s, placement=placement,
                           takeover=gateway.takeover,
-                          keeper=gateway.takeover.keeper(grant.principal.token_hash, model, grant.session_id)).run()
+                          keeper=gateway.takeover.keeper(grant.principal.opener, model, grant.session_id)).run()
 
 
 async def _reattach(ws: WebSocket, gateway: Gateway, who: Principal, model: str, route: ModelRoute,
                     session_id: str, offered: list[str]) -> None:
-    """A client whose connection dropped takes its session back (`?session_id=`). Only the key that opened
-    the session (or the master key) may; the session's own admission and accounting carry on. A session this
-    process does not hold is taken over from the shared store (server/reconnect.py)."""
+    """A client whose connection dropped takes its session back (`?session_id=`). Only the key or client
+    secret that opened the session (or the master key) may (Principal.may_reattach); the session's own
+    admission and accounting carry on. A session this process does not hold is taken over from the shared
+    store (server/reconnect.py), under the same rule (Principal.opener)."""
     session = gateway.detached.get(session_id)
     if session is None:
         await take_over(ws, gateway, who, model, route, session_id, _chosen_subprotocol(offered))
         return
     owner = session.grant.principal if session.grant is not None else None
-    if session.model != model or (owner is not None and who.kind != "master" and who.token_hash != owner.token_hash):
+    if session.model != model or (owner is not None and not who.may_reattach(owner)):
         await _refuse(ws, Refusal(404, f"No session '{session_id}' is waiting for its client on this gateway "
                                        "(it ended, or its reattach grace period passed).", "session_not_found"))
         return

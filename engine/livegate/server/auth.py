@@ -52,10 +52,13 @@ def refusal(config: Config, key: str | None) -> tuple[int, str] | None:
 # --- virtual keys, client secrets and limits (engine/livegate/accounting) ---------------------------------------------
 
 
-async def principal(gateway: Gateway, key: str | None, route: str | None = None) -> Principal | Refusal:
+async def principal(gateway: Gateway, key: str | None, route: str | None = None, *,
+                    realtime: bool = False) -> Principal | Refusal:
     """Who a key is: the master key, a virtual key (maybe through a client secret), or anyone on an open
-    gateway. A Refusal (401, 403, 503) otherwise, kept among the recent errors of `route` when one is named."""
-    who = await gateway.accounting.principal(key)
+    gateway. A Refusal (401, 403, 503) otherwise, kept among the recent errors of `route` when one is named.
+    Client secrets are refused unless `realtime`: only the routes that open realtime sessions for a browser
+    (/v1/realtime, WebRTC) pass it."""
+    who = await gateway.accounting.principal(key, realtime=realtime)
     if isinstance(who, Refusal) and route is not None:
         gateway.accounting.record_refusal(route, None, key, who)
     return who

@@ -166,8 +166,9 @@ class Takeover:
 
     async def claim(self, session_id: str, who: Principal, model: str) -> StateRow | Refusal:
         """Take the stored session over for this instance: it was released (drained, handed over), or its
-        owner is dead, or its owner hands it over (detached there). Only the owning key or the master key
-        may; of two clients racing, one wins and the other is refused (session_in_use)."""
+        owner is dead, or its owner hands it over (detached there). Only the key or client secret that opened
+        it (Principal.opener) or the master key may; of two clients racing, one wins and the other is refused
+        (session_in_use)."""
         if not self.enabled:
             return not_found(session_id)
         started = time.monotonic()
@@ -176,7 +177,8 @@ class Takeover:
         while True:
             try:
                 row = await self.store.load(session_id)
-                if row is None or row.model != model or (who.kind != "master" and who.token_hash != row.token_hash):
+                if row is None or row.model != model or (
+                        not (who.kind == "master" and who.secret is None) and who.opener != row.token_hash):
                     return not_found(session_id)  # another key's session is not found either: ids are not probed
                 if row.status == RELEASED:
                     claimed = await self.store.claim(row, self.instance_id, time.time())

@@ -3,7 +3,8 @@
 One row per resumable session, keyed by the OpenAI session id (`sess_...`, what a reconnecting client sends
 as `?session_id=`):
 
-    token_hash  the owning key, hashed ('' on an open gateway): only it (or the master key) may take over
+    token_hash  who opened it (Principal.opener): the key's hash ('' on an open gateway), or `secret:<hash>`
+                for a client secret; only that opener (or the master key) may take over
     owner       the instance holding the session; `epoch` goes up by one at each take-over, and a write is
                 applied only when owner and epoch still match (a fencing token: a former owner that lost the
                 session can no longer overwrite it)

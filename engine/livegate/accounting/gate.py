@@ -714,10 +714,11 @@ class Grant(SessionObserver):
         event["session"] = _overlay(event["session"], fixed)
         return json.dumps(event)
 
-    def client_messages(self, messages: list[dict[str, Any]]) -> None:
-        """Messages sent to an OpenAI client: error events are counted."""
+    def client_messages(self, messages: list[dict[str, Any] | str]) -> None:
+        """Messages sent to an OpenAI client: error events are counted (JSON text is a wire template's, never
+        an error)."""
         for message in messages:
-            if message.get("type") == "error":
+            if type(message) is dict and message.get("type") == "error":
                 self._errors += 1
 
     def lifecycle_violation(self, before: str, sources: tuple[str, ...], after: str) -> None:

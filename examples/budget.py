@@ -1,5 +1,5 @@
-"""A virtual key with a budget: mint it with the master key, talk with it until the budget is spent, and
-see livegate stop the session and refuse the next one.
+"""A virtual key with a budget: mint it with the master key, talk with it until the budget is nearly spent, and
+see livegate refuse the response the rest of the budget cannot cover, before it reaches Gemini.
 
     LIVEGATE_MASTER_KEY=sk-master-demo livegate                                   # in one terminal
     LIVEGATE_MASTER_KEY=sk-master-demo python examples/budget.py                 # in another
@@ -7,6 +7,9 @@ see livegate stop the session and refuse the next one.
 The key API is LiteLLM's (POST /key/generate, GET /key/info); the key is then used like any OpenAI key.
 The offline simulator is priced like the model it imitates (Gemini 3.8 Live), so a budget of a tenth of a
 cent runs out within a few turns. Against a real Gemini the same calls spend real money.
+
+Before each response livegate reserves what it may cost at most (its max_output_tokens at the model's price),
+so a budget is never overrun by answers under way; the session caps its answers to keep that reservation small.
 """
 
 from __future__ import annotations
@@ -42,11 +45,12 @@ def spent(http: httpx.Client, key: str) -> float:
     return float(info["spend"])
 
 
-async def talk_until_stopped(url: str, model: str, key: str, http: httpx.Client, turns: int) -> str | None:
-    """Turn after turn with `key`; returns livegate's reason when it stops the session (None: it never did)."""
+async def talk_until_refused(url: str, model: str, key: str, http: httpx.Client, turns: int) -> str | None:
+    """Turn after turn with `key`; returns livegate's reason when it refuses a response (None: it never did)."""
     client = AsyncOpenAI(api_key=key, websocket_base_url=url)
     async with client.realtime.connect(model=model) as conn:
-        await conn.session.update(session={"type": "realtime", "output_modalities": ["text"]})
+        await conn.session.update(session={"type": "realtime", "output_modalities": ["text"],
+                                           "max_output_tokens": 32})
         for turn in range(1, turns + 1):
             await conn.conversation.item.create(item={"type": "message", "role": "user", "content": [
                 {"type": "input_text", "text": f"This is turn {turn}. Tell me something about budgets."}]})
@@ -60,16 +64,6 @@ async def talk_until_stopped(url: str, model: str, key: str, http: httpx.Client,
                     print(f"turn {turn}: {tokens} tokens; the key has spent ${spent(http, key):.6f}")
                     break
     return None
-
-
-async def reconnect(url: str, model: str, key: str) -> None:
-    client = AsyncOpenAI(api_key=key, websocket_base_url=url)
-    async with client.realtime.connect(model=model) as conn:
-        async for event in conn:
-            if event.type == "error":
-                raise Refused(f"{event.error.code}: {event.error.message}")
-            if event.type == "session.created":
-                return
 
 
 def main() -> int:
@@ -90,20 +84,14 @@ def main() -> int:
             key = mint_key(http, args.model, args.budget)
             print(f"minted a key with a ${args.budget} budget for {args.model}")
             try:
-                stop = asyncio.run(talk_until_stopped(ws_url, args.model, key, http, args.turns))
+                stop = asyncio.run(talk_until_refused(ws_url, args.model, key, http, args.turns))
             except ConnectionClosed as closed:  # closed before its error event could be read
                 frame = closed.rcvd or closed.sent
                 stop = f"{frame.reason} (close code {frame.code})" if frame else "the connection dropped"
             if stop is None:
                 print(f"the budget lasted {args.turns} turns: raise --turns or lower --budget", file=sys.stderr)
                 return 1
-            print(f"livegate stopped the session: {stop}")
-            try:
-                asyncio.run(reconnect(ws_url, args.model, key))
-                print("livegate let the spent key in again", file=sys.stderr)
-                return 1
-            except Refused as refusal:
-                print(f"the next session was refused: {refusal}")
+            print(f"livegate refused a response: {stop}")
             print(f"the key has spent ${spent(http, key):.6f} of ${args.budget}")
     except Refused as refusal:
         print(f"livegate refused: {refusal}", file=sys.stderr)

@@ -47,13 +47,18 @@ async def session_created(conn: Any) -> None:
         raise Refused(f"{event.error.code}: {event.error.message}")
 
 
-async def chat(url: str, model: str, beta: bool, prompts: list[str] | None) -> None:
+async def chat(url: str, model: str, beta: bool, prompts: list[str] | None, max_output_tokens: int | None) -> None:
     client = AsyncOpenAI(api_key=os.environ.get("LIVEGATE_API_KEY", "no-key"), websocket_base_url=websocket_base(url))
     realtime = client.beta.realtime if beta else client.realtime
     async with realtime.connect(model=model) as conn:
         await session_created(conn)
-        if beta:
+        if beta and max_output_tokens is not None:
+            await conn.session.update(session={"modalities": ["text"], "max_response_output_tokens": max_output_tokens})
+        elif beta:
             await conn.session.update(session={"modalities": ["text"]})
+        elif max_output_tokens is not None:
+            await conn.session.update(session={"type": "realtime", "output_modalities": ["text"],
+                                               "max_output_tokens": max_output_tokens})
         else:
             await conn.session.update(session={"type": "realtime", "output_modalities": ["text"]})
         lines = iter(prompts) if prompts else (line.strip() for line in sys.stdin)
@@ -81,9 +86,12 @@ def main() -> int:
                         help="livegate's address (default: $LIVEGATE_URL, else http://127.0.0.1:4000)")
     parser.add_argument("--model", default="gpt-realtime")
     parser.add_argument("--beta", action="store_true", help="use the beta dialect")
+    parser.add_argument("--max-output-tokens", type=int, help="cap each answer (a key with a budget reserves "
+                        "this much per answer; default: no cap of the session's own)")
     args = parser.parse_args()
     try:
-        asyncio.run(chat(args.url, args.model, args.beta, [" ".join(args.prompt)] if args.prompt else None))
+        asyncio.run(chat(args.url, args.model, args.beta, [" ".join(args.prompt)] if args.prompt else None,
+                         args.max_output_tokens))
     except Refused as refusal:
         print(f"\nlivegate refused: {refusal}", file=sys.stderr)
         return 1

@@ -12,8 +12,19 @@ import pytest
 from livegate.accounting.database import open_database
 from livegate.accounting.store import Store
 from tests.fakes.postgres import PostgresServer, postgres_bin, postgres_server
+from tests.fakes.redis import RedisServer, redis_bin, redis_server
 
 NO_POSTGRES = "PostgreSQL binaries (initdb, pg_ctl) are not installed: apt-get install postgresql (.ci/run does)"
+NO_REDIS = "redis-server is not installed: apt-get install redis-server (.ci/run does)"
+
+
+@pytest.fixture(scope="session")
+def redis_service() -> Iterator[RedisServer]:
+    """One Redis for the session (tests use their own key prefixes or flush it)."""
+    if redis_bin() is None:
+        pytest.skip(NO_REDIS)
+    with redis_server() as server:
+        yield server
 
 
 @pytest.fixture(scope="session")

@@ -177,4 +177,4 @@ def replace_in(path: Path, old: str, new: str) -> None:
     path.write_text(text.replace(old, new, 1))
 
 
-from tests.accounting_support import database_url, pg_server, store  # noqa: E402, F401  (accounting fixtures)
+from tests.accounting_support import database_url, pg_server, redis_service, store  # noqa: E402, F401  (fixtures)

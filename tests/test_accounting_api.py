@@ -213,8 +213,11 @@ async def test_master_key_and_open_gateway_keep_working(served: Served, tmp_path
 
 
 async def test_budget_spent_mid_session_sends_insufficient_quota_then_4029(served: Served) -> None:
-    key = await served.key(max_budget=0.00001)  # one simulator turn costs more than this
+    # Two output tokens fit this budget (the response is reserved first), but the long question's input (which
+    # no reservation foresees before Gemini's first usage report) takes the spend past it.
+    key = await served.key(max_budget=0.00005)
     async with _connect(served, key) as ws:
+        await ws.send(json.dumps({"type": "session.update", "session": {"type": "realtime", "max_output_tokens": 2}}))
         await ws.send(json.dumps({"type": "conversation.item.create", "item": {
             "type": "message", "role": "user", "content": [{"type": "input_text", "text": "Hello " * 40}]}}))
         await ws.send(json.dumps({"type": "response.create"}))
@@ -224,6 +227,28 @@ async def test_budget_spent_mid_session_sends_insufficient_quota_then_4029(serve
     assert error["error"]["code"] == "insufficient_quota"
     status, refusal = await _refused(served, key)
     assert status == 429 and refusal["code"] == "budget_exceeded"
+
+
+async def test_a_response_the_budget_cannot_cover_is_refused_before_gemini_and_the_session_goes_on(
+        served: Served) -> None:
+    key = await served.key(max_budget=0.001)  # less than a response of up to 8192 output tokens may cost
+    async with _connect(served, key) as ws:
+        await ws.send(json.dumps({"type": "session.update", "session": {"type": "realtime",
+                                                                         "output_modalities": ["text"]}}))
+        await ws.send(json.dumps({"type": "conversation.item.create", "item": {
+            "type": "message", "role": "user", "content": [{"type": "input_text", "text": "Hello"}]}}))
+        await ws.send(json.dumps({"type": "response.create", "event_id": "evt_big"}))
+        while (event := json.loads(await asyncio.wait_for(ws.recv(), 10)))["type"] != "error":
+            assert event["type"] != "response.created", "no response may start"
+        assert event["error"]["code"] == "budget_exceeded" and event["error"]["event_id"] == "evt_big"
+        assert "up to 8192 output tokens" in event["error"]["message"]
+        # a smaller cap fits: the session goes on
+        await ws.send(json.dumps({"type": "session.update", "session": {"type": "realtime", "max_output_tokens": 32}}))
+        await asyncio.sleep(1.2)  # past the quiet period after a refusal
+        events = await _text_turn(ws, "Hello again")
+        assert events[-1]["type"] == "response.done" and not any(e["type"] == "error" for e in events)
+    asked = [m for s in served.sim.sessions for m in s.received if (m.get("clientContent") or {}).get("turnComplete")]
+    assert len(asked) == 1, "the refused response never reached Gemini"
 
 
 async def test_deleted_key_is_honoured_mid_session(served: Served) -> None:

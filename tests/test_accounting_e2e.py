@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import json
 import time
 from collections.abc import AsyncIterator
@@ -70,41 +69,39 @@ async def _handshake_status(gateway: dict[str, Any], key: str, model: str) -> in
 
 
 async def test_budgeted_key_through_the_openai_sdk(gateway: dict[str, Any]) -> None:
+    """Turns run until the budget has no room for another response's worst case (16 output tokens at the model's
+    price, reserved before each): that response is refused, nothing is overspent, the session stays open."""
     http = gateway["http"]
-    key = (await http.post("/key/generate", json={"models": ["gpt-realtime"], "max_budget": 0.0003,
+    key = (await http.post("/key/generate", json={"models": ["gpt-realtime"], "max_budget": 0.0009,
                                                   "key_alias": "e2e"})).json()["key"]
     client = AsyncOpenAI(api_key=key, websocket_base_url=gateway["ws"] + "/v1")
     costs: list[float] = []
     error = None
     async with client.realtime.connect(model="gpt-realtime") as conn:
-        await conn.session.update(session={"type": "realtime", "output_modalities": ["text"],
+        await conn.session.update(session={"type": "realtime", "output_modalities": ["text"], "max_output_tokens": 16,
                                            "audio": {"input": {"turn_detection": None}}})
         await conn.input_audio_buffer.append(audio=base64.b64encode(_pcm16(0.5, 8000)).decode())  # audio in
         await conn.input_audio_buffer.commit()
         await conn.response.create()
-        try:
-            async for event in conn:
-                if event.type == "response.done":
-                    costs.append(_cost(event.response.usage))
-                    with contextlib.suppress(ConnectionClosed):  # the server may be closing: read on
-                        await conn.conversation.item.create(item={"type": "message", "role": "user", "content": [
-                            {"type": "input_text", "text": f"Turn {len(costs)}: tell me more"}]})
-                        await conn.response.create()
-                elif event.type == "error":
-                    error = event.error
-        except ConnectionClosed:
-            pass
-    assert error is not None and error.code == "insufficient_quota"
+        async for event in conn:
+            if event.type == "response.done":
+                costs.append(_cost(event.response.usage))
+                await conn.conversation.item.create(item={"type": "message", "role": "user", "content": [
+                    {"type": "input_text", "text": f"Turn {len(costs)}: tell me more"}]})
+                await conn.response.create()
+            elif event.type == "error":
+                error = event.error
+                break
+    assert error is not None and error.code == "budget_exceeded" and "up to 16 output tokens" in error.message
     spent = sum(costs)
-    assert len(costs) >= 2 and sum(costs[:-1]) < 0.0003 <= spent  # ended by the turn that crossed the budget
-    assert await _handshake_status(gateway, key, "gpt-realtime") == 429
+    assert len(costs) >= 2 and spent <= 0.0009, "reserved before each response: the budget is never overspent"
     assert await _handshake_status(gateway, key, "gpt-realtime-mini") == 403
     await gateway["app"].state.gateway.accounting.writer.flush()
     info = (await http.get("/key/info", params={"key": key})).json()["info"]
     assert info["spend"] == pytest.approx(spent, rel=1e-9, abs=1e-15)
     rows = (await http.get("/spend/logs", params={"api_key": key})).json()
     assert len(rows) == 1 and rows[0]["spend"] == pytest.approx(spent, rel=1e-9, abs=1e-15)
-    assert rows[0]["close_code"] == 4029 and rows[0]["input_audio_tokens"] > 0 and rows[0]["model"] == "gpt-realtime"
+    assert rows[0]["close_code"] == 1000 and rows[0]["input_audio_tokens"] > 0 and rows[0]["model"] == "gpt-realtime"
 
 
 async def test_client_secret_subprotocol_and_expiry(gateway: dict[str, Any]) -> None:

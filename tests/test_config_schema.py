@@ -65,7 +65,39 @@ def test_environment_references_are_read_and_an_unset_one_is_named(monkeypatch: 
     with pytest.raises(ConfigError, match=r"general_settings\.master_key: environment variable LG_MASTER is not set"):
         parse_config({"general_settings": {"master_key": "os.environ/LG_MASTER"}})
     # A LiteLLM setting livegate does not read may name a variable that is not set here.
-    parse_config({"router_settings": {"redis_password": "os.environ/NOT_SET_ANYWHERE"}})
+    parse_config({"router_settings": {"model_group_alias": "os.environ/NOT_SET_ANYWHERE"}})
+    # ... but one it reads (the fleet's Redis) must be set.
+    with pytest.raises(ConfigError, match=r"router_settings\.redis_password: environment variable NOT_SET_ANYWHERE"):
+        parse_config({"router_settings": {"redis_password": "os.environ/NOT_SET_ANYWHERE"}})
+
+
+def test_the_fleet_redis_in_litellm_s_words(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REDIS_PASSWORD", "hunter2")
+    limits = parse_config({"router_settings": {"redis_host": "10.0.0.5", "redis_port": 6380,
+                                               "redis_password": "os.environ/REDIS_PASSWORD"},
+                           "litellm_settings": {"redis_host": "ignored", "redis_url": "redis://cache:6379/1"},
+                           "general_settings": {"fail_closed_budget_enforcement": True},
+                           "livegate_settings": {"lease_ttl_seconds": 9,
+                                                 "budget_reservation_output_tokens": 512}}).limits
+    assert (limits.redis_host, limits.redis_port, limits.redis_password) == ("10.0.0.5", 6380, "hunter2")
+    assert limits.redis_url == "redis://cache:6379/1", "router_settings wins key by key over litellm_settings"
+    assert limits.fail_closed and limits.lease_ttl_s == 9 and limits.reservation_output_tokens == 512
+    assert "hunter2" not in repr(limits)
+    assert not parse_config({}).limits.redis
+    with pytest.raises(ConfigError, match=r"router_settings\.redis_url: expected redis://\[:PASSWORD@\]HOST:PORT/DB$"):
+        parse_config({"router_settings": {"redis_url": "http://:hunter2@cache:6379"}})
+    with pytest.raises(ConfigError, match=r"router_settings\.redis_hots: unknown key; did you mean `redis_host`\?"):
+        parse_config({"router_settings": {"redis_hots": "cache"}})
+
+
+def test_a_redis_without_redis_py_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "redis" else real(name, *a))
+    with pytest.raises(ConfigError, match=r"needs redis-py: pip install 'livegate\[redis\]'"):
+        parse_config({"router_settings": {"redis_host": "cache"}})
+    assert not parse_config({}).limits.redis, "no Redis configured: redis-py is not needed"
 
 
 def test_the_reference_lists_every_key_with_its_default() -> None:

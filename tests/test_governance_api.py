@@ -153,8 +153,8 @@ async def test_the_issue_typo_and_litellm_fields_livegate_refuses(gov: Gov) -> N
     assert status == 400 and error["param"] == "max_budgett" and "did you mean `max_budget`?" in error["message"]
     status, error = await gov.error("POST", "/key/generate", {"max_budget": "5"})
     assert error["code"] == "invalid_type" and "expected a number or null, got a string" in error["message"]
-    status, error = await gov.error("POST", "/key/generate", {"tpm_limit": 100})
-    assert error["param"] == "tpm_limit" and "not supported by livegate" in error["message"]
+    status, error = await gov.error("POST", "/key/generate", {"soft_budget": 1})
+    assert error["param"] == "soft_budget" and "not supported by livegate" in error["message"]
     status, error = await gov.error("POST", "/team/new", {"members_with_roles": [{"user_id": "u", "rol": "admin"}]})
     assert error["param"] == "members_with_roles[0].rol" and "did you mean `role`?" in error["message"]
     status, error = await gov.error("GET", "/key/list", params={"size": "500"})

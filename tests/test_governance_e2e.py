@@ -1,5 +1,6 @@
 """Issue 20's end-to-end test, through the official openai SDK, on SQLite and on PostgreSQL: a team with a
-budget and two keys in it, parallel sessions on both keys until the team's budget stops both; a key
+budget and two keys in it, parallel sessions on both keys until the team's budget has no room for another
+response on either (each response's worst case is reserved first: the budget is never overspent); a key
 regenerated mid-session (its session ends 4010, the new key works); a key blocked mid-session (4003, then
 403 at the handshake); and the spend report matching the spend rows."""
 
@@ -32,8 +33,9 @@ def _client(gov: Gov, key: str) -> AsyncOpenAI:
     return AsyncOpenAI(api_key=key, websocket_base_url=gov.ws + "/v1")
 
 
-async def _talk_until_stopped(conn: Any, name: str) -> dict[str, Any]:
-    """Turn after turn on an open SDK session until livegate ends it: its turns, error and close code."""
+async def _talk_until_refused(conn: Any, name: str) -> dict[str, Any]:
+    """Turn after turn on an open SDK session until livegate refuses a response (or ends the session): its
+    turns, the error and the close code (None: still open)."""
     turns, error = 0, None
 
     async def ask(text: str) -> None:
@@ -51,6 +53,7 @@ async def _talk_until_stopped(conn: Any, name: str) -> dict[str, Any]:
                 await ask(f"{name}, turn {turns}: tell me more")
             elif event.type == "error":
                 error = event.error
+                break
     return {"turns": turns, "error": error, "close_code": conn._connection.close_code}
 
 
@@ -89,26 +92,29 @@ async def test_team_budget_regenerate_block_and_report(gov: Gov) -> None:
     first = await gov.key(team_id="voice", key_alias="agent-1")
     second = await gov.key(team_id="voice", key_alias="agent-2")
 
-    # both keys open a session, then talk at once; the team's budget stops both
+    # both keys open a session, then talk at once until the team's budget has no room for another response
     async with contextlib.AsyncExitStack() as stack:
         conns = [await stack.enter_async_context(_client(gov, key).realtime.connect(model="gpt-realtime"))
                  for key in (first, second)]
         for conn in conns:
-            await conn.session.update(session={"type": "realtime", "output_modalities": ["text"]})
+            await conn.session.update(session={"type": "realtime", "output_modalities": ["text"],
+                                               "max_output_tokens": 16})
             assert (await conn.recv()).type == "session.created"
-        results = await asyncio.gather(*(_talk_until_stopped(conn, name) for conn, name in zip(
+        results = await asyncio.gather(*(_talk_until_refused(conn, name) for conn, name in zip(
             conns, ("one", "two"), strict=True)))
     for result in results:
-        assert result["close_code"] == 4029 and result["error"].code == "insufficient_quota", result
-        assert "team 'Voice agents'" in result["error"].message
+        assert result["close_code"] is None and result["error"].code == "budget_exceeded", result
+        assert "team 'Voice agents'" in result["error"].message and "not started" in result["error"].message
     assert sum(r["turns"] for r in results) >= 2
-    assert await _handshake_status(gov, first) == 429
-    assert await _handshake_status(gov, second) == 429
-    await gov.flush()
+    for _ in range(50):  # both sessions' rows (each is written as its session ends)
+        await gov.flush()
+        rows = await gov.ok("GET", "/spend/logs", params={"team_id": "voice"})
+        if len(rows) == 2:
+            break
+        await asyncio.sleep(0.1)
     team = (await gov.ok("GET", "/team/info", params={"team_id": "voice"}))["team_info"]
-    assert team["spend"] >= TEAM_BUDGET
-    rows = await gov.ok("GET", "/spend/logs", params={"team_id": "voice"})
-    assert sorted(r["close_code"] for r in rows) == [4029, 4029]
+    assert 0 < team["spend"] <= TEAM_BUDGET, "reserved before each response: never overspent"
+    assert sorted(r["close_code"] for r in rows) == [1000, 1000]
     assert sum(r["spend"] for r in rows) == pytest.approx(team["spend"])
 
     # more budget; the first key is regenerated while its session runs

@@ -118,6 +118,10 @@ def _feed(translator: Translator, step: dict[str, Any]) -> Output:
         return translator.checked_client_event(step["client_checked"]["event"], step["client_checked"]["decision"])
     if "guardrail_blocked" in step:
         return translator.guardrail_blocked({"verdict": "block", **step["guardrail_blocked"]})
+    if "response_refused" in step:
+        refused = step["response_refused"]
+        return translator.response_refused(refused["message"], refused["code"],
+                                           refused.get("type", "invalid_request_error"), refused.get("event_id"))
     raise AssertionError(f"unknown step {sorted(step)}")
 
 

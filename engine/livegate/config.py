@@ -19,6 +19,7 @@ Values written `os.environ/NAME` are read from the environment when the file is 
 from __future__ import annotations
 
 import fnmatch
+import importlib.util
 import json
 import logging
 import os
@@ -136,6 +137,25 @@ class StoreSettings:
         return os.path.join(os.path.dirname(os.path.abspath(os.path.expanduser(path))), "spill")
 
 
+@dataclass(frozen=True)
+class LimitSettings:
+    """Where a fleet's shared counters live (rpm, tpm, leases, budget reservations: accounting/counters.py): the
+    Redis of router_settings / litellm_settings (`redis_url`, or `redis_host` and `redis_port`), else the
+    PostgreSQL of `database_url`, else this process; and how they behave."""
+
+    redis_url: str | None = field(default=None, repr=False)  # may carry a password
+    redis_host: str | None = None
+    redis_port: int = 6379
+    redis_password: str | None = field(default=None, repr=False)
+    fail_closed: bool = False  # general_settings.fail_closed_budget_enforcement
+    lease_ttl_s: float = 30.0
+    reservation_output_tokens: int = 8192
+
+    @property
+    def redis(self) -> bool:
+        return bool(self.redis_url or self.redis_host)
+
+
 def default_store_path() -> str:
     """The SQLite file of a `livegate` run with no store configured: $LIVEGATE_DB, else
     $XDG_DATA_HOME/livegate/livegate.db (~/.local/share/livegate/livegate.db)."""
@@ -195,6 +215,7 @@ class Config:
     timeouts: Timeouts = field(default_factory=Timeouts)
     store: StoreSettings = field(default_factory=StoreSettings)
     webrtc: WebRTCSettings = field(default_factory=WebRTCSettings)  # livegate_settings.webrtc_* (livegate/webrtc/)
+    limits: LimitSettings = field(default_factory=LimitSettings)
     pools: PoolSettings = field(default_factory=PoolSettings)
     observability: Observability = field(default_factory=lambda: Observability())  # traces, transcripts, guardrails
 
@@ -357,6 +378,7 @@ def parse_config(data: Any, source: str = "<config>") -> Config:
         timeouts=_timeouts(settings),
         store=_store_settings(general, settings),
         webrtc=webrtc,
+        limits=_limit_settings(data, general, settings),
         pools=_pool_settings(data, routes),
         observability=_observability(data, general, settings, routes),
     )
@@ -387,6 +409,22 @@ def _observability(data: dict[str, Any], general: dict[str, Any], settings: dict
         store_prompts=bool(general.get("store_prompts_in_spend_logs", False)),
         transcript_max_chars=int(settings.get("transcript_max_chars", Observability.transcript_max_chars)),
         redactor=redactor, guardrails=guardrails)
+
+
+def _limit_settings(data: dict[str, Any], general: dict[str, Any], settings: dict[str, Any]) -> LimitSettings:
+    """router_settings' Redis over litellm_settings', key by key (LiteLLM reads both)."""
+    redis = {**{k: v for k, v in (data.get("litellm_settings") or {}).items() if k.startswith("redis_")},
+             **{k: v for k, v in (data.get("router_settings") or {}).items() if k.startswith("redis_")}}
+    if (redis.get("redis_url") or redis.get("redis_host")) and importlib.util.find_spec("redis") is None:
+        raise ConfigError("router_settings.redis_*: a Redis for the shared counters needs redis-py: "
+                          "pip install 'livegate[redis]'")
+    return LimitSettings(redis_url=_opt_str(redis, "redis_url"), redis_host=_opt_str(redis, "redis_host"),
+                         redis_port=int(redis.get("redis_port", LimitSettings.redis_port)),
+                         redis_password=_opt_str(redis, "redis_password"),
+                         fail_closed=bool(general.get("fail_closed_budget_enforcement", False)),
+                         lease_ttl_s=float(settings.get("lease_ttl_seconds", LimitSettings.lease_ttl_s)),
+                         reservation_output_tokens=int(settings.get("budget_reservation_output_tokens",
+                                                                    LimitSettings.reservation_output_tokens)))
 
 
 def _monitoring_needs_master_key(data: dict[str, Any], general: dict[str, Any], settings: dict[str, Any]) -> bool:

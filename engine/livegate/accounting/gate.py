@@ -6,8 +6,14 @@ each must allow the model, have budget left and room under its limits; its spend
 
 Handshake refusals (HTTP status, error code): 401 `invalid_api_key` (unknown, expired, deleted or
 regenerated key; expired client secret), 403 `key_blocked` / `team_blocked`, 403 `model_not_allowed`,
-429 `budget_exceeded`, 429 `rate_limit_exceeded` (rpm_limit), 429 `realtime_session_limit`
-(max_parallel_requests), 503 `store_unavailable`.
+429 `budget_exceeded`, 429 `rate_limit_exceeded` (rpm_limit, tpm_limit), 429 `realtime_session_limit`
+(max_parallel_requests), 503 `store_unavailable`, 503 `budget_unavailable` (the shared counters are out of
+reach under fail_closed_budget_enforcement).
+
+rpm, tpm and max_parallel_requests (leases with a TTL) are counted in the counters a fleet shares
+(shared_limits.py: Redis, else PostgreSQL, else this process). Before each response of a session under a
+budget or a tpm limit, its worst-case cost is reserved against every budget it falls under (Grant.
+reserve_response, asked by the session core), and released once its usage was charged (settle_responses).
 
 Mid-session stops close with these codes (livegate/close_codes.py), after an OpenAI `error` event on
 /v1/realtime: BUDGET_EXHAUSTED (a budget, the key's, its team's or its user's, is spent), KEY_REVOKED (the
@@ -29,18 +35,22 @@ from dataclasses import dataclass
 from typing import Any
 
 from livegate.accounting.cost import Cost, cost_of
+from livegate.accounting.counters import Budget, Counters, Refused
 from livegate.accounting.database import StoreUnavailable
 from livegate.accounting.keys import SECRET_PREFIX, hash_key, label
-from livegate.accounting.limits import SESSION_COLUMN_KINDS, Limits, Scope
+from livegate.accounting.limits import Limits, Scope, spend_counter
 from livegate.accounting.metrics import Metrics, close_code_label
 from livegate.accounting.outage import StoreOutage
 from livegate.accounting.owners import TeamRecord, UserRecord
 from livegate.accounting.prices import Price, PriceTable
 from livegate.accounting.recent import RecentErrors
+from livegate.accounting.reservation import DEFAULT_OUTPUT_TOKENS, worst_case
+from livegate.accounting.shared_limits import Granted, SharedLimits, Unavailable
 from livegate.accounting.spill import replay_spills
 from livegate.accounting.store import KeyRecord, SecretRecord, Store
 from livegate.accounting.writer import SpendWriter
 from livegate.close_codes import BUDGET_EXHAUSTED, FORBIDDEN, KEY_REVOKED, SESSION_TOO_LONG, Refusal
+from livegate.translation.commands import ReservationRefused
 from livegate.translation.observer import ClientMessage, SessionObserver
 from livegate.translation.usage import UsageLedger
 
@@ -132,6 +142,7 @@ class Principal:
 class Accounting:
     def __init__(self, store: Store, prices: PriceTable, *, master_key: str | None, metrics: Metrics | None = None,
                  poll_interval: float = 2.0, writer_interval: float = 0.5, max_buffered_rows: int = 10_000,
+                 limits: SharedLimits | None = None, reservation_output_tokens: int = DEFAULT_OUTPUT_TOKENS,
                  spill_dir: str | None = None, admit_when_unavailable: bool = False) -> None:
         self.store = store
         self.prices = prices
@@ -158,6 +169,12 @@ class Accounting:
         self._warned_prices: set[str] = set()
         self._poller: asyncio.Task[None] | None = None
         self._last_heartbeat = 0.0
+        self.store_error: str | None = None
+        # rpm, tpm, leases and reservations, shared by the fleet (shared_limits.py)
+        self.limits = limits or SharedLimits()
+        self.limits.on_state = lambda up: self.metrics.counters_up.set(1 if up else 0)
+        self.reservation_output_tokens = reservation_output_tokens
+        self._renewer: asyncio.Task[None] | None = None
         self._last_purge = 0.0
 
     @property
@@ -168,20 +185,27 @@ class Accounting:
 
     async def start(self) -> None:
         await self.store.open()
+        await self.limits.start()
+        self.metrics.counters_up.set(1 if self.limits.up else 0)
         await replay_spills(self.store, self.spill_dir)  # rows saved at a shutdown during an outage
         self.writer.start()
         self._poller = asyncio.create_task(self._poll_loop(), name="livegate-accounting-poller")
+        self._renewer = asyncio.create_task(self._renew_loop(), name="livegate-lease-renewer")
 
     async def stop(self) -> None:
-        if self._poller is not None:
-            self._poller.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._poller
+        for task in (self._poller, self._renewer):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         held = [g.session_id for g in self.grants if g.holds_slot]
         try:
             await self.store.release_sessions(held)
         except StoreUnavailable as exc:
             self.outage.failed("freeing session slots at shutdown", exc, "they lapse after 30 s")
+        for grant in list(self.grants):
+            await grant.release_limits()
+        await self.limits.stop()
         await self.writer.stop()
         await self.store.close()
 
@@ -203,6 +227,7 @@ class Accounting:
                 "store_unavailable_since": self.outage.since,
                 "store_backlog": self.writer.backlog,
                 "store_dropped_rows": self.writer.dropped,
+                **await self.limits.readiness(),
                 "active_sessions": len(self.grants)}
 
     # --- who is calling ------------------------------------------------------------------------------------
@@ -383,6 +408,24 @@ class Accounting:
             if wanted:
                 self.end_sessions(lambda g: g.session_id in wanted, TERMINATED)
 
+    async def _renew_loop(self) -> None:
+        """Leases and reservations of live sessions lapse `ttl` after their last renewal: renewed three times a
+        ttl, so only a dead instance's lapse."""
+        while True:
+            await asyncio.sleep(self.limits.ttl / 3)
+            by_store: dict[Counters, tuple[list[tuple[str, str]], list[tuple[str, str]]]] = {}
+            for lease, store in list(self.limits.standing.items()):
+                by_store.setdefault(store, ([], []))[0].append(lease)
+            for grant in list(self.grants):
+                if grant.lease_store is not None and grant.leases:
+                    by_store.setdefault(grant.lease_store, ([], []))[0].extend(grant.leases)
+                for store, holds in grant.reservations.values():
+                    by_store.setdefault(store, ([], []))[1].extend(holds)
+            try:
+                await self.limits.renew(by_store)
+            except Exception:
+                log.exception("renewing leases failed")
+
     # --- the watcher ---------------------------------------------------------------------------------------
 
     async def _poll_loop(self) -> None:
@@ -450,6 +493,11 @@ class Grant(SessionObserver):
         self.stopped = asyncio.Event()
         self.holds_slot = False
         self.finished = False
+        # leases (max_parallel_requests) and response reservations, in the store that granted them
+        self.lease_store: Counters | None = None
+        self.leases: list[tuple[str, str]] = []
+        self.reservations: dict[int, tuple[Counters, list[tuple[str, str]]]] = {}
+        self.reported_tokens = 0
         self.end_user = end_user or _header(headers, "x-livegate-end-user", "x-litellm-end-user-id", "x-end-user")
         header_tags = [t.strip() for t in (_header(headers, "tags", "x-litellm-tags") or "").split(",") if t.strip()]
         key_tags = principal.key.tags if principal.key else []
@@ -488,50 +536,105 @@ class Grant(SessionObserver):
             owner = "" if scope.kind == "key" else f" ({scope.name})"
             return Refusal(429, f"Budget has been exceeded{owner}! Current cost: {spend:.6f}, Max budget: "
                                 f"{scope.setting('max_budget'):.6f}", "budget_exceeded")
+        leases = limits.lease_scopes() if self.session else []
         try:
-            for scope, rpm in limits.rate_limits():
-                if await acct.store.count_request(scope.account, now) > rpm:
-                    return Refusal(429, f"Rate limit exceeded: rpm_limit {rpm} new sessions or calls per minute "
-                                        f"for {scope.name}.", "rate_limit_exceeded")
-            if self.session:
-                full = await acct.store.acquire_session_slot(
-                    key.token_hash, self.session_id, acct.instance_id, model, self.route, now,
-                    limits.session_limits(), team_id=key.team_id, user_id=key.user_id)
-                full_scope = limits.scope(SESSION_COLUMN_KINDS[full]) if full is not None else None
-                if full_scope is not None:
-                    return Refusal(429, f"{full_scope.capitalized} already has "
-                                        f"{full_scope.setting('max_parallel_requests')} realtime sessions open "
-                                        "(max_parallel_requests).", "realtime_session_limit")
-                self.holds_slot = True
-        except StoreUnavailable as exc:
-            acct.outage.failed("counting a session's limits at a handshake", exc, acct._handshake_consequence())
-            if not acct.admit_when_unavailable:
-                return Refusal(503, "The key store is unavailable; try again shortly.", "store_unavailable")
-            return self._admit_locally(limits, now)
+            answer = await acct.limits.admit(
+                self.session_id, [(s.account, n) for s, n in limits.rate_limits()],
+                [(s.account, n) for s, n in limits.tpm_limits()], [(name, n) for _, name, n in leases],
+                budgeted=limits.budgeted())
+        except Unavailable:
+            return Refusal(503, "The shared budget counters cannot be reached and fail_closed_budget_enforcement is "
+                                "on: this key is under a budget, so nothing can start now; try again shortly.",
+                           "budget_unavailable")
+        if isinstance(answer, Refused):
+            return self._refusal(answer)
+        self.lease_store, self.leases = answer.store, [(name, self.session_id) for _, name, _ in leases]
+        if self.session:  # the registry of live sessions (the admin page, ending a session from another instance)
+            try:
+                await acct.store.acquire_session_slot(key.token_hash, self.session_id, acct.instance_id, model,
+                                                      self.route, now, [], team_id=key.team_id, user_id=key.user_id)
+            except StoreUnavailable as exc:
+                acct.outage.failed("registering a session at a handshake", exc, acct._handshake_consequence())
+                if not acct.admit_when_unavailable:
+                    await self.release_limits()
+                    return Refusal(503, "The key store is unavailable; try again shortly.", "store_unavailable")
+                return None  # its limits were counted by the shared counters (this instance's while they are out)
+            self.holds_slot = True
         if self.holds_slot and acct.writer.error is None:
             acct.outage.recovered()
         return None
 
-    def _admit_locally(self, limits: Limits, now: float) -> Refusal | None:
-        """Limits counted on this instance only, while the store cannot count them (allow_requests_on_db_
-        unavailable): each scope's (key, team, user) handshakes here this minute against its rpm_limit, its
-        sessions here against its max_parallel_requests."""
-        acct = self.accounting
-        minute = int(now // 60)
-        for scope, rpm in limits.rate_limits():
-            seen, count = acct._local_rpm.get(scope.account, (minute, 0))
-            count = count + 1 if seen == minute else 1
-            acct._local_rpm[scope.account] = (minute, count)
-            if count > rpm:
-                return Refusal(429, f"Rate limit exceeded: rpm_limit {rpm} new sessions or calls per minute "
-                                    f"for {scope.name}.", "rate_limit_exceeded")
-        for scope in limits.scopes if self.session else ():
-            most = scope.setting("max_parallel_requests")
-            if most is not None and sum(1 for g in acct.grants if g is not self and g.session and any(
-                    s.kind == scope.kind and s.ident == scope.ident for s in g.principal.limits.scopes)) >= most:
-                return Refusal(429, f"{scope.capitalized} already has {most} realtime sessions open "
-                                    "(max_parallel_requests).", "realtime_session_limit")
-        return None
+    def _refusal(self, refused: Refused) -> Refusal:
+        """The handshake refusal naming the limit that refused (the key, its team or its user)."""
+        limits = self.principal.limits
+        scope = next((s for s in limits.scopes if refused.name in (s.account, f"lease:{s.account}")), None)
+        name = scope.name if scope is not None else refused.name
+        if refused.kind == "rpm":
+            return Refusal(429, f"Rate limit exceeded: rpm_limit {refused.limit:.0f} new sessions or calls per minute "
+                                f"for {name}.", "rate_limit_exceeded")
+        if refused.kind == "tpm":
+            return Refusal(429, f"Rate limit exceeded: tpm_limit {refused.limit:.0f} tokens per minute for {name} "
+                                f"({refused.used:.0f} used this minute).", "rate_limit_exceeded")
+        whose = scope.capitalized if scope is not None else name
+        return Refusal(429, f"{whose} already has {refused.limit:.0f} realtime sessions open "
+                            "(max_parallel_requests).", "realtime_session_limit")
+
+    # --- reservations (asked by the session core before Gemini is sent what may start a response) ----------
+
+    @property
+    def reserves(self) -> bool:
+        """Must each response of this session be reserved first (a budget or a tpm limit applies)?"""
+        return self.session and self.principal.limits.reserves()
+
+    async def reserve_response(self, number: int, max_output_tokens: int | None) -> ReservationRefused | None:
+        """Hold one response's worst-case cost against every budget of the session; check its tpm limits."""
+        acct, limits = self.accounting, self.principal.limits
+        scopes = limits.budgets()
+        amount, cap = worst_case(self.price, max_output_tokens, acct.reservation_output_tokens,
+                                 self.meter.last_report)
+        budgets = [Budget(s.account, spend_counter(s), float(s.setting("max_budget")), acct.spend_of(s))
+                   for s in scopes]
+        holder = f"{self.session_id}#{number}"
+        try:
+            answer = await acct.limits.reserve(holder, budgets, amount,
+                                               [(s.account, n) for s, n in limits.tpm_limits()])
+        except Unavailable:
+            acct.metrics.response_refusals.labels("budget_unavailable").inc()
+            return ReservationRefused(
+                "This response was not started: the shared budget counters cannot be reached and "
+                "fail_closed_budget_enforcement is on. Nothing was sent to Gemini; the session goes on.",
+                "budget_unavailable", "server_error")
+        if isinstance(answer, Granted):
+            self.reservations[number] = (answer.store, [(b.account, holder) for b in budgets])
+            return None
+        scope = next((s for s in limits.scopes if s.account == answer.name), None)
+        name = scope.name if scope is not None else "a budget"
+        if answer.kind == "tpm":
+            acct.metrics.response_refusals.labels("rate_limit_exceeded").inc()
+            return ReservationRefused(
+                f"This response was not started: tpm_limit {answer.limit:.0f} tokens per minute for {name} is "
+                f"reached ({answer.used:.0f} used this minute). Nothing was sent to Gemini.", "rate_limit_exceeded")
+        acct.metrics.response_refusals.labels("budget_exceeded").inc()
+        left = max(answer.limit - answer.used, 0.0)
+        return ReservationRefused(
+            f"This response was not started: the budget of {name} has ${left:.6f} left (max_budget "
+            f"${answer.limit:.6f}, spent or held by responses under way ${answer.used:.6f}), less than this "
+            f"response may cost (${amount:.6f}: up to {cap} output tokens at the model's price). Nothing was sent "
+            "to Gemini; the session goes on.", "budget_exceeded")
+
+    def settle_responses(self, numbers: tuple[int, ...]) -> None:
+        """These responses are over and their usage was charged: release what they held (queued, no I/O)."""
+        for number in numbers:
+            held = self.reservations.pop(number, None)
+            if held is not None:
+                self.accounting.limits.settle(*held)
+
+    async def release_limits(self) -> None:
+        """Free the session's leases and reservations (at its end; a lost release lapses after the TTL)."""
+        self.settle_responses(tuple(self.reservations))
+        if self.lease_store is not None and self.leases:
+            leases, self.leases = self.leases, []
+            await self.accounting.limits.release(self.lease_store, leases)
 
     def bind_model(self, model: str, upstream_model: str | None = None,
                    model_info: Mapping[str, Any] | None = None) -> Refusal | None:
@@ -633,8 +736,11 @@ class Grant(SessionObserver):
         return cost_of(self.meter.current(), self.price)
 
     def usage_changed(self) -> None:
+        if self.principal.key is None:
+            return
+        self.count_tokens()
         cost = self.cost()
-        if cost is None or self.principal.key is None:
+        if cost is None:
             return
         delta, self.reported_cost = cost.total - self.reported_cost, cost.total
         self.charge(delta)
@@ -642,10 +748,30 @@ class Grant(SessionObserver):
         if exhausted is not None and delta:
             self.accounting.enforce_budget(exhausted)  # other sessions under the same budget stop too
 
+    def count_tokens(self) -> None:
+        """Tokens reported since the last count go to the tpm counters of the scopes that have a tpm_limit."""
+        total = self.meter.current().total_tokens
+        delta, self.reported_tokens = total - self.reported_tokens, total
+        scopes = self.principal.limits.tpm_limits()
+        if delta > 0 and scopes:
+            self.accounting.limits.charge(self._counter_store(), {}, {s.account: delta for s, _ in scopes})
+
     def charge(self, amount: float) -> None:
-        """Spend goes to the key, its team and its user (queued, no I/O)."""
+        """Spend goes to the key, its team and its user (queued, no I/O), and to the shared spend counters of
+        those under a budget (a new counter starts from the spend as known before this charge)."""
+        if not amount:
+            return
+        acct = self.accounting
+        budgets = {spend_counter(s): (amount, acct.spend_of(s)) for s in self.principal.limits.budgets()}
         for scope in self.principal.limits.scopes:
-            self.accounting.writer.add_spend(scope.account, amount)
+            acct.writer.add_spend(scope.account, amount)
+        if budgets:
+            acct.limits.charge(self._counter_store(), budgets, {})
+
+    def _counter_store(self) -> Counters | None:
+        """Where this session's spend is counted: the store of its latest reservation (the holds its spend
+        replaces), else the shared one."""
+        return next(reversed(self.reservations.values()))[0] if self.reservations else None
 
     def check_budget(self) -> Scope | None:
         """The scope whose budget is spent, if one is; a session is ended then (a REST call has already run,
@@ -727,9 +853,12 @@ class Grant(SessionObserver):
         billed = usage.billed()
         cost = cost_of(usage, self.price)
         key = self.principal.key
+        if key is not None:
+            self.count_tokens()
         if key is not None and cost is not None and cost.total != self.reported_cost:
             self.charge(cost.total - self.reported_cost)
             self.reported_cost = cost.total
+        await self.release_limits()
         duration = time.monotonic() - self.started
         model = self.model or "-"
         if self.session:

@@ -4,9 +4,10 @@ and the spend charges (Grant.usage_changed) all go through `Limits`; budget rese
 here too.
 
 Each owner of a budget is a `Scope`: a key (its SHA-256), a team (`team_id`) or a user (`user_id`), with
-the record holding its settings (models, max_budget, rpm_limit, max_parallel_requests,
+the record holding its settings (models, max_budget, rpm_limit, tpm_limit, max_parallel_requests,
 max_session_seconds, blocked). A session is admitted only when every scope allows its model, has budget
-left and has room under its limits; its spend is charged to every scope.
+left and has room under its limits; its spend is charged to every scope. The counters behind rpm, tpm,
+max_parallel_requests (leases) and budget reservations are shared by a fleet (counters.py).
 """
 
 from __future__ import annotations
@@ -110,6 +111,21 @@ class Limits:
     def rate_limits(self) -> list[tuple[Scope, int]]:
         return [(s, s.setting("rpm_limit")) for s in self.scopes if s.setting("rpm_limit") is not None]
 
+    def tpm_limits(self) -> list[tuple[Scope, int]]:
+        return [(s, s.setting("tpm_limit")) for s in self.scopes if s.setting("tpm_limit") is not None]
+
+    def lease_scopes(self) -> list[tuple[Scope, str, int]]:
+        """(scope, lease scope name, max_parallel_requests) of every scope limiting its live sessions."""
+        return [(s, lease_scope(s.account), s.setting("max_parallel_requests")) for s in self.scopes
+                if s.setting("max_parallel_requests") is not None]
+
+    def budgets(self) -> list[Scope]:
+        return [s for s in self.scopes if s.setting("max_budget") is not None]
+
+    def reserves(self) -> bool:
+        """Does a response need a reservation first (a budget, or a tokens-per-minute limit, applies)?"""
+        return any(s.setting("max_budget") is not None or s.setting("tpm_limit") is not None for s in self.scopes)
+
     def session_limits(self) -> list[tuple[str, str, int | None]]:
         """(column of livegate_sessions, value, max_parallel_requests) for the store's slot count."""
         return [(SESSION_COLUMNS[s.kind], s.ident, s.setting("max_parallel_requests")) for s in self.scopes]
@@ -120,3 +136,16 @@ class Limits:
 
     def scope(self, kind: str) -> Scope | None:
         return next((s for s in self.scopes if s.kind == kind), None)
+
+
+def lease_scope(account: str) -> str:
+    """The lease scope of a budget owner's max_parallel_requests (counters.py)."""
+    return f"lease:{account}"
+
+
+def spend_counter(scope: Scope) -> str:
+    """The shared counter of a scope's spend this budget period: a new period, or an administrator's change of
+    the record (its budget, its spend), starts a new one, seeded from the spend store."""
+    record = scope.record
+    reset = getattr(record, "budget_reset_at", None)
+    return f"{scope.account}|{reset or 0:.0f}|{getattr(record, 'updated_at', 0.0):.6f}"

@@ -60,4 +60,10 @@ class Metrics:
         self.guardrail_latency = Histogram("livegate_guardrail_seconds", "Time one guardrail took to decide",
                                            ["guardrail", "stage", "verdict"], registry=r,
                                            buckets=(0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5))
+        self.counters_up = Gauge("livegate_counters_up", "1 while the shared counters (rpm, tpm, leases, budget "
+                                 "reservations: Redis or PostgreSQL) answer; 0 during an outage", registry=r)
+        self.response_refusals = Counter("livegate_response_refusals", "Responses not started because their "
+                                         "reservation was refused (budget, tpm, counters out of reach)", ["code"],
+                                         registry=r)
         self.store_up.set(1)
+        self.counters_up.set(1)

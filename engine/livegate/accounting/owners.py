@@ -18,7 +18,7 @@ from livegate.accounting.periods import reset_due_budgets
 
 # Settings a team or user shares with keys (the budgeted fields), then each one's own.
 SHARED_FIELDS = ("models", "max_budget", "budget_duration", "budget_reset_at", "max_parallel_requests", "rpm_limit",
-                 "max_session_seconds", "metadata", "spend")
+                 "tpm_limit", "max_session_seconds", "metadata", "spend")
 TEAM_FIELDS = ("team_alias", *SHARED_FIELDS, "tags", "blocked")
 USER_FIELDS = ("user_alias", "user_email", *SHARED_FIELDS)
 _JSON = {"models": list, "metadata": dict, "tags": list}
@@ -36,6 +36,7 @@ class TeamRecord:
     budget_reset_at: float | None = None
     max_parallel_requests: int | None = None
     rpm_limit: int | None = None
+    tpm_limit: int | None = None
     max_session_seconds: float | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
     tags: list[str] = field(default_factory=list)
@@ -62,6 +63,7 @@ class UserRecord:
     budget_reset_at: float | None = None
     max_parallel_requests: int | None = None
     rpm_limit: int | None = None
+    tpm_limit: int | None = None
     max_session_seconds: float | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
     created_at: float = 0.0

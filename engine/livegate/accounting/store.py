@@ -194,10 +194,41 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             created_at DOUBLE PRECISION NOT NULL
         )""",
     ]),
+    # Limits and budgets shared by a fleet (issue 24; accounting/counters_sql.py): tokens per minute, leases
+    # with a TTL for max_parallel_requests, budget reservations and each period's spend counter.
+    (6, [
+        "ALTER TABLE livegate_keys ADD COLUMN tpm_limit INTEGER",
+        "ALTER TABLE livegate_teams ADD COLUMN tpm_limit INTEGER",
+        "ALTER TABLE livegate_users ADD COLUMN tpm_limit INTEGER",
+        """CREATE TABLE livegate_token_windows (
+            account TEXT NOT NULL,
+            window_start BIGINT NOT NULL,
+            tokens BIGINT NOT NULL,
+            PRIMARY KEY (account, window_start)
+        )""",
+        """CREATE TABLE livegate_leases (
+            scope TEXT NOT NULL,
+            holder TEXT NOT NULL,
+            expires_at DOUBLE PRECISION NOT NULL,
+            PRIMARY KEY (scope, holder)
+        )""",
+        """CREATE TABLE livegate_holds (
+            account TEXT NOT NULL,
+            holder TEXT NOT NULL,
+            amount DOUBLE PRECISION NOT NULL,
+            expires_at DOUBLE PRECISION NOT NULL,
+            PRIMARY KEY (account, holder)
+        )""",
+        """CREATE TABLE livegate_spend_counters (
+            counter TEXT PRIMARY KEY,
+            spend DOUBLE PRECISION NOT NULL,
+            touched_at DOUBLE PRECISION NOT NULL
+        )""",
+    ]),
 ]
 
 KEY_FIELDS = ("key_alias", "models", "max_budget", "budget_duration", "expires", "max_parallel_requests",
-              "rpm_limit", "max_session_seconds", "metadata", "tags", "team_id", "user_id", "blocked")
+              "rpm_limit", "tpm_limit", "max_session_seconds", "metadata", "tags", "team_id", "user_id", "blocked")
 _JSON_KEY_FIELDS = ("models", "metadata", "tags")
 SPEND_TOKEN_COLUMNS = ("input_text", "input_audio", "input_image", "input_video", "input_cached", "output_text",
                        "output_audio", "output_thinking")
@@ -216,6 +247,7 @@ class KeyRecord:
     expires: float | None = None
     max_parallel_requests: int | None = None
     rpm_limit: int | None = None
+    tpm_limit: int | None = None  # tokens per minute, from usage reports (counters.py)
     max_session_seconds: float | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
     tags: list[str] = field(default_factory=list)
@@ -572,12 +604,13 @@ async def _insert_key(tx: Tx, key: KeyRecord) -> None:
     await tx.execute(
         "INSERT INTO livegate_keys (token_hash, key_name, key_alias, models, max_budget, spend, budget_duration, "
         "budget_reset_at, expires, max_parallel_requests, rpm_limit, max_session_seconds, metadata, tags, "
-        "created_at, updated_at, team_id, user_id, blocked) "
-        "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)",
+        "created_at, updated_at, team_id, user_id, blocked, tpm_limit) "
+        "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)",
         key.token_hash, key.key_name, key.key_alias, json.dumps(key.models), _f(key.max_budget),
         float(key.spend), key.budget_duration, _f(key.budget_reset_at), _f(key.expires),
         key.max_parallel_requests, key.rpm_limit, _f(key.max_session_seconds), json.dumps(key.metadata),
-        json.dumps(key.tags), key.created_at, key.updated_at, key.team_id, key.user_id, int(key.blocked))
+        json.dumps(key.tags), key.created_at, key.updated_at, key.team_id, key.user_id, int(key.blocked),
+        key.tpm_limit)
 
 
 async def _current_hashes(tx: Tx, hashes: set[str]) -> dict[str, str]:

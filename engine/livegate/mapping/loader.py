@@ -3,7 +3,8 @@
 Layout (the folder decides what a file is):
     client/<event type>.yaml      rules for one OpenAI client event type
     upstream/<field>.yaml         rules for one top-level field of a Gemini frame
-    lifecycle/<moment>.yaml       rules for connection moments (connect, upstream_idle, upstream_closed, user_idle...)
+    lifecycle/<moment>.yaml       rules for connection moments (connect, upstream_idle, upstream_closed, user_idle,
+                                  upstream_resume, response_refused, guardrail_blocked...)
     shared/<name>.yaml            rule fragments, inlined by `- include: <name>`
     shapes/<topic>.yaml           named templates, applied with `shape('name', value)`
     dialects/<name>.yaml          a client dialect as a reshape table over the canonical GA events
@@ -62,7 +63,7 @@ from livegate.paths import MAPPINGS_DIR, SCHEMAS_DIR
 RULE_FOLDERS = ("client", "upstream", "lifecycle")
 _HOLDS = ("fields", "values", "schema", "open")  # how a state.yaml object says what it holds
 LIFECYCLE_MOMENTS = ("connect", "upstream_idle", "upstream_closed", "upstream_resume", "user_idle", "mcp_listed",
-                     "mcp_called", "side_response", "guardrail_blocked")
+                     "mcp_called", "side_response", "guardrail_blocked", "response_refused")
 
 
 @dataclass(frozen=True)

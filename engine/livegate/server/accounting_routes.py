@@ -7,9 +7,12 @@ from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 
+from livegate.accounting.counters import Counters
+from livegate.accounting.counters_sql import PostgresCounters
 from livegate.accounting.database import open_database
 from livegate.accounting.gate import Accounting
 from livegate.accounting.prices import PriceTable
+from livegate.accounting.shared_limits import SharedLimits
 from livegate.accounting.store import Store
 from livegate.config import Config
 from livegate.server.client_secrets import add_client_secret_routes
@@ -32,6 +35,8 @@ def build_accounting(config: Config, models: ModelTable | None = None) -> Accoun
     store = Store(open_database(config.store.database_url, config.store.path))
     accounting = Accounting(store, PriceTable.load(), master_key=config.master_key,
                             poll_interval=config.store.poll_seconds, max_buffered_rows=config.store.max_buffered_rows,
+                            limits=build_limits(config, store),
+                            reservation_output_tokens=config.limits.reservation_output_tokens,
                             spill_dir=config.store.spill_directory(),
                             admit_when_unavailable=config.store.admit_when_unavailable)
     # The simulator is charged like the model it imitates (mappings/models.yaml `price`); an id also served by
@@ -41,6 +46,20 @@ def build_accounting(config: Config, models: ModelTable | None = None) -> Accoun
                                      if r.provider == "simulator") - real
     accounting.models = models or shipped_table()
     return accounting
+
+
+def build_limits(config: Config, store: Store) -> SharedLimits:
+    """The counters a fleet shares: Redis when configured, else the PostgreSQL spend store, else this process."""
+    limits = config.limits
+    shared: Counters | None = None
+    if limits.redis:
+        from livegate.accounting.counters_redis import RedisCounters
+
+        shared = RedisCounters(url=limits.redis_url, host=limits.redis_host, port=limits.redis_port,
+                               password=limits.redis_password)
+    elif store.db.dialect == "postgresql":
+        shared = PostgresCounters(store.db)
+    return SharedLimits(shared, ttl=limits.lease_ttl_s, fail_closed=limits.fail_closed)
 
 
 def add_accounting_routes(app: FastAPI, gateway: Gateway) -> None:

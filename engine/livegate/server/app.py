@@ -19,6 +19,7 @@ from fastapi import FastAPI, WebSocket
 from fastapi.responses import HTMLResponse
 
 from livegate import __version__
+from livegate.accounting.deployment_counters import SharedDeploymentCounters
 from livegate.accounting.gate import Accounting, Grant, Principal
 from livegate.close_codes import REFUSAL_BASE, Refusal, refuse
 from livegate.config import Config, ModelRoute
@@ -77,8 +78,11 @@ def _needs_simulator(config: Config) -> bool:
 def create_app(config: Config, mappings: Mappings | None = None, *, simulator_chunk_delay: float = 0.02) -> FastAPI:
     mappings = mappings or load_mappings()
     accounting = build_accounting(config)
+    # a fleet's deployments are counted where its keys are (Redis, else PostgreSQL); one process counts its own
+    counters = SharedDeploymentCounters(accounting.limits) if accounting.limits.shared is not None else None
     gateway = Gateway(config, mappings, ClientEventValidator(max_frame_bytes=config.max_client_frame_bytes),
-                      accounting, Pools(config, mappings.models, registry=accounting.metrics.registry))
+                      accounting, Pools(config, mappings.models, registry=accounting.metrics.registry,
+                                        counters=counters))
     gateway.resumption = gateway.mappings.resumption or ResumptionPolicy.load()
     gateway.takeover = Takeover(gateway.accounting.store.db, gateway.accounting.instance_id,
                                 grace_s=config.reattach_grace_s, drain_timeout_s=config.drain_timeout_s,
@@ -197,6 +201,10 @@ def session_translator(gateway: Gateway, route: ModelRoute, model: str, provider
                "litellm_compat": compat, "features": route.gemini_features or {}, "voices": route.voices or {}}
     if transport is not None:
         context["transport"] = transport
+    if grant.session and grant.principal.limits.budgeted():
+        # a response's output is reserved against the budgets at this cap when the client sets none, so Gemini
+        # is held to it (mappings/shapes/session.yaml): the reservation is a true worst case
+        context["output_token_cap"] = grant.accounting.reservation_output_tokens
     # With no header, LiteLLM compatibility starts in beta (LiteLLM's clients speak it); either way the
     # first session.update's shape may still switch the dialect.
     return Translator(gateway.mappings, dialect="beta" if beta or compat else "ga", context=context,

@@ -48,7 +48,8 @@ def key_info(key: KeyRecord, spend: float | None = None) -> dict[str, Any]:
         "spend": key.spend if spend is None else spend, "max_budget": key.max_budget, "models": key.models,
         "budget_duration": key.budget_duration, "budget_reset_at": iso(key.budget_reset_at),
         "expires": iso(key.expires), "max_parallel_requests": key.max_parallel_requests,
-        "rpm_limit": key.rpm_limit, "max_session_seconds": key.max_session_seconds, "metadata": key.metadata,
+        "rpm_limit": key.rpm_limit, "tpm_limit": key.tpm_limit, "max_session_seconds": key.max_session_seconds,
+        "metadata": key.metadata,
         "tags": key.tags, "team_id": key.team_id, "user_id": key.user_id, "blocked": key.blocked,
         "created_at": iso(key.created_at), "updated_at": iso(key.updated_at),
     }
@@ -58,7 +59,7 @@ def budget_settings(body: dict[str, Any], now: float) -> dict[str, Any]:
     """The budgeted settings a key, team or user body carries (already schema-checked), as stored: null
     lists and objects become empty, `budget_duration` starts its first period."""
     out: dict[str, Any] = {}
-    for name in ("models", "tags", "metadata", "max_budget", "max_parallel_requests", "rpm_limit",
+    for name in ("models", "tags", "metadata", "max_budget", "max_parallel_requests", "rpm_limit", "tpm_limit",
                  "max_session_seconds", "spend", "blocked", "key_alias", "team_alias", "user_alias", "user_email"):
         if name in body:
             value = body[name]

@@ -40,7 +40,9 @@ from livegate.translation.commands import (
     GenerateRequest,
     McpRequest,
     OpenUpstream,
+    Reserve,
     SetTimer,
+    Settle,
     StoreSession,
     Timer,
 )
@@ -75,7 +77,7 @@ class RealtimeSession:
         observer = watchers[0] if len(watchers) == 1 else Observers(*watchers) if watchers else None
         self.core = SessionCore(translator, policy, stall_after_s=self.timeouts.upstream_stall_s, observer=observer,
                                 relocations=placement.alternatives if placement is not None else 0,
-                                checkpoints=keeper is not None)
+                                checkpoints=keeper is not None, reserve=grant is not None and grant.reserves)
         self.takeover, self.keeper = takeover, keeper  # the shared store (None: the session lives here only)
         self.missed = missed  # a session taken over from the store: None for a new one, else the events to replay
         self.client = ClientLink(ws, self.timeouts.client_write_s, reattach_grace_s)
@@ -230,6 +232,11 @@ class RealtimeSession:
                 await self.client.close(code, reason)
             case CheckGuardrail():
                 self._spawn(self._check, command)  # input of that side waits in the core meanwhile
+            case Reserve():
+                self._spawn(self._reserve, command)  # the core holds the content meanwhile
+            case Settle(numbers):
+                if self.grant is not None:
+                    self.grant.settle_responses(numbers)
             case McpRequest():
                 self._spawn(self._ask_mcp, command)  # the session goes on while the MCP server answers
             case GenerateRequest():
@@ -240,6 +247,11 @@ class RealtimeSession:
             case StoreSession(snapshot):
                 if self.keeper is not None:  # stored before the client is closed (the next command)
                     await self.keeper.release(snapshot, self.client.held_frames())
+
+    async def _reserve(self, command: Reserve) -> None:
+        refusal = await self.grant.reserve_response(command.number, command.max_output_tokens) \
+            if self.grant is not None else None
+        await self._write(self.core.reservation_answered(command.number, refusal))
 
     async def _open(self, command: OpenUpstream) -> None:
         connecting = time.monotonic()

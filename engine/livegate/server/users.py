@@ -33,6 +33,7 @@ def user_info(gateway: Gateway, user: UserRecord) -> dict[str, Any]:
         "models": user.models, "max_budget": user.max_budget, "spend": spend,
         "budget_duration": user.budget_duration, "budget_reset_at": iso(user.budget_reset_at),
         "max_parallel_requests": user.max_parallel_requests, "rpm_limit": user.rpm_limit,
+        "tpm_limit": user.tpm_limit,
         "max_session_seconds": user.max_session_seconds, "metadata": user.metadata,
         "created_at": iso(user.created_at), "updated_at": iso(user.updated_at),
     }

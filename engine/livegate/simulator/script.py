@@ -184,6 +184,20 @@ def audio_tokens(n_bytes: int, rate: int) -> int:
     return math.ceil(n_bytes / (2 * rate) * AUDIO_TOKENS_PER_SECOND)
 
 
+def cut_to_tokens(text: str, max_tokens: int | None, *, audio_out: bool) -> str:
+    """The longest beginning of an answer whose output stays within `max_tokens` (generationConfig.
+    maxOutputTokens): text counted as text tokens, a spoken answer by the tokens of its audio."""
+    if max_tokens is None:
+        return text
+    if not audio_out:
+        return text[: max_tokens * CHARS_PER_TEXT_TOKEN]
+    from livegate.simulator import audio
+
+    while text and audio_tokens(sum(len(p) for p in audio.reply_audio(text)), audio.OUTPUT_RATE) > max_tokens:
+        text = text[: len(text) * 3 // 4]
+    return text
+
+
 def usage_metadata(backend: str, prompt: dict[str, int], response: dict[str, int]) -> dict[str, Any]:
     """usageMetadata of one turn. `prompt`/`response` map a modality (TEXT, AUDIO) to a token count.
 

@@ -299,6 +299,7 @@ class _Connection:
         self.lifetime_task: asyncio.Task[None] | None = None
         self.seeding = False  # historyConfig.initialHistoryInClientContent: clientContent is history until turnComplete
         self.vad = audio.EnergyVad()
+        self.max_output_tokens: int | None = None  # generationConfig.maxOutputTokens: answers are cut there
         self.in_activity = False  # between activityStart and activityEnd (manual mode)
         self.activity_audio = bytearray()
         self.activity_rate = 16000
@@ -459,6 +460,8 @@ class _Connection:
                                "by the model.")
         self._check_model_can(setup)
         resolution = _obj(setup.get("generationConfig")).get("mediaResolution")
+        cap = _obj(setup.get("generationConfig")).get("maxOutputTokens")
+        self.max_output_tokens = cap if isinstance(cap, int) and not isinstance(cap, bool) and cap > 0 else None
         self.image_tokens = script.IMAGE_TOKENS.get(str(resolution), script.DEFAULT_IMAGE_TOKENS)
         self.waits_for_input = self.caps["thinking"] == "required"
         self.input_transcription = setup.get("inputAudioTranscription") is not None
@@ -758,7 +761,9 @@ class _Connection:
         self.phase = "idle"
 
     async def _stream_turn(self, text: str, prompt_tokens: dict[str, int]) -> None:
-        """Stream one model turn: content chunks, generationComplete, turnComplete + usage, new handle."""
+        """Stream one model turn: content chunks, generationComplete, turnComplete + usage, new handle. An
+        answer longer than maxOutputTokens stops there, as Gemini's does."""
+        text = script.cut_to_tokens(text, self.max_output_tokens, audio_out=not self.text_out)
         chunks = script.split_text(text)
         self.phase = "streaming"
         if self.text_out:

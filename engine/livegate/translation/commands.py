@@ -77,6 +77,34 @@ class CheckGuardrail:
 
 
 @dataclass(frozen=True, slots=True)
+class Reserve:
+    """Reserve one response's worst-case cost against every budget the session falls under (and check its
+    tokens-per-minute limits) before Gemini is sent what may start it; report `reservation_answered(number,
+    refusal)`. `max_output_tokens` is the session's cap (None: no cap, the configured one applies). Gemini-bound
+    content waits for the answer (docs/operating/fleet.md, "Limits and budgets across instances")."""
+
+    number: int
+    max_output_tokens: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Settle:
+    """The responses of these reservations are over and their usage was reported: release what they held
+    (their cost was charged as the usage came)."""
+
+    numbers: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ReservationRefused:
+    """Why a response cannot start: `message` for the client, OpenAI's error `code` and `type`."""
+
+    message: str
+    code: str
+    type: str = "invalid_request_error"
+
+
+@dataclass(frozen=True, slots=True)
 class McpRequest:
     """Ask an MCP server of the session (livegate is the MCP client of the session's `{type: "mcp"}` tools):
     list its tools (`action` "list") or call one ("call"), in the background; report the outcome with
@@ -112,8 +140,8 @@ class StoreSession:
     release: bool = False
 
 
-Command = (SetTimer | OpenUpstream | CloseUpstream | CloseClient | McpRequest | GenerateRequest | StoreSession
-           | CheckGuardrail)
+Command = (SetTimer | OpenUpstream | CloseUpstream | CloseClient | Reserve | Settle | McpRequest | GenerateRequest
+           | StoreSession | CheckGuardrail)
 
 
 @dataclass(frozen=True, slots=True)

@@ -37,6 +37,7 @@ QUESTIONS: dict[str, str] = {
     "handle": "the latest resumption handle (a new one means a recovered connection completed a turn)",
     "handle_usable": "whether a new connection may resume with the handle (its age aside)",
     "handle_received_at": "when (Unix s) the handle arrived, for handle_ttl_s",
+    "max_output_tokens": "the session's cap on a response's output tokens (a reservation's worst case)",
     "checkpoint": "what another instance needs to take the session over (a change stores a snapshot)",
     "between_turns": "whether nothing is under way or owed (a turn boundary, the handle aside)",
     "handle_current": "whether the handle covers every item (a session taken over resumes with it)",
@@ -64,6 +65,20 @@ class ResumptionPolicy:
     recoveries: int = 1
     never_recover: frozenset[int] = frozenset({1000, 1007, 1008})
     fresh_after: frozenset[int] = frozenset({1011})
+    # What may start a response in a Gemini message (dotted paths: a message with a truthy value at one of
+    # them): a session under a budget sends such a message only while it holds a reservation (session_core.py).
+    reserve_before: tuple[tuple[str, ...], ...] = (("clientContent", "turnComplete"), ("realtimeInput", "audio"),
+                                                  ("realtimeInput", "text"), ("realtimeInput", "activityEnd"),
+                                                  ("toolResponse",))
+
+    def may_start_response(self, message: dict[str, Any]) -> bool:
+        for path in self.reserve_before:
+            value: Any = message
+            for step in path:
+                value = value.get(step) if isinstance(value, dict) else None
+            if value:
+                return True
+        return False
 
     @classmethod
     def load(cls, root: str | Path | None = None, state: StateSpec | None = None) -> ResumptionPolicy:
@@ -111,6 +126,12 @@ class ResumptionPolicy:
                 if not isinstance(codes, list) or not all(isinstance(c, int) and 1000 <= c <= 4999 for c in codes):
                     raise MappingError(doc.position((key,)), f"{key}: expected a list of close codes (1000-4999)")
                 values[key] = frozenset(codes)
+        if "reserve_before" in data:
+            paths = data["reserve_before"]
+            if not isinstance(paths, list) or not all(isinstance(f, str) and f for f in paths):
+                raise MappingError(doc.position(("reserve_before",)), "reserve_before: expected a list of paths "
+                                   "in Gemini messages (clientContent.turnComplete, realtimeInput.audio, ...)")
+            values["reserve_before"] = tuple(tuple(path.split(".")) for path in paths)
         return cls(questions, **values)
 
 

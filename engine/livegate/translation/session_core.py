@@ -19,15 +19,24 @@ Inputs (each returns an `Output`: client messages, Gemini messages for `Output.l
     mcp_result(request, result)      an MCP request the core commanded (McpRequest) finished
     side_result(request, event)      an out-of-band response's side call (GenerateRequest) streamed
     stop(message, code, close_code)  accounting stopped the session
+    reservation_answered(n, refusal) the answer to `Reserve(n)`: None (held) or a ReservationRefused
     drain(deadline)                  the gateway drains (SIGTERM): close 1012 at the next turn boundary
     take_over()                      a session restored from the store (takeover/) is carried on here
     guardrail_decided(check, decision) the guardrails decided on a held input (CheckGuardrail)
 
-Commands (translation/commands.py): SetTimer, OpenUpstream, CloseUpstream, CloseClient, McpRequest,
-GenerateRequest, CheckGuardrail, StoreSession (with `checkpoints`: a snapshot whenever the `checkpoint` or
-`between_turns` answer changes). Questions: the
-core reads the session state only through the named expressions of mappings/resumption.yaml, asked again
-only when a key they read changed, so an audio chunk costs two identity checks and no command.
+Commands (translation/commands.py): SetTimer, OpenUpstream, CloseUpstream, CloseClient, Reserve, Settle,
+McpRequest, GenerateRequest, CheckGuardrail, StoreSession (with `checkpoints`: a snapshot whenever the
+`checkpoint` or `between_turns` answer changes). Questions: the core reads the session state only through the
+named expressions of mappings/resumption.yaml, asked again only when a key they read changed, so an audio chunk
+costs two identity checks and no command.
+
+Reservations (a session under a budget or a tokens-per-minute limit, `reserve=True`): a message that may start a
+response (resumption.yaml's `reserve_before`) reaches Gemini only while the session holds a reservation. The
+core asks for one (`Reserve`) and holds that content until the answer; a refused one drops it and runs
+lifecycle/response_refused (the client is told why). A reservation is spent when Gemini comes to owe an answer
+while it is held (`turn_pending` rises), and settled (`Settle`) once that answer is over and its usage came;
+content after that needs the next one. So each response is covered by a reservation taken before Gemini was
+sent what started it, and a session holds at most one reservation it has not spent.
 
 Invariants: frames of a connection other than `link` are dropped (a connection the session moved away from
 is over, whatever it still says); while a connection opens, Gemini-bound messages are queued in order (audio
@@ -53,7 +62,10 @@ from livegate.translation.commands import (
     GenerateRequest,
     McpRequest,
     OpenUpstream,
+    ReservationRefused,
+    Reserve,
     SetTimer,
+    Settle,
     StoreSession,
     Timer,
     UpstreamFailure,
@@ -67,6 +79,11 @@ from livegate.translation.translator import Output, Translator
 log = logging.getLogger("livegate.session")
 
 _EARLY = 0.005  # a timer may fire this much before its deadline (the event loop's clock resolution)
+# After a refused reservation, content is dropped without asking again for this long (doubling while refusals go
+# on, up to the maximum): a session streaming audio would otherwise ask once per chunk.
+_REFUSED_QUIET_S = 1.0
+_REFUSED_QUIET_MAX_S = 16.0
+
 # A draining session at rest waits this long for the handle of the turn it just finished (Gemini sends it
 # right after turnComplete), so that another instance resumes instead of re-seeding.
 HANDLE_WAIT_S = 1.0
@@ -91,7 +108,8 @@ class _Opening:
 class SessionCore:
     def __init__(self, translator: Translator, policy: ResumptionPolicy | None = None, *,
                  stall_after_s: float = 10.0, clock: Callable[[], float] = time.monotonic,
-                 observer: SessionObserver | None = None, relocations: int = 0, checkpoints: bool = False) -> None:
+                 observer: SessionObserver | None = None, relocations: int = 0, checkpoints: bool = False,
+                 reserve: bool = False) -> None:
         self.translator = translator
         self.policy = policy or translator.mappings.resumption or ResumptionPolicy.load()
         self.stall_after_s = stall_after_s
@@ -135,6 +153,22 @@ class SessionCore:
         self._check_seq = 0
         self._scope: dict[str, Any] = {"session": None, "config": translator.config,
                                        "tables": translator.mappings.tables}
+        # Reservations (see the module docstring): the current one's number and state ("none", "asking",
+        # "held"), the content waiting for the answer, spent ones awaiting their usage (number, usage reports
+        # read when it was spent), and the quiet period after a refusal.
+        self._reserve = reserve
+        self._reservation = "none"
+        self._number = 0
+        self._unreserved: InputQueue | None = None
+        self._unreserved_event_id: str | None = None
+        self._spend_on_grant = False  # Gemini came to owe an answer while asking: the grant is spent at once
+        self._spent: list[tuple[int, int]] = []
+        self._pending = False  # turn_pending's truth, for its rising and falling edges
+        self._rose = False  # it rose during this input
+        self._input_event_id: str | None = None  # the event_id of the client event being handled
+        self._refused: ReservationRefused | None = None
+        self._refused_until = 0.0
+        self._quiet_s = _REFUSED_QUIET_S
 
     # -- what the pump may ask ---------------------------------------------------------------------
 
@@ -172,6 +206,7 @@ class SessionCore:
 
     def _client_input(self, frame: str | bytes | dict[str, Any], out: Output) -> None:
         translated = self.translator.from_client(frame)
+        self._input_event_id = self.translator.last_event_id
         if translated.check is not None:
             self._begin_check(translated)
         out.extend(translated)
@@ -374,6 +409,28 @@ class SessionCore:
         self._close(out, close_code, message)
         return self._after(out)
 
+    def reservation_answered(self, number: int, refusal: ReservationRefused | None) -> Output:
+        """The answer to `Reserve(number)`: the held content goes to Gemini, or is dropped and the client told."""
+        out = Output()
+        if number != self._number or self._reservation != "asking":
+            return out  # superseded (the session is closing)
+        queue, self._unreserved = self._unreserved, None
+        held = queue.drain() if queue is not None else []
+        if refusal is None:
+            self._reservation, self._quiet_s = "held", _REFUSED_QUIET_S
+            self._rose |= self._spend_on_grant  # spent once what it covers was routed (_after)
+            out.upstream = held
+        else:
+            self._reservation = "none"
+            self._refused, self._refused_until = refusal, self.now() + self._quiet_s
+            self._quiet_s = min(self._quiet_s * 2, _REFUSED_QUIET_MAX_S)
+            log.info("response refused (%s): %d message(s) for Gemini dropped", refusal.code, len(held))
+            out.extend(self.translator.response_refused(refusal.message, refusal.code, refusal.type,
+                                                        self._unreserved_event_id))
+        self._spend_on_grant = False
+        self._unreserved_event_id = None
+        return self._after(out)
+
     def drain(self, deadline: float) -> Output:
         """The gateway drains (SIGTERM): at the session's next rest (at the latest at `deadline`, on the core's
         clock) its state is stored and released for another instance, then the client is closed with 1012,
@@ -407,8 +464,17 @@ class SessionCore:
         self._settle(out)
         if out.upstream:
             self._route(out)
+        if self._rose:  # after routing: the content that made Gemini owe an answer went under this reservation
+            self._rose = False
+            if self._reservation == "held":
+                self._spend(self._number)
+            elif self._reservation == "asking":
+                self._spend_on_grant = True
+        if self._spent:
+            self._settle_reservations(out)
         if out.client:
             self.observer.client_messages(out.client)
+        self._input_event_id = None
         return out
 
     def _settle(self, out: Output) -> None:
@@ -447,6 +513,9 @@ class SessionCore:
             self._awaits = truthy(answers["awaits_request"])
         if "turn_pending" in changed:
             self._pending_since = now if truthy(answers["turn_pending"]) else None
+            pending = self._pending_since is not None
+            self._rose |= pending and not self._pending  # Gemini came to owe an answer (see _after)
+            self._pending = pending
         if (self._pending_since is not None and Timer.STALL not in self._armed and self.link is not None
                 and self._opening is None):
             self._arm(out, Timer.STALL, max(self._last_frame, self._pending_since) + self.stall_after_s)
@@ -521,7 +590,12 @@ class SessionCore:
         """Where this input's Gemini-bound messages go: the connection, the queue, or a first connection."""
         if self._stopped or self.closing:
             out.upstream = []
-        elif self.link is not None:
+            return
+        if self._reserve and self._reservation != "held":
+            self._hold_for_reservation(out)
+            if not out.upstream:
+                return
+        if self.link is not None:
             out.link = self.link
         elif self._queue is not None:
             for message in out.upstream:
@@ -539,6 +613,56 @@ class SessionCore:
                 raise RuntimeError("the first upstream message of a session must be setup")
             self._queue = InputQueue(self.policy.queue_audio_ms)
             self._open(out, "first", messages, recovering=False, old=None)
+
+    # -- reservations ------------------------------------------------------------------------------
+
+    def _hold_for_reservation(self, out: Output) -> None:
+        """Keep back the content that needs a reservation (and everything after it, in order), asking for one;
+        during the quiet period after a refusal, drop it (telling the client when it asked for a response)."""
+        messages = out.upstream
+        first = 0
+        if self._reservation != "asking":
+            starts = self.policy.may_start_response
+            first = next((i for i, m in enumerate(messages) if starts(m)), len(messages))
+        if first == len(messages):
+            return
+        out.upstream, held = messages[:first], messages[first:]
+        if self._reservation == "asking":
+            assert self._unreserved is not None
+            for message in held:
+                self._unreserved.put(message)
+            self._unreserved_event_id = self._input_event_id or self._unreserved_event_id
+            return
+        if self._refused is not None and self.now() < self._refused_until:
+            if self._pending:  # the client asked for a response that cannot start: it must not wait for it
+                refused = self._refused
+                out.extend(self.translator.response_refused(refused.message, refused.code, refused.type,
+                                                            self._input_event_id))
+            return
+        self._number += 1
+        self._reservation = "asking"
+        self._unreserved = InputQueue(self.policy.queue_audio_ms)
+        self._unreserved_event_id = self._input_event_id
+        for message in held:
+            self._unreserved.put(message)
+        cap = self._ask("max_output_tokens")
+        out.command(Reserve(self._number, int(cap) if isinstance(cap, int | float) and not isinstance(cap, bool)
+                            else None))
+
+    def _spend(self, number: int) -> None:
+        """The held reservation now covers an answer Gemini owes; the next content needs another."""
+        self._reservation = "none"
+        self._spent.append((number, self.translator.usage.reports))
+
+    def _settle_reservations(self, out: Output) -> None:
+        """Spent reservations whose answer is over and whose usage came since are released."""
+        if self._pending:
+            return
+        reports = self.translator.usage.reports
+        done = tuple(number for number, seen in self._spent if reports > seen)
+        if done:
+            self._spent = [(n, seen) for n, seen in self._spent if n not in done]
+            out.command(Settle(done))
 
     # -- moving to a new connection ----------------------------------------------------------------
 

@@ -15,6 +15,7 @@ session-core.md tells the whole story.
                                                                present, in dispatch.yaml order
     upstream_idle()             quiet for idle_after_ms     -> lifecycle/upstream_idle.yaml
     user_idle()                 turn_detection's idle time  -> lifecycle/user_idle.yaml
+    response_refused(...)       a response may not start    -> lifecycle/response_refused.yaml
     mcp_result(action, result)  an MCP request finished     -> lifecycle/mcp_listed.yaml, mcp_called.yaml
     side_result(event)          an out-of-band answer streams -> lifecycle/side_response.yaml
     upstream_closed(code, why)  Gemini closed               -> lifecycle/upstream_closed.yaml
@@ -202,6 +203,7 @@ class Translator:
             self.config["capabilities"] = mappings.models.capabilities(
                 self.config.get("setup_model") or self.config.get("model") or "", self.config.get("backend", ""))
         self.session: dict[str, Any] = {}
+        self.last_event_id: str | None = None  # of the latest valid client event (a refusal echoes it)
         self.usage = ledger if ledger is not None else UsageLedger()  # the session's usage ledger
         self.observer = observer or SessionObserver()
         # The stages with guardrails (config.guardrails, from the pump): an input whose text they must check is
@@ -262,6 +264,7 @@ class Translator:
 
     def from_client(self, frame: str | bytes | dict[str, Any]) -> Output:
         out = Output()
+        self.last_event_id = None
         if self._sniff:
             self._sniff_dialect(frame)
         event, error = self.validator.parse(frame, self.dialect)
@@ -269,6 +272,7 @@ class Translator:
             self._send_client(out, error)
             return out
         assert event is not None
+        self.last_event_id = event.get("event_id")
         reshape = self._from_client.get(event["type"])
         if reshape is not None:
             event = self._reshape(reshape, event)
@@ -386,6 +390,11 @@ class Translator:
         """The session moves to a new Gemini connection: mode "handle" (resumed) or "fresh" (re-seeded)."""
         return self._lifecycle("upstream_resume", {"mode": mode, "cut": cut})
 
+    def response_refused(self, message: str, code: str, error_type: str, event_id: str | None) -> Output:
+        """A response may not start (its reservation was refused: budget, tokens per minute, counters out of
+        reach); what would have started it was not sent to Gemini."""
+        return self._lifecycle("response_refused", {"message": message, "code": code, "error_type": error_type,
+                                                    "event_id": event_id})
     def mcp_result(self, action: str, result: dict[str, Any]) -> Output:
         """An MCP request (a `McpRequest` command) finished: lifecycle/mcp_listed or lifecycle/mcp_called, with the
         result as `event` ({request_id, ok, tools | output | error})."""

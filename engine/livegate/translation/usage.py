@@ -163,6 +163,8 @@ class UsageLedger:
         self.cumulative = cumulative
         self.on_change = on_change
         self.turns = 0  # turns whose usage was reported
+        self.reports = 0  # usage reports read (the session core settles a response's reservation after one)
+        self.last_report: TokenUsage | None = None  # the latest report (a reservation's estimate of the context)
         self.beside = TokenUsage()  # calls beside the live turns (out-of-band responses), each counted once
 
     def model_output(self) -> None:
@@ -172,7 +174,8 @@ class UsageLedger:
 
     def report(self, usage_metadata: dict[str, Any]) -> TokenUsage:
         """A usage report of the turn in progress (it replaces the previous one); returns its reading."""
-        self.pending = TokenUsage.from_metadata(usage_metadata)
+        self.pending = self.last_report = TokenUsage.from_metadata(usage_metadata)
+        self.reports += 1
         if self.on_change is not None:
             self.on_change()
         return self.pending

@@ -116,7 +116,7 @@ async def test_audio_turn_with_server_vad(gateway: dict[str, Any]) -> None:
     assert "heard 1.5 s of audio" in user.transcript
     assert events[-1].response.output[0].content[0].type == "output_audio"
     assert gateway["sim"].sessions[0].setup["generationConfig"]["speechConfig"]["voiceConfig"][
-        "prebuiltVoiceConfig"]["voiceName"] == "Kore"
+        "prebuiltVoiceConfig"]["voiceName"] == "Aoede"
 
 
 async def test_manual_audio_turn(gateway: dict[str, Any]) -> None:

@@ -54,7 +54,7 @@ def _sources(method: str, args: tuple[Any, ...]) -> list[str]:
     """The inputs a call is, as state.yaml's transitions name them (`client/<type>`, `upstream/<field>`...)."""
     if method == "start":
         return ["lifecycle/connect"]
-    if method in ("upstream_idle", "upstream_closed", "upstream_resume", "user_idle"):
+    if method in ("upstream_idle", "upstream_closed", "upstream_resume", "user_idle", "watchdog"):
         return [f"lifecycle/{method}"]
     frame = args[0]
     try:
@@ -96,7 +96,7 @@ def _checked(method: Any) -> Any:
 
 
 for _name in ("start", "from_client", "from_upstream", "upstream_idle", "upstream_closed", "upstream_resume",
-              "user_idle"):
+              "user_idle", "watchdog"):
     setattr(Translator, _name, _checked(getattr(Translator, _name)))
 
 _report_violation = Translator._lifecycle_violation

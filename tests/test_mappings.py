@@ -13,6 +13,7 @@ Translator one step at a time:
     transport: webrtc                     (optional: a WebRTC call, where livegate plays the audio)
     sniff_dialect: false                  (no dialect header: the first session.update's shape decides)
     gemini_features: {name: value}        (optional: the config entry's gemini_features defaults)
+    watchdog: {empty_turns: 3, ...}       (optional: config.watchdog, as the session core gives it; absent: off)
     show_connect: false                   (include the session.created step in the snapshot)
     snapshot: true                        (false: the expectations say it all; no whole-conversation snapshot)
     steps:
@@ -32,7 +33,8 @@ Translator one step at a time:
       - idle: true                        Gemini stayed quiet past idle_after_ms
       - user_idle: true                   turn_detection.idle_timeout_ms passed (the pump's timer)
       - upstream_closed: {code: 1011, reason: "..."}
-      - upstream_resume: {mode: handle | fresh, cut: false}   livegate moves to a new Gemini connection
+      - upstream_resume: {mode: handle | fresh, cut: false, why: ...}   livegate moves to a new Gemini connection
+      - watchdog: {action: reask | give_up, why: stall | empty_turn | silent_audio}   the watchdog acts
 
 Every output is checked against the SDK types (tests/conftest.py). Cases whose behaviour is best read
 as a whole conversation are snapshotted (tests/__snapshots__/test_mappings/); the others say what they
@@ -91,7 +93,9 @@ def _feed(translator: Translator, step: dict[str, Any]) -> Output:
         return translator.user_idle()
     if "upstream_resume" in step:
         resume = step["upstream_resume"]
-        return translator.upstream_resume(resume["mode"], cut=resume.get("cut", False))
+        return translator.upstream_resume(resume["mode"], cut=resume.get("cut", False), why=resume.get("why", ""))
+    if "watchdog" in step:
+        return translator.watchdog(step["watchdog"]["action"], step["watchdog"]["why"])
     if "upstream_closed" in step:
         return translator.upstream_closed(step["upstream_closed"]["code"], step["upstream_closed"].get("reason", ""))
     raise AssertionError(f"unknown step {sorted(step)}")
@@ -160,6 +164,7 @@ def run_case(case: dict[str, Any], mappings: Any = None) -> list[dict[str, Any]]
                                      "capabilities": capabilities, "features": case.get("gemini_features", {}),
                                      "litellm_compat": case.get("litellm_compat", False),
                                      **({"intent": case["intent"]} if "intent" in case else {}),
+                                     **({"watchdog": case["watchdog"]} if "watchdog" in case else {}),
                                      **({"transport": case["transport"]} if "transport" in case else {})})
     transcript = []
     connect = translator.start()

@@ -18,6 +18,7 @@ from livegate.translation.commands import CloseClient, CloseUpstream, OpenUpstre
 from livegate.translation.observer import SessionObserver
 from livegate.translation.session_core import SessionCore
 from livegate.translation.translator import Output, Translator
+from livegate.translation.watchdog import WatchdogSettings
 from tests import conftest
 
 MAPPINGS = load_mappings()
@@ -48,15 +49,20 @@ class Recorder(SessionObserver):
     def switch_started(self, mode: str, cut: bool, why: str) -> None:
         self.seen.append(("switch", mode, cut, why))
 
+    def recovery(self, kind: str) -> None:
+        self.seen.append(("recovery", kind))
 
-def make(mappings: Any = MAPPINGS, *, stall_after_s: float = 5.0, **policy: Any) -> tuple[SessionCore, Clock]:
+
+def make(mappings: Any = MAPPINGS, *, stall_after_s: float = 5.0, watchdog: WatchdogSettings | None = None,
+         **policy: Any) -> tuple[SessionCore, Clock]:
     clock = Clock()
     translator = Translator(mappings, deterministic=True, clock=lambda: WALL + clock.t, context={
         "model": "gpt-realtime", "setup_model": "models/gemini-3.8-live", "backend": "aistudio",
         "capabilities": mappings.models.capabilities("gemini-3.8-live", "aistudio")})
     base = mappings.resumption
     core = SessionCore(translator, dataclasses.replace(base, **policy) if policy else base,
-                       stall_after_s=stall_after_s, clock=clock, observer=Recorder())
+                       stall_after_s=stall_after_s, clock=clock, observer=Recorder(),
+                       watchdog=watchdog or WatchdogSettings(stall_timeout_ms=2000))
     return core, clock
 
 
@@ -77,9 +83,9 @@ def frame(**message: Any) -> bytes:
     return orjson.dumps(message)
 
 
-def connected(**session: Any) -> tuple[SessionCore, Clock, int]:
+def connected(*, watchdog: WatchdogSettings | None = None, **session: Any) -> tuple[SessionCore, Clock, int]:
     """A session whose first Gemini connection is open (link 1), between turns."""
-    core, clock = make()
+    core, clock = make(watchdog=watchdog)
     core.start()
     core.client_frame({"type": "session.update", "session": {"type": "realtime", "output_modalities": ["text"],
                                                              **session}})
@@ -196,8 +202,8 @@ def test_no_boundary_by_the_deadline_switches_mid_turn_and_fails_the_cut_respons
     core.client_frame({"type": "response.create"})
     core.upstream_frame(link, TEXT)
     out = core.upstream_frame(link, frame(goAway={"timeLeft": "12s"}))
-    assert commands(out, SetTimer) == [SetTimer(Timer.SWITCH_DEADLINE, clock.t + 2)]
-    clock.t += 2
+    assert commands(out, SetTimer) == [SetTimer(Timer.SWITCH_DEADLINE, clock.t + 6)], "half the time left, not 10 s"
+    clock.t += 6
     switched = core.timer_expired(Timer.SWITCH_DEADLINE)
     done = next(m for m in switched.client if m["type"] == "response.done")
     assert done["response"]["status"] == "failed"
@@ -234,17 +240,26 @@ def test_a_handle_past_its_ttl_reseeds_a_fresh_session() -> None:
     assert opening.then[0]["clientContent"]["turnComplete"] is True
 
 
-def test_a_handle_that_does_not_take_falls_back_to_fresh_then_gives_up() -> None:
-    core, _, link = connected()
+def test_a_handle_that_does_not_take_falls_back_to_fresh_then_retries_then_gives_up() -> None:
+    core, clock, link = connected()
     answered_turn(core, link)
     [handle] = commands(core.upstream_frame(link, frame(goAway={})), OpenUpstream)
     retry = core.upstream_failed(handle.link, UpstreamFailure("closed", code=1008, reason="expired handle"))
     [fresh] = commands(retry, OpenUpstream)
-    assert fresh.mode == "fresh" and fresh.link != handle.link
+    assert fresh.mode == "fresh" and fresh.link != handle.link, "a refused handle: a fresh session at once"
+    for delay in (0.25, 1.0, 2.0):  # resumption.yaml retry_after_s: unreachable is tried again, later
+        out = core.upstream_failed(fresh.link, UpstreamFailure("unreachable", "unreachable"))
+        assert out.client == [] and commands(out, SetTimer) == [SetTimer(Timer.RECONNECT, clock.t + delay)]
+        clock.t += delay
+        [fresh] = commands(core.timer_expired(Timer.RECONNECT), OpenUpstream)
+        assert fresh.mode == "fresh"
+        assert fresh.setup["setup"]["historyConfig"] == {"initialHistoryInClientContent": True}
     out = core.upstream_failed(fresh.link, UpstreamFailure("unreachable", "unreachable"))
-    assert out.client[-1]["error"]["code"] == "upstream_unavailable"
+    error = out.client[-1]["error"]
+    assert error["code"] == "upstream_unavailable" and "tried 4 times" in error["message"]
     assert commands(out, CloseUpstream) == [CloseUpstream(link)]
     assert commands(out, CloseClient)[0].code == 1014
+    assert core.observer.seen.count(("recovery", "retried")) == 3  # type: ignore[attr-defined]
 
 
 # --- recoveries --------------------------------------------------------------------------------------
@@ -333,10 +348,10 @@ def test_an_unrequested_continuation_is_served_after_the_wait() -> None:
 # --- the stall clock ---------------------------------------------------------------------------------
 
 
-def test_gemini_silent_mid_turn_is_a_stall() -> None:
+def test_gemini_silent_mid_response_is_a_stall() -> None:
     core, clock, link = connected()
-    out = core.client_frame({"type": "response.create"})
-    assert commands(out, SetTimer) == [SetTimer(Timer.STALL, clock.t + 5.0)]
+    core.client_frame({"type": "response.create"})
+    core.upstream_frame(link, TEXT)  # the response is under way: upstream_stall_timeout_s (5 s here) applies
     clock.t += 3
     core.upstream_frame(link, TEXT)  # Gemini speaks: the silence starts again
     clock.t += 2
@@ -360,7 +375,7 @@ def test_a_turn_requested_after_a_long_quiet_is_not_already_stalled() -> None:
     core, clock, _ = connected()
     clock.t += 60
     out = core.client_frame({"type": "response.create"})
-    assert commands(out, SetTimer) == [SetTimer(Timer.STALL, clock.t + 5.0)]
+    assert commands(out, SetTimer) == [SetTimer(Timer.STALL, clock.t + 2.0)], "the watchdog's stall_timeout_ms"
 
 
 # --- the idle timers ---------------------------------------------------------------------------------

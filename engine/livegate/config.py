@@ -29,6 +29,7 @@ from typing import Any
 import yaml
 
 from livegate.config_schema import ConfigError, check
+from livegate.translation.watchdog import WatchdogSettings
 
 __all__ = ["Config", "ConfigError", "ModelRoute", "load_config", "parse_config"]
 from livegate.webrtc.settings import SettingsError, WebRTCSettings, parse_settings
@@ -93,6 +94,9 @@ TIMEOUT_SETTINGS = {  # livegate_settings key -> Timeouts field
 }
 
 
+WATCHDOG_SETTINGS = ("stall_timeout_ms", "empty_turns_before_reseed", "silent_audio_ms", "silent_audio_level")
+
+
 @dataclass(frozen=True)
 class StoreSettings:
     """Where spend and keys are kept: `database_url` (PostgreSQL, or general_settings.database_url /
@@ -127,6 +131,7 @@ class Config:
     timeouts: Timeouts = field(default_factory=Timeouts)
     store: StoreSettings = field(default_factory=StoreSettings)
     webrtc: WebRTCSettings = field(default_factory=WebRTCSettings)  # livegate_settings.webrtc_* (livegate/webrtc/)
+    watchdog: WatchdogSettings = field(default_factory=WatchdogSettings)  # silent failures (translation/watchdog.py)
 
     def route(self, model: str | None) -> ModelRoute | None:
         """The route serving `model`: an exact `model_name` first, then wildcard names (`*`, `gemini-*`)."""
@@ -268,6 +273,7 @@ def parse_config(data: Any, source: str = "<config>") -> Config:
         timeouts=_timeouts(settings),
         store=_store_settings(general, settings),
         webrtc=webrtc,
+        watchdog=WatchdogSettings(**{key: settings[key] for key in WATCHDOG_SETTINGS if key in settings}),
     )
 
 

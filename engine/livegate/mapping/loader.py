@@ -58,7 +58,7 @@ from livegate.paths import MAPPINGS_DIR, SCHEMAS_DIR
 
 RULE_FOLDERS = ("client", "upstream", "lifecycle")
 _HOLDS = ("fields", "values", "schema", "open")  # how a state.yaml object says what it holds
-LIFECYCLE_MOMENTS = ("connect", "upstream_idle", "upstream_closed", "upstream_resume", "user_idle")
+LIFECYCLE_MOMENTS = ("connect", "upstream_idle", "upstream_closed", "upstream_resume", "user_idle", "watchdog")
 
 
 @dataclass(frozen=True)

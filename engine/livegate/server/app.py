@@ -185,7 +185,7 @@ async def _realtime(ws: WebSocket, gateway: Gateway) -> None:
         raise
     await RealtimeSession(ws, translator, provider, model, gateway.config.timeouts, grant=grant,
                           policy=gateway.resumption, detached=gateway.detached,
-                          reattach_grace_s=gateway.config.reattach_grace_s).run()
+                          reattach_grace_s=gateway.config.reattach_grace_s, watchdog=gateway.config.watchdog).run()
 
 
 async def _reattach(ws: WebSocket, gateway: Gateway, who: Principal, model: str, session_id: str,

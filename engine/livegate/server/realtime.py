@@ -28,6 +28,7 @@ from livegate.translation.commands import CloseClient, CloseUpstream, Command, O
 from livegate.translation.resumption import ResumptionPolicy
 from livegate.translation.session_core import SessionCore
 from livegate.translation.translator import Output, Translator
+from livegate.translation.watchdog import WatchdogSettings
 from livegate.upstream.base import Provider
 from livegate.upstream.connection import UpstreamConnection, open_link
 
@@ -38,11 +39,12 @@ class RealtimeSession:
     def __init__(self, ws: Any, translator: Translator, provider: Provider, model: str,
                  timeouts: Timeouts | None = None, grant: Grant | None = None,
                  policy: ResumptionPolicy | None = None, *, detached: dict[str, RealtimeSession] | None = None,
-                 reattach_grace_s: float = 0.0) -> None:
+                 reattach_grace_s: float = 0.0, watchdog: WatchdogSettings | None = None) -> None:
         self.grant = grant  # accounting: usage, cost, limits (None: not metered)
         self.timeouts = timeouts or Timeouts()
         self.provider, self.model = provider, model
-        self.core = SessionCore(translator, policy, stall_after_s=self.timeouts.upstream_stall_s, observer=grant)
+        self.core = SessionCore(translator, policy, stall_after_s=self.timeouts.upstream_stall_s, observer=grant,
+                                watchdog=watchdog)
         self.client = ClientLink(ws, self.timeouts.client_write_s, reattach_grace_s)
         self._detached = detached  # the gateway's registry of sessions awaiting their client, by session id
         self._links: dict[int, UpstreamConnection] = {}
@@ -145,10 +147,10 @@ class RealtimeSession:
                 if at is not None:
                     delay = max(0.0, at - self.core.now())
                     self._timers[timer] = asyncio.get_running_loop().call_later(delay, self._expired, timer)
-            case OpenUpstream(first=True):
-                await self._open(command)  # the session cannot go on without it: the client's input waits
             case OpenUpstream():
-                self._spawn(self._open, command)  # input is queued by the core meanwhile
+                # in the background, the first connection too: the client's events meanwhile are answered at
+                # once or queued by the core for Gemini, never left unread until the setup timeout
+                self._spawn(self._open, command)
             case CloseUpstream(link):
                 if (conn := self._links.pop(link, None)) is not None:
                     with contextlib.suppress(Exception):

@@ -37,8 +37,15 @@ QUESTIONS: dict[str, str] = {
     "handle": "the latest resumption handle (a new one means a recovered connection completed a turn)",
     "handle_usable": "whether a new connection may resume with the handle (its age aside)",
     "handle_received_at": "when (Unix s) the handle arrived, for handle_ttl_s",
+    "between_turns": "whether nothing is under way or owed (a turn boundary, the handle aside)",
+    "call_pending": "whether the connection carrying the session made a tool call that waits for its output",
+    "awaiting_output": "whether Gemini owes the user an answer and has not begun it (the watchdog's stall clock)",
+    "response_open": "the open response's id (output came)",
+    "empty_turn": "whether Gemini ended a turn owed to the user with nothing in it (the watchdog acts)",
+    "silent_answer": "whether the answer under way is near-silent audio (the watchdog replaces it)",
 }
-_NUMBERS = ("switch_margin_s", "queue_audio_ms", "handle_ttl_s", "recoveries")
+_NUMBERS = ("switch_margin_s", "switch_margin_fraction", "queue_audio_ms", "handle_ttl_s", "recoveries",
+            "handle_wait_s")
 _CODE_LISTS = ("never_recover", "fresh_after")
 _RATE = re.compile(r"rate=(\d+)")
 
@@ -60,6 +67,14 @@ class ResumptionPolicy:
     recoveries: int = 1
     never_recover: frozenset[int] = frozenset({1000, 1007, 1008})
     fresh_after: frozenset[int] = frozenset({1011})
+    switch_margin_fraction: float = 0.5
+    handle_wait_s: float = 2.0
+    retry_after_s: tuple[float, ...] = (0.25, 1.0, 2.0)
+
+    def switch_lead_s(self, time_left: float) -> float:
+        """How long before a goAway's end the switch is due: switch_margin_s, but never more than
+        switch_margin_fraction of the time left (a short timeLeft still leaves the turn time to end)."""
+        return min(self.switch_margin_s, time_left * self.switch_margin_fraction)
 
     @classmethod
     def load(cls, root: str | Path | None = None, state: StateSpec | None = None) -> ResumptionPolicy:
@@ -101,6 +116,12 @@ class ResumptionPolicy:
                 if not isinstance(data[key], int | float) or isinstance(data[key], bool) or data[key] < 0:
                     raise MappingError(doc.position((key,)), f"{key}: expected a number >= 0")
                 values[key] = data[key]
+        if "retry_after_s" in data:
+            delays = data["retry_after_s"]
+            if not isinstance(delays, list) or not all(
+                    isinstance(d, int | float) and not isinstance(d, bool) and d >= 0 for d in delays):
+                raise MappingError(doc.position(("retry_after_s",)), "retry_after_s: expected a list of numbers >= 0")
+            values["retry_after_s"] = tuple(float(d) for d in delays)
         for key in _CODE_LISTS:
             if key in data:
                 codes = data[key]

@@ -4,6 +4,7 @@ the first connection, accounting stops, lifecycle violations at run time)."""
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import json
 import logging
@@ -348,8 +349,8 @@ def test_an_unrequested_continuation_is_served_after_the_wait() -> None:
 # --- the stall clock ---------------------------------------------------------------------------------
 
 
-def test_gemini_silent_mid_response_is_a_stall() -> None:
-    core, clock, link = connected()
+def test_gemini_silent_mid_response_is_a_stall_that_ends_the_session_with_the_watchdog_off() -> None:
+    core, clock, link = connected(watchdog=WatchdogSettings(stall_timeout_ms=0))
     core.client_frame({"type": "response.create"})
     core.upstream_frame(link, TEXT)  # the response is under way: upstream_stall_timeout_s (5 s here) applies
     clock.t += 3
@@ -555,3 +556,287 @@ def test_the_shipped_mappings_lint_clean(capsys: pytest.CaptureFixture[str]) -> 
     from livegate.paths import MAPPINGS_DIR
 
     assert _lint(MAPPINGS_DIR, capsys)[0] == 0
+
+
+# --- Gemini's faults (issue 17 §1) ---------------------------------------------------------------------
+
+
+def recoveries(core: SessionCore) -> list[str]:
+    return [seen[1] for seen in core.observer.seen if seen[0] == "recovery"]  # type: ignore[attr-defined]
+
+
+def test_a_1011_mid_answer_asks_the_question_again_on_a_fresh_session_without_the_cut_answer() -> None:
+    core, _, link = connected()
+    answered_turn(core, link)
+    core.client_frame(say("And tomorrow?"))
+    core.client_frame({"type": "response.create"})
+    core.upstream_frame(link, frame(serverContent={"outputTranscription": {"text": "Tomor"}}))
+    out = core.upstream_closed(link, 1011, "Internal error encountered.")
+    done = next(m for m in out.client if m["type"] == "response.done")
+    assert (done["response"]["status"], done["response"]["status_details"]["error"]["code"]) == \
+        ("failed", "upstream_reconnected")
+    [fresh] = commands(out, OpenUpstream)
+    assert fresh.mode == "fresh" and fresh.setup["setup"]["historyConfig"] == {"initialHistoryInClientContent": True}
+    history, question = (m["clientContent"] for m in fresh.then)
+    assert [t["parts"][0]["text"] for t in history["turns"]] == ["hi", "Hello"], "the cut 'Tomor' is left out"
+    assert history["turnComplete"] is True, "closes the history without calling the model"
+    assert question == {"turns": [{"role": "user", "parts": [{"text": "And tomorrow?"}]}], "turnComplete": True}
+    assert recoveries(core) == ["reseeded"]
+    opened = core.upstream_opened(fresh.link, SETUP_COMPLETE)
+    answer = core.upstream_frame(fresh.link, TEXT)
+    assert types(answer)[0] == "response.created", "a new response follows by itself"
+    assert opened.client == [] and commands(opened, CloseClient) == []
+
+
+def _call_made(core: SessionCore, link: int) -> None:
+    answered_turn(core, link)
+    core.client_frame(say("Look it up"))
+    core.client_frame({"type": "response.create"})
+    core.upstream_frame(link, frame(toolCall={"functionCalls": [{"id": "c1", "name": "lookup", "args": {}}]},
+                                    usageMetadata={"promptTokenCount": 1, "responseTokenCount": 1}))
+
+
+def _output(core: SessionCore) -> Output:
+    return core.client_frame({"type": "conversation.item.create", "item": {
+        "type": "function_call_output", "call_id": "c1", "output": '{"found": true}'}})
+
+
+def test_a_short_go_away_during_a_tool_call_sends_the_output_to_the_connection_that_made_the_call() -> None:
+    core, clock, link = connected(tools=[TOOL])
+    _call_made(core, link)
+    out = core.upstream_frame(link, frame(goAway={"timeLeft": "2s"}))
+    assert commands(out, SetTimer) == [SetTimer(Timer.SWITCH_DEADLINE, clock.t + 1.0)], \
+        "the deadline comes from timeLeft: half of it, not at once"
+    clock.t += 1.0
+    held = core.timer_expired(Timer.SWITCH_DEADLINE)
+    assert commands(held, OpenUpstream) == [] and core.link == link, "no move while the call waits"
+    assert recoveries(core) == ["tool_output_held"]
+    sent = _output(core)
+    assert sent.link == link and "toolResponse" in sent.upstream[0], "to the session that made the call"
+    core.client_frame({"type": "response.create"})
+    assert commands(core.upstream_frame(link, TEXT), OpenUpstream) == [], "the old handle would lose the call"
+    core.upstream_frame(link, TURN_DONE)
+    out = core.upstream_frame(link, frame(sessionResumptionUpdate={"newHandle": "h2", "resumable": True}))
+    [moved] = commands(out, OpenUpstream)
+    assert moved.mode == "handle" and moved.setup["setup"]["sessionResumption"] == {"handle": "h2"}
+
+
+def test_a_connection_gone_before_the_tool_output_reseeds_the_call_and_its_output_asks_for_the_answer() -> None:
+    core, clock, link = connected(tools=[TOOL])
+    _call_made(core, link)
+    core.upstream_frame(link, frame(goAway={"timeLeft": "2s"}))
+    clock.t += 1.0
+    core.timer_expired(Timer.SWITCH_DEADLINE)
+    out = core.upstream_closed(link, 1000, "The connection reached its maximum lifetime.")
+    [fresh] = commands(out, OpenUpstream)
+    assert fresh.mode == "fresh", "the handle predates the call"
+    [history] = (m["clientContent"] for m in fresh.then)
+    assert history["turns"][-1] == {"role": "model", "parts": [{"functionCall": {"id": "c1", "name": "lookup",
+                                                                                 "args": {}}}]}
+    core.upstream_opened(fresh.link, SETUP_COMPLETE)
+    sent = _output(core)
+    assert sent.link == fresh.link
+    assert sent.upstream == [{"clientContent": {"turns": [{"role": "user", "parts": [{"functionResponse": {
+        "id": "c1", "name": "lookup", "response": {"output": {"found": True}}}}]}], "turnComplete": True}}], \
+        "not a toolResponse the fresh session never asked for: history, and the answer is asked for"
+
+
+def test_a_reconfiguration_with_no_handle_is_applied_through_a_fresh_session_within_handle_wait_s() -> None:
+    core, clock, link = connected()
+    core.client_frame({"type": "response.create"})
+    core.upstream_frame(link, TEXT)
+    core.upstream_frame(link, TURN_DONE)  # Gemini sends no handle
+    out = core.client_frame({"type": "session.update", "session": {"type": "realtime",
+                                                                   "audio": {"output": {"voice": "coral"}}}})
+    assert commands(out, SetTimer) == [SetTimer(Timer.SWITCH_DEADLINE, clock.t + 2.0)], "bounded"
+    clock.t += 2.0
+    moved = core.timer_expired(Timer.SWITCH_DEADLINE)
+    [fresh] = commands(moved, OpenUpstream)
+    assert fresh.mode == "fresh" and fresh.setup["setup"]["generationConfig"]["speechConfig"] == {
+        "voiceConfig": {"prebuiltVoiceConfig": {"voiceName": "Kore"}}}
+    assert [t["parts"][0]["text"] for t in fresh.then[0]["clientContent"]["turns"]] == ["hi", "Hello"]
+    assert recoveries(core) == ["reconfigured_fresh"]
+
+
+def test_a_handle_arriving_within_handle_wait_s_resumes_instead() -> None:
+    core, _, link = connected()
+    core.client_frame({"type": "response.create"})
+    core.upstream_frame(link, TEXT)
+    core.upstream_frame(link, TURN_DONE)
+    core.client_frame({"type": "session.update", "session": {"type": "realtime",
+                                                             "audio": {"output": {"voice": "coral"}}}})
+    out = core.upstream_frame(link, frame(sessionResumptionUpdate={"newHandle": "h9", "resumable": True}))
+    assert commands(out, OpenUpstream)[0].setup["setup"]["sessionResumption"] == {"handle": "h9"}
+    assert SetTimer(Timer.SWITCH_DEADLINE, None) in out.commands
+
+
+# --- the watchdog --------------------------------------------------------------------------------------
+
+
+def test_a_stall_is_asked_again_then_reseeded_then_given_up_and_the_session_goes_on() -> None:
+    core, clock, link = connected()
+    out = core.client_frame({"type": "response.create"})
+    assert commands(out, SetTimer) == [SetTimer(Timer.STALL, clock.t + 2.0)]
+    clock.t += 2.0
+    asked = core.timer_expired(Timer.STALL)
+    assert asked.client == [] and asked.link == link and asked.upstream == [{"clientContent": {"turnComplete": True}}]
+    assert commands(asked, SetTimer) == [SetTimer(Timer.STALL, clock.t + 2.0)]
+    clock.t += 2.0
+    reseeded = core.timer_expired(Timer.STALL)
+    [fresh] = commands(reseeded, OpenUpstream)
+    assert reseeded.client == [] and fresh.mode == "fresh"
+    assert fresh.then[-1] == {"clientContent": {"turns": [{"role": "user", "parts": [{"text": "hi"}]}],
+                                                "turnComplete": True}}, "the question, asked again"
+    clock.t += 0.5
+    opened = core.upstream_opened(fresh.link, SETUP_COMPLETE)
+    assert commands(opened, SetTimer) == [SetTimer(Timer.STALL, clock.t + 2.0)], "timed from the new connection"
+    clock.t += 2.0
+    gave_up = core.timer_expired(Timer.STALL)
+    assert types(gave_up) == ["error", "response.created", "response.done"]
+    assert gave_up.client[0]["error"]["code"] == "upstream_stalled" and commands(gave_up, CloseClient) == []
+    assert recoveries(core) == ["stall_reask", "stall_reseed", "stall_gave_up"]
+    again = core.client_frame({"type": "response.create"})
+    assert again.link == fresh.link
+    clock.t += 2.0
+    assert core.timer_expired(Timer.STALL).upstream == [{"clientContent": {"turnComplete": True}}]
+    assert recoveries(core)[-1] == "stall_reask", "a new question starts the ladder again"
+
+
+def test_output_before_the_stall_timeout_is_no_stall() -> None:
+    core, clock, link = connected()
+    core.client_frame({"type": "response.create"})
+    clock.t += 1.5
+    core.upstream_frame(link, TEXT)
+    clock.t += 0.5
+    out = core.timer_expired(Timer.STALL)
+    assert out.upstream == [] and out.client == [] and recoveries(core) == []
+
+
+def test_the_stall_watch_off_leaves_the_old_stall_close() -> None:
+    core, clock, _ = connected(watchdog=WatchdogSettings(stall_timeout_ms=0))
+    out = core.client_frame({"type": "response.create"})
+    assert commands(out, SetTimer) == [SetTimer(Timer.STALL, clock.t + 5.0)]
+    clock.t += 5.0
+    assert core.timer_expired(Timer.STALL).client[0]["error"]["code"] == "upstream_timeout"
+
+
+def test_a_stall_in_the_middle_of_an_answer_moves_the_question_to_a_fresh_session() -> None:
+    core, clock, link = connected()
+    core.client_frame({"type": "response.create"})
+    core.upstream_frame(link, TEXT)
+    clock.t += 5.0  # upstream_stall_timeout_s (5 s here) in the middle of a response
+    out = core.timer_expired(Timer.STALL)
+    done = next(m for m in out.client if m["type"] == "response.done")
+    assert done["response"]["status_details"]["error"]["code"] == "upstream_reconnected"
+    [fresh] = commands(out, OpenUpstream)
+    assert fresh.mode == "fresh" and commands(out, CloseClient) == []
+    assert recoveries(core) == ["stall_reseed"]
+
+
+def _empty(core: SessionCore, link: int, reason: str | None = None) -> Output:
+    end: dict[str, Any] = {"turnComplete": True, **({"turnCompleteReason": reason} if reason else {})}
+    return core.upstream_frame(link, frame(serverContent=end))
+
+
+def test_empty_turns_are_asked_again_until_the_run_reseeds() -> None:
+    core, _, link = connected(watchdog=WatchdogSettings(empty_turns_before_reseed=3))
+    core.client_frame({"type": "response.create"})
+    for reason in (None, "RESPONSE_REJECTED"):
+        out = _empty(core, link, reason)
+        assert out.client == [] and out.upstream == [{"clientContent": {"turnComplete": True}}]
+    out = _empty(core, link, "RESPONSE_REJECTED")
+    [fresh] = commands(out, OpenUpstream)
+    assert out.client == [] and fresh.mode == "fresh"
+    assert recoveries(core) == ["empty_turn_reask", "empty_turn_reask", "empty_turn_reseed"]
+    core.upstream_opened(fresh.link, SETUP_COMPLETE)
+    answer = core.upstream_frame(fresh.link, TEXT)
+    assert types(answer)[0] == "response.created"
+    assert types(core.upstream_frame(fresh.link, TURN_DONE))[-1] == "response.done"
+
+
+def test_an_empty_turn_answered_after_one_reask_is_one_response() -> None:
+    core, _, link = connected()
+    core.client_frame({"type": "response.create"})
+    _empty(core, link)
+    core.upstream_frame(link, TEXT)
+    out = core.upstream_frame(link, TURN_DONE)
+    assert types(out)[-1] == "response.done"
+    assert recoveries(core) == ["empty_turn_reask"]
+
+
+def test_empty_turns_off_report_them_as_they_are() -> None:
+    core, _, link = connected(watchdog=WatchdogSettings(empty_turns_before_reseed=0))
+    core.client_frame({"type": "response.create"})
+    out = _empty(core, link)
+    assert types(out) == ["response.created"] and commands(out, OpenUpstream) == []
+    assert types(core.timer_expired(Timer.UPSTREAM_IDLE)) == [], "not yet due"
+    assert recoveries(core) == []
+
+
+SILENCE = base64.b64encode(bytes(48_000)).decode()  # 1 s at 24 kHz of digital zero
+SPEECH = base64.b64encode(b"\x10\x27" * 24_000).decode()  # 1 s at a level of 10,000
+
+
+def _audio(data: str) -> bytes:
+    return frame(serverContent={"modelTurn": {"parts": [{"inlineData": {"mimeType": "audio/pcm;rate=24000",
+                                                                       "data": data}}]}})
+
+
+def test_a_near_silent_answer_is_replaced_by_one_asked_again_on_a_fresh_session() -> None:
+    core, _, link = connected(output_modalities=["audio"])
+    core.client_frame({"type": "response.create"})
+    out = core.upstream_frame(link, _audio(SILENCE))
+    done = next(m for m in out.client if m["type"] == "response.done")
+    assert done["response"]["status_details"]["error"]["code"] == "silent_audio"
+    [fresh] = commands(out, OpenUpstream)
+    assert fresh.mode == "fresh" and fresh.then[-1]["clientContent"]["turns"] == [
+        {"role": "user", "parts": [{"text": "hi"}]}]
+    core.upstream_opened(fresh.link, SETUP_COMPLETE)
+    healthy = core.upstream_frame(fresh.link, _audio(SPEECH))
+    assert types(healthy)[0] == "response.created" and recoveries(core) == ["silent_audio_reseed"]
+
+
+def test_a_near_silent_answer_again_is_delivered_with_one_error() -> None:
+    core, _, link = connected(output_modalities=["audio"])
+    core.client_frame({"type": "response.create"})
+    [fresh] = commands(core.upstream_frame(link, _audio(SILENCE)), OpenUpstream)
+    core.upstream_opened(fresh.link, SETUP_COMPLETE)
+    out = core.upstream_frame(fresh.link, _audio(SILENCE))
+    assert [m["error"]["code"] for m in out.client if m["type"] == "error"] == ["silent_audio"]
+    assert commands(out, OpenUpstream) == [] and "response.output_audio.delta" in types(out)
+    assert types(core.upstream_frame(fresh.link, TURN_DONE))[-1] == "response.done"
+    assert recoveries(core) == ["silent_audio_reseed", "silent_audio_gave_up"]
+
+
+def test_a_loud_answer_is_left_alone() -> None:
+    core, _, link = connected(output_modalities=["audio"])
+    core.client_frame({"type": "response.create"})
+    out = core.upstream_frame(link, _audio(SPEECH))
+    assert commands(out, OpenUpstream) == [] and recoveries(core) == []
+
+
+# --- retries back off (issue 18 item 6) ----------------------------------------------------------------
+
+
+def test_a_network_blip_costs_the_session_nothing_but_the_wait() -> None:
+    core, clock, link = connected()
+    answered_turn(core, link)
+    [first] = commands(core.upstream_closed(link, 1006, ""), OpenUpstream)
+    out = core.upstream_failed(first.link, UpstreamFailure("unreachable", "connection refused"))
+    assert out.client == [] and commands(out, SetTimer) == [SetTimer(Timer.RECONNECT, clock.t + 0.25)]
+    queued = core.client_frame(say("still there?"))
+    assert queued.upstream == [] and queued.link is None, "input is held meanwhile"
+    clock.t += 0.25
+    [second] = commands(core.timer_expired(Timer.RECONNECT), OpenUpstream)
+    assert second.mode == "handle" and second.setup["setup"]["sessionResumption"] == {"handle": "h1"}
+    opened = core.upstream_opened(second.link, SETUP_COMPLETE)
+    assert opened.link == second.link and "clientContent" in opened.upstream[0]
+    assert recoveries(core) == ["resumed", "retried"]
+
+
+def test_a_fresh_session_refused_with_1011_is_tried_again_later() -> None:
+    core, clock, link = connected()
+    answered_turn(core, link)
+    [fresh] = commands(core.upstream_closed(link, 1011, ""), OpenUpstream)
+    out = core.upstream_failed(fresh.link, UpstreamFailure("closed", code=1011, reason="Internal error"))
+    assert commands(out, SetTimer) == [SetTimer(Timer.RECONNECT, clock.t + 0.25)] and out.client == []

@@ -200,13 +200,15 @@ class SessionCore:
                 log.warning("could not open the new upstream connection (%s): %s", opening.mode,
                             failure.detail if failure.kind == "other" else failure.kind)
             # Gemini refused what it was sent (a handle it does not know, a 1011: the handle's session is lost):
-            # a fresh session. A connection that could not be had (unreachable, slow, dropped): the same again,
-            # after a delay, so a blip of a second or two costs nothing but the wait.
-            refused = failure.kind == "closed" and (failure.code in self.policy.never_recover
-                                                    or failure.code in self.policy.fresh_after)
-            if opening.mode == "handle" and refused:
+            # a fresh session. A connection that could not be had (unreachable, slow, dropped, a backend fault
+            # on a fresh one): the same again after a delay (retry_after_s), so a blip of a second or two costs
+            # nothing but the wait. A refusal resuming cannot fix (never_recover) ends the session.
+            closed = failure.kind == "closed"
+            if opening.mode == "handle" and closed and (failure.code in self.policy.never_recover
+                                                        or failure.code in self.policy.fresh_after):
                 self._resume(out, "fresh", cut=False, recovering=opening.recovering, old=opening.old)
-            elif not refused and failure.kind != "credentials" and opening.attempt < len(self.policy.retry_after_s):
+            elif (failure.kind != "credentials" and not (closed and failure.code in self.policy.never_recover)
+                  and opening.attempt < len(self.policy.retry_after_s)):
                 self._retry = opening
                 self._arm(out, Timer.RECONNECT, self.now() + self.policy.retry_after_s[opening.attempt])
             else:
@@ -413,25 +415,25 @@ class SessionCore:
         due = self._stall_due()
         if now + _EARLY < due:
             self._arm(out, Timer.STALL, due)
-        elif self._owed_since is not None and self.watchdog.stall_timeout_ms > 0:
-            if not self._held:  # held frames are Gemini's continuation: output came
-                self._watch(out, Failure.STALL)
-            else:
-                self._owed_since = now
-            if self._pending_since is not None and self.link is not None and self._opening is None:
-                self._arm(out, Timer.STALL, self._stall_due())
-        else:
+        elif self.watchdog.stall_timeout_ms <= 0:  # the watchdog's stall detector is off
             self._fail(out, f"Gemini Live sent nothing for {self.stall_after_s:g} s in the middle of a turn.",
                        "upstream_timeout")
+        else:
+            if self._held:  # held frames are Gemini's continuation: output came
+                self._owed_since = now if self._owed_since is not None else None
+            else:  # before any output: asked again; in the middle of an answer: a fresh session
+                self._watch(out, Failure.STALL, under_way=self._owed_since is None)
+            if self._pending_since is not None and self.link is not None and self._opening is None:
+                self._arm(out, Timer.STALL, self._stall_due())
 
     # -- the watchdog ------------------------------------------------------------------------------
 
     def _can_act(self) -> bool:
         return self.link is not None and self._opening is None and self._retry is None and not self.closing
 
-    def _watch(self, out: Output, failure: Failure) -> None:
+    def _watch(self, out: Output, failure: Failure, *, under_way: bool = False) -> None:
         """A silent failure of the question in flight: ask again, re-seed, or give up (watchdog.Ladder)."""
-        action = self._ladder.failed(failure)
+        action = self._ladder.failed(failure, under_way=under_way)
         kind = f"{failure.value}_{'gave_up' if action is Action.GIVE_UP else action.value}"
         self._recovered(kind, f"watchdog: {failure.value}")
         if action is Action.REASK:
@@ -465,10 +467,12 @@ class SessionCore:
             out.upstream = []
             dropped = self._queue.take_dropped()
             if dropped:
+                first = self._opening is not None and self._opening.mode == "first"
+                waiting = ("Gemini Live set the session up" if first
+                           else "livegate moved the session to a new Gemini Live connection")
                 out.extend(self.translator.server_error(
-                    f"{dropped:.0f} ms of input audio were dropped while livegate moved the session to a new "
-                    f"Gemini Live connection (at most {self.policy.queue_audio_ms:.0f} ms are held).",
-                    "input_audio_dropped"))
+                    f"{dropped:.0f} ms of input audio were dropped while {waiting} "
+                    f"(at most {self.policy.queue_audio_ms:.0f} ms are held).", "input_audio_dropped"))
         else:  # the session's first content: Gemini is contacted now, its configuration fixed by `setup`
             messages, out.upstream = out.upstream, []
             if "setup" not in messages[0]:

@@ -7,6 +7,7 @@ near-silent. The facts come from the mappings (resumption.yaml's questions `awai
 what to do about each failure of the question in flight:
 
     stall (no output within stall_timeout_ms)   ask again on the same connection, then re-seed, then give up
+    stall mid-answer (upstream_stall_timeout_s) re-seed (the cut answer fails), then give up
     empty turn (or RESPONSE_REJECTED)           ask again, until empty_turns_before_reseed in a row; then
                                                 re-seed, then give up
     near-silent answer                          re-seed (a fresh session; the failure sticks to a session),
@@ -40,8 +41,9 @@ class WatchdogSettings:
         return self.stall_timeout_ms / 1000
 
     def context(self) -> dict[str, Any]:
-        """What the mappings read as `config.watchdog`."""
-        return {"empty_turns": self.empty_turns_before_reseed, "silent_audio_ms": self.silent_audio_ms,
+        """What the mappings read as `config.watchdog`: a detector turned off (0) reads as null, since 0 is
+        true in the mapping language (JMESPath)."""
+        return {"empty_turns": self.empty_turns_before_reseed or None, "silent_audio_ms": self.silent_audio_ms or None,
                 "silent_audio_level": self.silent_audio_level}
 
 
@@ -79,13 +81,14 @@ class Ladder:
         self.reseeded = False  # this question was already moved to a fresh session
         self.empty_run = 0  # empty or rejected turns in a row (across questions, until output comes)
 
-    def failed(self, failure: Failure) -> Action:
-        """What to do about a failure of the question in flight."""
+    def failed(self, failure: Failure, *, under_way: bool = False) -> Action:
+        """What to do about a failure of the question in flight; `under_way`: its answer had begun (asking
+        again on the same connection would start a second one)."""
         if failure is Failure.EMPTY_TURN:
             self.empty_run += 1
         if self.reseeded:
             return Action.GIVE_UP
-        if failure is Failure.SILENT_AUDIO:
+        if failure is Failure.SILENT_AUDIO or under_way:
             return Action.RESEED
         if failure is Failure.EMPTY_TURN and self.empty_run < self.settings.empty_turns_before_reseed:
             self.reasks += 1

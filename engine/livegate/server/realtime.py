@@ -114,7 +114,7 @@ class RealtimeSession:
     async def _read_upstream(self, link: int, conn: UpstreamConnection) -> None:
         core, grant = self.core, self.grant
         try:
-            while True:
+            while link in self._links:  # once closed (CloseUpstream), its close drains what is left
                 frame = await conn.recv()
                 if grant is not None:
                     grant.upstream_frame(frame)

@@ -90,6 +90,7 @@ class SimSession:
             await self.connection.go_away(time_left)
     close_code: int | None = None  # set when the simulator closed the connection itself
     close_reason: str | None = None
+    closed_at: float | None = None  # time.perf_counter() when it did (bench/bench_faults.py times from it)
 
 
 class _ClientError(Exception):
@@ -273,6 +274,7 @@ class _Connection:
                 self.sim.resumable[handle]["dead"] = True
         if code == 1006:
             self.session.close_code, self.session.close_reason = 1006, "connection dropped"
+            self.session.closed_at = time.perf_counter()
             self.ws.transport.abort()
             return
         await self._close(code, reason)
@@ -298,6 +300,7 @@ class _Connection:
         reason = reason.encode()[:120].decode(errors="ignore")  # close reasons are capped at 123 bytes
         if self.session.close_code is None:
             self.session.close_code, self.session.close_reason = code, reason
+            self.session.closed_at = time.perf_counter()
         with contextlib.suppress(ConnectionClosed):
             await self.ws.close(code, reason)
 

@@ -25,6 +25,7 @@ from bench_translator import APPEND, AUDIO_DELTA, _send, _translator
 
 from livegate.accounting.database import open_database
 from livegate.accounting.gate import Accounting, Grant, Principal
+from livegate.accounting.owners import TeamRecord, UserRecord
 from livegate.accounting.prices import PriceTable
 from livegate.accounting.store import KeyRecord, Store
 
@@ -34,10 +35,16 @@ USAGE = json.dumps({"serverContent": {"turnComplete": True}, "usageMetadata": {
     "responseTokensDetails": [{"modality": "AUDIO", "tokenCount": 400}]}}).encode()
 
 
-def _grant() -> Grant:
+def _grant(owners: bool = False) -> Grant:
+    """A session's Grant: a key with a budget, and with `owners` a team and a user with budgets too (every
+    usage report is then charged and checked three times)."""
     accounting = Accounting(Store(open_database(None, None)), PriceTable.load(), master_key="sk-bench")
-    key = KeyRecord(token_hash="0" * 64, key_alias="bench", max_budget=1000.0)
-    grant = Grant(accounting, Principal("key", key.token_hash, key), "/v1/realtime", {}, None, True, None)
+    key = KeyRecord(token_hash="0" * 64, key_alias="bench", max_budget=1000.0,
+                    team_id="team" if owners else None, user_id="user" if owners else None)
+    team = TeamRecord("team", max_budget=1000.0) if owners else None
+    user = UserRecord("user", max_budget=1000.0) if owners else None
+    grant = Grant(accounting, Principal("key", key.token_hash, key, None, team, user), "/v1/realtime", {}, None,
+                  True, None)
     grant.bind_model("gpt-realtime", "gemini-3.8-live")
     accounting.keys[key.token_hash] = key
     return grant
@@ -98,6 +105,15 @@ def main() -> None:
     hooks = _time_us(lambda: grant.upstream_frame(AUDIO_DELTA), args.rounds * 5)
     print(f"\nGrant hooks alone per audio delta: {hooks:.2f} µs; per usage report (once a turn): "
           f"{_time_us(usage_on, args.rounds):.1f} µs")
+    owned = _grant(owners=True)  # a key in a team, owned by a user: three budgets charged and checked
+    key_only, three = [], []
+    for _ in range(args.trials):
+        key_only.append(_time_us(usage_on, args.rounds))
+        three.append(_time_us(lambda: owned.upstream_frame(USAGE), args.rounds))
+    ratios = [b / a for a, b in zip(key_only, three, strict=True)]
+    print(f"per usage report, key + team + user vs key only: {statistics.median(three):.1f} µs vs "
+          f"{statistics.median(key_only):.1f} µs, ratio {statistics.median(ratios):.3f} "
+          f"({min(ratios):.3f}-{max(ratios):.3f})")
 
 
 if __name__ == "__main__":

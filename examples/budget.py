@@ -1,12 +1,12 @@
 """A virtual key with a budget: mint it with the master key, talk with it until the budget is spent, and
 see livegate stop the session and refuse the next one.
 
-    LIVEGATE_MASTER_KEY=sk-master-demo livegate --config examples/budget.yaml    # in one terminal
+    LIVEGATE_MASTER_KEY=sk-master-demo livegate                                   # in one terminal
     LIVEGATE_MASTER_KEY=sk-master-demo python examples/budget.py                 # in another
 
 The key API is LiteLLM's (POST /key/generate, GET /key/info); the key is then used like any OpenAI key.
-examples/budget.yaml prices the offline simulator like Gemini 3.8 Live, so a budget of a tenth of a cent runs
-out within a few turns. Against a real Gemini the same calls spend real money.
+The offline simulator is priced like the model it imitates (Gemini 3.8 Live), so a budget of a tenth of a
+cent runs out within a few turns. Against a real Gemini the same calls spend real money.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ def mint_key(http: httpx.Client, model: str, budget: float) -> str:
     reply = http.post("/key/generate", json={"models": [model], "max_budget": budget, "metadata": {"example": True}})
     if reply.status_code != 200:
         error = reply.json().get("error", {})
-        hint = " (start livegate with a master key: see examples/budget.yaml)" if reply.status_code == 403 else ""
+        hint = " (start livegate with LIVEGATE_MASTER_KEY set)" if reply.status_code == 403 else ""
         raise Refused(f"{error.get('code')}: {error.get('message')}{hint}")
     key: str = reply.json()["key"]
     return key

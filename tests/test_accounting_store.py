@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from typing import Any
 
 import pytest
 
 from livegate.accounting.database import StoreUnavailable, open_database
 from livegate.accounting.keys import hash_key
-from livegate.accounting.store import STALE_SESSION_SECONDS, KeyRecord, SecretRecord, Store
+from livegate.accounting.store import MIGRATIONS, STALE_SESSION_SECONDS, KeyRecord, SecretRecord, Store
 from livegate.accounting.writer import SpendWriter
 
 NOW = 1_800_000_000.0
@@ -29,11 +30,12 @@ def _row(request_id: str, key: str, **fields: Any) -> dict[str, Any]:
 
 
 async def test_migrations_apply_once_and_reopen(store: Store, database_url: str) -> None:
-    assert await store.schema_version() == 1
+    latest = MIGRATIONS[-1][0]
+    assert await store.schema_version() == latest
     again = Store(open_database(database_url, None))
     await again.open()  # a second instance (or a restart) finds the schema in place
     try:
-        assert await again.schema_version() == 1
+        assert await again.schema_version() == latest
     finally:
         await again.close()
 
@@ -147,6 +149,22 @@ async def test_writer_keeps_rows_through_an_outage_and_bounds_them() -> None:
     assert spend == {"k": 0.75} and [r["request_id"] for r in logs] == ["r2", "r3", "r4"]
 
 
+async def test_a_flush_waits_for_the_batch_in_flight() -> None:
+    # The background task took the queued spend and is still writing it: a caller's flush (the tests', the
+    # admin's report, shutdown) must not return before that batch is in the store.
+    slow = _SlowStore()
+    writer = SpendWriter(slow)  # type: ignore[arg-type]
+    writer.add_spend("team:voice", 0.25)
+    background = asyncio.create_task(writer.flush())
+    await slow.writing.wait()
+    caller = asyncio.create_task(writer.flush())
+    await asyncio.sleep(0.05)
+    assert not caller.done()  # the old flush saw an empty queue and returned at once
+    slow.release.set()
+    assert await background and await caller
+    assert slow.written == {"team:voice": 0.25}
+
+
 async def test_writer_stop_flushes_what_is_queued(store: Store) -> None:
     await store.create_key(_key("sk-flush-on-stop-000"))
     token = hash_key("sk-flush-on-stop-000")
@@ -157,3 +175,126 @@ async def test_writer_stop_flushes_what_is_queued(store: Store) -> None:
     await writer.stop()
     assert (await store.get_key(token)).spend == pytest.approx(0.125)
     assert [r["request_id"] for r in await store.spend_logs()] == ["last"]
+
+
+# --- teams, users, regeneration (migration 2) ------------------------------------------------------------------
+
+
+async def test_a_version_1_database_is_migrated_with_its_keys_and_rows(database_url: str) -> None:
+    """A store written by the previous release (schema 1) opens with its keys, spend and rows intact."""
+    from livegate.accounting import store as store_module
+
+    old = Store(open_database(database_url, None))
+    original = store_module.MIGRATIONS
+    store_module.MIGRATIONS = original[:1]
+    try:
+        await old.open()
+        async with old.db.transaction() as tx:
+            await tx.execute("INSERT INTO livegate_keys (token_hash, key_alias, spend, created_at, updated_at) "
+                             "VALUES ($1, 'kept', 0.5, $2, $2)", hash_key("sk-from-release-one-0"), NOW)
+            await tx.execute("INSERT INTO livegate_spend_logs (request_id, api_key, start_time, end_time, spend) "
+                             "VALUES ('old-row', $1, $2, $2, 0.5)", hash_key("sk-from-release-one-0"), NOW)
+        assert await old.schema_version() == 1
+    finally:
+        store_module.MIGRATIONS = original
+        await old.close()
+    upgraded = Store(open_database(database_url, None))
+    await upgraded.open()
+    try:
+        assert await upgraded.schema_version() == MIGRATIONS[-1][0]
+        key = await upgraded.get_key(hash_key("sk-from-release-one-0"), NOW)
+        assert key is not None and key.key_alias == "kept" and key.spend == 0.5
+        assert key.team_id is None and key.blocked is False and key.regenerated_to is None
+        rows = await upgraded.spend_logs()
+        assert [(r["request_id"], r["team_id"], r["user_id"]) for r in rows] == [("old-row", None, None)]
+    finally:
+        await upgraded.close()
+
+
+async def test_teams_users_members_and_their_budget_periods(store: Store) -> None:
+    from livegate.accounting.owners import TeamRecord, UserRecord
+
+    await store.create_user(UserRecord("u1", user_alias="User One", max_budget=2.0, budget_duration="1d",
+                                       budget_reset_at=NOW + 86400, created_at=NOW, updated_at=NOW), [], NOW)
+    await store.create_team(TeamRecord("t1", team_alias="Team", models=["m"], max_budget=1.0, budget_duration="1h",
+                                       budget_reset_at=NOW + 3600, tags=["x"], created_at=NOW, updated_at=NOW),
+                            [("u1", "admin")], NOW)
+    assert [(m.user_id, m.role) for m in await store.members("t1")] == [("u1", "admin")]
+    assert [(m.team_id, m.role) for m in await store.memberships("u1")] == [("t1", "admin")]
+    await store.write_batch({"team:t1": 0.75, "user:u1": 0.5}, [])
+    team = await store.get_team("t1", NOW + 10)
+    assert team is not None and team.spend == pytest.approx(0.75) and team.models == ["m"] and team.tags == ["x"]
+    # the team's hour is over, the user's day is not: only the team starts again, on its schedule
+    assert (await store.get_team("t1", NOW + 2 * 3600 + 1)).spend == 0  # type: ignore[union-attr]
+    assert (await store.get_team("t1", NOW + 2 * 3600 + 1)).budget_reset_at == NOW + 3 * 3600  # type: ignore[union-attr]
+    assert (await store.get_user("u1", NOW + 2 * 3600 + 1)).spend == pytest.approx(0.5)  # type: ignore[union-attr]
+    assert (await store.get_user("u1", NOW + 86400 + 1)).spend == 0  # type: ignore[union-attr]
+    # a period that ended before new spend arrives (the writer's clock is the real one): the spend starts the
+    # new period instead of being wiped by the next read
+    await store.update_user("u1", {"spend": 0.5, "budget_reset_at": time.time() - 1}, NOW)
+    await store.write_batch({"user:u1": 0.25}, [])
+    now = time.time()
+    user = await store.get_user("u1", now)
+    assert user is not None and user.spend == pytest.approx(0.25) and now < user.budget_reset_at <= now + 86400
+    updated = await store.update_team("t1", {"blocked": True, "max_budget": None}, NOW)
+    assert updated is not None and updated.blocked is True and updated.max_budget is None
+    await store.create_key(_key("sk-team-key-00000000", team_id="t1", user_id="u1"))
+    await store.create_key(_key("sk-user-key-00000000", user_id="u1"))
+    assert await store.delete_teams(["t1", "nope"], NOW) == (["t1"], [hash_key("sk-team-key-00000000")])
+    assert await store.members("t1") == []
+    assert (await store.get_key(hash_key("sk-team-key-00000000"))).deleted_at == NOW  # type: ignore[union-attr]
+    assert await store.delete_users(["u1"], NOW) == (["u1"], [hash_key("sk-user-key-00000000")])
+    assert await store.list_keys() == []
+
+
+async def test_regenerated_key_takes_its_spend_rows_and_late_charges(store: Store) -> None:
+    await store.create_key(_key("sk-before-rotation-0", max_budget=5.0, max_parallel_requests=3))
+    old, new = hash_key("sk-before-rotation-0"), hash_key("sk-after-rotation-00")
+    await store.write_batch({old: 1.0}, [_row("r-before", "sk-before-rotation-0")])
+    assert await store.acquire_session(old, "live", "i", "m", "r", 3, NOW)
+    record = await store.regenerate_key(old, new, "sk-...00", {"key_alias": "rotated"}, NOW + 1)
+    assert record is not None and record.token_hash == new and record.spend == 1.0 and record.max_budget == 5.0
+    assert record.key_alias == "rotated"
+    tombstone = await store.get_key(old)
+    assert tombstone is not None and tombstone.regenerated_to == new and tombstone.deleted_at == NOW + 1
+    # a session still running on the old secret: its spend and row land on the key
+    await store.write_batch({old: 0.5}, [_row("r-late", "sk-before-rotation-0")])
+    assert (await store.get_key(new)).spend == pytest.approx(1.5)  # type: ignore[union-attr]
+    assert {r["request_id"] for r in await store.spend_logs(api_key=new)} == {"r-before", "r-late"}
+    assert not await store.acquire_session(new, "s2", "i", "m", "r", 1, NOW + 2)  # the live slot moved too
+    # twice: every tombstone points at the current secret
+    newest = hash_key("sk-third-secret-0000")
+    await store.regenerate_key(new, newest, "sk-...00", {}, NOW + 3)
+    assert (await store.get_key(old)).regenerated_to == newest  # type: ignore[union-attr]
+    await store.write_batch({old: 0.25}, [])
+    assert (await store.get_key(newest)).spend == pytest.approx(1.75)  # type: ignore[union-attr]
+    assert await store.regenerate_key(old, hash_key("sk-x-000000000000000"), "x", {}, NOW) is None
+
+
+async def test_team_session_limit_holds_across_its_keys_under_concurrency(store: Store) -> None:
+    limits = [("token_hash", "k", None), ("team_id", "t", 2)]
+    results = await asyncio.gather(*(store.acquire_session_slot(f"k{i % 3}", f"s{i}", "i", "m", "r", NOW,
+                                                                [(c, v if c != "token_hash" else f"k{i % 3}", lim)
+                                                                 for c, v, lim in limits], team_id="t")
+                                     for i in range(9)))
+    assert results.count(None) == 2 and set(results) == {None, "team_id"}
+    assert {r["session_id"] for r in await store.live_sessions(NOW)} == {f"s{i}" for i, r in enumerate(results)
+                                                                          if r is None}
+    chosen = next(f"s{i}" for i, r in enumerate(results) if r is None)
+    assert await store.request_stop(chosen) and not await store.request_stop("nope")
+    assert await store.stop_requests("i") == [chosen]
+
+
+class _SlowStore:
+    """A store whose writes wait until the test releases them."""
+
+    def __init__(self) -> None:
+        self.writing = asyncio.Event()
+        self.release = asyncio.Event()
+        self.written: dict[str, float] = {}
+
+    async def write_batch(self, spend: dict[str, float], logs: list[dict[str, Any]]) -> None:
+        self.writing.set()
+        await self.release.wait()
+        for account, amount in spend.items():
+            self.written[account] = self.written.get(account, 0.0) + amount

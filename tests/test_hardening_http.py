@@ -261,6 +261,9 @@ async def test_keys_in_the_query_never_reach_the_logs(google: tuple[FakeVertexRe
     ("https://h/p?alt=sse&access_token=ya29.x&Signature=s", "https://h/p?alt=sse&access_token=[redacted]&"
                                                             "Signature=[redacted]"),
     ("/v1/realtime?model=monkey", "/v1/realtime?model=monkey"),
+    ('"POST /key/sk-secret-value-0123456789/regenerate HTTP/1.1" 200',
+     '"POST /key/[redacted]/regenerate HTTP/1.1" 200'),
+    ("POST /key/regenerate HTTP/1.1", "POST /key/regenerate HTTP/1.1"),
 ])
 def test_redaction(line: str, expected: str) -> None:
     assert redact(line) == expected

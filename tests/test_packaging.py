@@ -17,6 +17,8 @@ def test_wheel_carries_mappings_and_schemas(tmp_path: Path) -> None:
     names = set(zipfile.ZipFile(wheel).namelist())
     for source in [*ROOT.glob("mappings/**/*.yaml"), *ROOT.glob("schemas/**/*.json")]:
         assert f"livegate/_data/{source.relative_to(ROOT)}" in names, source
+    for page in ("playground.html", "ui/index.html", "ui/app.js", "ui/app.css"):  # the pages livegate serves
+        assert f"livegate/server/static/{page}" in names, page
     site = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(site)
     probe = ("from livegate.paths import MAPPINGS_DIR; from livegate.mapping import load_mappings; "

@@ -28,11 +28,13 @@ NORMAL = 1000
 INVALID_SETUP = 1007
 POLICY = 1008
 CLIENT_TOO_SLOW = 1008  # recorded in the session log; the close frame itself cannot reach such a client
+MESSAGE_TOO_BIG = 1009  # sent by the WebSocket layer itself (uvicorn's ws_max_size)
 INTERNAL_ERROR = 1011
 BAD_GATEWAY = 1014
 NO_CREDENTIALS = 4001
 NO_PROJECT = 4002
-MODEL_NOT_ALLOWED = 4003
+MODEL_NOT_ALLOWED = 4003  # a passthrough's model refused
+FORBIDDEN = 4003  # /v1/realtime: accounting ended the session (blocked key or team, or an administrator)
 SESSION_TOO_LONG = 4008
 KEY_REVOKED = 4010
 BUDGET_EXHAUSTED = 4029
@@ -70,6 +72,9 @@ TABLE: tuple[CloseCode, ...] = (
     CloseCode(CLIENT_TOO_SLOW, "both", "The client read nothing for `client_write_timeout_s`: its connection is "
                                        "dropped (the code is what the session log records, as the close frame "
                                        "cannot reach such a client)."),
+    CloseCode(MESSAGE_TOO_BIG, "realtime", "A frame over `max_client_frame_bytes` + 1 MiB (the WebSocket limit); "
+                                           "frames between the two limits get an `error` event instead, and the "
+                                           "session goes on."),
     CloseCode(INTERNAL_ERROR, "both", "An internal livegate error."),
     CloseCode(BAD_GATEWAY, "both", "Gemini could not be reached, refused the connection, closed it abnormally, "
                                    "or stalled (sent nothing for `upstream_stall_timeout_s` in the middle of a "
@@ -82,8 +87,11 @@ TABLE: tuple[CloseCode, ...] = (
                                                 "this backend, or not allowed for the key."),
     CloseCode(SESSION_TOO_LONG, "both", "Accounting: the session reached its maximum duration "
                                         "(`session_expired`; an `error` event first on /v1/realtime)."),
-    CloseCode(KEY_REVOKED, "both", "Accounting: the key was deleted or expired (`invalid_api_key`)."),
-    CloseCode(BUDGET_EXHAUSTED, "both", "Accounting: the key's budget is spent (`insufficient_quota`)."),
+    CloseCode(KEY_REVOKED, "both", "Accounting: the key was deleted, expired or regenerated (`invalid_api_key`)."),
+    CloseCode(BUDGET_EXHAUSTED, "both", "Accounting: a budget the session falls under (its key's, the key's "
+                                        "team's or user's) is spent (`insufficient_quota`)."),
+    CloseCode(FORBIDDEN, "realtime", "Accounting: the key or its team was blocked (`key_blocked`, `team_blocked`), "
+                                     "or an administrator ended the session (`session_terminated`)."),
     CloseCode(REFUSAL_BASE + 400, "realtime", "Refused handshake: no `?model=`, or an unknown `?intent=`."),
     CloseCode(REFUSAL_BASE + 401, "realtime", "Refused handshake: missing, unknown, expired or deleted key or "
                                               "client secret."),

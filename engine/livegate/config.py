@@ -263,7 +263,9 @@ def parse_config(data: Any, source: str = "<config>") -> Config:
                               "or DEFAULT_VERTEXAI_PROJECT")
     return Config(
         routes=routes,
-        master_key=_opt_str(general, "master_key"),
+        # As LiteLLM reads LITELLM_MASTER_KEY: `LIVEGATE_MASTER_KEY=sk-... livegate` gives the built-in config a
+        # master key, so keys and budgets can be tried on the simulator with the README's first command.
+        master_key=_opt_str(general, "master_key") or _env_fallback("LIVEGATE_MASTER_KEY", "LITELLM_MASTER_KEY"),
         vertex=vertex,
         max_client_frame_bytes=settings.get("max_client_frame_bytes", Config.max_client_frame_bytes),
         client_compression=settings.get("client_compression", Config.client_compression),

@@ -6,7 +6,8 @@ Each block sits in a page (README.md or docs/) between a begin marker and an end
     python -m livegate.docgen            # rewrites every block in place, from the repository's root
 
 Blocks: the configuration reference (schemas/config.schema.json), the acceptance table (mappings/tables.yaml),
-the session state (mappings/state.yaml) and the model capability table (mappings/models.yaml).
+the session state (mappings/state.yaml), the model capability table (mappings/models.yaml) and the close
+codes (livegate/close_codes.py).
 """
 
 from __future__ import annotations
@@ -102,10 +103,22 @@ def _models() -> str:
     return "\n".join([*lines, "", MODELS_END])
 
 
+def _close_codes() -> str:
+    from livegate.close_codes import TABLE
+
+    where = {"realtime": "`/v1/realtime`", "passthrough": "the Live passthroughs", "both": "both"}
+    lines = [CLOSES_BEGIN, "", "| code | on | meaning |", "|---|---|---|"]
+    lines += [f"| {c.code} | {where[c.route]} | {c.meaning.replace('|', chr(92) + '|')} |"
+              for c in sorted(TABLE, key=lambda c: (c.code, c.route))]
+    return "\n".join([*lines, "", CLOSES_END])
+
+
 CONFIG_BEGIN = "<!-- config-reference: rendered from schemas/config.schema.json by `python -m livegate.docgen` -->"
 CONFIG_END = "<!-- /config-reference -->"
 MODELS_BEGIN = "<!-- models-table: rendered from mappings/models.yaml by `python -m livegate.docgen` -->"
 MODELS_END = "<!-- /models-table -->"
+CLOSES_BEGIN = "<!-- close-codes: rendered from engine/livegate/close_codes.py by `python -m livegate.docgen` -->"
+CLOSES_END = "<!-- /close-codes -->"
 
 
 def blocks() -> list[Block]:
@@ -114,7 +127,8 @@ def blocks() -> list[Block]:
     return [Block("config-reference", CONFIG_BEGIN, CONFIG_END, _config_reference),
             Block("acceptance-table", BEGIN, END, _acceptance),
             Block("state-tables", STATE_BEGIN, STATE_END, _state),
-            Block("models-table", MODELS_BEGIN, MODELS_END, _models)]
+            Block("models-table", MODELS_BEGIN, MODELS_END, _models),
+            Block("close-codes", CLOSES_BEGIN, CLOSES_END, _close_codes)]
 
 
 def _pattern(block: Block) -> re.Pattern[str]:

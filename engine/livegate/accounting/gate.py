@@ -1,12 +1,18 @@
 """The Accounting service: who may open a session or make a call (handshake checks, before any upstream
 connection), what it costs while it runs (Grant), and when it must stop.
 
-Handshake refusals (HTTP status, error code): 401 `invalid_api_key` (unknown, expired or deleted key or
-client secret), 403 `model_not_allowed`, 429 `budget_exceeded`, 429 `rate_limit_exceeded` (rpm_limit),
-429 `realtime_session_limit` (max_parallel_requests), 503 `store_unavailable`.
+A session falls under the budgets and limits of its key, the key's team and the key's user (limits.py):
+each must allow the model, have budget left and room under its limits; its spend is charged to all three.
 
-Mid-session stops close with SESSION_TOO_LONG, KEY_REVOKED or BUDGET_EXHAUSTED (livegate/close_codes.py), after
-an OpenAI `error` event on /v1/realtime.
+Handshake refusals (HTTP status, error code): 401 `invalid_api_key` (unknown, expired, deleted or
+regenerated key; expired client secret), 403 `key_blocked` / `team_blocked`, 403 `model_not_allowed`,
+429 `budget_exceeded`, 429 `rate_limit_exceeded` (rpm_limit), 429 `realtime_session_limit`
+(max_parallel_requests), 503 `store_unavailable`.
+
+Mid-session stops close with these codes (livegate/close_codes.py), after an OpenAI `error` event on
+/v1/realtime: BUDGET_EXHAUSTED (a budget, the key's, its team's or its user's, is spent), KEY_REVOKED (the
+key was deleted, expired or regenerated), SESSION_TOO_LONG (the maximum duration), FORBIDDEN (the key or its
+team was blocked, or an administrator ended the session).
 """
 
 from __future__ import annotations
@@ -25,11 +31,14 @@ from typing import Any
 from livegate.accounting.cost import Cost, cost_of
 from livegate.accounting.database import StoreUnavailable
 from livegate.accounting.keys import SECRET_PREFIX, hash_key, label
+from livegate.accounting.limits import SESSION_COLUMN_KINDS, Limits, Scope
 from livegate.accounting.metrics import Metrics
+from livegate.accounting.owners import TeamRecord, UserRecord
 from livegate.accounting.prices import Price, PriceTable
+from livegate.accounting.recent import RecentErrors
 from livegate.accounting.store import KeyRecord, SecretRecord, Store
 from livegate.accounting.writer import SpendWriter
-from livegate.close_codes import BUDGET_EXHAUSTED, KEY_REVOKED, SESSION_TOO_LONG, Refusal
+from livegate.close_codes import BUDGET_EXHAUSTED, FORBIDDEN, KEY_REVOKED, SESSION_TOO_LONG, Refusal
 from livegate.translation.observer import SessionObserver
 from livegate.translation.usage import UsageLedger
 
@@ -45,6 +54,14 @@ class Stop:
     message: str
 
 
+TERMINATED = Stop(FORBIDDEN, "session_terminated", "An administrator ended this session.")
+REGENERATED = Stop(KEY_REVOKED, "invalid_api_key", "The API key was regenerated: this key no longer works.")
+
+
+def blocked_stop(scope: Scope) -> Stop:
+    return Stop(FORBIDDEN, f"{scope.kind}_blocked", f"{scope.capitalized} was blocked by an administrator.")
+
+
 @dataclass
 class Principal:
     """Who is calling: the master key, anyone (open gateway), or a virtual key (maybe through a client secret)."""
@@ -53,6 +70,8 @@ class Principal:
     token_hash: str = ""
     key: KeyRecord | None = None
     secret: SecretRecord | None = None
+    team: TeamRecord | None = None  # the key's team and user, whose budgets and limits apply too
+    user: UserRecord | None = None
 
     @property
     def label(self) -> str:
@@ -60,12 +79,15 @@ class Principal:
             return label(self.token_hash, self.key.key_alias)
         return self.kind
 
+    @property
+    def limits(self) -> Limits:
+        """Every budget and limit this caller falls under (none for the master key and an open gateway)."""
+        return Limits.of(self.key, self.team, self.user) if self.key is not None else Limits()
+
     def allows(self, *names: str | None) -> bool:
-        """Is one of these model names (client name, upstream id) among the key's models? (none = all)"""
-        models = self.key.models if self.key else []
-        if not models or "all-proxy-models" in models or "*" in models:
-            return True
-        return any(name in models for name in names if name)
+        """Is one of these model names (client name, upstream id) allowed by the key, its team and its user?
+        (an empty `models` allows all)"""
+        return self.limits.allows(*names)
 
 
 class Accounting:
@@ -81,6 +103,13 @@ class Accounting:
                                   on_flushed=self._flushed)
         self.grants: set[Grant] = set()
         self.keys: dict[str, KeyRecord] = {}  # the last known state of keys with live sessions
+        self.teams: dict[str, TeamRecord] = {}  # ... and of their teams and users
+        self.users: dict[str, UserRecord] = {}
+        self.recent_errors = RecentErrors()  # for the admin page: refusals and failed sessions, this instance
+        # Upstream model ids served only by the simulator, and the capability table naming the price each one
+        # is charged at (its row's `price`): a budget can be tried offline.
+        self.simulated: frozenset[str] = frozenset()
+        self.models: Any = None
         self._warned_prices: set[str] = set()
         self._poller: asyncio.Task[None] | None = None
         self._last_heartbeat = 0.0
@@ -150,11 +179,34 @@ class Accounting:
             return Refusal(503, "The key store is unavailable; try again shortly.", "store_unavailable")
         if record is None:
             return self._unknown(None)
+        if record.regenerated_to is not None:
+            return Refusal(401, "API key regenerated: this key no longer works, use the new one.", "invalid_api_key")
         if record.deleted_at is not None:
             return Refusal(401, "API key deleted.", "invalid_api_key")
         if record.expired(now):
             return Refusal(401, "API key expired.", "invalid_api_key")
-        return Principal("key", token_hash, record, secret)
+        try:
+            team, user = await self._owners(record, now)
+        except StoreUnavailable as exc:
+            log.error("spend store unavailable at a handshake: %s", exc)
+            return Refusal(503, "The key store is unavailable; try again shortly.", "store_unavailable")
+        if isinstance(team, Refusal):
+            return team
+        who = Principal("key", token_hash, record, secret, team, user)
+        blocked = who.limits.blocked()
+        if blocked is not None:
+            return Refusal(403, f"{blocked.capitalized} is blocked: ask an administrator.",
+                           f"{blocked.kind}_blocked")
+        return who
+
+    async def _owners(self, record: KeyRecord, now: float) -> tuple[TeamRecord | Refusal | None, UserRecord | None]:
+        """The key's team and user (a key whose owner is gone is refused, as it lost the budget it was given
+        under)."""
+        team = await self.store.get_team(record.team_id, now) if record.team_id else None
+        user = await self.store.get_user(record.user_id, now) if record.user_id else None
+        if (record.team_id and team is None) or (record.user_id and user is None):
+            return Refusal(401, "API key deleted (its team or user no longer exists).", "invalid_api_key"), None
+        return team, user
 
     def _unknown(self, message: str | bool | None) -> Principal | Refusal:
         if not self.master_key and not message:
@@ -172,16 +224,25 @@ class Accounting:
         principal = key if isinstance(key, Principal) else await self.principal(key)
         if isinstance(principal, Refusal):
             self.metrics.refusals.labels(route, principal.code).inc()
+            self.record_refusal(route, model, key if isinstance(key, str) else None, principal)
             return principal
         grant = Grant(self, principal, route, headers or {}, end_user, session, max_session_seconds)
         refusal = await grant.check_admission(model, upstream_model, model_info)
         if refusal is not None:
             self.metrics.refusals.labels(route, refusal.code).inc()
+            self.recent_errors.refusal(route, model, principal.label, refusal.status, refusal.code, refusal.message)
             return refusal
         grant.open()
         return grant
 
+    def record_refusal(self, route: str, model: str | None, key: str | None, refusal: Refusal) -> None:
+        """Keep a refusal for the admin page, naming the key by its hash prefix (an unknown key too)."""
+        who = label(hash_key(key)) if key else "-"
+        self.recent_errors.refusal(route, model, who, refusal.status, refusal.code, refusal.message)
+
     def price(self, upstream_model: str | None, model_info: Mapping[str, Any] | None) -> Price | None:
+        if upstream_model in self.simulated and self.models is not None:  # priced like the model it imitates
+            upstream_model = self.models.price_model(upstream_model)
         price = self.prices.lookup(upstream_model, dict(model_info) if model_info else None)
         if price is None and upstream_model not in self._warned_prices:
             self._warned_prices.add(upstream_model or "")
@@ -193,11 +254,57 @@ class Accounting:
         key = self.keys.get(token_hash)
         return (key.spend if key else 0.0) + self.writer.unflushed_spend(token_hash)
 
+    def spend_of(self, scope: Scope) -> float:
+        """A key's, team's or user's spend this period: the last state read plus what is queued."""
+        caches: dict[str, dict[str, Any]] = {"key": self.keys, "team": self.teams, "user": self.users}
+        record = caches[scope.kind].get(scope.ident) or scope.record
+        return record.spend + self.writer.unflushed_spend(scope.account)
+
     def _flushed(self, spend: dict[str, float]) -> None:
         for token_hash, amount in spend.items():
             if token_hash in self.keys:
                 self.keys[token_hash].spend += amount
+            elif token_hash.startswith("team:") and token_hash[5:] in self.teams:
+                self.teams[token_hash[5:]].spend += amount
+            elif token_hash.startswith("user:") and token_hash[5:] in self.users:
+                self.users[token_hash[5:]].spend += amount
         self.metrics.store_up.set(1)
+
+    # --- ending sessions from outside (key API, admin page, budgets shared by several sessions) -----------
+
+    def end_sessions(self, applies: Any, stop: Stop) -> int:
+        """End this instance's live sessions for which `applies(grant)` is true; how many were ended."""
+        ended = 0
+        for grant in list(self.grants):
+            if grant.session and applies(grant):
+                grant.end(stop)
+                ended += 1
+        return ended
+
+    def enforce_budget(self, scope: Scope) -> None:
+        """A budget shared by several sessions ran out: every session under it stops, not only the one whose
+        usage crossed it."""
+        for grant in list(self.grants):
+            under = grant.principal.limits.scope(scope.kind)
+            if grant.stop is None and under is not None and under.ident == scope.ident:
+                grant.check_budget()
+
+    async def refresh_owners(self, now: float) -> None:
+        """Re-read the teams and users of live sessions (budgets spent elsewhere, blocks, changed settings)."""
+        keys = [g.principal.key for g in self.grants if g.principal.key is not None]
+        team_ids = sorted({k.team_id for k in keys if k.team_id})
+        user_ids = sorted({k.user_id for k in keys if k.user_id})
+        if team_ids:
+            self.teams.update(await self.store.get_teams(team_ids, now))
+        if user_ids:
+            self.users.update(await self.store.get_users(user_ids, now))
+
+    async def apply_stop_requests(self) -> None:
+        """Sessions of this instance an administrator ended from another instance's admin page."""
+        if any(g.holds_slot for g in self.grants):
+            wanted = set(await self.store.stop_requests(self.instance_id))
+            if wanted:
+                self.end_sessions(lambda g: g.session_id in wanted, TERMINATED)
 
     # --- the watcher ---------------------------------------------------------------------------------------
 
@@ -225,6 +332,8 @@ class Accounting:
             grant.flush_counters()
         hashes = sorted({g.principal.token_hash for g in self.grants if g.principal.kind == "key"})
         now = time.time()
+        await self.refresh_owners(now)
+        await self.apply_stop_requests()
         if hashes:
             fresh = await self.store.get_keys(hashes, now)
             self.keys.update(fresh)
@@ -261,8 +370,9 @@ class Grant(SessionObserver):
         self.end_user = end_user or _header(headers, "x-livegate-end-user", "x-litellm-end-user-id", "x-end-user")
         header_tags = [t.strip() for t in (_header(headers, "tags", "x-litellm-tags") or "").split(",") if t.strip()]
         key_tags = principal.key.tags if principal.key else []
-        self.tags = list(dict.fromkeys([*key_tags, *header_tags]))[:32]
-        limits = [s for s in (max_session_seconds, principal.key.max_session_seconds if principal.key else None) if s]
+        team_tags = principal.team.tags if principal.team else []
+        self.tags = list(dict.fromkeys([*key_tags, *team_tags, *header_tags]))[:32]
+        limits = [s for s in (max_session_seconds, principal.limits.max_session_seconds()) if s]
         self.max_seconds = min(limits) if limits else None
         self._timer: asyncio.TimerHandle | None = None
         self._frames = {"from_client": [0, 0], "from_upstream": [0, 0]}
@@ -281,20 +391,31 @@ class Grant(SessionObserver):
         key = self.principal.key
         if key is None:
             return None
-        acct, now = self.accounting, time.time()
+        acct, now, limits = self.accounting, time.time(), self.principal.limits
         acct.keys[key.token_hash] = key
-        spend = acct.key_spend(key.token_hash)
-        if key.max_budget is not None and spend >= key.max_budget:
-            return Refusal(429, f"Budget has been exceeded! Current cost: {spend:.6f}, Max budget: "
-                                f"{key.max_budget:.6f}", "budget_exceeded")
+        if self.principal.team is not None:
+            acct.teams[self.principal.team.team_id] = self.principal.team
+        if self.principal.user is not None:
+            acct.users[self.principal.user.user_id] = self.principal.user
+        spent = limits.exhausted(acct.spend_of)
+        if spent is not None:
+            scope, spend = spent
+            owner = "" if scope.kind == "key" else f" ({scope.name})"
+            return Refusal(429, f"Budget has been exceeded{owner}! Current cost: {spend:.6f}, Max budget: "
+                                f"{scope.setting('max_budget'):.6f}", "budget_exceeded")
         try:
-            if key.rpm_limit is not None and await acct.store.count_request(key.token_hash, now) > key.rpm_limit:
-                return Refusal(429, f"Rate limit exceeded: rpm_limit {key.rpm_limit} new sessions or calls per "
-                                    "minute for this key.", "rate_limit_exceeded")
+            for scope, rpm in limits.rate_limits():
+                if await acct.store.count_request(scope.account, now) > rpm:
+                    return Refusal(429, f"Rate limit exceeded: rpm_limit {rpm} new sessions or calls per minute "
+                                        f"for {scope.name}.", "rate_limit_exceeded")
             if self.session:
-                if not await acct.store.acquire_session(key.token_hash, self.session_id, acct.instance_id, model,
-                                                        self.route, key.max_parallel_requests, now):
-                    return Refusal(429, f"This key already has {key.max_parallel_requests} realtime sessions open "
+                full = await acct.store.acquire_session_slot(
+                    key.token_hash, self.session_id, acct.instance_id, model, self.route, now,
+                    limits.session_limits(), team_id=key.team_id, user_id=key.user_id)
+                full_scope = limits.scope(SESSION_COLUMN_KINDS[full]) if full is not None else None
+                if full_scope is not None:
+                    return Refusal(429, f"{full_scope.capitalized} already has "
+                                        f"{full_scope.setting('max_parallel_requests')} realtime sessions open "
                                         "(max_parallel_requests).", "realtime_session_limit")
                 self.holds_slot = True
         except StoreUnavailable as exc:
@@ -306,15 +427,16 @@ class Grant(SessionObserver):
                    model_info: Mapping[str, Any] | None = None) -> Refusal | None:
         """Set the session's model (at the handshake, or at a passthrough's setup); a refusal if the key may
         not use it."""
-        if not self.principal.allows(model, upstream_model):
-            return Refusal(403, f"This key is not allowed to use the model '{model}'.", "model_not_allowed")
+        refusing = self.principal.limits.refusing_model(model, upstream_model)
+        if refusing is not None:
+            whose = "This key is" if refusing.kind == "key" else f"This key's {refusing.name} is"
+            return Refusal(403, f"{whose} not allowed to use the model '{model}'.", "model_not_allowed")
         self.model, self.upstream_model = model, upstream_model or model
         self.price = self.accounting.price(self.upstream_model, model_info)
         self.meter.cumulative = bool(self.price and self.price.cumulative_usage)
-        key = self.principal.key
-        if self.price is None and key is not None and key.max_budget is not None:
-            return Refusal(403, f"The model '{model}' has no price on this gateway, so a key with a budget cannot "
-                                "use it.", "model_not_allowed")
+        if self.price is None and self.principal.limits.budgeted():
+            return Refusal(403, f"The model '{model}' has no price on this gateway, so a key with a budget (its own, "
+                                "its team's or its user's) cannot use it.", "model_not_allowed")
         # Metric labels use the upstream model id, which the config bounds (a client picks its model name).
         old, self._metric_model = self._metric_model, self.upstream_model or "-"
         if self.session and not self.finished and old != self._metric_model and self in self.accounting.grants:
@@ -400,32 +522,52 @@ class Grant(SessionObserver):
 
     def usage_changed(self) -> None:
         cost = self.cost()
-        key = self.principal.key
-        if cost is None or key is None:
+        if cost is None or self.principal.key is None:
             return
         delta, self.reported_cost = cost.total - self.reported_cost, cost.total
-        self.accounting.writer.add_spend(key.token_hash, delta)
-        self.check_budget()
+        self.charge(delta)
+        exhausted = self.check_budget()
+        if exhausted is not None and delta:
+            self.accounting.enforce_budget(exhausted)  # other sessions under the same budget stop too
 
-    def check_budget(self) -> None:
-        key = self.principal.key
-        if key is not None and key.max_budget is not None and self.session:
-            known = self.accounting.keys.get(key.token_hash, key)
-            spend = self.accounting.key_spend(key.token_hash)
-            if spend >= (known.max_budget if known.max_budget is not None else float("inf")):
-                self.end(Stop(BUDGET_EXHAUSTED, "insufficient_quota",
-                              f"The key's budget is spent (spend ${spend:.6f} of ${known.max_budget:.6f})."))
+    def charge(self, amount: float) -> None:
+        """Spend goes to the key, its team and its user (queued, no I/O)."""
+        for scope in self.principal.limits.scopes:
+            self.accounting.writer.add_spend(scope.account, amount)
+
+    def check_budget(self) -> Scope | None:
+        """The scope whose budget is spent, if one is; a session is ended then (a REST call has already run,
+        but the sessions sharing its budget must stop: usage_changed)."""
+        spent = self.principal.limits.exhausted(self.accounting.spend_of)
+        if spent is None:
+            return None
+        scope, spend = spent
+        if self.session:
+            self.end(Stop(BUDGET_EXHAUSTED, "insufficient_quota", f"The budget of {scope.name} is spent "
+                          f"(spend ${spend:.6f} of ${scope.setting('max_budget'):.6f})."))
+        return scope
 
     def check_key(self, fresh: KeyRecord | None, now: float) -> None:
-        if self.principal.kind != "key" or not self.session:
-            return
-        if fresh is None or fresh.deleted_at is not None:
+        if self.principal.kind != "key" or not self.session or fresh is None:
+            return  # (None: admitted while the poll read the keys; key rows are never removed, only marked)
+        if fresh.regenerated_to is not None:
+            self.end(REGENERATED)
+        elif fresh.deleted_at is not None:
             self.end(Stop(KEY_REVOKED, "invalid_api_key", "The API key was deleted."))
         elif fresh.expired(now):
             self.end(Stop(KEY_REVOKED, "invalid_api_key", "The API key expired."))
         else:
+            acct = self.accounting
             self.principal.key = fresh
-            self.check_budget()
+            # A key moved to another team or user: its new owner is read at the next poll (deleting an owner
+            # deletes its keys, which the checks above catch).
+            self.principal.team = acct.teams.get(fresh.team_id) if fresh.team_id else None
+            self.principal.user = acct.users.get(fresh.user_id) if fresh.user_id else None
+            blocked = self.principal.limits.blocked()
+            if blocked is not None:
+                self.end(blocked_stop(blocked))
+            else:
+                self.check_budget()
 
     def end(self, stop: Stop) -> None:
         if self.stop is None and not self.finished:
@@ -474,7 +616,7 @@ class Grant(SessionObserver):
         cost = cost_of(usage, self.price)
         key = self.principal.key
         if key is not None and cost is not None and cost.total != self.reported_cost:
-            acct.writer.add_spend(key.token_hash, cost.total - self.reported_cost)
+            self.charge(cost.total - self.reported_cost)
             self.reported_cost = cost.total
         duration = time.monotonic() - self.started
         model = self.model or "-"
@@ -504,8 +646,12 @@ class Grant(SessionObserver):
                                                      if name in ("input_text", "output_text") else 0)
                   for name in ("input_text", "input_audio", "input_image", "input_video", "input_cached",
                                "output_text", "output_audio", "output_thinking")},
-               "request_tags": _json(self.tags), "end_user": self.end_user, "metadata": _json(metadata)}
+               "request_tags": _json(self.tags), "end_user": self.end_user, "metadata": _json(metadata),
+               "team_id": key.team_id if key else None, "user_id": key.user_id if key else None}
         acct.writer.add_log(row)
+        if status != "success":
+            acct.recent_errors.session_failed(self.route, self.model, self.principal.label, close_code, reason,
+                                              self.stop.code if self.stop else None)
         if self.holds_slot:
             try:
                 await acct.store.release_sessions([self.session_id])

@@ -33,6 +33,7 @@ class SpendWriter:
         self._logs: deque[dict[str, Any]] = deque()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._writing = asyncio.Lock()  # one batch at a time: a flush returns after any batch in flight
         self.dropped = 0
         self.error: str | None = None  # the current outage, None when writes succeed
         self.error_since: float | None = None
@@ -90,7 +91,12 @@ class SpendWriter:
             delay = self.interval if ok else min(max(delay * 2, 0.5), 5.0)
 
     async def flush(self) -> bool:
-        """Write one batch of what is queued; False (rows kept) when the store failed."""
+        """Write one batch of what is queued; False (rows kept) when the store failed. A batch the background
+        task is writing is finished first, so what was queued before the call is in the store after it."""
+        async with self._writing:
+            return await self._write_batch()
+
+    async def _write_batch(self) -> bool:
         if not self._logs and not self._spend:
             return True
         spend, self._spend = self._spend, {}

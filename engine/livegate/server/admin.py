@@ -33,7 +33,7 @@ def refusal_response(refusal: Refusal) -> JSONResponse:
 
 async def caller(gateway: Gateway, request: Request) -> Principal:
     """The principal behind the request's key; ApiError(401/503) when it has none."""
-    who = await auth.principal(gateway, auth.client_key(request.headers))
+    who = await auth.principal(gateway, auth.client_key(request.headers), route=request.url.path)
     if isinstance(who, Refusal):
         raise ApiError(who.status, who.message, who.code)
     if who.secret is not None:  # a browser's secret opens sessions, nothing else

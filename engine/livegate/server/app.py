@@ -148,7 +148,7 @@ def session_translator(gateway: Gateway, route: ModelRoute, model: str, provider
 
 async def _realtime(ws: WebSocket, gateway: Gateway) -> None:
     offered = list(ws.scope.get("subprotocols") or [])
-    who = await auth.principal(gateway, auth.client_key(ws.headers, offered))
+    who = await auth.principal(gateway, auth.client_key(ws.headers, offered), route="/v1/realtime")
     if isinstance(who, Refusal):
         await _refuse(ws, who)
         return

@@ -51,10 +51,13 @@ def refusal(config: Config, key: str | None) -> tuple[int, str] | None:
 # --- virtual keys, client secrets and limits (engine/livegate/accounting) ---------------------------------------------
 
 
-async def principal(gateway: Gateway, key: str | None) -> Principal | Refusal:
+async def principal(gateway: Gateway, key: str | None, route: str | None = None) -> Principal | Refusal:
     """Who a key is: the master key, a virtual key (maybe through a client secret), or anyone on an open
-    gateway. A Refusal (401, 503) otherwise."""
-    return await gateway.accounting.principal(key)
+    gateway. A Refusal (401, 403, 503) otherwise, kept among the recent errors of `route` when one is named."""
+    who = await gateway.accounting.principal(key)
+    if isinstance(who, Refusal) and route is not None:
+        gateway.accounting.record_refusal(route, None, key, who)
+    return who
 
 
 async def admit(gateway: Gateway, who: Principal, *, route: str, model_route: ModelRoute | None = None,

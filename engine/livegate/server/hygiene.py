@@ -19,7 +19,13 @@ REDACTED = "[redacted]"
 LOGGERS = ("uvicorn.access", "uvicorn.error", "httpx")
 
 
+# LiteLLM's /key/{key}/regenerate puts a key in the path.
+_KEY_IN_PATH = re.compile(r"(?P<name>/key/)[^/\s\"'?]+(?=/regenerate)")
+
+
 def redact(text: str) -> str:
+    if "/regenerate" in text:
+        text = _KEY_IN_PATH.sub(lambda m: m["name"] + REDACTED, text)
     if "=" not in text:
         return text
     return _SECRET_PARAM.sub(lambda m: m["name"] + REDACTED, text)

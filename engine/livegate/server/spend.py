@@ -1,6 +1,7 @@
 """GET /spend/logs: one row per realtime session, passthrough session and REST call, with LiteLLM's field
 names plus livegate's tokens by modality. Filters: api_key (a key or its hash), start_date, end_date
-(YYYY-MM-DD, inclusive, or ISO 8601), model. The master key sees every row; a virtual key its own."""
+(YYYY-MM-DD, inclusive, or ISO 8601), model, team_id, user_id, status. The master key sees every row; a
+virtual key its own. The query is strict (schemas/management.schema.json)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from livegate.accounting.database import StoreUnavailable
 from livegate.accounting.store import SPEND_TOKEN_COLUMNS
 from livegate.server.admin import ApiError, caller, iso, parse_time
 from livegate.server.keys import token_of
+from livegate.server.strict import check_query
 
 if TYPE_CHECKING:
     from livegate.server.app import Gateway
@@ -28,6 +30,7 @@ def spend_row(row: dict[str, Any]) -> dict[str, Any]:
         "startTime": iso(row["start_time"]), "endTime": iso(row["end_time"]), "status": row["status"],
         "close_code": row["close_code"], "request_tags": json.loads(row["request_tags"] or "[]"),
         "end_user": row["end_user"], "metadata": json.loads(row["metadata"] or "{}"),
+        "team_id": row.get("team_id"), "user": row.get("user_id"),
         **{f"{name}_tokens": row[f"{name}_tokens"] for name in SPEND_TOKEN_COLUMNS},
     }
 
@@ -36,7 +39,7 @@ def add_spend_routes(app: FastAPI, gateway: Gateway) -> None:
     async def logs(request: Request) -> JSONResponse:
         try:
             who = await caller(gateway, request)
-            query = request.query_params
+            query = check_query("GET /spend/logs", request.query_params)
             api_key = token_of(query["api_key"]) if query.get("api_key") else None
             if who.kind == "key":
                 if api_key not in (None, who.token_hash):
@@ -46,7 +49,9 @@ def add_spend_routes(app: FastAPI, gateway: Gateway) -> None:
                 raise ApiError(403, "Only the master key may do this.", "forbidden")
             start = parse_time(query["start_date"], "start_date") if query.get("start_date") else None
             end = parse_time(query["end_date"], "end_date", end_of_day=True) if query.get("end_date") else None
-            rows = await gateway.accounting.store.spend_logs(api_key, start, end, query.get("model") or None)
+            rows = await gateway.accounting.store.spend_logs(api_key, start, end, query.get("model") or None,
+                                                             team_id=query.get("team_id"),
+                                                             user_id=query.get("user_id"), status=query.get("status"))
         except ApiError as exc:
             return exc.response()
         except StoreUnavailable:

@@ -59,9 +59,14 @@ class ModelTable:
                 return row
         return {**self.default, "family": "default"}
 
+    def price_model(self, model: str) -> str:
+        """The model whose price the simulator charges when imitating `model`: its row's `price` (the default
+        row's for a model no row matches); a row whose price is null: the model itself (an unknown cost)."""
+        return str(self.row(model).get("price") or model)
+
     def capabilities(self, model: str, backend: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
         """What a session on `model` over `backend` can use, with `model_info` overrides applied."""
-        row = {k: v for k, v in self.row(model).items() if k != "match"}
+        row = {k: v for k, v in self.row(model).items() if k not in ("match", "price")}
         row.update(known_overrides(overrides))
         for column in BACKEND_COLUMNS:
             row[column] = backend in row[column]

@@ -113,7 +113,7 @@ class _Plan:
 async def live_passthrough(ws: WebSocket, gateway: Gateway, backend: Backend, suffix: str = "") -> None:
     """Handshake checks, then one PassthroughSession."""
     offered = list(ws.scope.get("subprotocols") or [])
-    who = await auth.principal(gateway, auth.client_key(ws.headers, offered))
+    who = await auth.principal(gateway, auth.client_key(ws.headers, offered), route=ws.url.path)
     if isinstance(who, Refusal):
         await refuse(ws, who, "gemini")
         return

@@ -91,7 +91,7 @@ class RestPassthrough:
 
     async def handle(self, request: Request, discovery: bool = False) -> Response:
         started = time.monotonic()
-        who = await auth.principal(self.gateway, auth.client_key(request.headers))
+        who = await auth.principal(self.gateway, auth.client_key(request.headers), route="vertex_ai")
         if isinstance(who, Refusal):
             return _error(who.status, who.message, who.code)
         path = _upstream_path(request, discovery)

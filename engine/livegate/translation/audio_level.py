@@ -8,6 +8,7 @@ only by telephony sessions for that reason).
 from __future__ import annotations
 
 import base64
+import functools
 import re
 import sys
 from array import array
@@ -65,7 +66,12 @@ class LevelMeter:
 
 def low_level_noise(mime: str | None, ms: float) -> list[str]:
     """`ms` of deterministic low-level noise, as base64 PCM16 chunks of NOISE_CHUNK_MS at `mime`'s rate."""
-    rate = rate_of(mime)
+    return list(_noise(rate_of(mime), ms))
+
+
+@functools.lru_cache(maxsize=16)
+def _noise(rate: int, ms: float) -> tuple[str, ...]:
+    """The same noise every time, so it is made once per rate and length (a commit is on the audio path)."""
     per_chunk = rate * NOISE_CHUNK_MS // 1000
     total = int(rate * max(0.0, ms) / 1000)
     state = 0x2545F491
@@ -78,4 +84,4 @@ def low_level_noise(mime: str | None, ms: float) -> list[str]:
         if sys.byteorder == "big":
             values.byteswap()
         chunks.append(base64.b64encode(values.tobytes()).decode())
-    return chunks
+    return tuple(chunks)

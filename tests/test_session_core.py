@@ -121,6 +121,20 @@ def test_the_first_content_opens_gemini_in_line_and_later_input_waits_for_it() -
     assert opened.upstream == [{"clientContent": {"turnComplete": True}}], "the held input follows the setup"
 
 
+def test_audio_streamed_before_the_first_setup_is_held_whole_and_the_pump_told_to_stop_reading() -> None:
+    core, _ = make(queue_audio_ms=100)
+    core.client_frame({"type": "session.update", "session": {"type": "realtime", "output_modalities": ["text"]}})
+    chunk = base64.b64encode(bytes(2400)).decode()  # 50 ms of 24 kHz PCM16
+    [opening] = commands(core.client_frame({"type": "input_audio_buffer.append", "audio": chunk}), OpenUpstream)
+    assert not core.input_backlogged
+    outs = [core.client_frame({"type": "input_audio_buffer.append", "audio": chunk}) for _ in range(3)]
+    assert core.input_backlogged, "queue_audio_ms held: the pump reads no more until Gemini is set up"
+    assert not any(types(o) for o in outs), "no audio dropped (and no input_audio_dropped error) before the start"
+    opened = core.upstream_opened(opening.link, SETUP_COMPLETE)
+    assert len([m for m in opened.upstream if "audio" in m.get("realtimeInput", {})]) == 3, "all of it follows"
+    assert not core.input_backlogged
+
+
 @pytest.mark.parametrize(("failure", "code", "message"), [
     (UpstreamFailure("timeout"), "upstream_timeout", "Gemini Live did not answer the session setup in time."),
     (UpstreamFailure("credentials", "the key file is unreadable"), "upstream_auth_failed",

@@ -48,6 +48,7 @@ class RealtimeSession:
         self.client = ClientLink(ws, self.timeouts.client_write_s, reattach_grace_s)
         self._detached = detached  # the gateway's registry of sessions awaiting their client, by session id
         self._links: dict[int, UpstreamConnection] = {}
+        self._first_open: asyncio.Task[None] | None = None  # the first connection's opening (backpressure)
         self._timers: dict[Timer, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self.started = time.monotonic()
@@ -109,6 +110,8 @@ class RealtimeSession:
                 grant.client_frame(frame)
                 frame = grant.fix_client_frame(frame, core.dialect)
             await self._write(core.client_frame(frame))
+            if core.input_backlogged and self._first_open is not None:
+                await asyncio.wait({self._first_open})  # backpressure until Gemini has set the session up
             await fair_turn()
 
     async def _read_upstream(self, link: int, conn: UpstreamConnection) -> None:
@@ -150,7 +153,9 @@ class RealtimeSession:
             case OpenUpstream():
                 # in the background, the first connection too: the client's events meanwhile are answered at
                 # once or queued by the core for Gemini, never left unread until the setup timeout
-                self._spawn(self._open, command)
+                task = self._spawn(self._open, command)
+                if command.first:
+                    self._first_open = task
             case CloseUpstream(link):
                 if (conn := self._links.pop(link, None)) is not None:
                     with contextlib.suppress(Exception):
@@ -185,10 +190,11 @@ class RealtimeSession:
         stop = await self.grant.wait_stopped()
         await self._write(self.core.stop(stop.message, stop.code, stop.close_code))
 
-    def _spawn(self, work: Callable[..., Coroutine[Any, Any, None]], *args: Any) -> None:
+    def _spawn(self, work: Callable[..., Coroutine[Any, Any, None]], *args: Any) -> asyncio.Task[None]:
         task = asyncio.create_task(self._guarded(work, *args))  # `work` starts inside: a task cancelled
         self._tasks.add(task)  # before it runs leaves no coroutine never awaited
         task.add_done_callback(self._tasks.discard)
+        return task
 
     async def _guarded(self, work: Callable[..., Coroutine[Any, Any, None]], *args: Any) -> None:
         try:

@@ -155,9 +155,11 @@ def audio_ms(message: dict[str, Any]) -> float:
 @dataclass
 class InputQueue:
     """Messages for Gemini held while a connection opens, in order. Audio beyond `max_audio_ms` is dropped
-    oldest first; everything else (text, items, tool outputs, activity signals) is always kept."""
+    oldest first; everything else (text, items, tool outputs, activity signals) is always kept. A queue that
+    does not drop (`drops` false) is `full` instead: the pump then stops reading the client (backpressure)."""
 
     max_audio_ms: float
+    drops: bool = True
     messages: deque[tuple[dict[str, Any], float]] = field(default_factory=deque)
     audio_ms: float = 0.0
     dropped_ms: float = 0.0  # since the last take_dropped()
@@ -166,7 +168,7 @@ class InputQueue:
         ms = audio_ms(message)
         self.messages.append((message, ms))
         self.audio_ms += ms
-        while self.audio_ms > self.max_audio_ms:
+        while self.drops and self.audio_ms > self.max_audio_ms:
             oldest = next((i for i, (_, m) in enumerate(self.messages) if m > 0), None)
             if oldest is None:
                 break
@@ -174,6 +176,10 @@ class InputQueue:
             del self.messages[oldest]
             self.audio_ms -= m
             self.dropped_ms += m
+
+    @property
+    def full(self) -> bool:
+        return self.audio_ms >= self.max_audio_ms
 
     def take_dropped(self) -> float:
         dropped, self.dropped_ms = self.dropped_ms, 0.0

@@ -455,6 +455,13 @@ class SessionCore:
         log.info("session %s: recovery %s (%s)", self.session_id, kind, detail)
         self.observer.recovery(kind)
 
+    @property
+    def input_backlogged(self) -> bool:
+        """The first connection is still opening and queue_audio_ms of the client's audio waits for it: the pump
+        reads no further client frames until it opens or fails (backpressure, not dropped audio)."""
+        return (self._opening is not None and self._opening.mode == "first" and self._queue is not None
+                and self._queue.full)
+
     def _route(self, out: Output) -> None:
         """Where this input's Gemini-bound messages go: the connection, the queue, or a first connection."""
         if self._stopped or self.closing:
@@ -477,7 +484,9 @@ class SessionCore:
             messages, out.upstream = out.upstream, []
             if "setup" not in messages[0]:
                 raise RuntimeError("the first upstream message of a session must be setup")
-            self._queue = InputQueue(self.policy.queue_audio_ms)
+            # nothing is dropped before the session has begun: past queue_audio_ms the pump reads no more
+            # client frames until Gemini is set up (input_backlogged), as a client streaming a file expects
+            self._queue = InputQueue(self.policy.queue_audio_ms, drops=False)
             self._open(out, "first", messages, recovering=False, old=None)
 
     # -- moving to a new connection ----------------------------------------------------------------

@@ -48,7 +48,7 @@ def test_unknown_config_keys_are_errors_with_a_suggestion(data: dict[str, Any], 
 
 def test_litellm_settings_livegate_does_not_use_are_accepted(caplog: pytest.LogCaptureFixture) -> None:
     config = parse_config({"general_settings": {"master_key": "k", "alerting": ["slack"]},
-                           "litellm_settings": {"drop_params": True}, "router_settings": {"routing_strategy": "x"},
+                           "litellm_settings": {"drop_params": True}, "router_settings": {"num_retries": 2},
                            "model_list": [{"model_name": "m", "litellm_params": {"model": "simulator/x", "rpm": 5}}]})
     assert config.master_key == "k"
     assert "general_settings.alerting is not used by livegate" in caplog.text

@@ -282,8 +282,10 @@ class PageRun:
             script = self.scratch / "docs_block.py"
             script.write_text(code)
             command = [sys.executable, str(script)]
-        else:
-            command = ["bash", "-eo", "pipefail", "-c", code]
+        else:  # what a block exports is there for the page's next blocks, as in the reader's shell
+            exported = self.scratch.parent / "exported.sh"
+            command = ["bash", "-eo", "pipefail", "-c",
+                       f"[ ! -f {exported} ] || source {exported}\n{code}\nexport -p > {exported}"]
         done = subprocess.run(command, cwd=self.scratch, env=self.env, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True, timeout=180)
         self.output = done.stdout

@@ -25,7 +25,7 @@ def test_shipped_mappings_have_no_long_expressions() -> None:
 def test_a_long_expression_is_a_warning_that_suggests_let_or_a_fragment(
         mappings: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = mappings / "upstream" / "toolCall.yaml"
-    replace_in(path, 'session.items: "=shape(\'items_with\', item)"',
+    replace_in(path, 'session.items: "=if(mcp, session.items, shape(\'items_with\', item))"',
                'session.items: "=append(session.items, shape(\'stored_item\', shape(\'function_call_item\', '
                '{id: item_id, call_id: call_id, name: call.name, arguments: arguments})))[-200:]"')
     line = next(i for i, text in enumerate(path.read_text().splitlines(), 1) if "[-200:]" in text)

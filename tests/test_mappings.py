@@ -14,6 +14,7 @@ Translator one step at a time:
     sniff_dialect: false                  (no dialect header: the first session.update's shape decides)
     gemini_features: {name: value}        (optional: the config entry's gemini_features defaults)
     watchdog: {empty_turns: 3, ...}       (optional: config.watchdog, as the session core gives it; absent: off)
+    voices: {openai: gemini}              (optional: the config entry's voice table overrides)
     show_connect: false                   (include the session.created step in the snapshot)
     snapshot: true                        (false: the expectations say it all; no whole-conversation snapshot)
     steps:
@@ -35,6 +36,14 @@ Translator one step at a time:
       - upstream_closed: {code: 1011, reason: "..."}
       - upstream_resume: {mode: handle | fresh, cut: false, why: ...}   livegate moves to a new Gemini connection
       - watchdog: {action: reask | give_up, why: stall | empty_turn | silent_audio}   the watchdog acts
+      - mcp_listed: {request_id, server_label, ok, tools | error}   an MCP server answered a tool listing
+      - mcp_called: {request_id, server_label, ok, output | error}  an MCP call livegate ran finished
+        expect_mcp: [{<field>: <value>}]  optional: the MCP requests this step commands (request_id, action,
+                                          server.server_url, tool, arguments...)
+      - side_response: {request_id, delta | done, finish_reason, usage_metadata | error}   an out-of-band
+        response's generateContent call streamed
+        expect_generate: [{<field>: <value>}]  optional: the side calls this step commands (request_id, model,
+                                               body.contents...)
 
 Every output is checked against the SDK types (tests/conftest.py). Cases whose behaviour is best read
 as a whole conversation are snapshotted (tests/__snapshots__/test_mappings/); the others say what they
@@ -51,6 +60,7 @@ import yaml
 from syrupy.extensions.json import JSONSnapshotExtension
 
 from livegate.mapping import load_mappings
+from livegate.translation.commands import GenerateRequest, McpRequest
 from livegate.translation.translator import Output, Translator
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -96,6 +106,12 @@ def _feed(translator: Translator, step: dict[str, Any]) -> Output:
         return translator.upstream_resume(resume["mode"], cut=resume.get("cut", False), why=resume.get("why", ""))
     if "watchdog" in step:
         return translator.watchdog(step["watchdog"]["action"], step["watchdog"]["why"])
+    if "mcp_listed" in step:
+        return translator.mcp_result("list", step["mcp_listed"])
+    if "mcp_called" in step:
+        return translator.mcp_result("call", step["mcp_called"])
+    if "side_response" in step:
+        return translator.side_result(dict(step["side_response"]))
     if "upstream_closed" in step:
         return translator.upstream_closed(step["upstream_closed"]["code"], step["upstream_closed"].get("reason", ""))
     raise AssertionError(f"unknown step {sorted(step)}")
@@ -163,6 +179,7 @@ def run_case(case: dict[str, Any], mappings: Any = None) -> list[dict[str, Any]]
                             context={"model": "gpt-realtime", "setup_model": setup_model, "backend": backend,
                                      "capabilities": capabilities, "features": case.get("gemini_features", {}),
                                      "litellm_compat": case.get("litellm_compat", False),
+                                     "voices": case.get("voices", {}),
                                      **({"intent": case["intent"]} if "intent" in case else {}),
                                      **({"watchdog": case["watchdog"]} if "watchdog" in case else {}),
                                      **({"transport": case["transport"]} if "transport" in case else {})})
@@ -184,6 +201,18 @@ def run_case(case: dict[str, Any], mappings: Any = None) -> list[dict[str, Any]]
             ), f"step {index} log: {out.log}, expected {step['expect_log']}"
         if "expect_session" in step:
             check_fields(f"step {index} session", translator.session, step["expect_session"])
+        if "expect_mcp" in step:
+            requests = [{"request_id": c.request_id, "action": c.action, "server": c.server, "tool": c.tool,
+                         "arguments": c.arguments} for c in out.commands if isinstance(c, McpRequest)]
+            assert len(requests) == len(step["expect_mcp"]), f"step {index} MCP requests: {requests}"
+            for request, want in zip(requests, step["expect_mcp"], strict=True):
+                check_fields(f"step {index} MCP request", request, want)
+        if "expect_generate" in step:
+            calls = [{"request_id": c.request_id, "model": c.model, "body": c.body}
+                     for c in out.commands if isinstance(c, GenerateRequest)]
+            assert len(calls) == len(step["expect_generate"]), f"step {index} generate requests: {calls}"
+            for call, want in zip(calls, step["expect_generate"], strict=True):
+                check_fields(f"step {index} generate request", call, want)
         if "expect_usage" in step:
             usage = translator.usage.current()
             counted = {"input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens,

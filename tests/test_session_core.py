@@ -206,7 +206,7 @@ def test_go_away_mid_turn_waits_for_the_boundary_and_cancels_its_deadline() -> N
     assert commands(out, OpenUpstream) == []
     assert commands(out, SetTimer) == [SetTimer(Timer.SWITCH_DEADLINE, clock.t + 50 - 10)]
     done = core.upstream_frame(link, TURN_DONE)
-    assert types(done)[-1] == "response.done"
+    assert types(done)[-2:] == ["response.done", "rate_limits.updated"]
     assert commands(done, OpenUpstream)[0].mode == "handle"
     assert SetTimer(Timer.SWITCH_DEADLINE, None) in done.commands
 
@@ -409,7 +409,7 @@ def test_a_held_response_done_goes_out_after_idle_after_ms_of_silence() -> None:
     assert rearmed.client == [] and commands(rearmed, SetTimer) == [SetTimer(Timer.UPSTREAM_IDLE, clock.t + 0.2)]
     clock.t += 0.2
     done = core.timer_expired(Timer.UPSTREAM_IDLE)
-    assert types(done) == ["response.done"] and "usage" not in done.client[0]["response"]
+    assert types(done) == ["response.done", "rate_limits.updated"] and "usage" not in done.client[0]["response"]
 
 
 def test_the_user_idle_timer_prompts_gemini() -> None:

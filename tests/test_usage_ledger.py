@@ -108,3 +108,18 @@ def test_the_ledger_tells_accounting_when_usage_changes() -> None:
     translator.from_upstream({"usageMetadata": {"promptTokenCount": 1, "responseTokenCount": 1}})
     assert changes == [5, 9, 11], "the latest report of a turn replaces the previous one"
     assert ledger.turns == 1 and translator.usage is ledger
+
+
+@pytest.mark.parametrize("cumulative", [False, True])
+def test_a_call_beside_the_live_turns_is_counted_once_and_leaves_the_turn_alone(cumulative: bool) -> None:
+    """An out-of-band response's generateContent usage is its own: added at once, kept when the live session's
+    reports (running totals, or session-cumulative ones) replace each other."""
+    ledger = UsageLedger(cumulative=cumulative)
+    ledger.report({"promptTokenCount": 10, "responseTokenCount": 5})
+    side = ledger.separate({"promptTokenCount": 7, "candidatesTokenCount": 3})
+    assert (side.input_tokens, side.output_tokens) == (7, 3)
+    assert ledger.current().total_tokens == 25
+    ledger.report({"promptTokenCount": 12, "responseTokenCount": 6})  # the live turn's latest report
+    assert ledger.current().total_tokens == 28
+    ledger.model_output()
+    assert ledger.total.total_tokens == 28

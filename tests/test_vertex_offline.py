@@ -45,3 +45,20 @@ def test_the_readme_commands_run_the_vertex_route_offline(tmp_path: Path) -> Non
         server.wait(timeout=30)
     assert client.returncode == 0, client.stderr
     assert client.stdout.strip() == "[livegate simulator] You said: Hello Vertex"
+
+
+def test_out_of_band_answers_go_to_the_family_model_on_the_same_backend() -> None:
+    """An out-of-band response's generateContent call: the regional host and the project's model resource on
+    Vertex, AI Studio's models/ path; an api_base replaces the origin of both (the simulator serves both)."""
+    from livegate.upstream.aistudio import AIStudioProvider
+    from livegate.upstream.vertex import VertexProvider
+
+    vertex = VertexProvider("gemini-live-2.5-flash", project="proj-1", location="europe-west4")
+    assert vertex.generate_url("gemini-2.5-flash") == (
+        "https://europe-west4-aiplatform.googleapis.com/v1/projects/proj-1/locations/europe-west4/publishers/google/"
+        "models/gemini-2.5-flash:streamGenerateContent?alt=sse")
+    local = VertexProvider("gemini-live-2.5-flash", project="proj-1", api_base="ws://127.0.0.1:9")
+    assert local.generate_url("gemini-2.5-flash").startswith("http://127.0.0.1:9/v1/projects/proj-1/")
+    studio = AIStudioProvider("gemini-3.8-live", api_key="k")
+    assert studio.generate_url("gemini-3.8-flash") == (
+        "https://generativelanguage.googleapis.com/v1beta/models/gemini-3.8-flash:streamGenerateContent?alt=sse")

@@ -99,8 +99,11 @@ TABLE: tuple[CloseCode, ...] = (
     CloseCode(REFUSAL_BASE + 404, "realtime", "Refused handshake: unknown model, or no session waiting for a "
                                               "reattach under that `session_id`."),
     CloseCode(REFUSAL_BASE + 429, "realtime", "Refused handshake: budget spent, rpm limit, or the key's parallel "
-                                              "session limit."),
-    CloseCode(REFUSAL_BASE + 503, "realtime", "Refused handshake: the key store is unavailable."),
+                                              "session limit; or every deployment of the model is at its own "
+                                              "limits (`no_deployment_available`)."),
+    CloseCode(REFUSAL_BASE + 503, "realtime", "Refused handshake: the key store is unavailable, or every "
+                                              "deployment of the model is cooling down after failing "
+                                              "(`no_deployment_available`)."),
 )
 
 

@@ -22,13 +22,13 @@ import fnmatch
 import json
 import logging
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from livegate.config_schema import ConfigError, check
+from livegate.config_schema import ConfigError, check, suggest
 from livegate.translation.watchdog import WatchdogSettings
 
 __all__ = ["Config", "ConfigError", "ModelRoute", "load_config", "parse_config"]
@@ -58,6 +58,17 @@ class ModelRoute:
     # The entry's `gemini_features`: defaults of Gemini's own features for its sessions (README "Gemini's own
     # features"), checked against the model's capabilities at load.
     gemini_features: dict[str, Any] | None = field(default=None, compare=False, hash=False)
+    # Its place in a pool (several entries sharing `model_name`; livegate/upstream/pool.py): its own limits, its
+    # share of new sessions, its priority, and its name in /health and /metrics (`model_info.id`, else
+    # `<model_name>#<n>`).
+    rpm: int | None = None
+    tpm: int | None = None
+    max_parallel_requests: int | None = None
+    weight: float | None = None
+    order: int | None = None
+    deployment: str = ""
+    # The entry's `voices`: OpenAI voice name -> Gemini voice, over mappings/tables.yaml's table.
+    voices: dict[str, str] | None = field(default=None, compare=False, hash=False)
 
     def __repr__(self) -> str:  # never print secrets
         return f"ModelRoute({self.model_name!r} -> {self.provider}/{self.model_id})"
@@ -82,6 +93,7 @@ class Timeouts:
     http_header_s: float = 10.0  # a request's header lines must arrive within this (slowloris)
     http_body_s: float = 60.0  # a REST passthrough request body must arrive within this (408)
     max_request_body_bytes: int = 64 * 1024 * 1024  # REST passthrough request bodies (413)
+    mcp_s: float = 30.0  # an MCP server must answer a listing or a tool call within this (mcp_call failed)
 
 
 TIMEOUT_SETTINGS = {  # livegate_settings key -> Timeouts field
@@ -91,6 +103,7 @@ TIMEOUT_SETTINGS = {  # livegate_settings key -> Timeouts field
     "http_header_timeout_s": "http_header_s",
     "http_body_timeout_s": "http_body_s",
     "max_request_body_bytes": "max_request_body_bytes",
+    "mcp_timeout_s": "mcp_s",
 }
 
 
@@ -118,6 +131,25 @@ def default_store_path() -> str:
     return os.path.join(data, "livegate", "livegate.db")
 
 
+ROUTING_STRATEGIES = ("simple-shuffle", "least-busy")
+# LiteLLM's other strategies: a LiteLLM config naming one still loads, routed by simple-shuffle (a warning says so).
+LITELLM_ONLY_STRATEGIES = ("usage-based-routing", "usage-based-routing-v2", "latency-based-routing",
+                           "cost-based-routing", "lar1")
+
+
+@dataclass(frozen=True)
+class PoolSettings:
+    """How sessions spread over a pool's deployments and get past a failing one (router_settings, with
+    litellm_settings' fallbacks / allowed_fails / cooldown_time, and general_settings' background checks)."""
+
+    routing_strategy: str = "simple-shuffle"
+    fallbacks: dict[str, tuple[str, ...]] = field(default_factory=dict)  # model group -> model groups, in order
+    allowed_fails: int = 3  # setup failures within a minute a deployment may have; one more cools it down
+    cooldown_s: float = 5.0
+    background_health_checks: bool = False
+    health_check_interval_s: float = 300.0
+
+
 @dataclass(frozen=True)
 class Config:
     routes: tuple[ModelRoute, ...] = ()
@@ -132,6 +164,7 @@ class Config:
     store: StoreSettings = field(default_factory=StoreSettings)
     webrtc: WebRTCSettings = field(default_factory=WebRTCSettings)  # livegate_settings.webrtc_* (livegate/webrtc/)
     watchdog: WatchdogSettings = field(default_factory=WatchdogSettings)  # silent failures (translation/watchdog.py)
+    pools: PoolSettings = field(default_factory=PoolSettings)
 
     def route(self, model: str | None) -> ModelRoute | None:
         """The route serving `model`: an exact `model_name` first, then wildcard names (`*`, `gemini-*`)."""
@@ -198,6 +231,13 @@ def _route(entry: dict[str, Any], index: int) -> ModelRoute:
         max_session_seconds=None if max_seconds is None else float(max_seconds),
         litellm_compat=params.get("litellm_compat"),
         gemini_features=entry.get("gemini_features"),
+        rpm=params.get("rpm"),
+        tpm=params.get("tpm"),
+        max_parallel_requests=params.get("max_parallel_requests"),
+        weight=None if params.get("weight") is None else float(params["weight"]),
+        order=params.get("order"),
+        deployment=str((entry.get("model_info") or {}).get("id") or ""),
+        voices=entry.get("voices"),
     )
     from livegate.translation.capabilities import check_features, check_overrides, shipped_table
 
@@ -255,7 +295,7 @@ def parse_config(data: Any, source: str = "<config>") -> Config:
         webrtc = parse_settings(settings)
     except SettingsError as exc:
         raise ConfigError(str(exc)) from None
-    routes = tuple(_route(entry, i) for i, entry in enumerate(data.get("model_list") or []))
+    routes = _named(tuple(_route(entry, i) for i, entry in enumerate(data.get("model_list") or [])))
     for i, route in enumerate(routes):  # fail at load, not in every session
         if route.provider == "vertex_ai" and not (route.vertex_project or vertex.project):
             raise ConfigError(f"model_list[{i}] ({route.model_name!r}): vertex_ai needs a project: set "
@@ -276,7 +316,59 @@ def parse_config(data: Any, source: str = "<config>") -> Config:
         store=_store_settings(general, settings),
         webrtc=webrtc,
         watchdog=WatchdogSettings(**{key: settings[key] for key in WATCHDOG_SETTINGS if key in settings}),
+        pools=_pool_settings(data, routes),
     )
+
+
+def _named(routes: tuple[ModelRoute, ...]) -> tuple[ModelRoute, ...]:
+    """Each entry with its deployment name: `model_info.id`, else `<model_name>#<n>`; names are unique."""
+    named: list[ModelRoute] = []
+    counts: dict[str, int] = {}
+    for i, route in enumerate(routes):
+        counts[route.model_name] = counts.get(route.model_name, 0) + 1
+        name = route.deployment or f"{route.model_name}#{counts[route.model_name]}"
+        if any(r.deployment == name for r in named):
+            raise ConfigError(f"model_list[{i}].model_info.id: {name!r} names another deployment already")
+        named.append(replace(route, deployment=name))
+    return tuple(named)
+
+
+def _pool_settings(data: dict[str, Any], routes: tuple[ModelRoute, ...]) -> PoolSettings:
+    """router_settings over litellm_settings, key by key (LiteLLM reads both), checked against the model list."""
+    router = {**{k: v for k, v in (data.get("litellm_settings") or {}).items()
+                 if k in ("fallbacks", "allowed_fails", "cooldown_time")}, **(data.get("router_settings") or {})}
+    strategy = router.get("routing_strategy", PoolSettings.routing_strategy)
+    if strategy in LITELLM_ONLY_STRATEGIES:
+        log.warning("router_settings.routing_strategy %r is LiteLLM's: livegate routes by simple-shuffle", strategy)
+        strategy = "simple-shuffle"
+    elif strategy not in ROUTING_STRATEGIES:
+        hint = suggest(str(strategy), ROUTING_STRATEGIES)
+        raise ConfigError(f"router_settings.routing_strategy: unknown strategy {strategy!r}"
+                          + (hint if "did you mean" in hint else f"; expected one of {', '.join(ROUTING_STRATEGIES)}"))
+    from livegate.upstream.pool import check_pools
+
+    problem = check_pools(routes)
+    if problem is not None:
+        raise ConfigError(problem)
+    groups = {r.model_name for r in routes}
+    fallbacks: dict[str, tuple[str, ...]] = {}
+    for i, item in enumerate(router.get("fallbacks") or []):
+        for group, targets in item.items():
+            where = f"router_settings.fallbacks[{i}].{group}"
+            if group != "*" and group not in groups:
+                raise ConfigError(f"{where}: no model_list entry is named {group!r}{suggest(group, sorted(groups))}")
+            for target in targets:
+                if target not in groups:
+                    raise ConfigError(f"{where}: no model_list entry is named {target!r}"
+                                      f"{suggest(target, sorted(groups))}")
+            fallbacks[group] = (*fallbacks.get(group, ()), *(t for t in targets if t != group))
+    general = data.get("general_settings") or {}
+    return PoolSettings(routing_strategy=strategy, fallbacks=fallbacks,
+                        allowed_fails=int(router.get("allowed_fails", PoolSettings.allowed_fails)),
+                        cooldown_s=float(router.get("cooldown_time", PoolSettings.cooldown_s)),
+                        background_health_checks=bool(general.get("background_health_checks", False)),
+                        health_check_interval_s=float(general.get("health_check_interval",
+                                                                  PoolSettings.health_check_interval_s)))
 
 
 def _timeouts(settings: dict[str, Any]) -> Timeouts:

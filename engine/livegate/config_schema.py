@@ -191,9 +191,10 @@ def render_reference() -> str:
     for name, kind, default, text in rows:
         escaped = text.replace("|", "\\|")
         lines.append(f"| `{name}` | {kind} | {f'`{default}`' if default else ''} | {escaped} |")
-    lines += ["", "Blocks LiteLLM also reads (`general_settings`, `litellm_settings`, `litellm_params`) accept "
-              "LiteLLM's other settings with a warning. LiteLLM's other top-level sections are accepted and "
-              "ignored: " + ", ".join(f"`{k}`" for k in schema()["x-litellm-top-level"]) + "."]
+    lines += ["", "Blocks LiteLLM also reads (`general_settings`, `litellm_settings`, `router_settings`, "
+              "`litellm_params`) accept LiteLLM's other settings with a warning. LiteLLM's other top-level "
+              "sections are accepted and ignored: "
+              + ", ".join(f"`{k}`" for k in schema()["x-litellm-top-level"]) + "."]
     return "\n".join(lines) + "\n"
 
 

@@ -58,12 +58,14 @@ from livegate.paths import MAPPINGS_DIR, SCHEMAS_DIR
 
 RULE_FOLDERS = ("client", "upstream", "lifecycle")
 _HOLDS = ("fields", "values", "schema", "open")  # how a state.yaml object says what it holds
-LIFECYCLE_MOMENTS = ("connect", "upstream_idle", "upstream_closed", "upstream_resume", "user_idle", "watchdog")
+LIFECYCLE_MOMENTS = ("connect", "upstream_idle", "upstream_closed", "upstream_resume", "user_idle", "mcp_listed",
+                     "mcp_called", "side_response", "watchdog")
 
 
 @dataclass(frozen=True)
 class Emit:
-    to: str  # "client", "upstream" or "log"
+    to: str  # "client", "upstream", "log", "mcp" (a request to an MCP server) or "generate" (an out-of-band
+    # response's generateContent call): the last two are commands the pump carries out
     when: Expression | None
     message: Build
 

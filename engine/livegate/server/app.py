@@ -7,6 +7,7 @@ OpenAI `error` event, then 4000 + the HTTP status it stands for): README "Connec
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
@@ -18,12 +19,13 @@ from fastapi.responses import HTMLResponse
 
 from livegate import __version__
 from livegate.accounting.gate import Accounting, Grant, Principal
-from livegate.close_codes import Refusal, refuse
+from livegate.close_codes import REFUSAL_BASE, Refusal, refuse
 from livegate.config import Config, ModelRoute
 from livegate.mapping import Mappings, load_mappings
 from livegate.server import auth
 from livegate.server.accounting_routes import add_accounting_routes, build_accounting
 from livegate.server.client_io import ExposeTransportAbort
+from livegate.server.deployment_health import add_deployment_health_route
 from livegate.server.hygiene import install_log_filters
 from livegate.server.passthrough import add_passthrough_routes
 from livegate.server.realtime import RealtimeSession
@@ -32,7 +34,8 @@ from livegate.translation.capabilities import shipped_table
 from livegate.translation.resumption import ResumptionPolicy
 from livegate.translation.translator import Translator
 from livegate.translation.validation import ClientEventValidator
-from livegate.upstream.base import Provider, provider_for
+from livegate.upstream.base import Provider
+from livegate.upstream.pool import Placement, Pools
 from livegate.webrtc.routes import add_webrtc_routes
 
 log = logging.getLogger("livegate")
@@ -49,6 +52,7 @@ class Gateway:
     mappings: Mappings
     validator: ClientEventValidator
     accounting: Accounting
+    pools: Pools  # the model groups' deployments (livegate/upstream/pool.py)
     simulator_url: str | None = None
     resumption: ResumptionPolicy | None = None  # mappings/resumption.yaml
     detached: dict[str, RealtimeSession] = field(default_factory=dict)  # sessions awaiting their client
@@ -59,8 +63,10 @@ def _needs_simulator(config: Config) -> bool:
 
 
 def create_app(config: Config, mappings: Mappings | None = None, *, simulator_chunk_delay: float = 0.02) -> FastAPI:
-    gateway = Gateway(config, mappings or load_mappings(),
-                      ClientEventValidator(max_frame_bytes=config.max_client_frame_bytes), build_accounting(config))
+    mappings = mappings or load_mappings()
+    accounting = build_accounting(config)
+    gateway = Gateway(config, mappings, ClientEventValidator(max_frame_bytes=config.max_client_frame_bytes),
+                      accounting, Pools(config, mappings.models, registry=accounting.metrics.registry))
     gateway.resumption = gateway.mappings.resumption or ResumptionPolicy.load()
 
     @contextlib.asynccontextmanager
@@ -75,11 +81,15 @@ def create_app(config: Config, mappings: Mappings | None = None, *, simulator_ch
 
             simulator = GeminiLiveSimulator(chunk_delay=simulator_chunk_delay)
             await simulator.start(host="127.0.0.1", port=0)
-            gateway.simulator_url = simulator.url
+            gateway.simulator_url = gateway.pools.simulator_url = simulator.url
             log.info("local Gemini Live simulator on %s (a stand-in, not a model)", simulator.url)
+        checks = (asyncio.create_task(gateway.pools.check_forever()) if config.pools.background_health_checks
+                  else None)
         try:
             yield
         finally:
+            if checks is not None:
+                checks.cancel()
             await app.state.webrtc_calls.hang_up_all()  # calls end (their spend rows queued) before the store stops
             if simulator is not None:
                 await simulator.stop()
@@ -93,9 +103,7 @@ def create_app(config: Config, mappings: Mappings | None = None, *, simulator_ch
     install_log_filters()
     configure_http(config)
 
-    @app.get("/health")
-    async def health() -> dict[str, str]:
-        return {"status": "ok"}
+    add_deployment_health_route(app, gateway)
 
     @app.get("/playground", include_in_schema=False)
     async def playground() -> HTMLResponse:
@@ -130,6 +138,23 @@ def _route(gateway: Gateway, model: str | None) -> tuple[ModelRoute | None, Refu
     return route, None
 
 
+async def place(gateway: Gateway, route: ModelRoute, model: str, grant: Grant) -> Placement | Refusal:
+    """The deployment of `route`'s pool (or of a fallback) an admitted session goes to, its grant priced for that
+    deployment; or why none can take it (the grant is then finished). Admission comes first, so a key refused for
+    its own limits counts nothing against a deployment's."""
+    placement = await gateway.pools.place(route)
+    refusal = placement if isinstance(placement, Refusal) else None
+    if isinstance(placement, Placement) and placement.route is not route:  # its own model_info, or a fallback
+        refusal = grant.bind_model(model, placement.route.model_id, placement.route.model_info)
+        if refusal is not None:
+            await placement.release()
+    if refusal is not None:
+        log.warning("no deployment for a session on %r: %s", route.model_name, refusal.message)
+        await grant.finish(REFUSAL_BASE + refusal.status, "failure", refusal.message)
+        return refusal
+    return placement
+
+
 def session_translator(gateway: Gateway, route: ModelRoute, model: str, provider: Provider, grant: Grant, *,
                        beta: bool, intent: str | None = None, transport: str | None = None) -> Translator:
     """The translator of one realtime session (WebSocket or WebRTC call), metering into the grant's ledger."""
@@ -137,7 +162,7 @@ def session_translator(gateway: Gateway, route: ModelRoute, model: str, provider
     context = {"model": model, "setup_model": provider.setup_model(), "backend": provider.backend, "intent": intent,
                "capabilities": (gateway.mappings.models or shipped_table()).capabilities(
                    route.model_id, provider.backend, route.model_info),
-               "litellm_compat": compat, "features": route.gemini_features or {}}
+               "litellm_compat": compat, "features": route.gemini_features or {}, "voices": route.voices or {}}
     if transport is not None:
         context["transport"] = transport
     # With no header, LiteLLM compatibility starts in beta (LiteLLM's clients speak it); either way the
@@ -175,17 +200,23 @@ async def _realtime(ws: WebSocket, gateway: Gateway) -> None:
     if isinstance(grant, Refusal):
         await _refuse(ws, grant)
         return
+    placement = await place(gateway, route, model, grant)
+    if isinstance(placement, Refusal):
+        await _refuse(ws, placement)
+        return
     beta = ws.headers.get("openai-beta", "").lower() == BETA_HEADER_VALUE or auth.BETA_PROTOCOL in offered
-    provider = provider_for(route, gateway.config, gateway.simulator_url)
-    translator = session_translator(gateway, route, model, provider, grant, beta=beta, intent=intent)
+    provider = gateway.pools.provider(placement.route)
+    translator = session_translator(gateway, placement.route, model, provider, grant, beta=beta, intent=intent)
     try:
         await ws.accept(subprotocol=_chosen_subprotocol(offered))
     except BaseException:
+        await placement.release()
         await grant.finish(None, "failure", "handshake failed")
         raise
     await RealtimeSession(ws, translator, provider, model, gateway.config.timeouts, grant=grant,
                           policy=gateway.resumption, detached=gateway.detached,
-                          reattach_grace_s=gateway.config.reattach_grace_s, watchdog=gateway.config.watchdog).run()
+                          reattach_grace_s=gateway.config.reattach_grace_s, placement=placement,
+                          watchdog=gateway.config.watchdog).run()
 
 
 async def _reattach(ws: WebSocket, gateway: Gateway, who: Principal, model: str, session_id: str,

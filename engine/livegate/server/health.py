@@ -36,6 +36,7 @@ def add_health_routes(app: FastAPI, gateway: Gateway) -> None:
         m.store_up.set(0 if accounting.writer.error else 1)
         for grant in list(accounting.grants):
             grant.flush_counters()
+        await gateway.pools.refresh_metrics()
         return Response(generate_latest(m.registry), media_type=CONTENT_TYPE_LATEST)
 
     for path in ("/health/liveliness", "/health/liveness"):

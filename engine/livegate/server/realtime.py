@@ -2,10 +2,12 @@
 
 The pump moves bytes and decides nothing: it reads a client or Gemini frame, hands it to the core, and
 carries out what comes back in order (client messages, Gemini messages, then the commands: arm a timer,
-open or close a Gemini connection, close the client). A timer's expiry and a connection's opening, failure
-or close are inputs too. A client whose connection drops may take its session back within
-`reattach_grace_s` (`?session_id=`; client_io.py holds its events meanwhile). Read loops hand the event
-loop to other sessions after every frame, so a flooding peer cannot starve the gateway.
+open or close a Gemini connection, ask an MCP server, answer an out-of-band response beside the session by a
+generateContent call, close the client). A timer's expiry, an MCP server's
+answer and a connection's opening, failure or close are inputs too. A client whose connection drops may
+take its session back within `reattach_grace_s` (`?session_id=`; client_io.py holds its events meanwhile).
+Read loops hand the event loop to other sessions after every frame, so a flooding peer cannot starve the
+gateway.
 """
 
 from __future__ import annotations
@@ -23,14 +25,26 @@ from websockets.exceptions import ConnectionClosed
 from livegate.accounting.gate import Grant
 from livegate.close_codes import INTERNAL_ERROR, NORMAL
 from livegate.config import Timeouts
+from livegate.mcp.client import McpClients
 from livegate.server.client_io import ClientLink, fair_turn
-from livegate.translation.commands import CloseClient, CloseUpstream, Command, OpenUpstream, SetTimer, Timer
+from livegate.translation.commands import (
+    CloseClient,
+    CloseUpstream,
+    Command,
+    GenerateRequest,
+    McpRequest,
+    OpenUpstream,
+    SetTimer,
+    Timer,
+)
 from livegate.translation.resumption import ResumptionPolicy
 from livegate.translation.session_core import SessionCore
 from livegate.translation.translator import Output, Translator
 from livegate.translation.watchdog import WatchdogSettings
 from livegate.upstream.base import Provider
 from livegate.upstream.connection import UpstreamConnection, open_link
+from livegate.upstream.generate import stream_generate
+from livegate.upstream.pool import Placement
 
 log = logging.getLogger("livegate.session")
 
@@ -39,18 +53,23 @@ class RealtimeSession:
     def __init__(self, ws: Any, translator: Translator, provider: Provider, model: str,
                  timeouts: Timeouts | None = None, grant: Grant | None = None,
                  policy: ResumptionPolicy | None = None, *, detached: dict[str, RealtimeSession] | None = None,
-                 reattach_grace_s: float = 0.0, watchdog: WatchdogSettings | None = None) -> None:
+                 reattach_grace_s: float = 0.0, placement: Placement | None = None,
+                 watchdog: WatchdogSettings | None = None) -> None:
         self.grant = grant  # accounting: usage, cost, limits (None: not metered)
         self.timeouts = timeouts or Timeouts()
         self.provider, self.model = provider, model
+        self.placement = placement  # the session's deployment in its pool, which opens its connections
+        if placement is not None:
+            placement.watch(translator.usage)  # its tokens count against the deployment's tpm
         self.core = SessionCore(translator, policy, stall_after_s=self.timeouts.upstream_stall_s, observer=grant,
-                                watchdog=watchdog)
+                                relocations=placement.alternatives if placement is not None else 0, watchdog=watchdog)
         self.client = ClientLink(ws, self.timeouts.client_write_s, reattach_grace_s)
         self._detached = detached  # the gateway's registry of sessions awaiting their client, by session id
         self._links: dict[int, UpstreamConnection] = {}
         self._first_open: asyncio.Task[None] | None = None  # the first connection's opening (backpressure)
         self._timers: dict[Timer, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._mcp: McpClients | None = None  # the session's MCP servers, on its first MCP request
         self.started = time.monotonic()
 
     async def run(self) -> None:
@@ -79,10 +98,15 @@ class RealtimeSession:
             for conn in self._links.values():
                 with contextlib.suppress(Exception):
                     await conn.close()
+            if self._mcp is not None:
+                await self._mcp.aclose()
             self.client.release()
+            if self.placement is not None:
+                await self.placement.release()
             code, reason = self.client.ended or (NORMAL, "")
             log.info("session_end %s", json.dumps({
                 "model": self.model, "backend": self.provider.backend, "dialect": self.core.dialect,
+                "deployment": self.placement.route.deployment if self.placement is not None else None,
                 "duration_s": round(time.monotonic() - self.started, 3), "close_code": code,
                 "close_reason": reason, "tokens": self.core.usage_summary()}, sort_keys=True))
             if self.grant is not None:
@@ -124,7 +148,10 @@ class RealtimeSession:
                 await self._write(core.upstream_frame(link, frame))
                 await fair_turn()
         except ConnectionClosed as exc:
-            await self._write(core.upstream_closed(link, *conn.close_info(exc)))
+            code, reason = conn.close_info(exc)
+            if self.placement is not None and link == core.link:
+                self.placement.lost(code)
+            await self._write(core.upstream_closed(link, code, reason))
 
     # -- writing: what the core said ---------------------------------------------------------------
 
@@ -162,10 +189,15 @@ class RealtimeSession:
                         await conn.close()
             case CloseClient(code, reason):
                 await self.client.close(code, reason)
+            case McpRequest():
+                self._spawn(self._ask_mcp, command)  # the session goes on while the MCP server answers
+            case GenerateRequest():
+                self._spawn(self._generate, command)  # an out-of-band answer, beside the live session
 
     async def _open(self, command: OpenUpstream) -> None:
         connecting = time.monotonic()
-        opened = await open_link(self.provider, command.setup, command.then, self.timeouts.upstream_setup_s)
+        opened = (await self.placement.open(command, self.timeouts.upstream_setup_s) if self.placement is not None
+                  else await open_link(self.provider, command.setup, command.then, self.timeouts.upstream_setup_s))
         if not isinstance(opened, tuple):
             await self._write(self.core.upstream_failed(command.link, opened))
             return
@@ -176,6 +208,20 @@ class RealtimeSession:
         out = self.core.upstream_opened(command.link, first)
         self._spawn(self._read_upstream, command.link, conn)
         await self._write(out)
+
+    async def _ask_mcp(self, request: McpRequest) -> None:
+        if self._mcp is None:
+            self._mcp = McpClients(self.timeouts.mcp_s)
+        result = await self._mcp.request(request.server, request.action, request.tool, request.arguments)
+        await self._write(self.core.mcp_result(request, result))
+
+    async def _generate(self, request: GenerateRequest) -> None:
+        # On the deployment carrying the session now (its project, region or key), as its Live connection.
+        provider = self.placement.provider() if self.placement is not None else self.provider
+        async for event in stream_generate(provider, request.model, request.body,
+                                           connect_s=self.timeouts.upstream_setup_s,
+                                           stall_s=self.timeouts.upstream_stall_s):
+            await self._write(self.core.side_result(request, event))
 
     def _expired(self, timer: Timer) -> None:
         self._timers.pop(timer, None)

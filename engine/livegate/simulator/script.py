@@ -64,6 +64,23 @@ def heard_transcript(seconds: float) -> list[str]:
     return [f"{PREFIX} heard ", f"{seconds:.1f} s of audio"]
 
 
+def working_answer(name: str) -> str:
+    """What the simulator says while an asynchronous (NON_BLOCKING) call runs: the model talks on."""
+    return f"{PREFIX} I am running {name} in the background; let us carry on meanwhile."
+
+
+def declared_behaviors(tools: Any, default: str) -> dict[str, str]:
+    """name -> BLOCKING or NON_BLOCKING, from `tools[].functionDeclarations` (a declaration without `behavior`
+    gets the model's `default`)."""
+    behaviors: dict[str, str] = {}
+    for tool in tools if isinstance(tools, list) else []:
+        declarations = tool.get("functionDeclarations") if isinstance(tool, dict) else None
+        for decl in declarations if isinstance(declarations, list) else []:
+            if isinstance(decl, dict) and isinstance(decl.get("name"), str):
+                behaviors[decl["name"]] = str(decl.get("behavior") or default)
+    return behaviors
+
+
 def tool_answer(results: Iterable[tuple[str, Any]]) -> str:
     """`results` = (function name, its `response` object) pairs."""
     said = "; ".join(f"The tool {name} returned: {json.dumps(response)}" for name, response in results)

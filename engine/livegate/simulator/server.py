@@ -27,7 +27,7 @@ from websockets.http11 import Request, Response
 
 from livegate.translation.capabilities import ModelTable, shipped_table
 
-from . import audio, script
+from . import audio, rest, script
 from .wire import b64decode, b64encode, camel, normalize_keys, sample_rate
 
 log = logging.getLogger("livegate.simulator")
@@ -53,6 +53,7 @@ _REALTIME_FIELDS = frozenset(
     {"audio", "video", "text", "activityStart", "activityEnd", "audioStreamEnd", "mediaChunks"}
 )
 _MAX_MESSAGE_BYTES = 16 * 2**20
+_SCHEDULING = frozenset({"SCHEDULING_UNSPECIFIED", "SILENT", "WHEN_IDLE", "INTERRUPT"})
 
 
 def backend_for_path(path: str) -> Backend | None:
@@ -91,6 +92,71 @@ class SimSession:
     close_code: int | None = None  # set when the simulator closed the connection itself
     close_reason: str | None = None
     closed_at: float | None = None  # time.perf_counter() when it did (bench/bench_faults.py times from it)
+
+
+class _HttpOrWebSocket(ServerConnection):
+    """A connection to the simulator's port: a WebSocket handshake (GET) goes to websockets; a POST is a REST
+    generateContent call (rest.py), answered here, as Google serves both on one origin."""
+
+    sim: GeminiLiveSimulator
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._head = b""  # bytes seen before the method was known, or the REST request so far
+        self._kind: Literal["ws", "rest"] | None = None
+        self._rest_done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def data_received(self, data: bytes) -> None:
+        if self._kind == "ws":
+            super().data_received(data)
+            return
+        self._head += data
+        if self._kind is None:
+            if len(self._head) < 5 and b"POST "[: len(self._head)] == self._head:
+                return  # not known yet
+            self._kind = "rest" if self._head.startswith(b"POST ") else "ws"
+            if self._kind == "ws":
+                head, self._head = self._head, b""
+                self._rest_done.set_result(None)
+                super().data_received(head)
+                return
+        header_end = self._head.find(b"\r\n\r\n")
+        if header_end < 0 or self._rest_done.done() or getattr(self, "_rest_task", None) is not None:
+            return
+        lines = self._head[:header_end].decode("latin-1").split("\r\n")
+        headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+        length = int(headers.get("content-length") or 0)
+        if len(self._head) - header_end - 4 < length:
+            return
+        path = lines[0].split(" ")[1] if len(lines[0].split(" ")) > 1 else "/"
+        body = self._head[header_end + 4: header_end + 4 + length]
+        self._rest_task = asyncio.get_running_loop().create_task(self._answer(path, headers, body))
+
+    async def _answer(self, path: str, headers: dict[str, str], body: bytes) -> None:
+        sim = self.sim
+        try:
+            answer, parsed = rest.generate(path, headers, body, sim.api_key,
+                                           lambda model: sim.models.row(model)["family"] != "default")
+            call = rest.RestCall(path, headers, parsed, answer.status, answer.chunks)
+            sim.rest_calls.append(call)
+            self.transport.write(rest.http_head(answer.status, "text/event-stream" if answer.sse
+                                                else "application/json"))
+            for i, piece in enumerate(answer.body()):
+                if i and sim.chunk_delay:
+                    await asyncio.sleep(sim.chunk_delay)
+                self.transport.write(piece)
+            while self.transport.get_write_buffer_size():  # the answer leaves before the connection closes
+                await asyncio.sleep(0.005)
+        finally:
+            self.transport.close()
+            if not self._rest_done.done():
+                self._rest_done.set_result(None)
+
+    async def handshake(self, *args: Any, **kwargs: Any) -> None:
+        await asyncio.wait([self._rest_done, self.connection_lost_waiter], return_when=asyncio.FIRST_COMPLETED)
+        if self._kind == "ws":
+            await super().handshake(*args, **kwargs)
+        # a REST call was answered (or the peer left before saying anything): no WebSocket, nothing to log
 
 
 class _ClientError(Exception):
@@ -132,8 +198,15 @@ class GeminiLiveSimulator:
         self.setup_delay = 0.0  # seconds before setupComplete (a slow service, for tests)
         self.faults: list[str] = []  # injected faults (FAULTS), consumed in order by the next model turns
         self.issue_handles = True  # False: no sessionResumptionUpdate at all (a backend that sends none)
+        # A failing deployment, for tests: `refuse_status` answers every handshake with that HTTP status (429
+        # quota, 403 access, 503 overloaded); `close_on_setup` = (code, reason) closes each connection when its
+        # setup arrives, before setupComplete. `refused` counts the handshakes refused.
+        self.refuse_status: int | None = None
+        self.close_on_setup: tuple[int, str] | None = None
+        self.refused = 0
         self.handles_issued = 0
         self.sessions: list[SimSession] = []
+        self.rest_calls: list[rest.RestCall] = []  # generateContent requests (out-of-band responses)
         self._server: Server | None = None
         self._host = "127.0.0.1"
 
@@ -148,6 +221,7 @@ class GeminiLiveSimulator:
             ssl=self.ssl,
             process_request=self._check_request,
             max_size=_MAX_MESSAGE_BYTES,
+            create_connection=type("_SimConnection", (_HttpOrWebSocket,), {"sim": self}),
         )
         return self
 
@@ -188,6 +262,9 @@ class GeminiLiveSimulator:
     def _check_request(self, connection: ServerConnection, request: Request) -> Response | None:
         if backend_for_path(request.path) is None:
             return connection.respond(HTTPStatus.NOT_FOUND, "Not a Gemini Live endpoint.\n")
+        if self.refuse_status is not None:
+            self.refused += 1
+            return connection.respond(HTTPStatus(self.refuse_status), "Refused (the simulator's refuse_status).\n")
         if self.api_key is not None:
             keys = {request.headers.get("x-goog-api-key")}
             scheme, _, token = (request.headers.get("authorization") or "").partition(" ")
@@ -228,6 +305,7 @@ class _Connection:
         self.diarization = False  # inputAudioTranscription.diarization: transcripts carry speaker labels
         self.manual_activity = False
         self.functions: dict[str, dict[str, Any]] = {}
+        self.behaviors: dict[str, str] = {}  # function name -> BLOCKING or NON_BLOCKING, as declared
         self.system_instruction = ""
         self.history: list[dict[str, Any]] = []
         self.pending_calls: dict[str, str] = {}  # call id -> function name, awaiting a toolResponse
@@ -388,6 +466,9 @@ class _Connection:
             self._on_context_update(body)
 
     async def _on_setup(self, setup: dict[str, Any]) -> None:
+        if self.sim.close_on_setup is not None:
+            await self._close(*self.sim.close_on_setup)
+            return
         if not isinstance(setup.get("model"), str) or not setup["model"]:
             raise _ClientError("setup.model is required.")
         # The real service defaults to AUDIO output when responseModalities is absent.
@@ -480,6 +561,7 @@ class _Connection:
             tools = tools.get("tools")
         if tools is not None:
             self.functions = script.declared_functions(tools)
+            self.behaviors = script.declared_behaviors(tools, self.caps["default_tool_behavior"])
 
     async def _on_client_content(self, content: dict[str, Any]) -> None:
         turns = content.get("turns") or []
@@ -593,6 +675,7 @@ class _Connection:
         if not isinstance(responses, list):
             raise _ClientError("toolResponse.functionResponses must be a list.")
         results: list[tuple[str, Any]] = []
+        interrupt = False
         for resp in responses:
             if not isinstance(resp, dict):
                 raise _ClientError("functionResponses entries must be objects.")
@@ -602,11 +685,33 @@ class _Connection:
             if call_id not in self.pending_calls:
                 log.info("simulator: ignoring a response for unknown/cancelled call %r", resp.get("id"))
                 continue
-            results.append((self.pending_calls.pop(call_id), resp.get("response")))
+            name = self.pending_calls.pop(call_id)
+            scheduling = resp.get("scheduling")
+            if scheduling is not None and scheduling not in _SCHEDULING:
+                raise _ClientError(f"Invalid value at 'tool_response.function_responses.scheduling': {scheduling!r}")
+            if self.behaviors.get(name) == "NON_BLOCKING":
+                # Gemini's asynchronous calls: SILENT is taken in without a word, INTERRUPT cuts the answer
+                # under way, WHEN_IDLE (the default) waits for it to end.
+                if scheduling == "SILENT":
+                    self.history.append({"role": "user", "parts": [{"functionResponse": resp}]})
+                    continue
+                interrupt |= scheduling == "INTERRUPT"
+            else:
+                interrupt = True  # a blocking call's output is what the model waited for
+            results.append((name, resp.get("response")))
         if results:
-            await self._interrupt()
+            if interrupt:
+                await self._interrupt()
+            else:
+                await self._until_idle()
             tokens = {"TEXT": script.text_tokens(json.dumps([r for _, r in results]))}
             await self._respond(self._stream_turn(script.tool_answer(results), tokens))
+
+    async def _until_idle(self) -> None:
+        """Let the answer under way finish (a WHEN_IDLE function response is heard after it)."""
+        task, self.answer_task = self.answer_task, None
+        if task is not None and not task.done():
+            await asyncio.wait([task])
 
     # --- turns -----------------------------------------------------------------------------------------
 
@@ -646,6 +751,8 @@ class _Connection:
         call: dict[str, Any] = {"id": f"call-{self.calls}", "name": name, "args": args}
         self.pending_calls[call["id"]] = name
         await self._send({"toolCall": {"functionCalls": [call]}})
+        if self.behaviors.get(name) == "NON_BLOCKING":  # an asynchronous call: the model talks on
+            await self._respond(self._stream_turn(script.working_answer(name), tokens))
 
     async def _user_audio_turn(self, pcm: bytes, rate: int) -> None:
         await self._interrupt()

@@ -132,6 +132,10 @@ def check_features(features: Any, capabilities: dict[str, Any], where: str) -> s
         ("include_thoughts", "include_thoughts" in features and thinking == "none", "has no thinking setting"),
         ("media_resolution", "media_resolution" in features and not (caps["image_input"] or caps["video_input"]),
          "takes no images or video"),
+        ("function_behavior", features.get("function_behavior") == "non_blocking" and not caps["non_blocking_tools"],
+         "takes no NON_BLOCKING (asynchronous) functions"),
+        ("function_behavior", features.get("function_behavior") == "blocking" and not caps["blocking_tools"],
+         "takes only NON_BLOCKING (asynchronous) functions"),
     ]
     for name, failed, reason in problems:
         if failed:

@@ -8,7 +8,7 @@ then each command. Most inputs produce no command at all (`Output.commands` is t
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 
@@ -46,6 +46,9 @@ class OpenUpstream:
     then: tuple[dict[str, Any], ...]
     first: bool
     mode: Literal["first", "handle", "fresh"]
+    # The connection it replaces failed beyond recovery: open it on another deployment of the session's pool
+    # (the pump's upstream picks which; the one that failed is tried last).
+    relocate: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +66,33 @@ class CloseClient:
     reason: str
 
 
-Command = SetTimer | OpenUpstream | CloseUpstream | CloseClient
+@dataclass(frozen=True, slots=True)
+class McpRequest:
+    """Ask an MCP server of the session (livegate is the MCP client of the session's `{type: "mcp"}` tools):
+    list its tools (`action` "list") or call one ("call"), in the background; report the outcome with
+    `SessionCore.mcp_result(request_id, result)`. `server` is the session's MCP tool as the client declared it
+    (server_url, headers, authorization, allowed_tools, require_approval): it carries secrets, never logged."""
+
+    request_id: str
+    action: Literal["list", "call"]
+    server: dict[str, Any] = field(repr=False)
+    tool: str | None = None
+    arguments: dict[str, Any] | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class GenerateRequest:
+    """Answer an out-of-band response (response.create with conversation "none") beside the live session: a
+    streamGenerateContent call of `model` (the session model's family, models.yaml side_model) on the session's
+    backend, with `body` (contents, systemInstruction, generationConfig). The stream is reported with
+    `SessionCore.side_result(request, event)`: {delta}, then {done, finish_reason, usage_metadata} or {error}."""
+
+    request_id: str
+    model: str
+    body: dict[str, Any] = field(repr=False)
+
+
+Command = SetTimer | OpenUpstream | CloseUpstream | CloseClient | McpRequest | GenerateRequest
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,9 +101,10 @@ class UpstreamFailure:
 
     kind: "unreachable" (refused or unreachable; `detail` says so), "closed" (closed during setup: `code`,
     `reason`), "timeout" (no answer to setup in time), "credentials" (`detail` names the problem), "other"
-    (`detail`: the exception type, for the log only)."""
+    (`detail`: the exception type, for the log only). `status`: the HTTP status of a refused handshake."""
 
     kind: Literal["unreachable", "closed", "timeout", "credentials", "other"]
     detail: str = ""
     code: int = 1006
     reason: str = ""
+    status: int | None = None

@@ -16,9 +16,12 @@ Inputs (each returns an `Output`: client messages, Gemini messages for `Output.l
     upstream_failed(link, failure)   `OpenUpstream` failed (an UpstreamFailure)
     upstream_closed(link, code, why) the connection `link` closed
     timer_expired(timer)             a timer the core armed (SetTimer) expired
+    mcp_result(request, result)      an MCP request the core commanded (McpRequest) finished
+    side_result(request, event)      an out-of-band response's side call (GenerateRequest) streamed
     stop(message, code, close_code)  accounting stopped the session
 
-Commands (translation/commands.py): SetTimer, OpenUpstream, CloseUpstream, CloseClient. Questions: the
+Commands (translation/commands.py): SetTimer, OpenUpstream, CloseUpstream, CloseClient, McpRequest,
+GenerateRequest. Questions: the
 core reads the session state only through the named expressions of mappings/resumption.yaml, asked again
 only when a key they read changed, so an audio chunk costs two identity checks and no command.
 
@@ -38,7 +41,16 @@ from typing import Any
 
 from livegate.close_codes import BAD_GATEWAY, NORMAL
 from livegate.mapping.expressions import truthy
-from livegate.translation.commands import CloseClient, CloseUpstream, OpenUpstream, SetTimer, Timer, UpstreamFailure
+from livegate.translation.commands import (
+    CloseClient,
+    CloseUpstream,
+    GenerateRequest,
+    McpRequest,
+    OpenUpstream,
+    SetTimer,
+    Timer,
+    UpstreamFailure,
+)
 from livegate.translation.observer import SessionObserver
 from livegate.translation.resumption import InputQueue, ResumptionPolicy, duration_s
 from livegate.translation.translator import Output, Translator
@@ -64,12 +76,14 @@ class _Opening:
     recovering: bool  # the session lost its connection (not a goAway, not a reconfiguration)
     old: int | None  # the connection the session moves away from
     attempt: int = 0  # how many times this move was tried before (retry_after_s)
+    relocate: bool = False  # to another deployment of the pool (a retry goes there too)
 
 
 class SessionCore:
     def __init__(self, translator: Translator, policy: ResumptionPolicy | None = None, *,
                  stall_after_s: float = 10.0, clock: Callable[[], float] = time.monotonic,
-                 observer: SessionObserver | None = None, watchdog: WatchdogSettings | None = None) -> None:
+                 observer: SessionObserver | None = None, relocations: int = 0,
+                 watchdog: WatchdogSettings | None = None) -> None:
         self.translator = translator
         self.policy = policy or translator.mappings.resumption or ResumptionPolicy.load()
         self.stall_after_s = stall_after_s
@@ -83,6 +97,10 @@ class SessionCore:
         self.link: int | None = None  # the connection carrying the session: its frames are translated
         self.switches = 0  # connections the session moved to (goAway, reconfiguration, recovery)
         self.recoveries = 0  # failed connections recovered since the last new handle
+        # A connection failing beyond recovery moves the session to another deployment of its pool (the pump's
+        # upstream picks it), at most `relocations` times in a row; 0 without a pool.
+        self.relocations_allowed = relocations
+        self.relocations = 0
         self.closing = False  # the client's connection is being closed
         self._last_link = 0
         self._opening: _Opening | None = None
@@ -235,6 +253,14 @@ class SessionCore:
                 self._recovered("reseeded" if self._opening and self._opening.mode == "fresh" else "resumed",
                                 f"Gemini closed the connection ({code})")
             return self._after(out)
+        if (not (self.closing or self._stopped) and code not in self.policy.never_recover
+                and self.relocations < self.relocations_allowed):
+            log.info("upstream closed (%s) beyond recovery; moving the session to another deployment", code)
+            self.observer.upstream_lost(link, code, True)
+            self.relocations += 1
+            self.recoveries = 0  # the count is the failing deployment's
+            self._switch(out, "fresh", recovering=True, why="relocate", relocate=True)
+            return self._after(out)
         self.observer.upstream_lost(link, code, False)
         self.link = None
         out = self.translator.upstream_closed(code, reason)
@@ -272,8 +298,21 @@ class SessionCore:
             retry, self._retry = self._retry, None
             self._recovered("retried", f"attempt {retry.attempt + 2} at a new {retry.mode} connection")
             self._resume(out, retry.mode, cut=False, recovering=retry.recovering, old=retry.old,
-                         attempt=retry.attempt + 1)
+                         attempt=retry.attempt + 1, relocate=retry.relocate)
         return self._after(out)
+
+    def mcp_result(self, request: McpRequest, result: dict[str, Any]) -> Output:
+        """An MCP request the core commanded finished (livegate/mcp/: {request_id, ok, tools | output | error})."""
+        if self.closing:
+            return Output()
+        event = {"request_id": request.request_id, "server_label": request.server.get("server_label"), **result}
+        return self._after(self.translator.mcp_result(request.action, event))
+
+    def side_result(self, request: GenerateRequest, event: dict[str, Any]) -> Output:
+        """An out-of-band response's side call (GenerateRequest) streamed: {delta}, {done, ...} or {error}."""
+        if self.closing:
+            return Output()
+        return self._after(self.translator.side_result({"request_id": request.request_id, **event}))
 
     def stop(self, message: str, code: str, close_code: int) -> Output:
         """Accounting stopped the session (budget, key, duration): the client is told, then closed."""
@@ -355,8 +394,8 @@ class SessionCore:
                 self._disarm(out, Timer.USER_IDLE)
         if "turn_boundary" in changed and truthy(answers["turn_boundary"]):
             self.observer.turn_boundary()
-        if self.recoveries and answers["handle"] != self._recovery_mark:
-            self.recoveries = 0  # the recovered connection completed a turn
+        if (self.recoveries or self.relocations) and answers["handle"] != self._recovery_mark:
+            self.recoveries = self.relocations = 0  # the recovered connection completed a turn
         self._check_switch(out)
 
     def _check_switch(self, out: Output) -> None:
@@ -491,7 +530,7 @@ class SessionCore:
 
     # -- moving to a new connection ----------------------------------------------------------------
 
-    def _switch(self, out: Output, mode: str, *, recovering: bool = False, why: str) -> None:
+    def _switch(self, out: Output, mode: str, *, recovering: bool = False, why: str, relocate: bool = False) -> None:
         """Leave the current connection: resumed with the handle if usable, else fresh and re-seeded."""
         self._disarm(out, Timer.SWITCH_DEADLINE)
         cut = not truthy(self._answers["between_turns"])  # something under way or owed is cut off
@@ -503,24 +542,24 @@ class SessionCore:
             self._held.clear()
             self._disarm(out, Timer.CONTINUATION)
         self.observer.switch_started(mode, cut, why)
-        self._resume(out, mode, cut=cut, recovering=recovering, old=old, why=why)
+        self._resume(out, mode, cut=cut, recovering=recovering, old=old, why=why, relocate=relocate)
 
     def _resume(self, out: Output, mode: str, *, cut: bool, recovering: bool, old: int | None, why: str = "",
-                attempt: int = 0) -> None:
+                attempt: int = 0, relocate: bool = False) -> None:
         resumed = self.translator.upstream_resume(mode, cut=cut, why=why)
         messages, resumed.upstream = resumed.upstream, []
         out.extend(resumed)
-        self._open(out, mode, messages, recovering=recovering, old=old, attempt=attempt)
+        self._open(out, mode, messages, recovering=recovering, old=old, attempt=attempt, relocate=relocate)
         self._recheck = True
 
     def _open(self, out: Output, mode: str, messages: list[dict[str, Any]], *, recovering: bool,
-              old: int | None, attempt: int = 0) -> None:
+              old: int | None, attempt: int = 0, relocate: bool = False) -> None:
         self._last_link += 1
         link = self._last_link
-        self._opening = _Opening(link, mode, recovering, old, attempt)
+        self._opening = _Opening(link, mode, recovering, old, attempt, relocate)
         self.observer.upstream_opening(link, mode)
         out.command(OpenUpstream(link, messages[0], tuple(messages[1:]), first=mode == "first",
-                                 mode=mode))  # type: ignore[arg-type]
+                                 mode=mode, relocate=relocate))  # type: ignore[arg-type]
 
     def _handle_usable(self) -> bool:
         arrived = self._answers.get("handle_received_at")

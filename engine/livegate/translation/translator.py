@@ -15,6 +15,8 @@ session-core.md tells the whole story.
                                                                present, in dispatch.yaml order
     upstream_idle()             quiet for idle_after_ms     -> lifecycle/upstream_idle.yaml
     user_idle()                 turn_detection's idle time  -> lifecycle/user_idle.yaml
+    mcp_result(action, result)  an MCP request finished     -> lifecycle/mcp_listed.yaml, mcp_called.yaml
+    side_result(event)          an out-of-band answer streams -> lifecycle/side_response.yaml
     upstream_closed(code, why)  Gemini closed               -> lifecycle/upstream_closed.yaml
     upstream_resume(mode)       a new Gemini connection     -> lifecycle/upstream_resume.yaml
     watchdog(action, why)       a silent failure is acted on -> lifecycle/watchdog.yaml
@@ -48,7 +50,7 @@ from jmespath.exceptions import JMESPathError
 from livegate.mapping.expressions import EXPLICIT_NULL, Runtime, Scope, truthy
 from livegate.mapping.functions import Helpers, RandomIds, SequentialIds
 from livegate.mapping.loader import Mappings, Rule, RuleFile
-from livegate.translation.commands import Command
+from livegate.translation.commands import Command, GenerateRequest, McpRequest
 from livegate.translation.errors import error_event
 from livegate.translation.observer import SessionObserver
 from livegate.translation.usage import UsageLedger
@@ -329,6 +331,20 @@ class Translator:
         reported as it is, with one informational error)."""
         return self._lifecycle("watchdog", {"action": action, "why": why})
 
+    def mcp_result(self, action: str, result: dict[str, Any]) -> Output:
+        """An MCP request (a `McpRequest` command) finished: lifecycle/mcp_listed or lifecycle/mcp_called, with the
+        result as `event` ({request_id, ok, tools | output | error})."""
+        return self._lifecycle("mcp_listed" if action == "list" else "mcp_called", result)
+
+    def side_result(self, event: dict[str, Any]) -> Output:
+        """An out-of-band response's side call reported (a `GenerateRequest` command): lifecycle/side_response,
+        with `event` {request_id, delta | done, finish_reason, usage_metadata | error}. Its usage is billed as its
+        own, beside the live turns (the ledger's `separate`), and the rules see the reading as `event.usage`."""
+        metadata = event.pop("usage_metadata", None)
+        if isinstance(metadata, dict):
+            event["usage"] = self.usage.separate(metadata).counts()
+        return self._lifecycle("side_response", event)
+
     def user_idle(self) -> Output:
         """turn_detection.idle_timeout_ms passed with no user speech since the last response.done."""
         return self._lifecycle("user_idle", {})
@@ -455,6 +471,11 @@ class Translator:
                 self._send_client(out, message)
             elif emit.to == "upstream":
                 out.upstream.append(message)
+            elif emit.to == "generate":
+                out.command(GenerateRequest(message["request_id"], message["model"], message["body"]))
+            elif emit.to == "mcp":
+                out.command(McpRequest(message["request_id"], message["action"], message["server"],
+                                       message.get("tool"), message.get("arguments")))
             else:
                 note = message if isinstance(message, str) else orjson.dumps(message).decode()
                 log.info("session %s: %s", self.session.get("id"), note)

@@ -163,6 +163,7 @@ class UsageLedger:
         self.cumulative = cumulative
         self.on_change = on_change
         self.turns = 0  # turns whose usage was reported
+        self.beside = TokenUsage()  # calls beside the live turns (out-of-band responses), each counted once
 
     def model_output(self) -> None:
         """The next model output began: the previous turn's latest report is final."""
@@ -192,11 +193,22 @@ class UsageLedger:
         if isinstance(usage, dict):
             self.report(usage)
 
+    def separate(self, usage_metadata: dict[str, Any]) -> TokenUsage:
+        """A whole report of a call beside the live turns (an out-of-band response's generateContent): counted
+        at once, leaving the turn in progress alone; returns its reading."""
+        usage = TokenUsage.from_metadata(usage_metadata)
+        self.beside.add(usage)
+        self.total.add(usage)
+        if self.on_change is not None:
+            self.on_change()
+        return usage
+
     def commit(self) -> None:
         if self.pending is not None:
             self.turns += 1
-            if self.cumulative:
-                self.total = self.pending
+            if self.cumulative:  # the live session's running total, plus the calls beside it
+                self.total = self.pending.copy()
+                self.total.add(self.beside)
             else:
                 self.total.add(self.pending)
             self.pending = None
@@ -204,7 +216,11 @@ class UsageLedger:
     def current(self) -> TokenUsage:
         """Committed turns plus the pending report: what the session has used so far."""
         if self.cumulative:
-            return (self.pending or self.total).copy()
+            if self.pending is None:
+                return self.total.copy()
+            out = self.pending.copy()
+            out.add(self.beside)
+            return out
         out = self.total.copy()
         if self.pending is not None:
             out.add(self.pending)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from livegate.upstream.base import UpstreamTarget, ws_base
+from livegate.upstream.base import UpstreamTarget, http_base, ws_base
 
 AISTUDIO_ORIGIN = "wss://generativelanguage.googleapis.com"
 AISTUDIO_VERSION = "v1beta"  # what the public docs use; pinned rather than left to a default
@@ -16,11 +16,15 @@ class AIStudioProvider:
         self.model_id = model_id
         self._api_key = api_key
         self._origin = ws_base(api_base) if api_base else AISTUDIO_ORIGIN
+        self._http_origin = http_base(self._origin)
         self._version = api_version or AISTUDIO_VERSION
 
     @property
     def url(self) -> str:
         return f"{self._origin}/ws/google.ai.generativelanguage.{self._version}.GenerativeService.BidiGenerateContent"
+
+    def generate_url(self, model: str) -> str:
+        return f"{self._http_origin}/{self._version}/models/{model}:streamGenerateContent?alt=sse"
 
     def setup_model(self) -> str:
         model = self.model_id

@@ -33,6 +33,19 @@ class Provider(Protocol):
         """Resolve URL, fresh credentials and the setup model name for a new connection."""
         ...
 
+    def generate_url(self, model: str) -> str:
+        """The streamGenerateContent (SSE) URL of `model` on this backend: out-of-band responses."""
+        ...
+
+
+def http_base(api_base: str) -> str:
+    """An `api_base` as an HTTP origin: ws(s) becomes http(s), a trailing slash is dropped."""
+    base = api_base.rstrip("/")
+    for ws, http in (("wss://", "https://"), ("ws://", "http://")):
+        if base.startswith(ws):
+            return http + base[len(ws):]
+    return base
+
 
 def ws_base(api_base: str) -> str:
     """An `api_base` as a WebSocket origin: http(s) becomes ws(s), a trailing slash is dropped."""

@@ -53,7 +53,12 @@ async def close_promptly(ws: ClientConnection, code: int = NORMAL, reason: str =
 
 
 class UpstreamError(Exception):
-    """The upstream could not be reached or refused the connection. The message holds no secret."""
+    """The upstream could not be reached or refused the connection. The message holds no secret; `status` is
+    the HTTP status of a refused handshake."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 # What to check when Google answers a WebSocket handshake with an HTTP error.
@@ -102,7 +107,8 @@ class UpstreamConnection:
         except (OSError, InvalidHandshake, TimeoutError) as exc:  # InvalidStatus is an InvalidHandshake
             problem = connect_failure(target.url, exc, open_timeout)
             log.warning("Gemini Live connection failed: %s", problem)  # an operator's problem, not a client's
-            raise UpstreamError(f"Gemini Live: {problem}") from None
+            status = exc.response.status_code if isinstance(exc, InvalidStatus) else None
+            raise UpstreamError(f"Gemini Live: {problem}", status) from None
         return cls(ws)
 
     async def send(self, message: dict) -> None:
@@ -134,7 +140,7 @@ async def open_link(provider: Provider, setup: dict[str, Any], then: tuple[dict[
             await conn.send(message)
         return conn, first
     except UpstreamError as exc:
-        failure = UpstreamFailure("unreachable", str(exc))
+        failure = UpstreamFailure("unreachable", str(exc), status=exc.status)
     except ConnectionClosed as exc:
         code, reason = conn.close_info(exc) if conn is not None else (ABNORMAL, "")
         failure = UpstreamFailure("closed", code=code, reason=reason)

@@ -10,7 +10,7 @@ import re
 
 from livegate.config import Config, ConfigError, ModelRoute
 from livegate.upstream import google_credentials
-from livegate.upstream.base import UpstreamTarget, ws_base
+from livegate.upstream.base import UpstreamTarget, http_base, ws_base
 
 VERTEX_VERSION = "v1"  # what the public docs and raw clients use (the genai SDK defaults to v1beta1)
 DEFAULT_LOCATION = "us-central1"  # LiteLLM's default too
@@ -112,6 +112,11 @@ class VertexProvider:
 
     def setup_model(self) -> str:
         return model_resource(self.project, self.location, self.model_id)
+
+    def generate_url(self, model: str) -> str:
+        origin = http_base(self._api_base) if self._api_base else f"https://{vertex_host(self.location)}"
+        resource = model_resource(self.project, self.location, model)
+        return f"{origin}/{self._version}/{resource}:streamGenerateContent?alt=sse"
 
     async def target(self) -> UpstreamTarget:
         """Raises google_credentials.CredentialsError when no token can be had (its message is secret-free)."""

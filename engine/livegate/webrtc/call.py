@@ -30,10 +30,9 @@ from fastapi import WebSocket
 
 from livegate.accounting.gate import Grant
 from livegate.close_codes import ABNORMAL, NORMAL
-from livegate.config import ModelRoute
 from livegate.server.app import session_translator
 from livegate.server.realtime import RealtimeSession
-from livegate.upstream.base import provider_for
+from livegate.upstream.pool import Placement
 from livegate.webrtc.channel import CallSocket
 from livegate.webrtc.ice import IcePolicy, ice_policy
 from livegate.webrtc.media import Microphone, SpeakerTrack, frame_samples
@@ -54,7 +53,7 @@ class OfferError(ValueError):
 
 
 class Call:
-    def __init__(self, gateway: Gateway, *, route: ModelRoute, model: str, grant: Grant, beta: bool,
+    def __init__(self, gateway: Gateway, *, placement: Placement, model: str, grant: Grant, beta: bool,
                  session_update: dict[str, Any] | None, has_channel: bool,
                  on_end: Callable[[Call], None]) -> None:
         self.id = "rtc_" + secrets.token_hex(12)
@@ -68,12 +67,13 @@ class Call:
         self.socket = CallSocket(self.playback, self._close_pc, has_channel=has_channel)
         self.speaker = SpeakerTrack(self.playback, self.socket.on_playback)
         self.connected = asyncio.Event()
-        provider = provider_for(route, gateway.config, gateway.simulator_url)
-        translator = session_translator(gateway, route, model, provider, grant, beta=beta, transport="webrtc")
+        provider = gateway.pools.provider(placement.route)  # the deployment of its pool the call went to
+        translator = session_translator(gateway, placement.route, model, provider, grant, beta=beta,
+                                        transport="webrtc")
         # The seam: the session drives the CallSocket as the WebSocket it was written for (channel.py).
         self.session = RealtimeSession(cast(WebSocket, self.socket), translator, provider, model,
                                        gateway.config.timeouts, grant=grant, policy=gateway.resumption,
-                                       watchdog=gateway.config.watchdog)
+                                       placement=placement, watchdog=gateway.config.watchdog)
         if session_update:  # the call's own session (the multipart form's), applied first as OpenAI does
             self.socket.client_event(_session_update(session_update, translator.dialect))
         self.pc: RTCPeerConnection | None = None

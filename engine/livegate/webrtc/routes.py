@@ -148,17 +148,24 @@ async def _create(gateway: Gateway, registry: CallRegistry, request: Request) ->
     grant = await auth.admit(gateway, who, route=ROUTE, model_route=route, model=model, headers=request.headers)
     if isinstance(grant, Refusal):
         return refusal_response(grant)
+    from livegate.server.app import place
     from livegate.webrtc.call import Call, OfferError
+
+    placement = await place(gateway, route, model, grant)  # a deployment of the model's pool (or a fallback's)
+    if isinstance(placement, Refusal):
+        return refusal_response(placement)
 
     beta = request.headers.get("openai-beta", "").lower() == BETA_HEADER_VALUE
     try:
-        call = Call(gateway, route=route, model=model, grant=grant, beta=beta, session_update=session,
+        call = Call(gateway, placement=placement, model=model, grant=grant, beta=beta, session_update=session,
                     has_channel="\nm=application" in offer, on_end=registry.ended)
         answer = await call.answer(offer)
     except OfferError as exc:
+        await placement.release()
         await grant.finish(None, "failure", "bad offer")
         raise ApiError(400, str(exc), "invalid_offer", "sdp") from None
     except BaseException:
+        await placement.release()
         await grant.finish(None, "failure", "the call could not be set up")
         raise
     registry.start(call)

@@ -179,7 +179,7 @@ async def test_a_voice_change_with_no_handle_is_applied_through_a_fresh_session(
         await wait_for(lambda: len(sim.sessions) == 2 and sim.sessions[1].setup is not None, timeout=5)
         final = await ask(lg.conn, "What did I say before?")
     voice = sim.sessions[1].setup["generationConfig"]["speechConfig"]["voiceConfig"]["prebuiltVoiceConfig"]
-    assert voice == {"voiceName": "Kore"} and sim.sessions[1].resumed_from is None
+    assert voice == {"voiceName": "Aoede"} and sim.sessions[1].resumed_from is None
     assert answer(final) == f"{PREFIX} Before this you said: My name is Ada"
 
 

@@ -667,7 +667,7 @@ def test_a_reconfiguration_with_no_handle_is_applied_through_a_fresh_session_wit
     moved = core.timer_expired(Timer.SWITCH_DEADLINE)
     [fresh] = commands(moved, OpenUpstream)
     assert fresh.mode == "fresh" and fresh.setup["setup"]["generationConfig"]["speechConfig"] == {
-        "voiceConfig": {"prebuiltVoiceConfig": {"voiceName": "Kore"}}}
+        "voiceConfig": {"prebuiltVoiceConfig": {"voiceName": "Aoede"}}}
     assert [t["parts"][0]["text"] for t in fresh.then[0]["clientContent"]["turns"]] == ["hi", "Hello"]
     assert recoveries(core) == ["reconfigured_fresh"]
 
@@ -706,7 +706,7 @@ def test_a_stall_is_asked_again_then_reseeded_then_given_up_and_the_session_goes
     assert commands(opened, SetTimer) == [SetTimer(Timer.STALL, clock.t + 2.0)], "timed from the new connection"
     clock.t += 2.0
     gave_up = core.timer_expired(Timer.STALL)
-    assert types(gave_up) == ["error", "response.created", "response.done"]
+    assert types(gave_up) == ["error", "response.created", "response.done", "rate_limits.updated"]
     assert gave_up.client[0]["error"]["code"] == "upstream_stalled" and commands(gave_up, CloseClient) == []
     assert recoveries(core) == ["stall_reask", "stall_reseed", "stall_gave_up"]
     again = core.client_frame({"type": "response.create"})
@@ -765,7 +765,7 @@ def test_empty_turns_are_asked_again_until_the_run_reseeds() -> None:
     core.upstream_opened(fresh.link, SETUP_COMPLETE)
     answer = core.upstream_frame(fresh.link, TEXT)
     assert types(answer)[0] == "response.created"
-    assert types(core.upstream_frame(fresh.link, TURN_DONE))[-1] == "response.done"
+    assert types(core.upstream_frame(fresh.link, TURN_DONE))[-2:] == ["response.done", "rate_limits.updated"]
 
 
 def test_an_empty_turn_answered_after_one_reask_is_one_response() -> None:
@@ -774,7 +774,7 @@ def test_an_empty_turn_answered_after_one_reask_is_one_response() -> None:
     _empty(core, link)
     core.upstream_frame(link, TEXT)
     out = core.upstream_frame(link, TURN_DONE)
-    assert types(out)[-1] == "response.done"
+    assert types(out)[-2:] == ["response.done", "rate_limits.updated"]
     assert recoveries(core) == ["empty_turn_reask"]
 
 
@@ -818,7 +818,7 @@ def test_a_near_silent_answer_again_is_delivered_with_one_error() -> None:
     out = core.upstream_frame(fresh.link, _audio(SILENCE))
     assert [m["error"]["code"] for m in out.client if m["type"] == "error"] == ["silent_audio"]
     assert commands(out, OpenUpstream) == [] and "response.output_audio.delta" in types(out)
-    assert types(core.upstream_frame(fresh.link, TURN_DONE))[-1] == "response.done"
+    assert types(core.upstream_frame(fresh.link, TURN_DONE))[-2:] == ["response.done", "rate_limits.updated"]
     assert recoveries(core) == ["silent_audio_reseed", "silent_audio_gave_up"]
 
 

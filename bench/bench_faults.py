@@ -1,149 +1,144 @@
-"""What a fault costs the user: time from the fault to the first byte of the next answer, against a fault-free turn.
+"""Time from a fault to the first byte of the next answer (issue 17), against a fault-free turn in the same run.
 
-    python bench/bench_faults.py [--rounds N] [--stall-ms MS]
+    python bench/bench_faults.py [--faults 6] [--database-url postgresql://...]
 
-One livegate and one simulator in this process, over loopback, no streaming delay. Each round opens a client
-session, answers a warm-up turn (it opens Gemini), then, interleaved so that the machine's drift hits every row
-alike:
-  clean   a fault-free turn: from response.create to the first text delta
-  1011    Gemini closes with 1011 after the first chunk of an answer (simulator fault close_mid_answer): from the
-          simulator's close to the first delta of the answer asked again on the fresh re-seeded session
-  stall   Gemini never answers the turn (simulator fault stall): from response.create to the first delta of the
-          answer asked again on the same connection; it includes stall_timeout_ms (--stall-ms), which the table
-          also shows taken off
-Reported: p50 and p95 of each row over the rounds, and each row's p50 as a ratio of the clean turn's, with the
-spread of the per-round ratios (p10-p90). The rows for a drained instance (SIGTERM, 1012) and a killed one
-(kill -9) are measured by the process-level half of issue 17 and slot into ROWS.
+The gateway's own faults (issue 17 §2): two `livegate` processes behind HAProxy (the manual's config,
+docs/operating/failures.md) share one store (an SQLite file on this host, or the PostgreSQL --database-url
+names), a Gemini simulator runs in this process, and the openai SDK's GA client holds one text conversation
+with the manual's reconnect hook. Rounds alternate (interleaved, so the machine's drift hits every row alike):
+
+    turn        a fault-free turn: from response.create to the answer's first delta
+    drain       SIGTERM to the instance holding the call, at rest; the client asks again as soon as its SDK
+                has reconnected: from the signal to the answer's first delta (the SDK's reconnect backoff,
+                the drain, the take-over and Gemini's resumption are all in it)
+    kill -9     the same with SIGKILL: the other instance claims the session once the dead one has been
+                silent for 4 s (takeover/service.py STALE_S), which dominates
+
+After each fault the faulted instance is started again and HAProxy given time to see it up. Gemini's faults
+(1011, stall: issue 17 §1) are another part of this bench. Prints p50 and p95 per row, in seconds, and each
+fault row's p50 as a multiple of the fault-free turn's.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import logging
+import signal
 import statistics
 import sys
+import tempfile
 import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from websockets.asyncio.client import ClientConnection, connect
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # a repo tool: reuse the tests' server runner
+from openai import AsyncOpenAI  # noqa: E402
 
-from livegate.config import parse_config
-from livegate.server import create_app
-from livegate.simulator import GeminiLiveSimulator
-from tests.support import serve
+from livegate.simulator import GeminiLiveSimulator  # noqa: E402
+from tests.fakes.haproxy import free_port, haproxy  # noqa: E402
+from tests.fleet_support import MASTER, Fleet, fleet_config, start_instance  # noqa: E402
 
-Session = tuple[ClientConnection, GeminiLiveSimulator, float]  # the client, the simulator, stall_timeout_s
-
-
-async def _first_delta(ws: ClientConnection) -> float:
-    """Read until the first text delta of a response that is not failed; its arrival time."""
-    while True:
-        event = json.loads(await ws.recv())
-        if event["type"] == "response.output_text.delta":
-            return time.perf_counter()
-        if event["type"] == "error":
-            raise RuntimeError(event["error"])
+QUESTION = {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "What did I say before?"}]}
 
 
-async def _until_done(ws: ClientConnection) -> None:
-    while json.loads(await ws.recv())["type"] != "response.done":
-        pass
+async def first_delta(conn: Any) -> float:
+    """Ask, and return when the answer's first delta arrives (the rest of the answer is read too)."""
+    await conn.conversation.item.create(item=QUESTION)
+    await conn.response.create()
+    first = None
+    async for event in conn:
+        if event.type == "response.output_text.delta" and first is None:
+            first = time.monotonic()
+        if event.type == "response.done":
+            break
+        if event.type == "error":
+            raise RuntimeError(f"error event: {event.error}")
+    assert first is not None
+    return first
 
 
-async def _ask(ws: ClientConnection, text: str) -> float:
-    await ws.send(json.dumps({"type": "conversation.item.create", "item": {
-        "type": "message", "role": "user", "content": [{"type": "input_text", "text": text}]}}))
-    start = time.perf_counter()
-    await ws.send(json.dumps({"type": "response.create"}))
-    return start
+async def reconnected(conn: Any, dropped: Any) -> None:
+    """Read until the SDK has noticed the close and reconnected."""
+    async def read() -> None:
+        async for _ in conn:
+            pass
+
+    reading = asyncio.create_task(read())
+    try:
+        async with asyncio.timeout(60):
+            while conn._connection is dropped or conn._is_reconnecting:
+                await asyncio.sleep(0.005)
+    finally:
+        reading.cancel()
+        await asyncio.gather(reading, return_exceptions=True)
 
 
-async def clean(session: Session) -> float:
-    ws, _, _ = session
-    start = await _ask(ws, "a fault-free turn")
-    first = await _first_delta(ws)
-    await _until_done(ws)
-    return first - start
+async def run(args: argparse.Namespace) -> dict[str, list[float]]:
+    tmp = Path(tempfile.mkdtemp(prefix="livegate-bench-faults-"))
+    database_url = args.database_url or f"sqlite:///{tmp / 'store.db'}"
+    rows: dict[str, list[float]] = {"turn": [], "drain": [], "kill -9": []}
+    async with GeminiLiveSimulator(chunk_delay=0.005) as sim:
+        config = fleet_config(tmp, sim, database_url)
+        fleet = Fleet("", sim)
+        try:
+            fleet.instances = list(await asyncio.gather(start_instance(config, tmp), start_instance(config, tmp)))
+            with haproxy(free_port(), [i.port for i in fleet.instances]) as url:
+                fleet.url = url
+                session_id: list[str] = []
+
+                def on_reconnecting(event: Any) -> dict[str, Any]:
+                    return {"extra_query": {**dict(event.extra_query or {}), "session_id": session_id[0]}}
+
+                client = AsyncOpenAI(api_key=MASTER, websocket_base_url=url.replace("http", "ws") + "/v1")
+                async with client.realtime.connect(model="gpt-realtime", on_reconnecting=on_reconnecting) as conn:
+                    session_id.append((await conn.recv()).session.id)
+                    await conn.session.update(session={"type": "realtime", "output_modalities": ["text"]})
+                    await conn.recv()
+                    await first_delta(conn)  # a first turn: Gemini connected, a handle issued
+                    for round_ in range(args.faults):
+                        for kind in ("turn", "drain", "kill -9"):
+                            rows[kind].append(await one(fleet, conn, kind, tmp))
+                            print(f"round {round_ + 1}: {kind:8} {rows[kind][-1]:.3f} s", flush=True)
+        finally:
+            fleet.stop_all()
+    return rows
 
 
-async def after_1011(session: Session) -> float:
-    ws, sim, _ = session
-    sim.inject("close_mid_answer")
-    await _ask(ws, "a turn cut by a 1011")
-    await _first_delta(ws)  # the cut answer's only chunk; then its response.done (failed)
-    await _until_done(ws)
-    first = await _first_delta(ws)  # the answer asked again on the fresh session
-    await _until_done(ws)
-    closed = [s.closed_at for s in sim.sessions if s.close_code == 1011 and s.closed_at is not None]
-    return first - closed[-1]
+async def one(fleet: Fleet, conn: Any, kind: str, tmp: Path) -> float:
+    if kind == "turn":
+        asked = time.monotonic()
+        return await first_delta(conn) - asked
+    holder = await fleet.holder()
+    await asyncio.sleep(0.3)  # the last turn's handle is stored
+    dropped = conn._connection
+    fault = time.monotonic()
+    if kind == "drain":
+        holder.proc.send_signal(signal.SIGTERM)
+    else:
+        holder.proc.kill()
+    await reconnected(conn, dropped)
+    took = await first_delta(conn) - fault
+    holder.proc.wait(30)
+    fleet.instances[fleet.instances.index(holder)] = await start_instance(holder.config, tmp, holder.port)
+    await asyncio.sleep(2.5)  # HAProxy's checks find it up (rise 2, inter 1 s)
+    return took
 
 
-async def after_stall(session: Session) -> float:
-    ws, sim, _ = session
-    sim.inject("stall")
-    start = await _ask(ws, "a turn Gemini never answers")
-    first = await _first_delta(ws)
-    await _until_done(ws)
-    return first - start
-
-
-# Each row: (name, measure). The process-level faults (drain with 1012, kill -9) are the other half of issue 17:
-# their measures take a Session too and are appended here.
-ROWS: list[tuple[str, Callable[[Session], Awaitable[float]]]] = [
-    ("clean", clean),
-    ("1011", after_1011),
-    ("stall", after_stall),
-    # ("drain", after_drain),   (issue 17 §2: SIGTERM, 1012, the SDK reconnects to another instance)
-    # ("kill -9", after_kill),  (issue 17 §2: the instance dies, the session is taken over from the store)
-]
-
-
-def _pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
-
-
-async def main(rounds: int, stall_ms: float) -> None:
-    times: dict[str, list[float]] = {name: [] for name, _ in ROWS}
-    async with GeminiLiveSimulator(chunk_delay=0) as sim:
-        config = parse_config({"model_list": [{"model_name": "bench", "livegate_params": {
-            "model": "simulator/gemini-3.8-live", "api_base": sim.url}}],
-            "livegate_settings": {"stall_timeout_ms": stall_ms}})
-        async with serve(create_app(config)) as url:
-            for _ in range(rounds):
-                async with connect(url.replace("http", "ws") + "/v1/realtime?model=bench", compression=None) as ws:
-                    await ws.send(json.dumps({"type": "session.update", "session": {
-                        "type": "realtime", "output_modalities": ["text"]}}))
-                    await _ask(ws, "warm-up")
-                    await _until_done(ws)
-                    for name, measure in ROWS:
-                        times[name].append(await measure((ws, sim, stall_ms / 1000)))
-    base = statistics.median(times["clean"])
-    print(f"{rounds} rounds, stall_timeout_ms {stall_ms:g}; time from the fault to the first byte of the next answer")
-    print(f"{'row':10} {'p50 ms':>9} {'p95 ms':>9} {'p50/clean':>10} {'per-round p10-p90':>18}")
-    for name, values in times.items():
-        ratios = [v / c for v, c in zip(values, times["clean"], strict=True)]
-        print(f"{name:10} {statistics.median(values) * 1000:9.1f} {_pct(values, 0.95) * 1000:9.1f} "
-              f"{statistics.median(values) / base:10.1f} {_pct(ratios, 0.1):8.1f}-{_pct(ratios, 0.9):<8.1f}")
-    beyond = [v - stall_ms / 1000 for v in times["stall"]]
-    print(f"{'stall - stall_timeout_ms':26}: p50 {statistics.median(beyond) * 1000:.1f} ms, "
-          f"p95 {_pct(beyond, 0.95) * 1000:.1f} ms ({statistics.median(beyond) / base:.1f}x the clean turn)")
-
-
-def _args(argv: list[str] | None = None) -> Any:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=30)
-    parser.add_argument("--stall-ms", type=float, default=500.0, help="livegate_settings stall_timeout_ms")
-    return parser.parse_args(argv)
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--faults", type=int, default=6, help="faults of each kind (and fault-free turns)")
+    parser.add_argument("--database-url", help="a PostgreSQL both instances share (default: an SQLite file)")
+    args = parser.parse_args()
+    rows = asyncio.run(run(args))
+    base = statistics.median(rows["turn"])
+    print(f"\n{'row':10} {'p50 s':>8} {'p95 s':>8} {'p50 / turn':>11}   (n = {args.faults} each, interleaved)")
+    for kind, samples in rows.items():
+        ordered = sorted(samples)
+        p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
+        print(f"{kind:10} {statistics.median(samples):8.3f} {p95:8.3f} {statistics.median(samples) / base:10.1f}x")
 
 
 if __name__ == "__main__":
-    logging.disable(logging.WARNING)  # the open-gateway warning and the simulated faults' warnings are expected
-    options = _args()
-    asyncio.run(main(options.rounds, options.stall_ms))
+    main()

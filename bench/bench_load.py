@@ -1,24 +1,38 @@
 """The audio hot path under load: livegate against a raw WebSocket byte relay, in the same run.
 
     python bench/bench_load.py [--sessions 50] [--seconds 5] [--repeats 3] [--workers 1] [--chunk-ms 20]
+                               [--turn-chunks 50] [--relay-uvloop] [--baseline-pythonpath DIR] [--variant NAME=ARGS]
+                               [--tree NAME=PYTHONPATH]
 
 Three processes besides this one (the load generator):
-- an echo upstream speaking just enough Gemini Live: it answers `setup` with `setupComplete` and sends
-  every `realtimeInput` audio chunk back as a `serverContent` audio part (a binary frame, as Gemini does);
-- a raw relay: a Python WebSocket server that copies frames between its client and the echo upstream,
-  unchanged (the floor any Python gateway pays for two WebSocket hops);
+- an echo upstream speaking just enough Gemini Live: it answers `setup` with `setupComplete`, sends every
+  `realtimeInput` audio chunk back as a `serverContent` audio part (a binary frame, as Gemini does) and ends
+  the model's turn every `--turn-chunks` chunks (turnComplete with usageMetadata), so livegate closes a
+  response and opens the next one every second of audio;
+- a raw relay: a Python WebSocket server (websockets, asyncio's loop) that copies frames between its client
+  and the echo upstream, unchanged: the floor any Python gateway pays for two WebSocket hops. With
+  `--relay-uvloop`, the same relay on uvloop runs too (`relay-uvloop`), the floor of a gateway on uvloop;
 - livegate itself (`livegate --config ...`), routed to the same echo upstream.
 
 Phases run interleaved (direct, relay, livegate, then again, in a shuffled order per repeat), each with
-N sessions streaming real-time pcm16 chunks (one every `--chunk-ms`). Reported per phase: the gateway
-process's own CPU time (user + system, from /proc, summed over its worker processes) per chunk round
-trip, its ratio to the relay in the same repeat, sessions per core that CPU cost allows, p50/p95/p99 of
-the round trip with the direct path's same percentile subtracted (the added latency), and chunks lost.
-The gateways are pinned to core 0 and the load generator and echo to the others, where the OS allows.
+N sessions streaming real-time pcm16 chunks (one every `--chunk-ms`), spread over the chunk period (each
+session starts at a random point of it; `--in-step` starts them together). Reported per phase: the gateway
+process's own CPU time (user + system, from /proc, summed over its worker processes) per chunk round trip,
+its ratio to the relay in the same repeat, the sessions per core that CPU cost allows in real time,
+p50/p95/p99 of the round trip with the direct path's same percentile subtracted (the added latency), and
+chunks lost; then the median and spread over the repeats. The gateways are pinned to core 0 and the load
+generator and echo to the others, where the OS allows.
 
-    python bench/bench_load.py --baseline-pythonpath DIR   adds a `baseline` livegate (another source tree) to
-                                                           every repeat: before/after a change in the same run
-    python bench/bench_load.py --startup     cold start to listening and idle RSS of `livegate`
+    python bench/bench_load.py --baseline-pythonpath DIR   adds a `baseline` livegate (another source tree,
+                                                           e.g. `git archive main`) to every repeat;
+                               --baseline-python PYTHON    runs it with another virtualenv's interpreter
+                               --tree NAME=PYTHONPATH      adds another tree as NAME (each step of a change)
+    python bench/bench_load.py --startup     cold start to listening and idle RSS, interleaved with the baseline
+    python bench/bench_load.py --instructions   instructions per chunk round trip, counted by valgrind's
+                                                callgrind in each gateway: they do not drift with the machine's
+                                                load, as CPU time does (a few sessions, `--period-ms` apart; what
+                                                the gateway does idle, per second, measured before and taken out;
+                                                a gateway's first repeat pays one-time work: read the second)
 """
 
 from __future__ import annotations
@@ -47,12 +61,23 @@ from websockets.exceptions import ConnectionClosed
 
 GEMINI_PATH = "/ws/google.ai.generativelanguage.v1beta.GenerativeService.BidiGenerateContent"
 TICK = os.sysconf("SC_CLK_TCK")
+IDLE_S = 8.0  # --instructions: the idle window measured before streaming starts
 CORES = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
 
 
 # -- the echo upstream and the relay (run as child processes of this script) ----------------------------------------
 
-async def _echo_handler(ws) -> None:
+# What the echo sends after every `--turn-chunks` audio chunks of a session: the end of the model's turn, with
+# its usage, as Gemini does. livegate then closes the response (response.done with usage) and opens the next with
+# the next audio (response.created, output item and content part); the relay only copies the frame.
+TURN_END = orjson.dumps({"serverContent": {"turnComplete": True}, "usageMetadata": {
+    "promptTokenCount": 50, "responseTokenCount": 50, "totalTokenCount": 100,
+    "promptTokensDetails": [{"modality": "AUDIO", "tokenCount": 50}],
+    "responseTokensDetails": [{"modality": "AUDIO", "tokenCount": 50}]}})
+
+
+async def _echo_handler(ws, turn_chunks: int) -> None:
+    chunks = 0
     with contextlib.suppress(ConnectionClosed):
         async for raw in ws:
             message = orjson.loads(raw)
@@ -63,6 +88,9 @@ async def _echo_handler(ws) -> None:
             if audio:
                 await ws.send(orjson.dumps({"serverContent": {"modelTurn": {"parts": [
                     {"inlineData": {"mimeType": "audio/pcm;rate=24000", "data": audio["data"]}}]}}}))
+                chunks += 1
+                if turn_chunks and chunks % turn_chunks == 0:
+                    await ws.send(TURN_END)
 
 
 async def _relay_handler(ws, upstream_url: str) -> None:
@@ -78,15 +106,25 @@ async def _relay_handler(ws, upstream_url: str) -> None:
             task.cancel()
 
 
-async def _serve_role(role: str, port: int, upstream: str | None) -> None:
+async def _serve_role(role: str, port: int, upstream: str | None, turn_chunks: int) -> None:
     if role == "echo":
-        handler = _echo_handler
+        async def handler(ws) -> None:
+            await _echo_handler(ws, turn_chunks)
     else:
         async def handler(ws) -> None:
             await _relay_handler(ws, upstream + GEMINI_PATH)
     async with serve(handler, "127.0.0.1", port, compression=None, max_size=None):
         print("ready", flush=True)
         await asyncio.Future()
+
+
+def _run_role(args: argparse.Namespace) -> None:
+    if args.loop == "uvloop":  # the relay on uvloop: the floor for a gateway that runs on uvloop too
+        import uvloop
+
+        uvloop.run(_serve_role(args.role, args.port, args.upstream, args.turn_chunks))
+    else:
+        asyncio.run(_serve_role(args.role, args.port, args.upstream, args.turn_chunks))
 
 
 # -- the load generator ---------------------------------------------------------------------------------------------
@@ -98,11 +136,11 @@ def _pcm_chunk(ms: int) -> bytes:
 
 @dataclass
 class Phase:
-    kind: str  # direct, relay, livegate
+    kind: str  # direct, relay, livegate, ...
     latencies: list[float] = field(default_factory=list)
     sent: int = 0
     received: int = 0
-    cpu_s: float = 0.0
+    cost: float = 0.0  # CPU seconds, or instructions (--instructions), in the measured window
     window_s: float = 0.0
     failures: int = 0
 
@@ -111,13 +149,13 @@ def _seq_of(data: str) -> int:
     return struct.unpack_from("<I", base64.b64decode(data[:8]))[0]
 
 
-async def _session(kind: str, url: str, pcm: bytes, chunk_s: float, t_start: float, t_measure: float,
-                   t_stop: float, phase: Phase) -> None:
+async def _session(kind: str, url: str, pcm: bytes, period_s: float, t_start: float, t_measure: float,
+                   t_stop: float, phase: Phase, drain_s: float) -> None:
     pending: dict[int, float] = {}
     chunk = bytearray(pcm)
-    openai = kind not in ("direct", "relay")  # a livegate speaks OpenAI Realtime to its clients
+    openai = not kind.startswith(("direct", "relay"))  # a livegate speaks OpenAI Realtime to its clients
     try:
-        async with connect(url, max_size=None) as ws:  # offers permessage-deflate, as the SDKs do
+        async with connect(url, max_size=None, open_timeout=120) as ws:  # offers permessage-deflate, as SDKs do
             if not openai:
                 await ws.send(orjson.dumps({"setup": {"model": "models/bench"}}).decode())
                 await ws.recv()
@@ -141,7 +179,7 @@ async def _session(kind: str, url: str, pcm: bytes, chunk_s: float, t_start: flo
 
             read_task = asyncio.create_task(reader())
             seq = 0
-            next_at = t_start + random.random() * chunk_s  # sessions spread over the 20 ms period
+            next_at = t_start
             while next_at < t_stop:
                 delay = next_at - time.perf_counter()
                 if delay > 0:
@@ -159,8 +197,10 @@ async def _session(kind: str, url: str, pcm: bytes, chunk_s: float, t_start: flo
                     phase.sent += 1
                 await ws.send(frame.decode())
                 seq += 1
-                next_at += chunk_s
-            await asyncio.sleep(1.0)  # let the last chunks come back; what has not is lost
+                next_at += period_s
+            drained = time.perf_counter() + drain_s  # let the last chunks come back; what has not is lost
+            while pending and time.perf_counter() < drained:
+                await asyncio.sleep(0.05)
             read_task.cancel()
     except (TimeoutError, OSError, ConnectionClosed) as exc:
         phase.failures += 1
@@ -194,19 +234,81 @@ def _tree_cpu_by_process(pid: int) -> dict[int, float]:
     return found
 
 
-async def _run_phase(kind: str, url: str, gateway_pid: int | None, args: argparse.Namespace) -> Phase:
+class CpuMeter:
+    """The gateway's CPU seconds (its process tree) over the measured window."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self._start = 0.0
+
+    async def start(self) -> None:
+        self._start = _tree_cpu(self.pid)
+
+    async def stop(self) -> float:
+        return _tree_cpu(self.pid) - self._start
+
+
+class InstructionMeter:
+    """Instructions the gateway (run under `valgrind --tool=callgrind --instr-atstart=no`, counting switched on
+    once it listens: `counting_on`) executed over the measured window: zeroed at its start, dumped at its end."""
+
+    def __init__(self, pid: int, out_dir: str) -> None:
+        self.pid, self.out_dir = pid, out_dir
+
+    @staticmethod
+    def control(pid: int, *options: str) -> None:
+        subprocess.run(["callgrind_control", *options, str(pid)], check=True, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL)
+
+    @classmethod
+    def counting_on(cls, pid: int) -> None:
+        cls.control(pid, "-i", "on")
+
+    async def start(self) -> None:
+        await asyncio.to_thread(self.control, self.pid, "-z")
+
+    async def stop(self) -> float:
+        before = set(Path(self.out_dir).glob(f"cg.{self.pid}*"))
+        await asyncio.to_thread(self.control, self.pid, "-d")
+        dumps = sorted(set(Path(self.out_dir).glob(f"cg.{self.pid}*")) - before, key=lambda p: p.stat().st_mtime)
+        for line in dumps[-1].read_text().splitlines():
+            if line.startswith(("totals:", "summary:")):
+                return float(line.split()[1])
+        raise RuntimeError(f"no instruction total in {dumps[-1]}")
+
+
+async def _run_phase(kind: str, url: str, meter: CpuMeter | InstructionMeter | None, args: argparse.Namespace,
+                     period_s: float) -> Phase:
     phase = Phase(kind)
     pcm = _pcm_chunk(args.chunk_ms)
-    chunk_s = args.chunk_ms / 1000
-    t_start = time.perf_counter() + 1.5  # connections are set up before the first chunk
+    t_start = time.perf_counter() + args.connect_s  # connections are set up before the first chunk
     t_measure = t_start + args.warmup
     t_stop = t_measure + args.seconds
-    sessions = [asyncio.create_task(_session(kind, url, pcm, chunk_s, t_start, t_measure, t_stop, phase))
-                for _ in range(args.sessions)]
+    offsets = [0.0 if args.in_step else random.random() * period_s for _ in range(args.sessions)]
+    drain_s = 60.0 if args.instructions else 1.0  # a gateway under callgrind answers slowly: wait for every chunk
+    sessions = [asyncio.create_task(_session(kind, url, pcm, period_s, t_start + offset, t_measure, t_stop, phase,
+                                             drain_s))
+                for offset in offsets]
+    idle_rate = 0.0
+    if isinstance(meter, InstructionMeter):
+        # What the gateway does with its sessions open and silent (uvicorn's 10 ticks a second, keepalives),
+        # per second: at a few chunks a second under callgrind it would weigh on every chunk, at real load not.
+        await asyncio.sleep(t_start - IDLE_S - 1.0 - time.perf_counter())
+        await meter.start()
+        idle0 = time.perf_counter()
+        await asyncio.sleep(IDLE_S)
+        idle_rate = await meter.stop() / (time.perf_counter() - idle0)
     await asyncio.sleep(t_measure - time.perf_counter())
-    cpu0, wall0 = (_tree_cpu(gateway_pid) if gateway_pid else 0.0), time.perf_counter()
+    if meter is not None:
+        await meter.start()
+    wall0 = time.perf_counter()
     await asyncio.sleep(t_stop - time.perf_counter() + 0.3)  # the tail of the window's round trips
-    phase.cpu_s = (_tree_cpu(gateway_pid) - cpu0) if gateway_pid else 0.0
+    if args.instructions:  # every chunk of the window counted in: wait for the last one
+        drained = time.perf_counter() + drain_s
+        while phase.received < phase.sent and time.perf_counter() < drained:
+            await asyncio.sleep(0.05)
+    phase.cost = await meter.stop() if meter is not None else 0.0
+    phase.cost -= idle_rate * (time.perf_counter() - wall0)
     phase.window_s = time.perf_counter() - wall0
     await asyncio.gather(*sessions)
     return phase
@@ -239,18 +341,25 @@ def _wait_port(port: int, proc: subprocess.Popen, timeout: float = 30) -> float:
     raise RuntimeError(f"nothing listening on {port} after {timeout} s")
 
 
-def _start_role(role: str, port: int, upstream: str | None = None) -> subprocess.Popen:
-    cmd = [sys.executable, __file__, "--role", role, "--port", str(port)]
+def _callgrind(out_dir: str) -> list[str]:
+    """The prefix that runs a gateway under callgrind, counting nothing until told (InstructionMeter)."""
+    return ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out_dir}/cg.%p"]
+
+
+def _start_role(role: str, port: int, args: argparse.Namespace, upstream: str | None = None, loop: str = "asyncio",
+                prefix: list[str] | None = None) -> subprocess.Popen:
+    cmd = [*(prefix or []), sys.executable, __file__, "--role", role, "--port", str(port), "--loop", loop,
+           "--turn-chunks", str(args.turn_chunks)]
     if upstream:
         cmd += ["--upstream", upstream]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL if prefix else None)
     assert proc.stdout is not None
     proc.stdout.readline()
     return proc
 
 
-def _livegate_cmd(config: Path, port: int, workers: int, extra: list[str]) -> list[str]:
-    cmd = [sys.executable, "-m", "livegate.cli", "--config", str(config), "--port", str(port),
+def _livegate_cmd(config: Path, port: int, workers: int, extra: list[str], python: str | None = None) -> list[str]:
+    cmd = [python or sys.executable, "-m", "livegate.cli", "--config", str(config), "--port", str(port),
            "--log-level", "critical", *extra]
     if workers > 1:
         cmd += ["--workers", str(workers)]
@@ -278,19 +387,29 @@ def _rss_mb(pid: int) -> float:
     return total / 1024
 
 
+def _spread(values: list[float], digits: int = 2) -> str:
+    """`median [min..max]`, the way every figure of this bench is reported."""
+    if not values:
+        return "nan"
+    return f"{statistics.median(values):.{digits}f} [{min(values):.{digits}f}..{max(values):.{digits}f}]"
+
+
 def _startup(args: argparse.Namespace) -> None:
-    """Cold start to listening, and RSS once idle, over a few interleaved starts (of the baseline too)."""
-    trees = [("livegate", None)] + ([("baseline", args.baseline_pythonpath)] if args.baseline_pythonpath else [])
+    """Cold start to listening, and RSS once idle, over interleaved starts (of the baseline too)."""
+    trees = [("livegate", None)] + ([("baseline", args.baseline_pythonpath)] if _has_baseline(args) else [])
     starts: dict[str, list[float]] = {name: [] for name, _ in trees}
     rss: dict[str, list[float]] = {name: [] for name, _ in trees}
     with tempfile.TemporaryDirectory() as tmp:
         config = _write_config(tmp, "ws://127.0.0.1:9")
         for _ in range(args.repeats):
-            for name, pythonpath in trees:
+            order = list(trees)
+            random.shuffle(order)
+            for name, pythonpath in order:
                 env = {**os.environ, "PYTHONPATH": pythonpath} if pythonpath else None
                 port = _free_port()
-                proc = subprocess.Popen(_livegate_cmd(config, port, 1, []), stderr=subprocess.DEVNULL,
-                                        env=_temporary_store(env, tmp), cwd=tmp)
+                python, extra = (args.baseline_python, []) if name == "baseline" else (None, args.livegate_args.split())
+                proc = subprocess.Popen(_livegate_cmd(config, port, 1, extra, python),
+                                        stderr=subprocess.DEVNULL, env=_temporary_store(env, tmp), cwd=tmp)
                 try:
                     starts[name].append(_wait_port(port, proc))
                     time.sleep(0.5)
@@ -299,9 +418,16 @@ def _startup(args: argparse.Namespace) -> None:
                     proc.terminate()
                     proc.wait()
     for name, _ in trees:
-        s, r = starts[name], rss[name]
-        print(f"{name:9} cold start to listening: median {statistics.median(s):.2f} s [{min(s):.2f}..{max(s):.2f}]; "
-              f"idle RSS median {statistics.median(r):.1f} MB [{min(r):.1f}..{max(r):.1f}] over {len(s)} starts")
+        print(f"{name:9} cold start to listening: median {_spread(starts[name])} s; "
+              f"idle RSS median {_spread(rss[name], 1)} MB over {len(starts[name])} starts")
+    if _has_baseline(args):
+        ratio = [a / b for a, b in zip(starts["livegate"], starts["baseline"], strict=True)]
+        print(f"cold start livegate / baseline, start by start: {_spread(ratio)}; idle RSS difference "
+              f"{statistics.median(rss['livegate']) - statistics.median(rss['baseline']):+.1f} MB")
+
+
+def _has_baseline(args: argparse.Namespace) -> bool:
+    return bool(args.baseline_pythonpath or args.baseline_python)
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -312,92 +438,130 @@ def _pct(values: list[float], q: float) -> float:
 
 
 def _start_livegate(tmp: str, upstream: str, port: int, args: argparse.Namespace, pythonpath: str | None,
-                    cores: list[int], extra: str) -> subprocess.Popen:
+                    cores: list[int], extra: str, prefix: list[str] | None = None,
+                    start_timeout: float = 30, python: str | None = None) -> subprocess.Popen:
     env = dict(os.environ)
     if pythonpath:  # another livegate source tree (e.g. the code before a change), same interpreter
         env["PYTHONPATH"] = pythonpath
-    proc = subprocess.Popen(_livegate_cmd(_write_config(tmp, upstream), port, args.workers, extra.split()),
-                            env=_temporary_store(env, tmp), cwd=tmp)
+    proc = subprocess.Popen([*(prefix or []), *_livegate_cmd(_write_config(tmp, upstream), port, args.workers,
+                                                             extra.split(), python)],
+                            env=_temporary_store(env, tmp), cwd=tmp, stderr=subprocess.DEVNULL if prefix else None)
     _pin(proc.pid, cores)  # uvicorn workers inherit it
-    _wait_port(port, proc)
+    _wait_port(port, proc, start_timeout)
     return proc
 
 
 async def _load(args: argparse.Namespace) -> None:
+    counting = args.instructions  # instructions under callgrind instead of CPU time
     gateway_cores = CORES[:1] if args.workers == 1 else CORES
     client_cores = CORES[1:] or CORES
     _pin(os.getpid(), client_cores)
-    echo_port, relay_port = _free_port(), _free_port()
+    echo_port = _free_port()
     upstream = f"ws://127.0.0.1:{echo_port}"
     procs: list[subprocess.Popen] = []
+    period_s = (args.period_ms or args.chunk_ms) / 1000
     with tempfile.TemporaryDirectory() as tmp:
+        prefix = _callgrind(tmp) if counting else None
+        start_timeout = 600 if counting else 30
         try:
-            echo = _start_role("echo", echo_port)
+            echo = _start_role("echo", echo_port, args)
             procs.append(echo)
             _pin(echo.pid, client_cores)
-            relay = _start_role("relay", relay_port, upstream)
-            procs.append(relay)
-            _pin(relay.pid, gateway_cores)
-            urls = {"direct": upstream + GEMINI_PATH, "relay": f"ws://127.0.0.1:{relay_port}" + GEMINI_PATH}
-            pids: dict[str, int | None] = {"direct": None, "relay": relay.pid}
+            urls = {"direct": upstream + GEMINI_PATH}
+            pids: dict[str, int] = {}
+            relays = [("relay", "asyncio")] + ([("relay-uvloop", "uvloop")] if args.relay_uvloop else [])
+            for name, loop in relays:
+                port = _free_port()
+                relay = _start_role("relay", port, args, upstream, loop, prefix)
+                procs.append(relay)
+                _pin(relay.pid, gateway_cores)
+                urls[name], pids[name] = f"ws://127.0.0.1:{port}" + GEMINI_PATH, relay.pid
             gateways = [("livegate", None, args.livegate_args)]
-            if args.baseline_pythonpath:
+            if _has_baseline(args):
                 gateways.append(("baseline", args.baseline_pythonpath, ""))
             for variant in args.variant:
                 name, _, extra = variant.partition("=")
                 gateways.append((name, None, extra))
+            for tree in args.tree:
+                name, _, pythonpath = tree.partition("=")
+                gateways.append((name, pythonpath, ""))
             for name, pythonpath, extra in gateways:
                 port = _free_port()
-                proc = _start_livegate(tmp, upstream, port, args, pythonpath, gateway_cores, extra)
+                proc = _start_livegate(tmp, upstream, port, args, pythonpath, gateway_cores, extra, prefix,
+                                       start_timeout, args.baseline_python if name == "baseline" else None)
                 procs.append(proc)
                 urls[name], pids[name] = f"ws://127.0.0.1:{port}/v1/realtime?model=bench", proc.pid
+            if counting:
+                for pid in pids.values():
+                    InstructionMeter.counting_on(pid)
             time.sleep(0.5 if args.workers == 1 else 2.0)
             kinds = list(urls)
             measured = [k for k in kinds if k != "direct"]
-            print(f"{args.sessions} sessions x {args.chunk_ms} ms chunks, {args.seconds} s measured per phase, "
-                  f"{args.repeats} repeats, livegate workers: {args.workers}, cores: gateway {gateway_cores} "
-                  f"client+echo {client_cores}")
-            print(f"{'rep':>3} {'path':9} {'CPU µs/chunk':>12} {'x relay':>8} {'sess/core':>9} {'CPU %':>6} "
+            unit = "instr/chunk" if counting else "CPU µs/chunk"
+            print(f"{args.sessions} sessions x {args.chunk_ms} ms chunks every {period_s * 1000:g} ms "
+                  f"({'in step' if args.in_step else 'spread over the period'}), a turn ending every "
+                  f"{args.turn_chunks} chunks, {args.seconds:g} s measured per phase, {args.repeats} repeats, "
+                  f"livegate workers: {args.workers}, cores: gateway {gateway_cores} client+echo {client_cores}"
+                  + (", counted by callgrind" if counting else ""))
+            print(f"{'rep':>3} {'path':12} {unit:>12} {'x relay':>8} {'sess/core':>9} {'CPU %':>6} "
                   f"{'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7} {'+p50':>6} {'+p95':>6} {'+p99':>6} "
                   f"{'lost':>5} {'sent':>6}")
-            ratios: dict[str, list[float]] = {k: [] for k in measured}
+            floors = [name for name, _ in relays]
+            ratios: dict[str, dict[str, list[float]]] = {k: {f: [] for f in floors} for k in measured}
             cost: dict[str, list[float]] = {k: [] for k in measured}
+            per_core: dict[str, list[float]] = {k: [] for k in measured}
             added: dict[str, list[list[float]]] = {k: [] for k in measured}
             lost_total = dict.fromkeys(measured, 0)
+            to_baseline: dict[str, list[float]] = {k: [] for k in measured}  # cost / the baseline's, per repeat
             for rep in range(1, args.repeats + 1):
                 order = list(kinds)
                 random.shuffle(order)  # interleaved: the machine's drift hits every path alike
-                phases = {kind: await _run_phase(kind, urls[kind], pids[kind], args) for kind in order}
-                direct, relay_phase = phases["direct"], phases["relay"]
-                relay_cost = relay_phase.cpu_s / relay_phase.received * 1e6 if relay_phase.received else float("nan")
+                phases = {}
+                for kind in order:
+                    meter = None
+                    if kind in pids:
+                        meter = InstructionMeter(pids[kind], tmp) if counting else CpuMeter(pids[kind])
+                    phases[kind] = await _run_phase(kind, urls[kind], meter, args, period_s)
+                direct = phases["direct"]
+                unit_cost = {k: (p.cost / p.received if p.received and k in pids else float("nan"))
+                             for k, p in phases.items()}
                 for kind in kinds:
                     p = phases[kind]
-                    per_chunk = p.cpu_s / p.received * 1e6 if p.received and pids[kind] else float("nan")
-                    ratio = per_chunk / relay_cost if kind != "direct" else float("nan")
-                    sessions_per_core = 1e6 / (per_chunk * (1000 / args.chunk_ms)) if pids[kind] else float("nan")
-                    cpu_pct = p.cpu_s / p.window_s * 100 if p.window_s else float("nan")
+                    per_chunk = unit_cost[kind] * (1 if counting else 1e6)
+                    ratio = unit_cost[kind] / unit_cost["relay"] if kind != "direct" else float("nan")
+                    sessions_per_core = (1 / (unit_cost[kind] / period_s)) if kind in pids and not counting \
+                        else float("nan")
+                    cpu_pct = p.cost / p.window_s * 100 if p.window_s and not counting else float("nan")
                     q = [_pct(p.latencies, x) * 1000 for x in (0.5, 0.95, 0.99)]
                     d = [_pct(direct.latencies, x) * 1000 for x in (0.5, 0.95, 0.99)]
                     plus = [a - b for a, b in zip(q, d, strict=True)] if kind != "direct" else [0.0] * 3
                     lost = p.sent - p.received
-                    print(f"{rep:>3} {kind:9} {per_chunk:12.1f} {ratio:8.2f} {sessions_per_core:9.0f} {cpu_pct:6.0f} "
-                          f"{q[0]:7.2f} {q[1]:7.2f} {q[2]:7.2f} {plus[0]:6.2f} {plus[1]:6.2f} {plus[2]:6.2f} "
-                          f"{lost:5d} {p.sent:6d}" + (f"  ({p.failures} sessions failed)" if p.failures else ""))
+                    print(f"{rep:>3} {kind:12} {per_chunk:12.1f} {ratio:8.2f} {sessions_per_core:9.0f} "
+                          f"{cpu_pct:6.0f} {q[0]:7.2f} {q[1]:7.2f} {q[2]:7.2f} {plus[0]:6.2f} {plus[1]:6.2f} "
+                          f"{plus[2]:6.2f} {lost:5d} {p.sent:6d}"
+                          + (f"  ({p.failures} sessions failed)" if p.failures else ""))
                     if kind != "direct":
                         cost[kind].append(per_chunk)
+                        per_core[kind].append(sessions_per_core)
                         added[kind].append(plus)
                         lost_total[kind] += lost
-                        ratios[kind].append(ratio)
+                        for floor in floors:
+                            ratios[kind][floor].append(unit_cost[kind] / unit_cost[floor])
+                        if "baseline" in unit_cost and kind != "baseline":
+                            to_baseline[kind].append(unit_cost[kind] / unit_cost["baseline"])
             print("\nsummary over repeats (median [min..max]):")
             for kind in measured:
-                c, r, p99 = cost[kind], ratios[kind], [a[2] for a in added[kind]]
-                print(f"  {kind:9} CPU µs/chunk {statistics.median(c):6.1f} [{min(c):.1f}..{max(c):.1f}]  "
-                      f"x relay {statistics.median(r):.2f} [{min(r):.2f}..{max(r):.2f}]  "
-                      f"added p99 ms {statistics.median(p99):6.2f} [{min(p99):.2f}..{max(p99):.2f}]  "
-                      f"lost {lost_total[kind]}")
+                against = "  ".join(f"x {floor} {_spread(ratios[kind][floor])}" for floor in floors if floor != kind)
+                if to_baseline[kind]:
+                    against += f"  x baseline {_spread(to_baseline[kind])}"
+                line = f"  {kind:12} {unit} {_spread(cost[kind], 1)}  {against}"
+                if not counting:
+                    line += (f"  sessions/core {_spread(per_core[kind], 0)}  added p99 ms "
+                             f"{_spread([a[2] for a in added[kind]])}")
+                print(line + f"  lost {lost_total[kind]}")
             if args.workers > 1:  # every worker should have served sessions
                 for name in measured:
-                    if name != "relay":
+                    if not name.startswith("relay"):
                         per_process = sorted(_tree_cpu_by_process(pids[name]).values(), reverse=True)
                         print(f"  {name} CPU s per process (supervisor and workers, whole run): "
                               + ", ".join(f"{t:.1f}" for t in per_process))
@@ -413,24 +577,40 @@ async def _load(args: argparse.Namespace) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sessions", type=int, default=50)
-    parser.add_argument("--seconds", type=float, default=5.0, help="measured seconds per phase")
+    parser.add_argument("--sessions", type=int, default=None, help="concurrent sessions (50; 2 with --instructions)")
+    parser.add_argument("--seconds", type=float, default=None, help="measured seconds per phase (5; 20 counting)")
     parser.add_argument("--warmup", type=float, default=1.0, help="streaming seconds before measuring")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--chunk-ms", type=int, default=20)
+    parser.add_argument("--chunk-ms", type=int, default=20, help="audio per chunk")
+    parser.add_argument("--period-ms", type=int, default=None,
+                        help="time between a session's chunks (the chunk's duration: real time; 500 counting)")
+    parser.add_argument("--turn-chunks", type=int, default=50, help="the echo ends the model's turn every N chunks")
+    parser.add_argument("--in-step", action="store_true", help="start every session at the same point of the period")
     parser.add_argument("--workers", type=int, default=1, help="livegate --workers")
     parser.add_argument("--livegate-args", default="", help="extra livegate command-line arguments")
     parser.add_argument("--baseline-pythonpath", metavar="DIR",
                         help="also run the livegate importable from DIR (e.g. an older checkout) as `baseline`")
+    parser.add_argument("--baseline-python", metavar="PYTHON",
+                        help="the interpreter (of another virtualenv) that runs `baseline`, e.g. one without uvloop")
     parser.add_argument("--variant", action="append", default=[], metavar="NAME=ARGS",
-                        help="also run this livegate with extra arguments, e.g. 'ws-legacy=--ws websockets'")
+                        help="also run this livegate with extra arguments, e.g. 'asyncio=--loop asyncio'")
+    parser.add_argument("--tree", action="append", default=[], metavar="NAME=PYTHONPATH",
+                        help="also run the livegate importable from PYTHONPATH as NAME (one per step of a change)")
+    parser.add_argument("--relay-uvloop", action="store_true", help="also run the relay on uvloop (relay-uvloop)")
     parser.add_argument("--startup", action="store_true", help="measure cold start and idle RSS instead")
+    parser.add_argument("--instructions", action="store_true",
+                        help="count instructions per chunk round trip with callgrind instead of CPU time")
     parser.add_argument("--role", choices=["echo", "relay"], help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--upstream", help=argparse.SUPPRESS)
+    parser.add_argument("--loop", default="asyncio", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    args.sessions = args.sessions or (2 if args.instructions else 50)
+    args.seconds = args.seconds or (20.0 if args.instructions else 5.0)
+    args.period_ms = args.period_ms or (500 if args.instructions else None)
+    args.connect_s = 30.0 if args.instructions else 1.5  # a gateway under callgrind takes its time to accept
     if args.role:
-        asyncio.run(_serve_role(args.role, args.port, args.upstream))
+        _run_role(args)
     elif args.startup:
         _startup(args)
     else:

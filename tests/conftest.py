@@ -78,7 +78,8 @@ def _checked(method: Any) -> Any:
         if _RECORD and before != self.lifecycle_state:
             with open(_RECORD, "a") as record:
                 record.write(f"{before} {_sources(method.__name__, args)} {self.lifecycle_state}\n")
-        for event in out.client:
+        for sent in out.client:
+            event = orjson.loads(sent) if isinstance(sent, str) else sent  # JSON text: a wire template's
             if event.get("type") == "error" and event.get("error", {}).get("code") == "translation_error":
                 _translation_errors.append(event["error"].get("message", ""))
             try:

@@ -82,3 +82,38 @@ def test_workers_serve_sessions_and_compression_can_be_turned_on(tmp_path: Path)
 def test_client_compression_must_be_a_boolean() -> None:
     with pytest.raises(ConfigError, match="client_compression"):
         parse_config({"model_list": [], "livegate_settings": {"client_compression": "yes"}})
+
+
+def _event_loop_of_a_served_session(tmp_path: Path, *python_args: str) -> tuple[str, str]:
+    """Start `livegate` (with `python_args` before `-m`), hold one text turn, return its log and the answer."""
+    config = tmp_path / "config.yaml"
+    config.write_text("model_list:\n  - model_name: sim\n    livegate_params: {model: simulator/sim}\n")
+    port = _free_port()
+    env = {**os.environ, "LIVEGATE_DB": str(tmp_path / "livegate.db")}
+    proc = subprocess.Popen([sys.executable, *python_args, "--config", str(config), "--port", str(port),
+                             "--log-level", "info"], stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            assert time.monotonic() < deadline, "livegate did not start listening"
+            time.sleep(0.05)
+        _, text = _text_turn(f"ws://127.0.0.1:{port}/v1/realtime?model=sim")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    assert proc.stderr is not None
+    return proc.stderr.read(), text
+
+
+def test_livegate_serves_on_uvloop_when_installed_and_on_asyncio_without_it(tmp_path: Path) -> None:
+    pytest.importorskip("uvloop", reason="uvloop is not installed here (the `uvloop` extra)")
+    log, text = _event_loop_of_a_served_session(tmp_path, "-m", "livegate.cli")
+    assert "event loop: uvloop" in log and "hello" in text
+    # Without uvloop (its import fails, as on a platform it does not support), asyncio's loop serves the same.
+    without = "import sys; sys.modules['uvloop'] = None; from livegate.cli import main; sys.exit(main())"
+    log, text = _event_loop_of_a_served_session(tmp_path, "-c", without)
+    assert "event loop: asyncio" in log and "hello" in text

@@ -225,6 +225,11 @@ def _wait_listening(port: int, proc: subprocess.Popen[str], timeout: float = 60)
         time.sleep(0.05)
 
 
+# Programs a page runs that only some machines have (.ci/run installs them), with their Debian package: a page
+# needing one is skipped, saying so, where it is absent (Debian puts haproxy in /usr/sbin, on root's PATH only).
+OPTIONAL_TOOLS = {"haproxy": "haproxy"}
+
+
 class PageRun:
     """One page's blocks, in order, in a scratch copy of the repository (see tests/docs_blocks.py)."""
 
@@ -236,7 +241,7 @@ class PageRun:
         self.bin = str(Path(sys.executable).parent)
         self.env = {**os.environ, "PYTHONPATH": str(self.scratch / "engine"),
                     "LIVEGATE_URL": f"http://127.0.0.1:{self.port}", "LIVEGATE_DB": str(tmp / "livegate.db"),
-                    "PATH": f"{self.bin}{os.pathsep}{os.environ.get('PATH', '')}"}
+                    "PATH": os.pathsep.join([self.bin, os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])}
         self.stack = contextlib.ExitStack()
         self.server: contextlib.ExitStack | None = None
         self.output: str | None = None
@@ -283,6 +288,10 @@ class PageRun:
             script.write_text(code)
             command = [sys.executable, str(script)]
         else:  # what a block exports is there for the page's next blocks, as in the reader's shell
+            program = code.split()[0] if code.split() else ""
+            if program in OPTIONAL_TOOLS and shutil.which(program, path=self.env["PATH"]) is None:
+                pytest.skip(f"{block.where}: {program} is not installed: apt-get install {OPTIONAL_TOOLS[program]} "
+                            "(.ci/run does)")
             exported = self.scratch.parent / "exported.sh"
             command = ["bash", "-eo", "pipefail", "-c",
                        f"[ ! -f {exported} ] || source {exported}\n{code}\nexport -p > {exported}"]

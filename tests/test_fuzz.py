@@ -1,5 +1,7 @@
-"""Fuzzing the front doors (issue 12): hypothesis-generated client events of every type, and passthrough
-first frames, against a running livegate. Bounded for CI (a few hundred examples, well under 30 s).
+"""Fuzzing the front doors (issues 12 and 18): hypothesis-generated client events of every type (random
+fields, and near-valid ones generated from the openai SDK's types in both dialects), and passthrough first
+frames, against a running livegate. Bounded for CI (a few hundred examples); a long campaign:
+`LIVEGATE_FUZZ_SECONDS=600 pytest -s tests/test_fuzz.py -k schema`.
 
 Asserted for every example: the session is never closed with 1011 (nor 1014: Gemini is never blamed for
 a client's input), no traceback and no warning in the log, an `error` event for every event that is
@@ -13,7 +15,9 @@ import contextlib
 import gc
 import json
 import logging
+import os
 import threading
+import time
 import tracemalloc
 from collections.abc import Iterator
 from typing import Any
@@ -28,7 +32,9 @@ from livegate.config import parse_config
 from livegate.server import create_app
 from livegate.simulator import GeminiLiveSimulator
 from livegate.translation.translator import Translator
+from tests.conformance import check_client_event
 from tests.fakes.google import RecordingLiveUpstream
+from tests.fuzz_events import client_events
 from tests.support import serve
 from tests.test_passthrough import mappings
 
@@ -85,13 +91,24 @@ def gateway() -> Iterator[Gateway]:
         yield served
 
 
+class LogProblems:
+    """Records at WARNING or above, or with a traceback, from any thread, read when asked (a list filled at
+    the fixture's teardown would be empty whenever a test looked at it)."""
+
+    def __init__(self, caplog: pytest.LogCaptureFixture) -> None:
+        self.caplog = caplog
+        self._seen = 0
+
+    def __call__(self) -> list[str]:
+        """The problems logged since the last call (so each example is judged by its own)."""
+        records, self._seen = self.caplog.records[self._seen:], len(self.caplog.records)
+        return [r.getMessage()[:300] for r in records if r.levelno >= logging.WARNING or r.exc_info]
+
+
 @pytest.fixture
-def log_problems(caplog: pytest.LogCaptureFixture) -> Iterator[list[logging.LogRecord]]:
-    """Records at WARNING or above, or with a traceback, from any thread."""
+def log_problems(caplog: pytest.LogCaptureFixture) -> Iterator[LogProblems]:
     caplog.set_level(logging.INFO)
-    problems: list[logging.LogRecord] = []
-    yield problems
-    problems.extend(r for r in caplog.records if r.levelno >= logging.WARNING or r.exc_info)
+    yield LogProblems(caplog)
 
 
 # --- strategies ------------------------------------------------------------------------------------------
@@ -173,22 +190,22 @@ def _normal_turn(ws: ClientConnection) -> None:
     assert not errors, errors
 
 
-def _events_until_quiet(ws: ClientConnection) -> list[dict[str, Any]]:
+def _events_until_quiet(ws: ClientConnection, quiet: float = 0.05) -> list[dict[str, Any]]:
     seen = []
     with contextlib.suppress(TimeoutError):
         while True:
-            seen.append(json.loads(ws.recv(0.05)))
+            seen.append(json.loads(ws.recv(quiet)))
     return seen
 
 
 @FUZZ
 @given(events=st.lists(plausible_events(), min_size=1, max_size=6), invalid=invalid_events(KINDS))
-def test_fuzzed_client_events(gateway: Gateway, log_problems: list[logging.LogRecord],
+def test_fuzzed_client_events(gateway: Gateway, log_problems: LogProblems,
                               events: list[dict[str, Any]], invalid: tuple[str, str | None, str]) -> None:
     _fuzz_session(gateway, log_problems, events, invalid)
 
 
-def _fuzz_session(gateway: Gateway, log_problems: list[logging.LogRecord], events: list[dict[str, Any]],
+def _fuzz_session(gateway: Gateway, log_problems: LogProblems, events: list[dict[str, Any]],
                   invalid: tuple[str, str | None, str]) -> None:
     frame, event_id, kind = invalid
     with connect(gateway.ws_url + "/v1/realtime?model=gpt-realtime", additional_headers=HEADERS,
@@ -207,7 +224,58 @@ def _fuzz_session(gateway: Gateway, log_problems: list[logging.LogRecord], event
         except ConnectionClosed as closed:
             raise AssertionError(f"closed {closed.rcvd.code if closed.rcvd else None} after {kind}: "
                                  f"{events}") from None
-    assert not log_problems, [r.getMessage()[:200] for r in log_problems]
+    assert not log_problems()
+
+
+# --- every client event type, both dialects, near-valid -------------------------------------------------
+
+# The suite runs a bounded number of examples; a campaign sets LIVEGATE_FUZZ_SECONDS (random seeds, as many
+# examples as fit in that time) and prints what it ran.
+CAMPAIGN_SECONDS = float(os.environ.get("LIVEGATE_FUZZ_SECONDS") or 0)
+SCHEMA_FUZZ = settings(max_examples=50 if CAMPAIGN_SECONDS else 40, deadline=None, database=None,
+                       derandomize=not CAMPAIGN_SECONDS,
+                       suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
+                                              HealthCheck.data_too_large])
+
+
+@pytest.mark.parametrize("dialect", ["ga", "beta"])
+def test_schema_fuzzed_events_in_both_dialects(gateway: Gateway, log_problems: LogProblems, dialect: str) -> None:
+    """Sequences of events of every client type, generated from the SDK's types and mutated: no `server_error`,
+    no close, no traceback or warning, and every event sent back conforms to the dialect's types."""
+    started, ran = time.monotonic(), [0, 0]
+
+    @SCHEMA_FUZZ
+    @given(events=st.lists(client_events(dialect), min_size=1, max_size=8))
+    def run(events: list[dict[str, Any]]) -> None:
+        ran[0] += 1
+        ran[1] += len(events)
+        _schema_session(gateway, dialect, events)
+        problems = log_problems()
+        assert not problems, (problems, events)
+
+    run()
+    while time.monotonic() - started < CAMPAIGN_SECONDS:  # a campaign: batches with fresh random seeds
+        run()
+    if CAMPAIGN_SECONDS:
+        print(f"\nfuzz campaign ({dialect}): {ran[0]} sessions, {ran[1]} events in "
+              f"{time.monotonic() - started:.0f} s")
+
+
+def _schema_session(gateway: Gateway, dialect: str, events: list[dict[str, Any]]) -> None:
+    headers = {**HEADERS, **({"OpenAI-Beta": "realtime=v1"} if dialect == "beta" else {})}
+    with connect(gateway.ws_url + "/v1/realtime?model=gpt-realtime", additional_headers=headers,
+                 max_size=None) as ws:
+        received = _events(ws, "session.created")
+        try:
+            for event in events:
+                ws.send(json.dumps(event))
+            received += _events_until_quiet(ws, 0.1)
+        except ConnectionClosed as closed:
+            raise AssertionError(f"closed {closed.rcvd.code if closed.rcvd else None}: {events}") from None
+    internal = [e for e in received if e["type"] == "error" and e["error"].get("type") == "server_error"]
+    assert not internal, (internal, events)
+    for event in received:
+        check_client_event(event, dialect)
 
 
 # --- the passthrough first frame -------------------------------------------------------------------------
@@ -243,7 +311,7 @@ def first_frames(draw: st.DrawFn) -> str:
 
 @FUZZ
 @given(first=first_frames(), binary=st.booleans())
-def test_fuzzed_passthrough_first_frame(gateway: Gateway, log_problems: list[logging.LogRecord], first: str,
+def test_fuzzed_passthrough_first_frame(gateway: Gateway, log_problems: LogProblems, first: str,
                                         binary: bool) -> None:
     with connect(gateway.ws_url + "/gemini/live", additional_headers={"x-goog-api-key": KEY}, max_size=None) as ws:
         ws.send(first.encode() if binary else first)
@@ -252,7 +320,7 @@ def test_fuzzed_passthrough_first_frame(gateway: Gateway, log_problems: list[log
             assert "setupComplete" in (reply if isinstance(reply, str) else reply.decode())
         except ConnectionClosed:
             assert ws.close_code in (1007, 4003), (ws.close_code, ws.close_reason, first[:200])
-    assert not log_problems, [r.getMessage()[:200] for r in log_problems]
+    assert not log_problems()
 
 
 # --- memory ----------------------------------------------------------------------------------------------

@@ -80,7 +80,7 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"livegate {__version__}: no --config given, serving every model from the local Gemini Live "
               f"simulator.\nConnect an OpenAI Realtime client to ws://{args.host}:{args.port}/v1/realtime",
               file=sys.stderr)
-    transport = {**uvicorn_options(config), "ws": args.ws}
+    transport = {**uvicorn_options(config), "ws": args.ws, "loop": args.loop}
     if args.ssl_certfile or args.ssl_keyfile:  # wss:// for SDKs that turn a base_url into wss (README: TLS)
         if not (args.ssl_certfile and args.ssl_keyfile):
             print("livegate: --ssl-certfile and --ssl-keyfile go together", file=sys.stderr)
@@ -172,6 +172,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.add_argument("--ssl-keyfile", help="the certificate's private key (PEM)")
         parser.add_argument("--ws", default="websockets-sansio", help=argparse.SUPPRESS,
                             choices=["websockets", "websockets-sansio", "wsproto"])  # uvicorn's implementations
+        # uvloop when installed (the `uvloop` extra), else asyncio's own loop; forced either way for benchmarks
+        parser.add_argument("--loop", default="auto", help=argparse.SUPPRESS, choices=["auto", "asyncio", "uvloop"])
     args = parser.parse_args(argv)
     logging.basicConfig(level=getattr(args, "log_level", "info").upper(),
                         format=LOG_FORMAT)

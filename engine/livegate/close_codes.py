@@ -7,7 +7,9 @@ Refusals happen at the handshake, before any upstream connection, and say why in
 show (`refuse`):
 - OpenAI Realtime clients (`/v1/realtime`): SDKs show an HTTP refusal only as its status, so livegate
   accepts the WebSocket, sends one OpenAI `error` event with the reason, and closes with 4000 + the HTTP
-  status it stands for (4400, 4401, 4403, 4404, 4429, 4503).
+  status it stands for (4400, 4401, 4403, 4404, 4409, 4429, 4503). A draining gateway's refusal is the
+  exception: an HTTP 503 (`server_draining`, Retry-After) with nothing for the user to read, which a
+  balancer retries on another instance (HAProxy `retry-on 503`) and the openai SDK's reconnect retries too.
 - Gemini Live clients (the passthrough routes): an HTTP denial response with the status and a JSON reason,
   as Google's own endpoint answers.
 """
@@ -30,6 +32,7 @@ POLICY = 1008
 CLIENT_TOO_SLOW = 1008  # recorded in the session log; the close frame itself cannot reach such a client
 MESSAGE_TOO_BIG = 1009  # sent by the WebSocket layer itself (uvicorn's ws_max_size)
 INTERNAL_ERROR = 1011
+SERVICE_RESTART = 1012  # a draining gateway closes each session at a turn boundary: the SDK reconnects
 BAD_GATEWAY = 1014
 NO_CREDENTIALS = 4001
 NO_PROJECT = 4002
@@ -76,6 +79,10 @@ TABLE: tuple[CloseCode, ...] = (
                                            "frames between the two limits get an `error` event instead, and the "
                                            "session goes on."),
     CloseCode(INTERNAL_ERROR, "both", "An internal livegate error."),
+    CloseCode(SERVICE_RESTART, "realtime", "livegate is shutting down (SIGTERM): the session's state was stored at "
+                                           "a turn boundary (at the latest after `drain_timeout_s`). The openai "
+                                           "SDK reconnects by itself; with `session_id=` any instance sharing the "
+                                           "store carries the session on."),
     CloseCode(BAD_GATEWAY, "both", "Gemini could not be reached, refused the connection, closed it abnormally, "
                                    "or stalled (sent nothing for `upstream_stall_timeout_s` in the middle of a "
                                    "turn); on /v1/realtime an `error` event says which first."),
@@ -97,7 +104,10 @@ TABLE: tuple[CloseCode, ...] = (
                                               "client secret."),
     CloseCode(REFUSAL_BASE + 403, "realtime", "Refused handshake: the key may not use this model."),
     CloseCode(REFUSAL_BASE + 404, "realtime", "Refused handshake: unknown model, or no session waiting for a "
-                                              "reattach under that `session_id`."),
+                                              "reattach under that `session_id` (`session_not_found`)."),
+    CloseCode(REFUSAL_BASE + 409, "realtime", "Refused handshake: the `session_id` belongs to a session another "
+                                              "client holds, or another client took it over first "
+                                              "(`session_in_use`)."),
     CloseCode(REFUSAL_BASE + 429, "realtime", "Refused handshake: budget spent, rpm limit, or the key's parallel "
                                               "session limit; or every deployment of the model is at its own "
                                               "limits (`no_deployment_available`)."),
@@ -131,6 +141,7 @@ class Refusal:
     status: int
     message: str
     code: str
+    denial: bool = False  # an HTTP denial even to OpenAI clients: a retry elsewhere answers it, not the user
 
     def body(self) -> dict[str, Any]:
         kind = "server_error" if self.status >= 500 else "invalid_request_error"
@@ -138,20 +149,23 @@ class Refusal:
 
 
 async def refuse(ws: Any, refusal: Refusal, client: Literal["openai", "gemini"], *,
-                 subprotocol: str | None = None) -> None:
+                 subprotocol: str | None = None, accepted: bool = False) -> None:
     """Refuse a WebSocket handshake so that the client can say why (see the module docstring). Nothing
-    upstream was opened. A refusal is the client's business: logged at info, without a traceback."""
+    upstream was opened. A refusal is the client's business: logged at info, without a traceback. An OpenAI
+    client's WebSocket may be `accepted` already (a take-over accepts before it waits for the session)."""
     log.info("%s connection refused (%d %s): %s", "realtime" if client == "openai" else "passthrough",
              refusal.status, refusal.code, refusal.message)
-    if client == "gemini":
+    if client == "gemini" or refusal.denial:
         from fastapi.responses import JSONResponse
 
-        await ws.send_denial_response(JSONResponse(refusal.body(), status_code=refusal.status))
+        headers = {"Retry-After": "1"} if refusal.status == 503 else None
+        await ws.send_denial_response(JSONResponse(refusal.body(), status_code=refusal.status, headers=headers))
         return
     event = error_event(refusal.message, code=refusal.code, type="invalid_request_error")
     event["event_id"] = f"event_{secrets.token_hex(8)}"
     try:
-        await ws.accept(subprotocol=subprotocol)
+        if not accepted:
+            await ws.accept(subprotocol=subprotocol)
         await ws.send_text(json.dumps(event))
         await ws.close(code=REFUSAL_BASE + refusal.status, reason=close_reason(f"{refusal.code}: {refusal.message}"))
     except Exception as exc:  # the client left first: nothing to tell it

@@ -120,6 +120,20 @@ class StoreSettings:
     path: str | None = None
     poll_seconds: float = 2.0  # how often live sessions re-read their key (deletion, expiry, spend elsewhere)
     max_buffered_rows: int = 10_000  # spend rows kept in memory while the database is unreachable
+    spill_dir: str | None = None  # spend rows unwritten at shutdown go here (None: derived, see spill_directory)
+    admit_when_unavailable: bool = False  # general_settings.allow_requests_on_db_unavailable (LiteLLM's name)
+
+    def spill_directory(self) -> str | None:
+        """`spend_spill_dir`, else a `spill` folder beside the SQLite file (or beside the command's default
+        store for PostgreSQL); None for an in-memory store (nothing would survive to replay into)."""
+        if self.spill_dir:
+            return self.spill_dir
+        if self.database_url and self.database_url.startswith(("postgresql://", "postgres://")):
+            return os.path.join(os.path.dirname(default_store_path()), "spill")
+        path = self.database_url[len("sqlite:///"):] if self.database_url else self.path
+        if not path or path == ":memory:":
+            return None
+        return os.path.join(os.path.dirname(os.path.abspath(os.path.expanduser(path))), "spill")
 
 
 def default_store_path() -> str:
@@ -158,7 +172,11 @@ class Config:
     max_client_frame_bytes: int = 15 * 1024 * 1024
     client_compression: bool = False  # permessage-deflate on client WebSockets: base64 audio barely compresses
     reattach_grace_s: float = 30.0  # how long a session waits for a dropped client to reattach
+    drain_timeout_s: float = 30.0  # SIGTERM: the longest wait for a session's turn boundary before 1012
     litellm_compat: bool = False  # general_settings.litellm_compat: behave as LiteLLM's proxy (README)
+    client_secret_mints_per_minute: int = 120  # per key, across instances (429 beyond)
+    client_secret_max_session_bytes: int = 128 * 1024  # a client secret's `session`, as JSON (413 beyond)
+    monitoring_needs_master_key: bool = False  # /metrics and /health/readiness only with the master key
     source: str = "<built-in>"
     timeouts: Timeouts = field(default_factory=Timeouts)
     store: StoreSettings = field(default_factory=StoreSettings)
@@ -270,7 +288,9 @@ def _store_settings(general: dict[str, Any], settings: dict[str, Any]) -> StoreS
         raise ConfigError("DATABASE_URL: expected postgresql://USER:PASSWORD@HOST:PORT/DB")
     return StoreSettings(database_url=url, path=_opt_str(settings, "store_path"),
                          poll_seconds=float(settings.get("key_check_seconds", StoreSettings.poll_seconds)),
-                         max_buffered_rows=settings.get("spend_buffer_rows", StoreSettings.max_buffered_rows))
+                         max_buffered_rows=settings.get("spend_buffer_rows", StoreSettings.max_buffered_rows),
+                         spill_dir=_opt_str(settings, "spend_spill_dir"),
+                         admit_when_unavailable=bool(general.get("allow_requests_on_db_unavailable", False)))
 
 
 def parse_config(data: Any, source: str = "<config>") -> Config:
@@ -310,7 +330,13 @@ def parse_config(data: Any, source: str = "<config>") -> Config:
         max_client_frame_bytes=settings.get("max_client_frame_bytes", Config.max_client_frame_bytes),
         client_compression=settings.get("client_compression", Config.client_compression),
         reattach_grace_s=float(settings.get("reattach_grace_s", Config.reattach_grace_s)),
+        drain_timeout_s=float(settings.get("drain_timeout_s", Config.drain_timeout_s)),
         litellm_compat=bool(general.get("litellm_compat", False)),
+        client_secret_mints_per_minute=settings.get("client_secret_mints_per_minute",
+                                                    Config.client_secret_mints_per_minute),
+        client_secret_max_session_bytes=settings.get("client_secret_max_session_bytes",
+                                                     Config.client_secret_max_session_bytes),
+        monitoring_needs_master_key=_monitoring_needs_master_key(data, general, settings),
         source=source,
         timeouts=_timeouts(settings),
         store=_store_settings(general, settings),
@@ -318,6 +344,18 @@ def parse_config(data: Any, source: str = "<config>") -> Config:
         watchdog=WatchdogSettings(**{key: settings[key] for key in WATCHDOG_SETTINGS if key in settings}),
         pools=_pool_settings(data, routes),
     )
+
+
+def _monitoring_needs_master_key(data: dict[str, Any], general: dict[str, Any], settings: dict[str, Any]) -> bool:
+    """livegate's setting, or LiteLLM's `require_auth_for_metrics_endpoint` (a LiteLLM config asking for it
+    must not leave /metrics open here); both need a master key to ask for."""
+    litellm = bool((data.get("litellm_settings") or {}).get("require_auth_for_metrics_endpoint", False))
+    wanted = bool(settings.get("require_master_key_for_monitoring", False)) or litellm
+    if wanted and not general.get("master_key"):
+        name = "livegate_settings.require_master_key_for_monitoring" if not litellm else \
+            "litellm_settings.require_auth_for_metrics_endpoint"
+        raise ConfigError(f"{name}: needs general_settings.master_key (the key /metrics and readiness would ask for)")
+    return wanted
 
 
 def _named(routes: tuple[ModelRoute, ...]) -> tuple[ModelRoute, ...]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import re
 import sqlite3
 from collections.abc import AsyncIterator
@@ -29,7 +30,8 @@ class Tx(Protocol):
 
 class Database(Protocol):
     dialect: str
-    description: str
+    description: str  # for logs and readiness: no password
+    identity: str  # which database this is, for spill files (an absolute path, or host:port/db)
 
     async def open(self) -> None: ...
     async def close(self) -> None: ...
@@ -37,16 +39,22 @@ class Database(Protocol):
 
 
 class SQLiteDatabase:
-    """One connection on one thread; an asyncio lock makes each transaction whole (WAL, busy timeout)."""
+    """One connection on one thread; an asyncio lock makes each transaction whole (WAL, busy timeout).
+
+    The file is checked before every transaction: once it is deleted or replaced, what the open connection
+    would write goes to a file nobody will read again, so the store is unavailable (readiness 503, spend
+    rows held and spilled at shutdown) until a restart opens the file at its path."""
 
     dialect = "sqlite"
 
     def __init__(self, path: str) -> None:
         self.path = path
         self.description = f"sqlite:{path}"
+        self.identity = "sqlite:" + (path if path == ":memory:" else os.path.abspath(os.path.expanduser(path)))
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="livegate-sqlite")
         self._conn: sqlite3.Connection | None = None
         self._lock = asyncio.Lock()
+        self._file: tuple[int, int] | None = None  # (device, inode) of the file opened
 
     async def open(self) -> None:
         def connect() -> sqlite3.Connection:
@@ -64,6 +72,21 @@ class SQLiteDatabase:
             self._conn = await self._run(connect)
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"cannot open SQLite database {self.path}: {exc}") from None
+        if self.path != ":memory:":
+            found = os.stat(Path(self.path).expanduser())
+            self._file = (found.st_dev, found.st_ino)
+
+    def _check_file(self) -> None:
+        if self._file is None:
+            return
+        try:
+            found = os.stat(Path(self.path).expanduser())
+        except FileNotFoundError:
+            raise StoreUnavailable(f"the SQLite file {self.path} was deleted while open") from None
+        except OSError as exc:
+            raise StoreUnavailable(f"the SQLite file {self.path} cannot be checked: {exc.strerror}") from None
+        if (found.st_dev, found.st_ino) != self._file:
+            raise StoreUnavailable(f"the SQLite file {self.path} was replaced while open (restart to use it)")
 
     async def close(self) -> None:
         if self._conn is not None:
@@ -78,6 +101,7 @@ class SQLiteDatabase:
     async def transaction(self) -> AsyncIterator[Tx]:
         if self._conn is None:
             raise StoreUnavailable("the SQLite database is closed")
+        self._check_file()
         async with self._lock:
             tx = _SQLiteTx(self, self._conn)
             await tx.execute("BEGIN IMMEDIATE")
@@ -114,14 +138,16 @@ class PostgresDatabase:
 
     def __init__(self, url: str) -> None:
         self.url = url
-        self.description = "postgresql:" + _redact(url)
+        self.description = self.identity = "postgresql:" + _redact(url)
         self._pool: Any = None
 
     async def open(self) -> None:
         import asyncpg
 
         try:
-            self._pool = await asyncpg.create_pool(self.url, min_size=1, max_size=10, timeout=10,
+            # min_size 0: asyncpg keeps no connection floor, whose upkeep logs a traceback every second or two
+            # of an outage; connections are opened on demand and kept while in use (max_inactive 300 s).
+            self._pool = await asyncpg.create_pool(self.url, min_size=0, max_size=10, timeout=10,
                                                    command_timeout=10)
         except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
             raise StoreUnavailable(f"cannot connect to {self.description}: {type(exc).__name__}") from None

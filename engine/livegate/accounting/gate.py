@@ -32,10 +32,12 @@ from livegate.accounting.cost import Cost, cost_of
 from livegate.accounting.database import StoreUnavailable
 from livegate.accounting.keys import SECRET_PREFIX, hash_key, label
 from livegate.accounting.limits import SESSION_COLUMN_KINDS, Limits, Scope
-from livegate.accounting.metrics import Metrics
+from livegate.accounting.metrics import Metrics, close_code_label
+from livegate.accounting.outage import StoreOutage
 from livegate.accounting.owners import TeamRecord, UserRecord
 from livegate.accounting.prices import Price, PriceTable
 from livegate.accounting.recent import RecentErrors
+from livegate.accounting.spill import replay_spills
 from livegate.accounting.store import KeyRecord, SecretRecord, Store
 from livegate.accounting.writer import SpendWriter
 from livegate.close_codes import BUDGET_EXHAUSTED, FORBIDDEN, KEY_REVOKED, SESSION_TOO_LONG, Refusal
@@ -45,6 +47,8 @@ from livegate.translation.usage import UsageLedger
 log = logging.getLogger("livegate.accounting")
 
 HEARTBEAT_SECONDS = 10.0
+SECRET_PURGE_SECONDS = 60.0  # how often expired client secrets are deleted
+SECRET_PURGE_AFTER = 600.0  # kept this long past expiry, so a late client hears "expired", not "invalid"
 
 
 @dataclass(frozen=True)
@@ -84,23 +88,64 @@ class Principal:
         """Every budget and limit this caller falls under (none for the master key and an open gateway)."""
         return Limits.of(self.key, self.team, self.user) if self.key is not None else Limits()
 
+    @property
+    def secret_model(self) -> str | None:
+        """The model a client secret was minted for (its `session.model`), if it names one."""
+        model = self.secret.session.get("model") if self.secret is not None and self.secret.session else None
+        return model if isinstance(model, str) else None
+
     def allows(self, *names: str | None) -> bool:
         """Is one of these model names (client name, upstream id) allowed by the key, its team and its user?
-        (an empty `models` allows all)"""
+        (an empty `models` allows all) A client secret minted for a model allows that model only, whoever
+        minted it (the master key included)."""
+        if self.secret_model is not None and self.secret_model not in names:
+            return False
         return self.limits.allows(*names)
+
+    def may_reattach(self, owner: Principal) -> bool:
+        """May this caller take over a session `owner` opened? The same key, or the master key itself; a
+        session opened with a client secret only with that same secret (sibling secrets of one key are other
+        browsers), and a secret never takes over a session its key (or the master key) opened."""
+        if self.kind == "master" and self.secret is None:
+            return True
+        if self.secret is not None or owner.secret is not None:
+            return self.secret is not None and owner.secret is not None and \
+                hmac.compare_digest(self.secret.secret_hash, owner.secret.secret_hash)
+        return self.token_hash == owner.token_hash
+
+    @property
+    def opener(self) -> str:
+        """Who opened a session, as the shared store records it for a take-over (takeover/): a client secret
+        by its own hash (`secret:<hash>`), else the key's hash ('' on an open gateway). A take-over needs the
+        same opener (or the master key itself), the rule of may_reattach."""
+        return f"secret:{self.secret.secret_hash}" if self.secret is not None else self.token_hash
+
+    def may_hang_up(self, owner: Principal) -> bool:
+        """May this caller end a WebRTC call `owner` opened? As may_reattach, and also the parent key over its
+        secrets' calls: the server that minted a browser's secret ends that browser's call (as with OpenAI,
+        whose servers hang up with their API key). Sibling secrets still may not."""
+        if self.secret is None and self.kind == "key" and self.token_hash == owner.token_hash:
+            return True
+        return self.may_reattach(owner)
 
 
 class Accounting:
     def __init__(self, store: Store, prices: PriceTable, *, master_key: str | None, metrics: Metrics | None = None,
-                 poll_interval: float = 2.0, writer_interval: float = 0.5, max_buffered_rows: int = 10_000) -> None:
+                 poll_interval: float = 2.0, writer_interval: float = 0.5, max_buffered_rows: int = 10_000,
+                 spill_dir: str | None = None, admit_when_unavailable: bool = False) -> None:
         self.store = store
         self.prices = prices
         self.master_key = master_key
         self.metrics = metrics or Metrics()
         self.poll_interval = poll_interval
         self.instance_id = secrets.token_hex(6)
+        self.outage = StoreOutage()  # one log line per change of the store's availability
+        self.spill_dir = spill_dir
+        # general_settings.allow_requests_on_db_unavailable: admit known keys from their last read state
+        self.admit_when_unavailable = admit_when_unavailable
+        self._local_rpm: dict[str, tuple[int, int]] = {}  # token hash -> (minute, count), while unavailable
         self.writer = SpendWriter(store, interval=writer_interval, max_rows=max_buffered_rows,
-                                  on_flushed=self._flushed)
+                                  on_flushed=self._flushed, outage=self.outage, spill_dir=spill_dir)
         self.grants: set[Grant] = set()
         self.keys: dict[str, KeyRecord] = {}  # the last known state of keys with live sessions
         self.teams: dict[str, TeamRecord] = {}  # ... and of their teams and users
@@ -113,7 +158,7 @@ class Accounting:
         self._warned_prices: set[str] = set()
         self._poller: asyncio.Task[None] | None = None
         self._last_heartbeat = 0.0
-        self.store_error: str | None = None
+        self._last_purge = 0.0
 
     @property
     def master_hash(self) -> str:
@@ -123,6 +168,7 @@ class Accounting:
 
     async def start(self) -> None:
         await self.store.open()
+        await replay_spills(self.store, self.spill_dir)  # rows saved at a shutdown during an outage
         self.writer.start()
         self._poller = asyncio.create_task(self._poll_loop(), name="livegate-accounting-poller")
 
@@ -132,36 +178,47 @@ class Accounting:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._poller
         held = [g.session_id for g in self.grants if g.holds_slot]
-        with contextlib.suppress(StoreUnavailable):
+        try:
             await self.store.release_sessions(held)
+        except StoreUnavailable as exc:
+            self.outage.failed("freeing session slots at shutdown", exc, "they lapse after 30 s")
         await self.writer.stop()
         await self.store.close()
 
     async def readiness(self) -> dict[str, Any]:
         try:
             async with asyncio.timeout(5):
-                await self.store.ping()
+                await self.store.ping()  # a write: a full disk or a deleted file is unhealthy too
             reachable, error = True, None
         except (StoreUnavailable, TimeoutError) as exc:
             reachable, error = False, str(exc) or "timeout"
+            self.outage.failed("readiness check", exc)
         writes_ok = self.writer.error is None
+        if reachable and writes_ok:
+            self.outage.recovered()
         return {"status": "healthy" if reachable and writes_ok else "unhealthy",
                 "db": "connected" if reachable else "disconnected",
                 "store": self.store.db.description.split(":", 1)[0],
                 "store_error": error or self.writer.error,
+                "store_unavailable_since": self.outage.since,
                 "store_backlog": self.writer.backlog,
                 "store_dropped_rows": self.writer.dropped,
                 "active_sessions": len(self.grants)}
 
     # --- who is calling ------------------------------------------------------------------------------------
 
-    async def principal(self, key: str | None) -> Principal | Refusal:
+    async def principal(self, key: str | None, *, realtime: bool = False) -> Principal | Refusal:
+        """Who is calling. A client secret is accepted only where `realtime` says the route opens realtime
+        sessions for a browser (/v1/realtime, WebRTC): every other route refuses it (403) before any lookup."""
         if self.master_key and key is not None and hmac.compare_digest(key.encode(), self.master_key.encode()):
             return Principal("master", self.master_hash)
         if key is None:
             if self.master_key:
                 return Refusal(401, "Missing API key: send `Authorization: Bearer <key>`.", "invalid_api_key")
             return Principal("open")
+        if key.startswith(SECRET_PREFIX) and not realtime:
+            return Refusal(403, "A client secret may only open realtime sessions (/v1/realtime); this route needs "
+                                "an API key.", "forbidden")
         now = time.time()
         secret: SecretRecord | None = None
         token_hash = hash_key(key)
@@ -175,8 +232,10 @@ class Accounting:
                 token_hash = secret.token_hash
             record = await self.store.get_key(token_hash, now)
         except StoreUnavailable as exc:
-            log.error("spend store unavailable at a handshake: %s", exc)
-            return Refusal(503, "The key store is unavailable; try again shortly.", "store_unavailable")
+            self.outage.failed("checking a key at a handshake", exc, self._handshake_consequence())
+            record = self.keys.get(token_hash) if self.admit_when_unavailable and secret is None else None
+            if record is None:
+                return Refusal(503, "The key store is unavailable; try again shortly.", "store_unavailable")
         if record is None:
             return self._unknown(None)
         if record.regenerated_to is not None:
@@ -188,8 +247,11 @@ class Accounting:
         try:
             team, user = await self._owners(record, now)
         except StoreUnavailable as exc:
-            log.error("spend store unavailable at a handshake: %s", exc)
-            return Refusal(503, "The key store is unavailable; try again shortly.", "store_unavailable")
+            self.outage.failed("reading a key's team and user at a handshake", exc, self._handshake_consequence())
+            cached = self._cached_owners(record) if self.admit_when_unavailable else None
+            if cached is None:
+                return Refusal(503, "The key store is unavailable; try again shortly.", "store_unavailable")
+            team, user = cached
         if isinstance(team, Refusal):
             return team
         who = Principal("key", token_hash, record, secret, team, user)
@@ -207,6 +269,21 @@ class Accounting:
         if (record.team_id and team is None) or (record.user_id and user is None):
             return Refusal(401, "API key deleted (its team or user no longer exists).", "invalid_api_key"), None
         return team, user
+
+    def _cached_owners(self, record: KeyRecord) -> tuple[TeamRecord | None, UserRecord | None] | None:
+        """The key's team and user as last read (None when one of them was never read here: its limits are
+        unknown, so the handshake is refused)."""
+        team = self.teams.get(record.team_id) if record.team_id else None
+        user = self.users.get(record.user_id) if record.user_id else None
+        if (record.team_id and team is None) or (record.user_id and user is None):
+            return None
+        return team, user
+
+    def _handshake_consequence(self) -> str:
+        if self.admit_when_unavailable:
+            return ("known keys are admitted from their last read state with limits counted on this instance "
+                    "(allow_requests_on_db_unavailable); other handshakes get 503")
+        return "virtual-key handshakes get 503 until it is back (allow_requests_on_db_unavailable is off)"
 
     def _unknown(self, message: str | bool | None) -> Principal | Refusal:
         if not self.master_key and not message:
@@ -314,13 +391,10 @@ class Accounting:
             try:
                 await self.poll()
             except StoreUnavailable as exc:
-                if self.store_error is None:
-                    log.error("spend store unreachable; sessions go on, limits use the last known state: %s", exc)
-                self.store_error = str(exc)
+                self.outage.failed("refreshing the keys of live sessions", exc,
+                                   "sessions go on; limits use the last known state")
             except Exception:
                 log.exception("accounting poll failed")
-            else:
-                self.store_error = None
 
     async def poll(self) -> None:
         """Refresh the keys of live sessions (deleted, expired, spent elsewhere) and heartbeat the sessions."""
@@ -330,18 +404,27 @@ class Accounting:
         m.store_up.set(0 if self.writer.error else 1)
         for grant in list(self.grants):
             grant.flush_counters()
-        hashes = sorted({g.principal.token_hash for g in self.grants if g.principal.kind == "key"})
+        # Only the sessions live before the read are judged by it: one admitted while the read is in flight
+        # was checked against the store at its admission, and the next poll reads its key too.
+        watched = [g for g in self.grants if g.principal.kind == "key"]
+        hashes = sorted({g.principal.token_hash for g in watched})
         now = time.time()
         await self.refresh_owners(now)
         await self.apply_stop_requests()
         if hashes:
             fresh = await self.store.get_keys(hashes, now)
             self.keys.update(fresh)
-            for grant in list(self.grants):
+            for grant in watched:
                 grant.check_key(fresh.get(grant.principal.token_hash), now)
         if now - self._last_heartbeat >= HEARTBEAT_SECONDS:
             self._last_heartbeat = now
             await self.store.heartbeat([g.session_id for g in self.grants if g.holds_slot], now)
+        if now - self._last_purge >= SECRET_PURGE_SECONDS:
+            self._last_purge = now
+            await self.purge_expired_secrets()
+
+    async def purge_expired_secrets(self) -> None:
+        await self.store.purge_secrets(time.time() - SECRET_PURGE_AFTER)
 
 
 class Grant(SessionObserver):
@@ -419,14 +502,43 @@ class Grant(SessionObserver):
                                         "(max_parallel_requests).", "realtime_session_limit")
                 self.holds_slot = True
         except StoreUnavailable as exc:
-            log.error("spend store unavailable at a handshake: %s", exc)
-            return Refusal(503, "The key store is unavailable; try again shortly.", "store_unavailable")
+            acct.outage.failed("counting a session's limits at a handshake", exc, acct._handshake_consequence())
+            if not acct.admit_when_unavailable:
+                return Refusal(503, "The key store is unavailable; try again shortly.", "store_unavailable")
+            return self._admit_locally(limits, now)
+        if self.holds_slot and acct.writer.error is None:
+            acct.outage.recovered()
+        return None
+
+    def _admit_locally(self, limits: Limits, now: float) -> Refusal | None:
+        """Limits counted on this instance only, while the store cannot count them (allow_requests_on_db_
+        unavailable): each scope's (key, team, user) handshakes here this minute against its rpm_limit, its
+        sessions here against its max_parallel_requests."""
+        acct = self.accounting
+        minute = int(now // 60)
+        for scope, rpm in limits.rate_limits():
+            seen, count = acct._local_rpm.get(scope.account, (minute, 0))
+            count = count + 1 if seen == minute else 1
+            acct._local_rpm[scope.account] = (minute, count)
+            if count > rpm:
+                return Refusal(429, f"Rate limit exceeded: rpm_limit {rpm} new sessions or calls per minute "
+                                    f"for {scope.name}.", "rate_limit_exceeded")
+        for scope in limits.scopes if self.session else ():
+            most = scope.setting("max_parallel_requests")
+            if most is not None and sum(1 for g in acct.grants if g is not self and g.session and any(
+                    s.kind == scope.kind and s.ident == scope.ident for s in g.principal.limits.scopes)) >= most:
+                return Refusal(429, f"{scope.capitalized} already has {most} realtime sessions open "
+                                    "(max_parallel_requests).", "realtime_session_limit")
         return None
 
     def bind_model(self, model: str, upstream_model: str | None = None,
                    model_info: Mapping[str, Any] | None = None) -> Refusal | None:
         """Set the session's model (at the handshake, or at a passthrough's setup); a refusal if the key may
         not use it."""
+        fixed = self.principal.secret_model
+        if fixed is not None and fixed not in (model, upstream_model):
+            return Refusal(403, f"This client secret was minted for the model '{fixed}', not '{model}'.",
+                           "model_not_allowed")
         refusing = self.principal.limits.refusing_model(model, upstream_model)
         if refusing is not None:
             whose = "This key is" if refusing.kind == "key" else f"This key's {refusing.name} is"
@@ -499,10 +611,11 @@ class Grant(SessionObserver):
         event["session"] = _overlay(event["session"], fixed)
         return json.dumps(event)
 
-    def client_messages(self, messages: list[dict[str, Any]]) -> None:
-        """Messages sent to an OpenAI client: error events are counted."""
+    def client_messages(self, messages: list[dict[str, Any] | str]) -> None:
+        """Messages sent to an OpenAI client: error events are counted (JSON text is a wire template's, never
+        an error)."""
         for message in messages:
-            if message.get("type") == "error":
+            if type(message) is dict and message.get("type") == "error":
                 self._errors += 1
 
     def recovery(self, kind: str) -> None:
@@ -622,7 +735,7 @@ class Grant(SessionObserver):
         model = self.model or "-"
         if self.session:
             m.active_sessions.labels(self._metric_model, self.route).dec()
-        m.sessions_ended.labels(self.route, str(close_code)).inc()
+        m.sessions_ended.labels(self.route, close_code_label(close_code, http=not self.session)).inc()
         for kind, count in (("input", usage.input_tokens), ("output", usage.output_tokens)):
             if count:
                 m.tokens.labels(self._metric_model, kind).inc(count)
@@ -655,8 +768,8 @@ class Grant(SessionObserver):
         if self.holds_slot:
             try:
                 await acct.store.release_sessions([self.session_id])
-            except StoreUnavailable:
-                log.warning("could not free session %s now; it lapses after %.0f s", self.session_id, 30.0)
+            except StoreUnavailable as exc:
+                acct.outage.failed("freeing a session slot", exc, "slots not freed lapse after 30 s")
         if cost is None:
             money = f"session cost: unknown (no price for {self.upstream_model!r})" if self.model else \
                 "session cost: unknown (no model)"

@@ -1,9 +1,29 @@
 """Prometheus metrics (prometheus-client), one registry per app so several apps can live in one process.
-Labels carry models, routes and close codes, never keys."""
+Labels carry models, routes and close codes, never keys, and only values from bounded sets: routes and
+refusal codes are livegate's constants, models the config's upstream ids, close codes close_code_label's."""
 
 from __future__ import annotations
 
+from http import HTTPStatus
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from livegate.close_codes import TABLE
+
+# Close codes a label may carry: RFC 6455's, and livegate's own (close_codes.TABLE, which the docs list).
+# A client may close with any code from 1000 to 4999: the others are counted as `other`, so a client cannot
+# mint a new series per code (a cardinality attack on the scraper).
+KNOWN_CLOSE_CODES = frozenset({1000, 1001, 1002, 1003, 1005, 1006, 1007, 1008, 1009, 1010, 1011, 1012, 1013,
+                               1014, 1015} | {c.code for c in TABLE})
+_HTTP_STATUSES = frozenset(int(s) for s in HTTPStatus)
+
+
+def close_code_label(code: int | None, http: bool = False) -> str:
+    """The `close_code` label: a known WebSocket close code (or, for REST calls, a standard HTTP status),
+    else `other`."""
+    if code is None:
+        return "None"
+    return str(code) if code in (_HTTP_STATUSES if http else KNOWN_CLOSE_CODES) else "other"
 
 
 class Metrics:

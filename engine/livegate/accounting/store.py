@@ -155,6 +155,33 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
         "ALTER TABLE livegate_sessions ADD COLUMN user_id TEXT",
         "ALTER TABLE livegate_sessions ADD COLUMN stop_requested INTEGER NOT NULL DEFAULT 0",
     ]),
+    (3, [  # sessions that outlive the process (livegate/takeover/store.py reads and writes these)
+        """CREATE TABLE livegate_session_state (
+            session_id TEXT PRIMARY KEY,
+            token_hash TEXT NOT NULL,
+            model TEXT NOT NULL,
+            owner TEXT NOT NULL,
+            epoch INTEGER NOT NULL,
+            status TEXT NOT NULL,
+            claimant TEXT,
+            slot_id TEXT,
+            state TEXT NOT NULL,
+            missed TEXT,
+            updated_at DOUBLE PRECISION NOT NULL
+        )""",
+        "CREATE INDEX livegate_session_state_owner ON livegate_session_state (owner, status)",
+        """CREATE TABLE livegate_instances (
+            instance_id TEXT PRIMARY KEY,
+            heartbeat_at DOUBLE PRECISION NOT NULL,
+            draining INTEGER NOT NULL DEFAULT 0
+        )""",
+    ]),
+    (4, [  # spill files written at the next start exactly once (spill.py)
+        """CREATE TABLE livegate_spill_replays (
+            spill_id TEXT PRIMARY KEY,
+            replayed_at DOUBLE PRECISION NOT NULL
+        )""",
+    ]),
 ]
 
 KEY_FIELDS = ("key_alias", "models", "max_budget", "budget_duration", "expires", "max_parallel_requests",
@@ -241,8 +268,11 @@ class Store(OwnerStore):
         return int(rows[0]["v"] or 0)
 
     async def ping(self) -> None:
+        """A write that changes nothing: it fails when the store cannot be reached or written (a full disk,
+        a read-only or deleted file), not only when it cannot be read."""
         async with self.db.transaction() as tx:
-            await tx.fetch("SELECT 1 AS ok")
+            await tx.execute("UPDATE livegate_migrations SET applied_at = applied_at WHERE version = "
+                             "(SELECT MAX(version) FROM livegate_migrations)")
 
     # --- keys ----------------------------------------------------------------------------------------------
 
@@ -352,6 +382,11 @@ class Store(OwnerStore):
         return SecretRecord(row["secret_hash"], row["token_hash"], row["expires_at"],
                             json.loads(row["session"]) if row["session"] else None, row["created_at"])
 
+    async def purge_secrets(self, expired_before: float) -> None:
+        """Delete the client secrets that expired before `expired_before`."""
+        async with self.db.transaction() as tx:
+            await tx.execute("DELETE FROM livegate_client_secrets WHERE expires_at < $1", float(expired_before))
+
     # --- limits --------------------------------------------------------------------------------------------
 
     async def acquire_session(self, token_hash: str, session_id: str, instance_id: str, model: str | None,
@@ -436,6 +471,22 @@ class Store(OwnerStore):
         """Add spend to accounts (keys, teams, users: limits.account_of) and insert spend log rows, in one
         transaction (retried whole on failure; rows already written are skipped by request_id). A period that
         ended is reset before its new spend is added; a regenerated key's spend and rows go to its new hash."""
+        async with self.db.transaction() as tx:
+            await self._write_spend(tx, spend, logs)
+
+    async def replay_spill(self, spill_id: str, spend: dict[str, float], logs: list[dict[str, Any]],
+                           now: float) -> bool:
+        """Write a spill file's rows unless its id was replayed before; False when it was."""
+        async with self.db.transaction() as tx:
+            done = await tx.fetch("SELECT spill_id FROM livegate_spill_replays WHERE spill_id = $1", spill_id)
+            if done:
+                return False
+            await self._write_spend(tx, spend, logs)
+            await tx.execute("INSERT INTO livegate_spill_replays (spill_id, replayed_at) VALUES ($1, $2)",
+                             spill_id, now)
+        return True
+
+    async def _write_spend(self, tx: Tx, spend: dict[str, float], logs: list[dict[str, Any]]) -> None:
         from livegate.accounting.limits import split_account
 
         now = time.time()
@@ -443,25 +494,24 @@ class Store(OwnerStore):
         for account, amount in spend.items():
             kind, ident = split_account(account)
             by_kind[kind][ident] = by_kind[kind].get(ident, 0.0) + amount
-        async with self.db.transaction() as tx:
-            current = await _current_hashes(tx, {*by_kind["key"], *(row.get("api_key") or "" for row in logs)} - {""})
-            for kind, amounts in by_kind.items():
-                table, column = BUDGET_TABLES[kind]
-                if kind == "key":
-                    amounts = _follow_regenerated(amounts, current)
-                if not amounts:
-                    continue
-                await reset_due_budgets(tx, table, column, list(amounts), now)
-                for ident, amount in amounts.items():
-                    await tx.execute(f"UPDATE {table} SET spend = spend + $2 WHERE {column} = $1", ident,
-                                     float(amount))
-            for row in logs:
-                if row.get("api_key") in current:
-                    row = {**row, "api_key": current[row["api_key"]]}
-                names = list(row)
-                await tx.execute(f"INSERT INTO livegate_spend_logs ({', '.join(names)}) VALUES "
-                                 f"({_params(len(names))}) ON CONFLICT (request_id) DO NOTHING",
-                                 *(row[name] for name in names))
+        current = await _current_hashes(tx, {*by_kind["key"], *(row.get("api_key") or "" for row in logs)} - {""})
+        for kind, amounts in by_kind.items():
+            table, column = BUDGET_TABLES[kind]
+            if kind == "key":
+                amounts = _follow_regenerated(amounts, current)
+            if not amounts:
+                continue
+            await reset_due_budgets(tx, table, column, list(amounts), now)
+            for ident, amount in amounts.items():
+                await tx.execute(f"UPDATE {table} SET spend = spend + $2 WHERE {column} = $1", ident,
+                                 float(amount))
+        for row in logs:
+            if row.get("api_key") in current:
+                row = {**row, "api_key": current[row["api_key"]]}
+            names = list(row)
+            await tx.execute(f"INSERT INTO livegate_spend_logs ({', '.join(names)}) VALUES "
+                             f"({_params(len(names))}) ON CONFLICT (request_id) DO NOTHING",
+                             *(row[name] for name in names))
 
     async def spend_logs(self, api_key: str | None = None, start: float | None = None, end: float | None = None,
                          model: str | None = None, limit: int = 1000, *, team_id: str | None = None,

@@ -1,8 +1,9 @@
 """The background writer: spend and spend-log rows are queued by sessions (no I/O on the audio path) and
 written in batches. A database outage does not end sessions: rows stay queued (up to `max_rows`, the
-oldest dropped beyond that and counted) and the batch is retried with backoff; the outage is logged once,
-shown in /health/readiness and the metrics. `stop()` flushes what is queued (SIGTERM included, through the
-app's lifespan)."""
+oldest dropped beyond that and counted) and the batch is retried with backoff; the outage is logged once
+(outage.py), shown in /health/readiness and the metrics. `stop()` flushes what is queued (SIGTERM
+included, through the app's lifespan); what the store still cannot take is saved to a spill file
+(spill.py) and written at the next start."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ from collections.abc import Callable
 from typing import Any
 
 from livegate.accounting.database import StoreUnavailable
+from livegate.accounting.outage import StoreOutage
+from livegate.accounting.spill import write_spill
 from livegate.accounting.store import Store
 
 log = logging.getLogger("livegate.accounting")
@@ -22,8 +25,11 @@ log = logging.getLogger("livegate.accounting")
 
 class SpendWriter:
     def __init__(self, store: Store, *, interval: float = 0.5, max_rows: int = 10_000, batch_rows: int = 500,
-                 on_flushed: Callable[[dict[str, float]], None] | None = None) -> None:
+                 on_flushed: Callable[[dict[str, float]], None] | None = None, outage: StoreOutage | None = None,
+                 spill_dir: str | None = None) -> None:
         self.store = store
+        self.outage = outage or StoreOutage()
+        self.spill_dir = spill_dir  # None: nowhere to save rows at shutdown (an in-memory store)
         self.interval = interval
         self.max_rows = max_rows
         self.batch_rows = batch_rows
@@ -35,6 +41,7 @@ class SpendWriter:
         self._task: asyncio.Task[None] | None = None
         self._writing = asyncio.Lock()  # one batch at a time: a flush returns after any batch in flight
         self.dropped = 0
+        self._drops_logged = False
         self.error: str | None = None  # the current outage, None when writes succeed
         self.error_since: float | None = None
         self.written_rows = 0
@@ -48,8 +55,7 @@ class SpendWriter:
     def add_log(self, row: dict[str, Any]) -> None:
         if len(self._logs) >= self.max_rows:
             self._logs.popleft()
-            self.dropped += 1
-            log.error("spend store backlog full (%d rows): dropped the oldest spend log row", self.max_rows)
+            self._dropped_one()
         self._logs.append(row)
         if len(self._logs) >= self.batch_rows:
             self._wake.set()
@@ -67,18 +73,44 @@ class SpendWriter:
         self._task = asyncio.create_task(self._run(), name="livegate-spend-writer")
 
     async def stop(self, timeout: float = 10.0) -> None:
-        """Stop the loop and write what is queued (retrying until `timeout`)."""
+        """Stop the loop and write what is queued: retrying until `timeout` while the store works, one try when
+        it is known to be down (a shutdown is not held for an outage); the rest goes to a spill file."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
         deadline = time.monotonic() + timeout
-        while self.backlog and time.monotonic() < deadline:
+        tries = 0
+        while self.backlog and time.monotonic() < deadline and not (tries and self.outage.down):
+            tries += 1
             if not await self.flush():
                 await asyncio.sleep(0.2)
         if self.backlog:
-            log.error("spend store unreachable at shutdown: %d queued spend rows not written", self.backlog)
+            self._spill()
+
+    def _spill(self) -> None:
+        spend, logs, rows = dict(self._spend), list(self._logs), self.backlog
+        if not self.spill_dir:
+            log.error("spend store unreachable at shutdown: %d queued spend rows not written (no spill folder: "
+                      "the store is in memory)", rows)
+            return
+        try:
+            path = write_spill(self.spill_dir, self.store.db.identity, spend, logs)
+        except OSError as exc:
+            log.error("spend store unreachable at shutdown and the spill folder %s is not writable (%s): %d queued "
+                      "spend rows lost", self.spill_dir, exc.strerror or type(exc).__name__, rows)
+            return
+        self._spend.clear()
+        self._logs.clear()
+        log.warning("spend store unreachable at shutdown: %d queued spend rows saved to %s, written at the next "
+                    "start", rows, path)
+
+    def _dropped_one(self) -> None:
+        self.dropped += 1
+        if not self._drops_logged:  # once until writes succeed again: the count is in readiness and metrics
+            self._drops_logged = True
+            log.error("spend store backlog full (%d rows): dropping the oldest spend log rows", self.max_rows)
 
     async def _run(self) -> None:
         delay = self.interval
@@ -111,15 +143,15 @@ class SpendWriter:
             self._logs.extendleft(reversed(logs))
             while len(self._logs) > self.max_rows:
                 self._logs.popleft()
-                self.dropped += 1
+                self._dropped_one()
             if self.error is None:
                 self.error_since = time.time()
-                log.error("spend store write failed, will retry (%d rows queued): %s", self.backlog, exc)
-            self.error = str(exc)
+            self.error = str(exc) or type(exc).__name__
+            self.outage.failed("writing spend", exc, f"{self.backlog} rows queued, retried with backoff")
             return False
-        if self.error is not None:
-            log.warning("spend store writes recovered after %.1f s", time.time() - (self.error_since or 0))
         self.error = self.error_since = None
+        self._drops_logged = False
+        self.outage.recovered(self.backlog)
         self.written_rows += len(logs)
         if self.on_flushed is not None:
             self.on_flushed(spend)  # the key cache now holds it: stop counting it as in flight

@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import operator
 import re
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -191,6 +192,11 @@ def _compile_node(node: dict[str, Any]) -> Compiled:
         parts = [_compile_node(child) for child in children]
         return lambda rt, value: None if value is None else [part(rt, value) for part in parts]
     return lambda rt, value: rt.interpreter.visit(node, value)
+
+
+def compile_node(node: dict[str, Any]) -> Compiled:
+    """A node of an `Expression.ast` compiled on its own (mapping/plan.py evaluates a `when` part by part)."""
+    return _compile_node(node)
 
 
 def _compile_field_path(keys: tuple[str, ...]) -> Compiled:
@@ -416,10 +422,18 @@ def _compile_object(doc: Located, path: Path_, value: dict[str, Any]) -> Build:
                 built[key] = part if how is _KEPT else _copy(part)
         return built
 
+    _OBJECT_FIELDS[build] = {key: part for key, how, part in fields if how is _BUILT}
     return build
 
 
 _KEPT, _COPIED, _BUILT = 0, 1, 2
+# An object template's built fields by key (mapping/wire.py serialises them itself), for as long as it lives.
+_OBJECT_FIELDS: weakref.WeakKeyDictionary[Build, dict[str, Build]] = weakref.WeakKeyDictionary()
+
+
+def object_fields(build: Build) -> dict[str, Build] | None:
+    """The built (non-constant) fields of an object template by key; None for any other template."""
+    return _OBJECT_FIELDS.get(build)
 
 
 def _compile_list(doc: Located, path: Path_, value: list[Any]) -> Build:

@@ -26,10 +26,24 @@ _URLSAFE_TO_STD = str.maketrans("-_", "+/")
 
 
 class RandomIds:
-    """Unguessable ids in OpenAI's `prefix_...` style; cheap, since every event gets one."""
+    """Unguessable ids in OpenAI's `prefix_...` style (20 hex digits of the OS's randomness, as
+    `secrets.token_hex(10)` gives); cheap, since every event gets one: the randomness is read 4 KB at a time,
+    not with a system call per id. The pool is per object (per session)."""
+
+    __slots__ = ("_at", "_pool")
+    _DIGITS = 20
+    _POOL_BYTES = 4096
+
+    def __init__(self) -> None:
+        self._pool = ""
+        self._at = 0
 
     def new(self, prefix: str) -> str:
-        return f"{prefix}_{secrets.token_hex(10)}"
+        at = self._at
+        if at + self._DIGITS > len(self._pool):
+            self._pool, at = secrets.token_bytes(self._POOL_BYTES).hex(), 0
+        self._at = at + self._DIGITS
+        return f"{prefix}_{self._pool[at:at + self._DIGITS]}"
 
 
 class SequentialIds:
@@ -43,10 +57,21 @@ class SequentialIds:
         return f"{prefix}_{next(counter):03d}"
 
 
+_STANDARD = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+
+
 def b64_standard(data: str) -> str:
-    """Base64 in the standard alphabet with padding, whichever alphabet or padding came in."""
+    """Base64 in the standard alphabet with padding, whichever alphabet or padding came in, and canonical:
+    the bits of the last character that encode no byte are zero (lenient decoders ignore them, strict ones
+    such as Gemini's types refuse them; the bytes are the same)."""
     if "-" in data or "_" in data:
         data = data.translate(_URLSAFE_TO_STD)
+    body = len(data.rstrip("="))
+    unused = (0, 0, 0b1111, 0b11)[body % 4]  # 2 chars carry 1 byte (4 spare bits), 3 chars 2 bytes (2)
+    if unused:
+        index = _STANDARD.find(data[body - 1])
+        if index & unused:
+            data = data[:body - 1] + _STANDARD[index & ~unused] + data[body:]
     missing = -len(data) % 4
     return data + "=" * missing if missing else data
 

@@ -31,7 +31,9 @@ if TYPE_CHECKING:
 def build_accounting(config: Config, models: ModelTable | None = None) -> Accounting:
     store = Store(open_database(config.store.database_url, config.store.path))
     accounting = Accounting(store, PriceTable.load(), master_key=config.master_key,
-                            poll_interval=config.store.poll_seconds, max_buffered_rows=config.store.max_buffered_rows)
+                            poll_interval=config.store.poll_seconds, max_buffered_rows=config.store.max_buffered_rows,
+                            spill_dir=config.store.spill_directory(),
+                            admit_when_unavailable=config.store.admit_when_unavailable)
     # The simulator is charged like the model it imitates (mappings/models.yaml `price`); an id also served by
     # a real provider keeps that provider's price (unknown stays unknown).
     real = {short_model_id(r.model_id) for r in config.routes if r.provider != "simulator"}

@@ -29,7 +29,10 @@ from livegate.server.deployment_health import add_deployment_health_route
 from livegate.server.hygiene import install_log_filters
 from livegate.server.passthrough import add_passthrough_routes
 from livegate.server.realtime import RealtimeSession
+from livegate.server.realtime_route import RealtimeRoute, SessionSocket
+from livegate.server.reconnect import take_over
 from livegate.server.serving import configure as configure_http
+from livegate.takeover.service import Takeover
 from livegate.translation.capabilities import shipped_table
 from livegate.translation.resumption import ResumptionPolicy
 from livegate.translation.translator import Translator
@@ -56,6 +59,7 @@ class Gateway:
     simulator_url: str | None = None
     resumption: ResumptionPolicy | None = None  # mappings/resumption.yaml
     detached: dict[str, RealtimeSession] = field(default_factory=dict)  # sessions awaiting their client
+    takeover: Takeover = field(init=False)  # sessions in the shared store, the drain (livegate/takeover/)
 
 
 def _needs_simulator(config: Config) -> bool:
@@ -68,13 +72,18 @@ def create_app(config: Config, mappings: Mappings | None = None, *, simulator_ch
     gateway = Gateway(config, mappings, ClientEventValidator(max_frame_bytes=config.max_client_frame_bytes),
                       accounting, Pools(config, mappings.models, registry=accounting.metrics.registry))
     gateway.resumption = gateway.mappings.resumption or ResumptionPolicy.load()
+    gateway.takeover = Takeover(gateway.accounting.store.db, gateway.accounting.instance_id,
+                                grace_s=config.reattach_grace_s, drain_timeout_s=config.drain_timeout_s)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if not config.master_key:
             log.warning("no general_settings.master_key configured: this gateway is open to anyone who can reach it")
+        log.info("event loop: %s", "uvloop" if type(asyncio.get_running_loop()).__module__.startswith("uvloop")
+                 else "asyncio")  # uvloop when installed (the `uvloop` extra): docs/internals/performance.md
         await gateway.accounting.start()  # the spend store; stopped (queued spend flushed) on SIGTERM below
         log.info("spend store: %s", gateway.accounting.store.db.description)
+        await gateway.takeover.start()  # sessions' state in the same store, for another instance to take over
         simulator = None
         if _needs_simulator(config):
             from livegate.simulator import GeminiLiveSimulator
@@ -93,12 +102,19 @@ def create_app(config: Config, mappings: Mappings | None = None, *, simulator_ch
             await app.state.webrtc_calls.hang_up_all()  # calls end (their spend rows queued) before the store stops
             if simulator is not None:
                 await simulator.stop()
+            await gateway.takeover.stop()  # what sessions queued is written before the store closes
             await gateway.accounting.stop()
 
     # No /docs, /redoc or /openapi.json: they would describe the gateway to anyone, without a key.
     app = FastAPI(title="livegate", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
                   openapi_url=None)
     app.state.gateway = gateway
+
+    async def realtime(ws: WebSocket, session_ws: SessionSocket) -> None:
+        await _realtime(ws, gateway, session_ws)
+
+    # /v1/realtime (and /realtime, LiteLLM's path) bypass FastAPI's router: realtime_route.py says why.
+    app.add_middleware(RealtimeRoute, paths=REALTIME_PATHS, handler=realtime)
     app.add_middleware(ExposeTransportAbort)
     install_log_filters()
     configure_http(config)
@@ -110,17 +126,13 @@ def create_app(config: Config, mappings: Mappings | None = None, *, simulator_ch
         """A browser client: mic in, audio out, transcripts, the event log (README: Playground)."""
         return HTMLResponse(_PLAYGROUND.read_text())
 
-    @app.websocket("/v1/realtime")
-    @app.websocket("/realtime")
-    async def realtime(ws: WebSocket) -> None:
-        await _realtime(ws, gateway)
-
     add_passthrough_routes(app, gateway)
     add_accounting_routes(app, gateway)
     app.state.webrtc_calls = add_webrtc_routes(app, gateway)  # POST /v1/realtime/calls (livegate/webrtc/)
     return app
 
 
+REALTIME_PATHS = frozenset({"/v1/realtime", "/realtime"})
 # The model name a `?intent=transcription` URL without `?model=` is routed by (OpenAI's transcription model).
 TRANSCRIPTION_MODEL = "gpt-4o-transcribe"
 
@@ -168,12 +180,14 @@ def session_translator(gateway: Gateway, route: ModelRoute, model: str, provider
     # With no header, LiteLLM compatibility starts in beta (LiteLLM's clients speak it); either way the
     # first session.update's shape may still switch the dialect.
     return Translator(gateway.mappings, dialect="beta" if beta or compat else "ga", context=context,
-                      validator=gateway.validator, sniff_dialect=not beta, ledger=grant.meter)
+                      validator=gateway.validator, sniff_dialect=not beta, ledger=grant.meter,
+                      wire=True)  # audio deltas and the like as pre-serialised JSON (mapping/wire.py)
 
 
-async def _realtime(ws: WebSocket, gateway: Gateway) -> None:
+async def _realtime(ws: WebSocket, gateway: Gateway, session_ws: SessionSocket) -> None:
+    """The handshake on `ws` (Starlette's WebSocket); once accepted, the session runs on `session_ws`."""
     offered = list(ws.scope.get("subprotocols") or [])
-    who = await auth.principal(gateway, auth.client_key(ws.headers, offered), route="/v1/realtime")
+    who = await auth.principal(gateway, auth.client_key(ws.headers, offered), route="/v1/realtime", realtime=True)
     if isinstance(who, Refusal):
         await _refuse(ws, who)
         return
@@ -194,7 +208,7 @@ async def _realtime(ws: WebSocket, gateway: Gateway) -> None:
     assert route is not None and model is not None
     reattaching = ws.query_params.get("session_id")
     if reattaching is not None:
-        await _reattach(ws, gateway, who, model, reattaching, offered)
+        await _reattach(ws, gateway, who, model, route, reattaching, offered, session_ws)
         return
     grant = await auth.admit(gateway, who, route="/v1/realtime", model_route=route, model=model, headers=ws.headers)
     if isinstance(grant, Refusal):
@@ -213,25 +227,30 @@ async def _realtime(ws: WebSocket, gateway: Gateway) -> None:
         await placement.release()
         await grant.finish(None, "failure", "handshake failed")
         raise
-    await RealtimeSession(ws, translator, provider, model, gateway.config.timeouts, grant=grant,
+    await RealtimeSession(session_ws, translator, provider, model, gateway.config.timeouts, grant=grant,
                           policy=gateway.resumption, detached=gateway.detached,
                           reattach_grace_s=gateway.config.reattach_grace_s, placement=placement,
-                          watchdog=gateway.config.watchdog).run()
+                          watchdog=gateway.config.watchdog, takeover=gateway.takeover,
+                          keeper=gateway.takeover.keeper(grant.principal.opener, model, grant.session_id)).run()
 
 
-async def _reattach(ws: WebSocket, gateway: Gateway, who: Principal, model: str, session_id: str,
-                    offered: list[str]) -> None:
-    """A client whose connection dropped takes its session back (`?session_id=`). Only the key that opened
-    the session (or the master key) may; the session's own admission and accounting carry on."""
+async def _reattach(ws: WebSocket, gateway: Gateway, who: Principal, model: str, route: ModelRoute,
+                    session_id: str, offered: list[str], session_ws: SessionSocket) -> None:
+    """A client whose connection dropped takes its session back (`?session_id=`). Only the key or client
+    secret that opened the session (or the master key) may (Principal.may_reattach); the session's own
+    admission and accounting carry on. A session this process does not hold is taken over from the shared
+    store (server/reconnect.py), under the same rule (Principal.opener)."""
     session = gateway.detached.get(session_id)
-    owner = session.grant.principal if session is not None and session.grant is not None else None
-    if session is None or session.model != model or (
-            owner is not None and who.kind != "master" and who.token_hash != owner.token_hash):
+    if session is None:
+        await take_over(ws, gateway, who, model, route, session_id, _chosen_subprotocol(offered))
+        return
+    owner = session.grant.principal if session.grant is not None else None
+    if session.model != model or (owner is not None and not who.may_reattach(owner)):
         await _refuse(ws, Refusal(404, f"No session '{session_id}' is waiting for its client on this gateway "
                                        "(it ended, or its reattach grace period passed).", "session_not_found"))
         return
     await ws.accept(subprotocol=_chosen_subprotocol(offered))
-    await session.reattach(ws)
+    await session.reattach(session_ws)
 
 
 def _chosen_subprotocol(offered: list[str]) -> str | None:

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from livegate.accounting.gate import Grant, Principal, Refusal
 from livegate.config import Config, ModelRoute
+from livegate.takeover.service import DRAINING
 
 if TYPE_CHECKING:
     from livegate.server.app import Gateway
@@ -51,10 +52,13 @@ def refusal(config: Config, key: str | None) -> tuple[int, str] | None:
 # --- virtual keys, client secrets and limits (engine/livegate/accounting) ---------------------------------------------
 
 
-async def principal(gateway: Gateway, key: str | None, route: str | None = None) -> Principal | Refusal:
+async def principal(gateway: Gateway, key: str | None, route: str | None = None, *,
+                    realtime: bool = False) -> Principal | Refusal:
     """Who a key is: the master key, a virtual key (maybe through a client secret), or anyone on an open
-    gateway. A Refusal (401, 403, 503) otherwise, kept among the recent errors of `route` when one is named."""
-    who = await gateway.accounting.principal(key)
+    gateway. A Refusal (401, 403, 503) otherwise, kept among the recent errors of `route` when one is named.
+    Client secrets are refused unless `realtime`: only the routes that open realtime sessions for a browser
+    (/v1/realtime, WebRTC) pass it."""
+    who = await gateway.accounting.principal(key, realtime=realtime)
     if isinstance(who, Refusal) and route is not None:
         gateway.accounting.record_refusal(route, None, key, who)
     return who
@@ -63,7 +67,11 @@ async def principal(gateway: Gateway, key: str | None, route: str | None = None)
 async def admit(gateway: Gateway, who: Principal, *, route: str, model_route: ModelRoute | None = None,
                 model: str | None = None, upstream_model: str | None = None, headers: Mapping[str, str] | None = None,
                 session: bool = True) -> Grant | Refusal:
-    """Admit a session (or a REST call): model allowed, budget left, rpm and parallel-session limits."""
+    """Admit a session (or a REST call): model allowed, budget left, rpm and parallel-session limits. A
+    draining gateway admits no new session (REST calls are short: they are still served)."""
+    if session and gateway.takeover.draining:
+        gateway.accounting.metrics.refusals.labels(route, DRAINING.code).inc()
+        return DRAINING
     return await gateway.accounting.admit(
         who, route=route, model=model, upstream_model=upstream_model or (model_route.model_id if model_route else None),
         model_info=model_route.model_info if model_route else None, headers=headers, session=session,

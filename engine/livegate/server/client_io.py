@@ -5,19 +5,24 @@
   It uses no more of the socket than `receive`, `send_text` and `close`, so any WebSocket-like adapter fits.
 - `send_within`: a write that a client which stopped reading cannot block forever. uvicorn applies
   backpressure (a send waits while the socket buffer is full), so memory stays bounded, but the wait has
-  no end: after `timeout` seconds the client is taken as gone (`ClientStalled`).
+  no end: after `timeout` seconds the client is taken as gone (`ClientStalled`). A write into a transport
+  with nothing buffered cannot wait (flow control pauses only a full buffer), so it goes out without the
+  deadline, whose timer would be armed and cancelled for every event for nothing. (Were that ever wrong, the
+  wait would still end: uvicorn's keepalive pings close a connection that does not answer.)
 - `abort_client`: drop such a client's TCP connection at once. A close frame cannot reach it (it would
   wait behind the unread data), and uvicorn would otherwise keep the socket until the peer reads.
 - `fair_turn`: hand the event loop to other sessions between frames. Awaiting a socket that already
   has data buffered does not yield, so a relay loop fed by a fast peer would run for as long as the
   peer keeps ahead, and every other session (and `/health`) would wait.
-- `ExposeTransportAbort`: the ASGI middleware that makes `abort_client` possible under uvicorn.
+- `ExposeTransportAbort`: the ASGI middleware that makes `abort_client` (and the buffer check) possible under
+  uvicorn.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -25,6 +30,7 @@ import orjson
 from livegate.close_codes import CLIENT_TOO_SLOW, RETRIED_BY_OPENAI_SDK, close_reason
 
 ABORT_KEY = "livegate.abort"
+TRANSPORT_KEY = "livegate.transport"  # the connection's asyncio transport, for its write buffer's size
 MAX_HELD_CLIENT_EVENTS = 5000  # events for a detached client, oldest dropped beyond
 CLIENT_LEFT = "client disconnected"
 
@@ -65,6 +71,7 @@ class ClientLink:
 
     def __init__(self, ws: Any, write_timeout: float, reattach_grace_s: float = 0.0) -> None:
         self.ws = ws
+        self._transport = _transport_of(ws)
         self.write_timeout = write_timeout
         self.reattach_grace_s = reattach_grace_s
         self.ended: tuple[int, str] | None = None  # how the client's connection ended: (close code, reason)
@@ -76,19 +83,24 @@ class ClientLink:
         self._back = asyncio.Event()
         self._released: asyncio.Future[None] | None = None  # resolved when the session is done with a `ws`
 
-    async def send(self, messages: list[dict[str, Any]]) -> None:
-        """Send events in order. Never raises: a client that stopped reading is dropped (1008), one that
-        is gone is held for (with a reattach grace period) or dropped; the receiving side sees the end."""
+    async def send(self, messages: list[dict[str, Any] | str]) -> None:
+        """Send events (dicts, or JSON text already) in order. Never raises: a client that stopped reading is
+        dropped (1008), one that is gone is held for (with a reattach grace period) or dropped; the receiving
+        side sees the end."""
         async with self._lock:
             for message in messages:
                 if self._gone:
                     return
-                text = orjson.dumps(message).decode()
+                text = message if isinstance(message, str) else orjson.dumps(message).decode()
                 if self.away:
                     self._hold(text)
                     continue
                 try:
-                    await send_within(self.ws, text, self.write_timeout)
+                    transport = self._transport
+                    if transport is not None and not transport.get_write_buffer_size():
+                        await self.ws.send_text(text)  # nothing buffered: this write cannot wait
+                    else:
+                        await send_within(self.ws, text, self.write_timeout)
                 except ClientStalled as exc:  # connected but not reading: dropped, never reattached
                     log.info("dropping a client that stopped reading: %s", exc)
                     abort_client(self.ws)
@@ -121,10 +133,12 @@ class ClientLink:
 
     # -- reattach ----------------------------------------------------------------------------------
 
-    async def wait_for_return(self, registry: dict[str, Any] | None, session_id: str | None, session: Any) -> bool:
+    async def wait_for_return(self, registry: dict[str, Any] | None, session_id: str | None, session: Any,
+                              away: Callable[[bool], None] | None = None) -> bool:
         """After the client's connection dropped in a way the openai SDK retries: keep the session (listed in
         `registry` under `session_id`) for the grace period, for the client to take it over (`?session_id=`).
-        True when it did; the events it missed are sent first."""
+        True when it did; the events it missed are sent first. `away` hears when the wait starts (True) and
+        when the client is back (False)."""
         self.release()
         ended = self.ended
         if (registry is None or not session_id or self.reattach_grace_s <= 0 or ended is None
@@ -135,6 +149,8 @@ class ClientLink:
         self.away, self.ended, self._gone = True, None, False
         self._back.clear()
         registry[session_id] = session
+        if away is not None:
+            away(True)
         try:
             async with asyncio.timeout(self.reattach_grace_s):
                 await self._back.wait()
@@ -145,6 +161,8 @@ class ClientLink:
             registry.pop(session_id, None)
         if self.ended is not None:  # the session ended while the client was away
             return False
+        if away is not None:
+            away(False)
         async with self._lock:
             held, self._held = self._held, []
             try:
@@ -156,10 +174,24 @@ class ClientLink:
         self.reattaches += 1
         return True
 
+    async def send_frames(self, frames: list[str]) -> None:
+        """Send already-encoded events first (those a client taken over from another instance missed)."""
+        async with self._lock:
+            try:
+                for text in frames:
+                    await send_within(self.ws, text, self.write_timeout)
+            except Exception:
+                self._gone = True
+
+    def held_frames(self) -> list[str] | None:
+        """The events held for a client that is away (None when it is connected)."""
+        return list(self._held) if self.away else None
+
     async def come_back(self, ws: Any) -> None:
         """A reconnecting client takes the session over; returns when the session is done with `ws`."""
         self._released = asyncio.get_running_loop().create_future()
         self.ws = ws
+        self._transport = _transport_of(ws)
         self._back.set()
         await self._released
 
@@ -174,8 +206,15 @@ class ClientLink:
             del self._held[0]
 
 
+def _transport_of(ws: Any) -> Any:
+    """The client connection's transport, when the server exposed one (ExposeTransportAbort)."""
+    transport = getattr(ws, "scope", {}).get(TRANSPORT_KEY)
+    return transport if callable(getattr(transport, "get_write_buffer_size", None)) else None
+
+
 class ExposeTransportAbort:
-    """Puts the connection's `transport.abort` into WebSocket scopes (under `ABORT_KEY`).
+    """Puts the connection's `transport.abort` into WebSocket scopes (under `ABORT_KEY`), and the transport
+    itself (under `TRANSPORT_KEY`).
 
     ASGI offers no way to drop a connection whose peer stopped reading; uvicorn's `send` is a method of
     its protocol object, which owns the transport. Under another server the key is simply absent."""
@@ -189,4 +228,5 @@ class ExposeTransportAbort:
             abort = getattr(transport, "abort", None)
             if abort is not None:
                 scope[ABORT_KEY] = abort
+                scope[TRANSPORT_KEY] = transport
         await self.app(scope, receive, send)

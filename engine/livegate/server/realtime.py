@@ -6,8 +6,10 @@ open or close a Gemini connection, ask an MCP server, answer an out-of-band resp
 generateContent call, close the client). A timer's expiry, an MCP server's
 answer and a connection's opening, failure or close are inputs too. A client whose connection drops may
 take its session back within `reattach_grace_s` (`?session_id=`; client_io.py holds its events meanwhile).
-Read loops hand the event loop to other sessions after every frame, so a flooding peer cannot starve the
-gateway.
+With a `Keeper` (takeover/), the core's snapshots go to the shared store in the background, so that another
+instance can take the session over; `drain` closes it (1012) at its next rest, and a session restored from
+the store starts with `take_over` instead of `start`. Read loops hand the event loop to other sessions after
+every frame, so a flooding peer cannot starve the gateway.
 """
 
 from __future__ import annotations
@@ -23,10 +25,11 @@ from typing import Any
 from websockets.exceptions import ConnectionClosed
 
 from livegate.accounting.gate import Grant
-from livegate.close_codes import INTERNAL_ERROR, NORMAL
+from livegate.close_codes import INTERNAL_ERROR, NORMAL, REFUSAL_BASE
 from livegate.config import Timeouts
 from livegate.mcp.client import McpClients
 from livegate.server.client_io import ClientLink, fair_turn
+from livegate.takeover.service import Keeper, Takeover
 from livegate.translation.commands import (
     CloseClient,
     CloseUpstream,
@@ -35,6 +38,7 @@ from livegate.translation.commands import (
     McpRequest,
     OpenUpstream,
     SetTimer,
+    StoreSession,
     Timer,
 )
 from livegate.translation.resumption import ResumptionPolicy
@@ -53,7 +57,8 @@ class RealtimeSession:
     def __init__(self, ws: Any, translator: Translator, provider: Provider, model: str,
                  timeouts: Timeouts | None = None, grant: Grant | None = None,
                  policy: ResumptionPolicy | None = None, *, detached: dict[str, RealtimeSession] | None = None,
-                 reattach_grace_s: float = 0.0, placement: Placement | None = None,
+                 reattach_grace_s: float = 0.0, placement: Placement | None = None, takeover: Takeover | None = None,
+                 keeper: Keeper | None = None, missed: list[str] | None = None,
                  watchdog: WatchdogSettings | None = None) -> None:
         self.grant = grant  # accounting: usage, cost, limits (None: not metered)
         self.timeouts = timeouts or Timeouts()
@@ -62,7 +67,10 @@ class RealtimeSession:
         if placement is not None:
             placement.watch(translator.usage)  # its tokens count against the deployment's tpm
         self.core = SessionCore(translator, policy, stall_after_s=self.timeouts.upstream_stall_s, observer=grant,
-                                relocations=placement.alternatives if placement is not None else 0, watchdog=watchdog)
+                                relocations=placement.alternatives if placement is not None else 0,
+                                checkpoints=keeper is not None, watchdog=watchdog)
+        self.takeover, self.keeper = takeover, keeper  # the shared store (None: the session lives here only)
+        self.missed = missed  # a session taken over from the store: None for a new one, else the events to replay
         self.client = ClientLink(ws, self.timeouts.client_write_s, reattach_grace_s)
         self._detached = detached  # the gateway's registry of sessions awaiting their client, by session id
         self._links: dict[int, UpstreamConnection] = {}
@@ -75,14 +83,20 @@ class RealtimeSession:
     async def run(self) -> None:
         if self.grant is not None:
             self._spawn(self._enforce_limits)
+        if self.takeover is not None:
+            self.takeover.attach(self, self.keeper)
         try:
-            await self._write(self.core.start())
-            fixed = self.grant.fixed_session(self.core.dialect) if self.grant is not None else None
-            if fixed:  # a client secret's session applies from the start
-                await self._write(self.core.client_frame({"type": "session.update", "session": fixed}))
+            if self.missed is not None:  # taken over: the events its client missed, then Gemini again
+                await self.client.send_frames(self.missed)
+                await self._write(self.core.take_over())
+            else:
+                await self._write(self.core.start())
+                fixed = self.grant.fixed_session(self.core.dialect) if self.grant is not None else None
+                if fixed:  # a client secret's session applies from the start
+                    await self._write(self.core.client_frame({"type": "session.update", "session": fixed}))
             while True:
                 await self._read_client()
-                if not await self.client.wait_for_return(self._detached, self.core.session_id, self):
+                if not await self.client.wait_for_return(self._detached, self.core.session_id, self, self._away):
                     break
         except Exception:
             if self.client.ended is None:
@@ -103,6 +117,10 @@ class RealtimeSession:
             self.client.release()
             if self.placement is not None:
                 await self.placement.release()
+            if self.takeover is not None:
+                self.takeover.detach(self)
+            if self.keeper is not None:
+                self.keeper.ended()
             code, reason = self.client.ended or (NORMAL, "")
             log.info("session_end %s", json.dumps({
                 "model": self.model, "backend": self.provider.backend, "dialect": self.core.dialect,
@@ -115,6 +133,24 @@ class RealtimeSession:
     async def reattach(self, ws: Any) -> None:
         """A reconnecting client takes the session over; returns when the session is done with `ws`."""
         await self.client.come_back(ws)
+
+    async def drain(self, deadline: float) -> None:
+        """The gateway drains, or another instance asked for this detached session: stored and closed (1012)
+        at its next rest, at the latest at `deadline` (time.monotonic)."""
+        await self._write(self.core.drain(deadline))
+
+    def taken_over(self) -> None:
+        """Another instance took this session over for another client: this one ends (session_in_use)."""
+        self._spawn(self._lost)
+
+    async def _lost(self) -> None:
+        await self._write(self.core.stop("Another client connection took this session over.", "session_in_use",
+                                         REFUSAL_BASE + 409))
+
+    def _away(self, away: bool) -> None:
+        """The client dropped (True; the session waits for it) or came back (False): the store says so."""
+        if self.keeper is not None:
+            self.keeper.detached() if away else self.keeper.attached()
 
     # -- reading -----------------------------------------------------------------------------------
 
@@ -193,6 +229,12 @@ class RealtimeSession:
                 self._spawn(self._ask_mcp, command)  # the session goes on while the MCP server answers
             case GenerateRequest():
                 self._spawn(self._generate, command)  # an out-of-band answer, beside the live session
+            case StoreSession(snapshot, release=False):
+                if self.keeper is not None:
+                    self.keeper.store(snapshot)  # written in the background
+            case StoreSession(snapshot):
+                if self.keeper is not None:  # stored before the client is closed (the next command)
+                    await self.keeper.release(snapshot, self.client.held_frames())
 
     async def _open(self, command: OpenUpstream) -> None:
         connecting = time.monotonic()

@@ -81,6 +81,7 @@ def uvicorn_options(config: Config) -> dict[str, Any]:
     configure(config)
     return {
         "ws": "websockets-sansio",
+        "loop": "auto",  # uvloop where it is installed (the `uvloop` extra), asyncio's own loop otherwise
         "ws_max_size": config.max_client_frame_bytes + 1024 * 1024,
         # Off by default: base64 audio barely compresses and deflate costs ~30 µs per chunk each way.
         "ws_per_message_deflate": config.client_compression,

@@ -11,6 +11,8 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from livegate.translation.snapshot import Snapshot
+
 
 class Timer(enum.Enum):
     """The session's timers. The pump arms one per name; its expiry is an input (`SessionCore.timer_expired`)."""
@@ -23,6 +25,7 @@ class Timer(enum.Enum):
     SWITCH_DEADLINE = "switch_deadline"  # no turn boundary before goAway's deadline (resumption.yaml), or a
     # reconfiguration waited handle_wait_s at a turn boundary for a usable handle
     RECONNECT = "reconnect"  # a new connection that could not be opened is tried again (retry_after_s)
+    DRAIN = "drain"  # the gateway drains: the session's turn boundary is awaited until drain_timeout_s
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +95,17 @@ class GenerateRequest:
     body: dict[str, Any] = field(repr=False)
 
 
-Command = SetTimer | OpenUpstream | CloseUpstream | CloseClient | McpRequest | GenerateRequest
+@dataclass(frozen=True, slots=True)
+class StoreSession:
+    """Keep `snapshot` in the shared store, for another instance to take the session over (takeover/). The
+    pump hands it to a background writer (nothing waits on the audio path); with `release` it waits until the
+    state is written, and the session is let go: the next command closes the client."""
+
+    snapshot: Snapshot
+    release: bool = False
+
+
+Command = SetTimer | OpenUpstream | CloseUpstream | CloseClient | McpRequest | GenerateRequest | StoreSession
 
 
 @dataclass(frozen=True, slots=True)

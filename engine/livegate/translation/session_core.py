@@ -19,9 +19,12 @@ Inputs (each returns an `Output`: client messages, Gemini messages for `Output.l
     mcp_result(request, result)      an MCP request the core commanded (McpRequest) finished
     side_result(request, event)      an out-of-band response's side call (GenerateRequest) streamed
     stop(message, code, close_code)  accounting stopped the session
+    drain(deadline)                  the gateway drains (SIGTERM): close 1012 at the next turn boundary
+    take_over()                      a session restored from the store (takeover/) is carried on here
 
 Commands (translation/commands.py): SetTimer, OpenUpstream, CloseUpstream, CloseClient, McpRequest,
-GenerateRequest. Questions: the
+GenerateRequest, StoreSession (with `checkpoints`: a snapshot whenever the `checkpoint` or `between_turns`
+answer changes). Questions: the
 core reads the session state only through the named expressions of mappings/resumption.yaml, asked again
 only when a key they read changed, so an audio chunk costs two identity checks and no command.
 
@@ -39,7 +42,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from livegate.close_codes import BAD_GATEWAY, NORMAL
+from livegate.close_codes import BAD_GATEWAY, NORMAL, SERVICE_RESTART
 from livegate.mapping.expressions import truthy
 from livegate.translation.commands import (
     CloseClient,
@@ -48,17 +51,22 @@ from livegate.translation.commands import (
     McpRequest,
     OpenUpstream,
     SetTimer,
+    StoreSession,
     Timer,
     UpstreamFailure,
 )
 from livegate.translation.observer import SessionObserver
 from livegate.translation.resumption import InputQueue, ResumptionPolicy, duration_s
+from livegate.translation.snapshot import Snapshot
 from livegate.translation.translator import Output, Translator
 from livegate.translation.watchdog import RECOVERY_KINDS, Action, Failure, Ladder, WatchdogSettings
 
 log = logging.getLogger("livegate.session")
 
 _EARLY = 0.005  # a timer may fire this much before its deadline (the event loop's clock resolution)
+# A draining session at rest waits this long for the handle of the turn it just finished (Gemini sends it
+# right after turnComplete), so that another instance resumes instead of re-seeding.
+HANDLE_WAIT_S = 1.0
 _UNASKED = object()
 # What the client is told when the session's first connection cannot be opened: (message, error code).
 _FIRST_FAILURE = {
@@ -82,7 +90,7 @@ class _Opening:
 class SessionCore:
     def __init__(self, translator: Translator, policy: ResumptionPolicy | None = None, *,
                  stall_after_s: float = 10.0, clock: Callable[[], float] = time.monotonic,
-                 observer: SessionObserver | None = None, relocations: int = 0,
+                 observer: SessionObserver | None = None, relocations: int = 0, checkpoints: bool = False,
                  watchdog: WatchdogSettings | None = None) -> None:
         self.translator = translator
         self.policy = policy or translator.mappings.resumption or ResumptionPolicy.load()
@@ -118,6 +126,9 @@ class SessionCore:
         self._idle_since = 0.0
         self._user_idle_due: float | None = None
         self._recovery_mark: Any = None  # the handle when the session last recovered
+        self.checkpoints = checkpoints  # hand the pump a snapshot to store at each checkpoint (takeover/)
+        self._draining: float | None = None  # the drain deadline, while the gateway drains
+        self._rest_since = 0.0  # when the session last came to rest (no turn in flight)
         # The questions' answers, for the session state `_seen`; `_recheck` asks for a review regardless.
         self._questions = tuple(self.policy.questions.values())
         self._watched = frozenset().union(*(q.keys for q in self._questions))
@@ -137,6 +148,12 @@ class SessionCore:
     def session_id(self) -> str | None:
         value = self._answers.get("session_id")
         return value if isinstance(value, str) else None
+
+    def snapshot(self) -> Snapshot:
+        """The session's resumable state now, for another process to carry it on (takeover/)."""
+        config = self.translator.config
+        return Snapshot(self.session_id or "", self.translator.dialect, config.get("intent"),
+                        self.translator.resumable_state(), truthy(self._answers.get("between_turns")))
 
     def usage_summary(self) -> dict[str, Any]:
         """The session's token usage so far, by modality (the usage ledger's), for the session log line."""
@@ -299,6 +316,10 @@ class SessionCore:
             self._recovered("retried", f"attempt {retry.attempt + 2} at a new {retry.mode} connection")
             self._resume(out, retry.mode, cut=False, recovering=retry.recovering, old=retry.old,
                          attempt=retry.attempt + 1, relocate=retry.relocate)
+        elif timer is Timer.DRAIN:
+            self._check_drain(out, now)
+            if self._draining is not None and Timer.DRAIN not in self._armed:
+                self._arm(out, Timer.DRAIN, self._draining)
         return self._after(out)
 
     def mcp_result(self, request: McpRequest, result: dict[str, Any]) -> Output:
@@ -319,6 +340,33 @@ class SessionCore:
         self._stopped = True
         out = self.translator.server_error(message, code)
         self._close(out, close_code, message)
+        return self._after(out)
+
+    def drain(self, deadline: float) -> Output:
+        """The gateway drains (SIGTERM): at the session's next rest (at the latest at `deadline`, on the core's
+        clock) its state is stored and released for another instance, then the client is closed with 1012,
+        which the openai SDK answers by reconnecting (README's reconnect hook: the session is taken over)."""
+        out = Output()
+        if self.closing or self._draining is not None:
+            return out
+        self._draining = deadline
+        self._arm(out, Timer.DRAIN, deadline)
+        self._check_drain(out, self.now())
+        return self._after(out)
+
+    def take_over(self) -> Output:
+        """The session was restored from the store (`Translator.restore`) and its client came back through this
+        process. Gemini is reached again at once: through the handle when it covers the whole conversation,
+        else a fresh session re-seeded with it (lifecycle/upstream_resume). A snapshot taken with a turn in
+        flight cuts that turn: a response under way fails, and an answer asked for is asked for again."""
+        out = Output()
+        self._settle(out)
+        if truthy(self._answers.get("connected")):
+            mode = "handle" if self._handle_usable() and truthy(self._answers.get("handle_current")) else "fresh"
+            cut = not truthy(self._answers.get("between_turns"))
+            self._queue = InputQueue(self.policy.queue_audio_ms)
+            self.observer.switch_started(mode, cut, "takeover")
+            self._resume(out, mode, cut=cut, recovering=True, old=None)
         return self._after(out)
 
     # -- after every input -------------------------------------------------------------------------
@@ -396,7 +444,13 @@ class SessionCore:
             self.observer.turn_boundary()
         if (self.recoveries or self.relocations) and answers["handle"] != self._recovery_mark:
             self.recoveries = self.relocations = 0  # the recovered connection completed a turn
+        if "between_turns" in changed and truthy(answers["between_turns"]):
+            self._rest_since = now
+        if self.checkpoints and not self.closing and ("checkpoint" in changed or "between_turns" in changed):
+            out.command(StoreSession(self.snapshot()))
         self._check_switch(out)
+        if self._draining is not None:
+            self._check_drain(out, now)
 
     def _check_switch(self, out: Output) -> None:
         """Start the move a goAway (or a session.update needing a new setup) asked for, at a turn boundary;
@@ -447,6 +501,24 @@ class SessionCore:
             return max(self._last_frame, self._owed_since) + self.watchdog.stall_timeout_s
         assert self._pending_since is not None
         return max(self._last_frame, self._pending_since) + self.stall_after_s
+
+    def _check_drain(self, out: Output, now: float) -> None:
+        """While draining: store, release and close (1012) once at rest, or at the deadline whatever the turn.
+        At rest with a handle older than the last turn, its successor is awaited for HANDLE_WAIT_S first."""
+        if self._draining is None or self.closing:
+            return
+        if now + _EARLY < self._draining:
+            if self._opening is not None or not truthy(self._answers.get("between_turns")):
+                return  # a turn in flight, or a connection opening: its end is awaited
+            if self.link is not None and not truthy(self._answers.get("handle_current")):
+                handle_due = self._rest_since + HANDLE_WAIT_S
+                if now + _EARLY < handle_due:
+                    self._arm(out, Timer.DRAIN, min(handle_due, self._draining))
+                    return
+        self._draining = None
+        self._disarm(out, Timer.DRAIN)
+        out.command(StoreSession(self.snapshot(), release=True))
+        self._close(out, SERVICE_RESTART, "livegate is restarting: reconnect to carry on the session")
 
     def _check_stall(self, out: Output, now: float) -> None:
         if self._pending_since is None or self.link is None or self._opening is not None or self.closing:

@@ -20,6 +20,7 @@ session-core.md tells the whole story.
     upstream_closed(code, why)  Gemini closed               -> lifecycle/upstream_closed.yaml
     upstream_resume(mode)       a new Gemini connection     -> lifecycle/upstream_resume.yaml
     watchdog(action, why)       a silent failure is acted on -> lifecycle/watchdog.yaml
+    restore(session, dialect)   a session another process stored (resumable_state), carried on here
 
 A frame's `usageMetadata` is read once, by the usage ledger (translation/usage.py), and the rules see that
 reading as `event.usage` (per-modality counts; shapes/usage.yaml makes OpenAI's usage of them).
@@ -50,6 +51,8 @@ from jmespath.exceptions import JMESPathError
 from livegate.mapping.expressions import EXPLICIT_NULL, Runtime, Scope, truthy
 from livegate.mapping.functions import Helpers, RandomIds, SequentialIds
 from livegate.mapping.loader import Mappings, Rule, RuleFile
+from livegate.mapping.plan import Planner, holds
+from livegate.mapping.wire import WireTemplate
 from livegate.translation.commands import Command, GenerateRequest, McpRequest
 from livegate.translation.errors import error_event
 from livegate.translation.observer import SessionObserver
@@ -68,7 +71,7 @@ class Output:
     rules logged (already written to livegate's log; kept here so tests can see them). The session core
     adds the commands for its pump (translation/commands.py) and the connection `upstream` is for."""
 
-    client: list[dict[str, Any]] = field(default_factory=list)
+    client: list[dict[str, Any] | str] = field(default_factory=list)  # str: JSON text (a wire template's)
     upstream: list[dict[str, Any]] = field(default_factory=list)
     log: list[str] = field(default_factory=list)
     commands: list[Command] | tuple[()] = ()
@@ -177,7 +180,8 @@ class Translator:
     def __init__(self, mappings: Mappings, *, dialect: str = "ga", context: dict[str, Any] | None = None,
                  validator: ClientEventValidator | None = None, deterministic: bool = False,
                  clock: Callable[[], float] = time.time, sniff_dialect: bool = False,
-                 ledger: UsageLedger | None = None, observer: SessionObserver | None = None) -> None:
+                 ledger: UsageLedger | None = None, observer: SessionObserver | None = None,
+                 wire: bool = False) -> None:
         if dialect != "ga" and dialect not in mappings.dialects:
             raise ValueError(f"unknown dialect {dialect!r}")
         self.mappings = mappings
@@ -189,6 +193,12 @@ class Translator:
         self.ids = ids
         self.helpers = Helpers(ids=ids, clock=clock)
         self.runtime = Runtime(self.helpers)
+        self._planner = Planner(self.runtime)
+        # Client events as JSON text where the mappings have a template (mapping/wire.py): the server's mode
+        # (Output.client then holds str items beside dicts); the tests' translators emit dicts.
+        self.wire = wire
+        self._layouts: dict[int, tuple[WireTemplate, dict[str, Any], int, tuple[Any, ...]]] = {}
+        self._config_version = 0  # the plans hold for one version of `config` (the dialect may change)
         self.config: dict[str, Any] = dict(context or {})
         self.config.setdefault("dialect", dialect)
         self.config.setdefault("features", {})  # the config entry's gemini_features (defaults of Gemini's features)
@@ -201,6 +211,8 @@ class Translator:
         self._unhandled: set[str] = set()
         # The lifecycle state (state.yaml) after the last input, and the keys it is made of.
         self._lifecycle_keys = mappings.state.lifecycle_keys
+        # Keys holding a transform's codec stream: not data, so not part of a stored session (they restart).
+        self._stream_keys = frozenset(name for name, spec in mappings.state.keys.items() if spec.type == "stream")
         self._turn_state: str | None = None
         self.helpers.shapes = {name: self._shape(build) for name, build in mappings.shapes.items()}
         self._set_dialect(dialect)
@@ -218,6 +230,7 @@ class Translator:
     def _set_dialect(self, dialect: str) -> None:
         reshapes = self.mappings.dialects.get(dialect, {})
         self.dialect = self.config["dialect"] = dialect
+        self._config_version += 1
         self._from_client = reshapes.get("from_client", {})
         self._to_client = reshapes.get("to_client", {})
 
@@ -349,6 +362,23 @@ class Translator:
         """turn_detection.idle_timeout_ms passed with no user speech since the last response.done."""
         return self._lifecycle("user_idle", {})
 
+    # -- sessions that outlive the process (livegate/takeover/) --------------------------------------
+
+    def resumable_state(self) -> dict[str, Any]:
+        """The session state another process can carry on with: all of it but codec streams (the state is
+        replaced, never mutated, so the dict returned stays as it is)."""
+        if self._stream_keys.isdisjoint(self.session):
+            return self.session
+        return {key: value for key, value in self.session.items() if key not in self._stream_keys}
+
+    def restore(self, session: dict[str, Any], dialect: str) -> None:
+        """Carry on a session another process stored (`resumable_state`), in the dialect it was speaking. The
+        client has had its session.created: `start()` is not called."""
+        self._set_dialect(dialect)
+        self._sniff = False
+        self.session = dict(session)
+        self._turn_state = None
+
     @property
     def lifecycle_state(self) -> str | None:
         """The turn/response state (the first of state.yaml's lifecycle states whose condition holds)."""
@@ -410,7 +440,40 @@ class Translator:
         scope: Scope = {"event": event, "session": self.session, "config": self.config,
                         "tables": self.mappings.tables}
         all_rules = rules.index.rules_for(event)  # only the rules this input's shape can trigger
+        # ...and of those, only what the session state has not decided already (mapping/plan.py)
+        plan = self._planner.plan(all_rules, scope, self._config_version)
+        steps, planned = plan.steps, plan.session
+        runtime = self.runtime
         index = 0
+        while index < len(steps):
+            step = steps[index]
+            rule = step.rule
+            index += 1
+            try:
+                if rule.lets_first:
+                    self._let(rule, scope)
+                rest = step.rest
+                if not (holds(rest, runtime, scope) if rest is not None else
+                        rule.when is None or truthy(rule.when(runtime, scope))):
+                    for name in rule.local_names:
+                        scope.pop(name, None)
+                    index += rule.skip
+                    continue
+                if rule.skip:  # a guarded include whose condition holds: run the rules it guards
+                    continue
+                self._fire(rule, scope, out)
+            except (JMESPathError, TypeError, ValueError, KeyError) as exc:  # PhantomObject is a ValueError
+                self._rule_failed(rule, exc, out, event_id)
+                return
+            if rule.stop:
+                return
+            if self.session is not planned:  # the plan's decisions are stale: the rest runs undecided
+                self._run_rules(all_rules, step.origin + 1, scope, out, event_id)
+                return
+
+    def _run_rules(self, all_rules: tuple[Rule, ...], index: int, scope: Scope, out: Output,
+                   event_id: str | None) -> None:
+        """The rules from `index` on, every condition evaluated."""
         while index < len(all_rules):
             rule = all_rules[index]
             index += 1
@@ -424,25 +487,32 @@ class Translator:
                     continue
                 if rule.skip:  # a guarded include whose condition holds: run the rules it guards
                     continue
-                if rule.for_each is None:
-                    self._apply(rule, scope, out)
-                else:
-                    elements = rule.for_each(self.runtime, scope)
-                    for element in elements if isinstance(elements, list) else ():
-                        scope[rule.as_] = element
-                        self._apply(rule, scope, out)
-                    scope.pop(rule.as_, None)
-                for name in rule.local_names:  # `let` and `transform` names belong to their rule alone
-                    scope.pop(name, None)
+                self._fire(rule, scope, out)
             except (JMESPathError, TypeError, ValueError, KeyError) as exc:  # PhantomObject is a ValueError
-                # A mapping bug must not take the session down: report it, keep going.
-                log.exception("rule %r (%s) failed", rule.name, rule.where)
-                self._send_client(out, error_event(
-                    f"Internal translation error in rule '{rule.name}': {exc}", code="translation_error",
-                    type="server_error", event_id=event_id))
+                self._rule_failed(rule, exc, out, event_id)
                 return
             if rule.stop:
                 return
+
+    def _fire(self, rule: Rule, scope: Scope, out: Output) -> None:
+        """A rule whose condition holds: applied once, or once per `for_each` element."""
+        if rule.for_each is None:
+            self._apply(rule, scope, out)
+        else:
+            elements = rule.for_each(self.runtime, scope)
+            for element in elements if isinstance(elements, list) else ():
+                scope[rule.as_] = element
+                self._apply(rule, scope, out)
+            scope.pop(rule.as_, None)
+        for name in rule.local_names:  # `let` and `transform` names belong to their rule alone
+            scope.pop(name, None)
+
+    def _rule_failed(self, rule: Rule, exc: Exception, out: Output, event_id: str | None) -> None:
+        # A mapping bug must not take the session down: report it, keep going.
+        log.exception("rule %r (%s) failed", rule.name, rule.where, exc_info=exc)
+        self._send_client(out, error_event(
+            f"Internal translation error in rule '{rule.name}': {exc}", code="translation_error",
+            type="server_error", event_id=event_id))
 
     def _let(self, rule: Rule, scope: Scope) -> None:
         for name, build in rule.lets:
@@ -464,6 +534,11 @@ class Translator:
         for emit in rule.emits:
             if emit.when is not None and not truthy(emit.when(runtime, scope)):
                 continue
+            if emit.wire is not None and self.wire and emit.wire.type not in self._to_client:
+                text = self._wire_text(emit.wire, scope)
+                if text is not None:
+                    out.client.append(text)
+                    continue
             message = emit.message(runtime, scope)
             if message is None:
                 continue
@@ -482,6 +557,24 @@ class Translator:
                 out.log.append(note)
 
     # -- the client edge ---------------------------------------------------------------------------
+
+    def _wire_text(self, wire: WireTemplate, scope: Scope) -> str | None:
+        """The message as JSON text, its session-decided fields serialised once per session state; None when
+        deciding them raised (the dict path then evaluates the fields in order, and reports the error)."""
+        session = scope["session"]
+        known = self._layouts.get(id(wire))
+        if known is not None and known[0] is wire and known[1] is session and known[2] == self._config_version:
+            layout = known[3]
+        else:
+            try:
+                layout = wire.layout(self.runtime, scope)
+            except Exception:
+                return None
+            self._layouts[id(wire)] = (wire, session, self._config_version, layout)
+        return wire.render(layout, self.runtime, scope, self._new_event_id)
+
+    def _new_event_id(self) -> str:
+        return self.ids.new("event")
 
     def _reshape(self, reshape: Any, event: dict[str, Any]) -> dict[str, Any]:
         built = reshape.build(self.runtime, {"event": event, "config": self.config,

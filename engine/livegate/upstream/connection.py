@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 import orjson
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+from websockets.protocol import State
 
 from livegate.close_codes import ABNORMAL, NORMAL
 from livegate.translation.commands import UpstreamFailure
@@ -113,7 +114,22 @@ class UpstreamConnection:
 
     async def send(self, message: dict) -> None:
         # A text frame straight from orjson's UTF-8 bytes: no decode here and re-encode in websockets.
-        await self._ws.send(orjson.dumps(message), text=True)
+        data = orjson.dumps(message)
+        ws = self._ws
+        # (getattr: websockets' internals, as in 15-17; an older one without them takes its own `send`.)
+        if getattr(ws, "send_in_progress", False) is None and getattr(ws, "paused", True) is False \
+                and ws.protocol.state is State.OPEN and not ws.transport.is_closing():
+            # What websockets' `send` does on an open connection whose buffer is not full, without the
+            # async context manager it enters for every frame: frame it, write it, done.
+            try:
+                ws.protocol.send_text(data)
+                ws.send_data()
+            except Exception as exc:  # as websockets does: drop the connection, report it closed
+                ws.transport.abort()
+                await asyncio.shield(ws.connection_lost_waiter)
+                raise ws.protocol.close_exc from exc
+            return
+        await ws.send(data, text=True)
 
     async def recv(self) -> str | bytes:
         """The next frame; raises ConnectionClosed when the upstream is gone."""

@@ -98,11 +98,11 @@ def add_webrtc_routes(app: FastAPI, gateway: Gateway) -> CallRegistry:
                                                   "OpenAI-Beta", "Access-Control-Max-Age": "600"})
 
     async def hangup(call_id: str, request: Request) -> Response:
-        who = await auth.principal(gateway, auth.client_key(request.headers))
+        who = await auth.principal(gateway, auth.client_key(request.headers), realtime=True)
         call = registry.calls.get(call_id)
         if isinstance(who, Refusal):
             response: Response = refusal_response(who)
-        elif call is None or (who.kind != "master" and who.token_hash != call.owner):
+        elif call is None or not who.may_hang_up(call.grant.principal):  # its opener, key or the master
             response = ApiError(404, f"No call '{call_id[:80]}' is active on this gateway.",
                                 "call_not_found").response()
         else:
@@ -127,7 +127,7 @@ async def _create(gateway: Gateway, registry: CallRegistry, request: Request) ->
         raise ApiError(501, "WebRTC calls need livegate's webrtc extra: pip install 'livegate[webrtc]'.",
                        "webrtc_unavailable")
     offer, session = await _offer(request)
-    who = await auth.principal(gateway, auth.client_key(request.headers))
+    who = await auth.principal(gateway, auth.client_key(request.headers), realtime=True)
     if isinstance(who, Refusal):
         return refusal_response(who)
     model = request.query_params.get("model") or (session or {}).get("model") or (

@@ -1,0 +1,170 @@
+"""The session state rows on both backends (SQLite and a throwaway PostgreSQL): the migration, fenced writes,
+claims that exactly one of two racers wins, the handover request, the writer's coalescing and outage
+behaviour, and the sweep of sessions nobody can take over any more."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from livegate.accounting.database import StoreUnavailable, open_database
+from livegate.accounting.store import KeyRecord, Store
+from livegate.takeover.service import STALE_S, Takeover
+from livegate.takeover.store import CLAIMED, DETACHED, LIVE, RELEASED, Delete, SessionStateStore, Write
+from livegate.takeover.writer import StateWriter
+from livegate.translation.snapshot import Snapshot
+
+
+def snap(session_id: str = "sess_1", text: str = "hi") -> Snapshot:
+    return Snapshot(session_id, "ga", None, {"id": session_id, "items": [{"type": "message", "text": text}]}, True)
+
+
+def write(owner: str = "a", epoch: int = 0, status: str = LIVE, text: str = "hi", **extra: object) -> Write:
+    return Write("sess_1", "hash-1", "gpt-realtime", owner, epoch, status, "lg_1", snap(text=text), **extra)  # type: ignore[arg-type]
+
+
+async def test_a_store_of_the_previous_version_is_migrated(database_url: str,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    import livegate.accounting.store as accounting_store
+
+    monkeypatch.setattr(accounting_store, "MIGRATIONS", accounting_store.MIGRATIONS[:-1])
+    older = Store(open_database(database_url, None))
+    await older.open()  # as the previous livegate left it
+    await older.create_key(KeyRecord(token_hash="h", created_at=1.0, updated_at=1.0))
+    await older.close()
+    monkeypatch.undo()
+    store = Store(open_database(database_url, None))
+    await store.open()
+    try:
+        assert await store.schema_version() == accounting_store.MIGRATIONS[-1][0]
+        assert await store.get_key("h") is not None, "the keys are still there"
+        rows = SessionStateStore(store.db)
+        assert await rows.load("sess_missing") is None
+        await rows.apply([write()], time.time())
+        assert (await rows.load("sess_1")) is not None
+    finally:
+        await store.close()
+
+
+async def test_only_the_owner_at_its_epoch_writes_the_row(store: Store) -> None:
+    rows = SessionStateStore(store.db)
+    now = time.time()
+    assert await rows.apply([write(text="one")], now) == []
+    row = await rows.load("sess_1")
+    assert row is not None and row.owner == "a" and row.epoch == 0 and row.state["session"]["items"][0]["text"] == "one"
+    assert row.token_hash == "hash-1" and row.slot_id == "lg_1" and row.missed == []
+    claimed = await rows.claim(row, "b", now)
+    assert claimed is not None and claimed.owner == "b" and claimed.epoch == 1 and claimed.status == LIVE
+    assert await rows.apply([write(text="late")], now) == ["sess_1"], "the former owner is fenced off"
+    assert (await rows.load("sess_1")).state["session"]["items"][0]["text"] == "one"  # type: ignore[union-attr]
+    await rows.apply([Delete("sess_1", "a", 0)], now)
+    assert await rows.load("sess_1") is not None, "nor may it delete the row"
+    await rows.apply([Delete("sess_1", "b", 1)], now)
+    assert await rows.load("sess_1") is None
+
+
+async def test_of_two_racing_claims_one_wins(store: Store) -> None:
+    rows = SessionStateStore(store.db)
+    await rows.apply([write(status=RELEASED)], time.time())
+    row = await rows.load("sess_1")
+    assert row is not None
+    results = await asyncio.gather(rows.claim(row, "b", time.time()), rows.claim(row, "c", time.time()))
+    winners = [r for r in results if r is not None]
+    assert len(winners) == 1 and (await rows.load("sess_1")).owner == winners[0].owner  # type: ignore[union-attr]
+
+
+async def test_a_handover_request_stays_until_the_owner_releases(store: Store) -> None:
+    rows = SessionStateStore(store.db)
+    now = time.time()
+    await rows.apply([write(status=DETACHED)], now)
+    row = await rows.load("sess_1")
+    assert row is not None and await rows.ask_handover(row, "b", now)
+    assert not await rows.ask_handover(row, "c", now), "asked once"
+    assert await rows.claims_on("a") == ["sess_1"]
+    await rows.apply([write(status=DETACHED, text="more")], now)
+    row = await rows.load("sess_1")
+    assert row is not None and row.status == CLAIMED and row.claimant == "b", "the owner's writes keep the request"
+    await rows.apply([write(status=RELEASED, text="final", missed=['{"type":"response.done"}'])], now)
+    row = await rows.load("sess_1")
+    assert row is not None and row.status == RELEASED and row.missed == ['{"type":"response.done"}']
+
+
+async def test_the_sweep_forgets_what_nobody_can_take_over(store: Store) -> None:
+    rows = SessionStateStore(store.db)
+    now = time.time()
+    await rows.heartbeat("alive", now, False)
+    await rows.heartbeat("dead", now - 100, False)
+    ops = [Write(f"sess_{name}", "h", "m", owner, 0, status, None, snap(f"sess_{name}"))
+           for name, owner, status in (("live_alive", "alive", LIVE), ("live_dead", "dead", LIVE),
+                                       ("released_old", "dead", RELEASED))]
+    await rows.apply(ops, now - 100)
+    await rows.apply([Write("sess_released_new", "h", "m", "dead", 0, RELEASED, None, snap("sess_released_new"))], now)
+    await rows.sweep(now - 50)
+    left = {name for name in ("live_alive", "live_dead", "released_old", "released_new")
+            if await rows.load(f"sess_{name}") is not None}
+    assert left == {"live_alive", "released_new"}
+    assert await rows.last_seen("alive") == pytest.approx(now)
+    await rows.goodbye("alive")
+    assert await rows.last_seen("alive") is None
+
+
+async def test_the_writer_keeps_only_the_latest_state_and_waits_for_a_release(store: Store) -> None:
+    rows = SessionStateStore(store.db)
+    writer = StateWriter(rows)
+    writer.start()
+    try:
+        for text in ("one", "two", "three"):
+            writer.put(write(text=text))
+        assert writer.backlog == 1, "a newer state replaces a queued one"
+        assert await writer.write(write(status=RELEASED, text="four"), timeout=5)
+        row = await rows.load("sess_1")
+        assert row is not None and row.status == RELEASED and row.state["session"]["items"][0]["text"] == "four"
+    finally:
+        await writer.stop()
+
+
+class FailingStore(SessionStateStore):
+    def __init__(self, inner: SessionStateStore) -> None:
+        super().__init__(inner.db)
+        self.down = True
+
+    async def apply(self, ops: list[Write | Delete], now: float) -> list[str]:
+        if self.down:
+            raise StoreUnavailable("PostgreSQL: ConnectionRefusedError")
+        return await super().apply(ops, now)
+
+
+async def test_an_outage_keeps_the_state_queued_and_retries(store: Store) -> None:
+    rows = FailingStore(SessionStateStore(store.db))
+    writer = StateWriter(rows)
+    writer.start()
+    try:
+        writer.put(write(text="kept"))
+        assert not await writer.write(write(text="newer"), timeout=0.3)
+        assert writer.error is not None and writer.backlog == 1
+        rows.down = False
+        async with asyncio.timeout(10):
+            while writer.backlog or writer.error:
+                await asyncio.sleep(0.05)
+        row = await rows.load("sess_1")
+        assert row is not None and row.state["session"]["items"][0]["text"] == "newer"
+    finally:
+        await writer.stop()
+
+
+async def test_a_claim_waits_for_a_dead_owner_to_be_known_dead(store: Store) -> None:
+    from livegate.accounting.gate import Principal
+
+    rows = SessionStateStore(store.db)
+    now = time.time()
+    await rows.heartbeat("a", now - STALE_S + 0.5, False)  # it heartbeat a moment ago, then died
+    await rows.apply([write()], now)
+    takeover = Takeover(store.db, "b", grace_s=30, drain_timeout_s=5)
+    started = time.monotonic()
+    claimed = await takeover.claim("sess_1", Principal("key", "hash-1"), "gpt-realtime")
+    assert not isinstance(claimed, type(None)) and getattr(claimed, "owner", None) == "b"
+    assert 0.3 < time.monotonic() - started < STALE_S
+    refused = await takeover.claim("sess_1", Principal("key", "hash-2"), "gpt-realtime")
+    assert getattr(refused, "code", None) == "session_not_found", "another key's session is not found"

@@ -68,7 +68,8 @@ class Gov:
         return await refusal(self.connect(key, model))
 
 
-def config(sim_url: str, database_url: str, master: str | None = MASTER, **settings: Any) -> Any:
+def config(sim_url: str, database_url: str, master: str | None = MASTER, general: dict[str, Any] | None = None,
+           **settings: Any) -> Any:
     params = {"api_key": GEMINI_KEY, "api_base": sim_url}
     return parse_config({
         "model_list": [
@@ -77,16 +78,16 @@ def config(sim_url: str, database_url: str, master: str | None = MASTER, **setti
             {"model_name": "offline", "livegate_params": {"model": "simulator/any-name"}},
             {"model_name": "sim-*", "livegate_params": {"model": "simulator/livegate-simulator"}},
         ],
-        "general_settings": {"master_key": master, "database_url": database_url} if master else
-        {"database_url": database_url},
+        "general_settings": {**({"master_key": master} if master else {}), "database_url": database_url,
+                             **(general or {})},
         "livegate_settings": {"key_check_seconds": 0.2, **settings},
     })
 
 
 @contextlib.asynccontextmanager
-async def governed(database_url: str, **settings: Any) -> AsyncIterator[Gov]:
+async def governed(database_url: str, general: dict[str, Any] | None = None, **settings: Any) -> AsyncIterator[Gov]:
     async with GeminiLiveSimulator(chunk_delay=0, api_key=GEMINI_KEY) as sim:
-        app = create_app(config(sim.url, database_url, **settings), simulator_chunk_delay=0)
+        app = create_app(config(sim.url, database_url, general=general, **settings), simulator_chunk_delay=0)
         async with serve(app) as url, httpx.AsyncClient(base_url=url, headers=auth(MASTER)) as http:
             yield Gov(http, url, app, sim)
 

@@ -298,3 +298,19 @@ class _SlowStore:
         await self.release.wait()
         for account, amount in spend.items():
             self.written[account] = self.written.get(account, 0.0) + amount
+
+
+async def test_a_transcript_is_kept_beside_its_spend_row_and_found_by_either_id(store: Store) -> None:
+    """store_prompts_in_spend_logs (migration 3): the transcript goes to livegate_transcripts, the row is found by
+    its request id or by the OpenAI session id, a retried batch keeps one of each."""
+    kept = json.dumps({"turns": [{"role": "user", "text": "mail [EMAIL]"}], "truncated": False})
+    rows = [_row("req-t1", "sk-t", session_id="sess_abc", transcript=kept), _row("req-t2", "sk-t")]
+    await store.write_batch({}, rows)
+    await store.write_batch({}, rows[:1])
+    by_session = await store.spend_log("sess_abc")
+    assert by_session is not None and by_session[0]["request_id"] == "req-t1" and by_session[1] == kept
+    assert "transcript" not in by_session[0]
+    without = await store.spend_log("req-t2")
+    assert without is not None and without[1] is None and without[0]["session_id"] is None
+    assert await store.spend_log("sess_unknown") is None
+    assert sorted(r["request_id"] for r in await store.spend_logs()) == ["req-t1", "req-t2"], "no duplicate rows"

@@ -71,21 +71,34 @@ class Page:
 
 
 async def test_the_admin_page_in_a_real_browser(tmp_path: Path) -> None:
-    async with governed(f"sqlite:///{tmp_path / 'ui.db'}") as gov:
-        await _spend_something(gov)
+    async with governed(f"sqlite:///{tmp_path / 'ui.db'}", general={"store_prompts_in_spend_logs": True}) as gov:
+        session = await _spend_something(gov)
         page = Page()
         try:
             await _drive(gov, page, tmp_path)
+            await _transcript(page, session)
         finally:
             await page.run(page.driver.quit)
 
 
-async def _spend_something(gov: Gov) -> None:
+async def _spend_something(gov: Gov) -> str:
+    """One session whose transcript is kept (with an address in it); its OpenAI session id."""
     key = await gov.key(key_alias="warmup")
     async with gov.connect(key) as ws:
-        await text_turn(ws)
+        events = await text_turn(ws, "Hello, write to ada.lovelace@example.com")
     await asyncio.sleep(0.1)
     await gov.flush()
+    return str(next(e["session"]["id"] for e in events if e["type"] == "session.created"))
+
+
+async def _transcript(page: Page, session: str) -> None:
+    """The session's transcript, redacted, looked up by its OpenAI session id."""
+    await page.run(page.fill, "transcript-form", {"session": session})
+    state = await page.until(lambda s: s["transcript"] and s["transcript"]["turns"], "the transcript")
+    assert [t["role"] for t in state["transcript"]["turns"]] == ["user", "assistant"]
+    shown = await page.run(page.text, "#transcript-turns")
+    assert "user: Hello, write to [EMAIL]" in shown and "ada.lovelace" not in shown
+    assert "warmup" in await page.run(page.text, "#transcript-note")
 
 
 async def _drive(gov: Gov, page: Page, tmp_path: Path) -> None:

@@ -44,6 +44,10 @@ Translator one step at a time:
         response's generateContent call streamed
         expect_generate: [{<field>: <value>}]  optional: the side calls this step commands (request_id, model,
                                                body.contents...)
+      - client_checked: {event: {...}, decision: {verdict: block, name: ..., refusal: ...}}   a client event
+                                          held for the guardrails, translated with their decision
+      - guardrail_blocked: {stage: pre_call | during_call, name: ..., refusal: ...}   a guardrail blocked
+                                          what a Gemini frame brought (lifecycle/guardrail_blocked)
 
 Every output is checked against the SDK types (tests/conftest.py). Cases whose behaviour is best read
 as a whole conversation are snapshotted (tests/__snapshots__/test_mappings/); the others say what they
@@ -114,6 +118,10 @@ def _feed(translator: Translator, step: dict[str, Any]) -> Output:
         return translator.side_result(dict(step["side_response"]))
     if "upstream_closed" in step:
         return translator.upstream_closed(step["upstream_closed"]["code"], step["upstream_closed"].get("reason", ""))
+    if "client_checked" in step:
+        return translator.checked_client_event(step["client_checked"]["event"], step["client_checked"]["decision"])
+    if "guardrail_blocked" in step:
+        return translator.guardrail_blocked({"verdict": "block", **step["guardrail_blocked"]})
     raise AssertionError(f"unknown step {sorted(step)}")
 
 

@@ -22,6 +22,7 @@ import fnmatch
 import json
 import logging
 import os
+import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,8 @@ from typing import Any
 import yaml
 
 from livegate.config_schema import ConfigError, check, suggest
+from livegate.observability.guardrails import GuardrailConfigError, Guardrails, build_guardrails
+from livegate.observability.redaction import ORDER, Redactor
 from livegate.translation.watchdog import WatchdogSettings
 
 __all__ = ["Config", "ConfigError", "ModelRoute", "load_config", "parse_config"]
@@ -67,6 +70,7 @@ class ModelRoute:
     weight: float | None = None
     order: int | None = None
     deployment: str = ""
+    guardrails: tuple[str, ...] = ()  # guardrail names its sessions run besides the default-on ones
     # The entry's `voices`: OpenAI voice name -> Gemini voice, over mappings/tables.yaml's table.
     voices: dict[str, str] | None = field(default=None, compare=False, hash=False)
 
@@ -165,6 +169,17 @@ class PoolSettings:
 
 
 @dataclass(frozen=True)
+class Observability:
+    """Traces, transcripts, redaction and guardrails (docs/operating/observability.md)."""
+
+    otel_tracing: bool = False  # livegate_settings.otel_tracing (or litellm_settings.callbacks: [otel])
+    store_prompts: bool = False  # general_settings.store_prompts_in_spend_logs
+    transcript_max_chars: int = 32768
+    redactor: Redactor = field(default_factory=Redactor, compare=False)
+    guardrails: Guardrails = field(default_factory=lambda: Guardrails({}), compare=False)
+
+
+@dataclass(frozen=True)
 class Config:
     routes: tuple[ModelRoute, ...] = ()
     master_key: str | None = None
@@ -183,6 +198,7 @@ class Config:
     webrtc: WebRTCSettings = field(default_factory=WebRTCSettings)  # livegate_settings.webrtc_* (livegate/webrtc/)
     watchdog: WatchdogSettings = field(default_factory=WatchdogSettings)  # silent failures (translation/watchdog.py)
     pools: PoolSettings = field(default_factory=PoolSettings)
+    observability: Observability = field(default_factory=lambda: Observability())  # traces, transcripts, guardrails
 
     def route(self, model: str | None) -> ModelRoute | None:
         """The route serving `model`: an exact `model_name` first, then wildcard names (`*`, `gemini-*`)."""
@@ -255,6 +271,7 @@ def _route(entry: dict[str, Any], index: int) -> ModelRoute:
         weight=None if params.get("weight") is None else float(params["weight"]),
         order=params.get("order"),
         deployment=str((entry.get("model_info") or {}).get("id") or ""),
+        guardrails=tuple(params.get("guardrails") or ()),
         voices=entry.get("voices"),
     )
     from livegate.translation.capabilities import check_features, check_overrides, shipped_table
@@ -343,7 +360,35 @@ def parse_config(data: Any, source: str = "<config>") -> Config:
         webrtc=webrtc,
         watchdog=WatchdogSettings(**{key: settings[key] for key in WATCHDOG_SETTINGS if key in settings}),
         pools=_pool_settings(data, routes),
+        observability=_observability(data, general, settings, routes),
     )
+
+
+def _observability(data: dict[str, Any], general: dict[str, Any], settings: dict[str, Any],
+                   routes: tuple[ModelRoute, ...]) -> Observability:
+    callbacks = (data.get("litellm_settings") or {}).get("callbacks") or []
+    ignored = [name for name in callbacks if name != "otel"]
+    if ignored:
+        log.warning("litellm_settings.callbacks: livegate exports traces only (otel); ignored: %s", ", ".join(ignored))
+    redaction = settings.get("redaction") or {}
+    try:
+        redactor = Redactor(redaction.get("detectors", ORDER), redaction.get("patterns"))
+    except (ValueError, re.error) as exc:
+        raise ConfigError(f"livegate_settings.redaction: {exc}") from None
+    try:
+        guardrails = Guardrails(build_guardrails(data.get("guardrails") or []))
+    except GuardrailConfigError as exc:
+        raise ConfigError(str(exc)) from None
+    for i, route in enumerate(routes):
+        unknown = [name for name in route.guardrails if name not in guardrails.all]
+        if unknown:
+            raise ConfigError(f"model_list[{i}].guardrails: no guardrail named {unknown[0]!r} "
+                              f"(configured: {', '.join(guardrails.all) or 'none'})")
+    return Observability(
+        otel_tracing=bool(settings.get("otel_tracing", False)) or "otel" in callbacks,
+        store_prompts=bool(general.get("store_prompts_in_spend_logs", False)),
+        transcript_max_chars=int(settings.get("transcript_max_chars", Observability.transcript_max_chars)),
+        redactor=redactor, guardrails=guardrails)
 
 
 def _monitoring_needs_master_key(data: dict[str, Any], general: dict[str, Any], settings: dict[str, Any]) -> bool:

@@ -41,7 +41,7 @@ from livegate.accounting.spill import replay_spills
 from livegate.accounting.store import KeyRecord, SecretRecord, Store
 from livegate.accounting.writer import SpendWriter
 from livegate.close_codes import BUDGET_EXHAUSTED, FORBIDDEN, KEY_REVOKED, SESSION_TOO_LONG, Refusal
-from livegate.translation.observer import SessionObserver
+from livegate.translation.observer import ClientMessage, SessionObserver
 from livegate.translation.usage import UsageLedger
 
 log = logging.getLogger("livegate.accounting")
@@ -462,6 +462,8 @@ class Grant(SessionObserver):
         self._errors = 0
         self._resumptions = 0
         self._metric_model = "-"
+        self.transcript: str | None = None  # the session's transcript (store_prompts_in_spend_logs), JSON
+        self.client_session_id: str | None = None  # the OpenAI session id its client knows (sess_...)
 
     # --- admission -----------------------------------------------------------------------------------------
 
@@ -611,7 +613,7 @@ class Grant(SessionObserver):
         event["session"] = _overlay(event["session"], fixed)
         return json.dumps(event)
 
-    def client_messages(self, messages: list[dict[str, Any] | str]) -> None:
+    def client_messages(self, messages: list[ClientMessage]) -> None:
         """Messages sent to an OpenAI client: error events are counted (JSON text is a wire template's, never
         an error)."""
         for message in messages:
@@ -761,6 +763,10 @@ class Grant(SessionObserver):
                                "output_text", "output_audio", "output_thinking")},
                "request_tags": _json(self.tags), "end_user": self.end_user, "metadata": _json(metadata),
                "team_id": key.team_id if key else None, "user_id": key.user_id if key else None}
+        if self.client_session_id is not None:
+            row["session_id"] = self.client_session_id
+        if self.transcript is not None:
+            row["transcript"] = self.transcript  # written to livegate_transcripts (store.py)
         acct.writer.add_log(row)
         if status != "success":
             acct.recent_errors.session_failed(self.route, self.model, self.principal.label, close_code, reason,

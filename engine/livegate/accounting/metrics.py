@@ -56,4 +56,11 @@ class Metrics:
         self.store_dropped = Gauge("livegate_store_dropped_rows", "Spend rows dropped (backlog full)", registry=r)
         self.refusals = Counter("livegate_handshake_refusals", "Handshakes refused by accounting",
                                 ["route", "code"], registry=r)
+        self.time_to_first_audio = Histogram(
+            "livegate_time_to_first_audio_seconds", "From the user's input end (commit, response.create, end of "
+            "speech) to the answer's first audio byte sent", ["model"], registry=r,
+            buckets=(0.1, 0.2, 0.3, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10))
+        self.guardrail_latency = Histogram("livegate_guardrail_seconds", "Time one guardrail took to decide",
+                                           ["guardrail", "stage", "verdict"], registry=r,
+                                           buckets=(0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5))
         self.store_up.set(1)

@@ -182,6 +182,18 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             replayed_at DOUBLE PRECISION NOT NULL
         )""",
     ]),
+    # Session transcripts, kept when general_settings.store_prompts_in_spend_logs is on (issue 22): redacted
+    # JSON (observability/transcripts.py), one row per spend row that has one. The OpenAI session id (sess_...)
+    # on spend rows, so /spend/logs/{session} finds a session by the id its client knows.
+    (5, [
+        "ALTER TABLE livegate_spend_logs ADD COLUMN session_id TEXT",
+        "CREATE INDEX livegate_spend_logs_session ON livegate_spend_logs (session_id)",
+        """CREATE TABLE livegate_transcripts (
+            request_id TEXT PRIMARY KEY,
+            transcript TEXT NOT NULL,
+            created_at DOUBLE PRECISION NOT NULL
+        )""",
+    ]),
 ]
 
 KEY_FIELDS = ("key_alias", "models", "max_budget", "budget_duration", "expires", "max_parallel_requests",
@@ -508,6 +520,11 @@ class Store(OwnerStore):
         for row in logs:
             if row.get("api_key") in current:
                 row = {**row, "api_key": current[row["api_key"]]}
+            if "transcript" in row:
+                await tx.execute("INSERT INTO livegate_transcripts (request_id, transcript, created_at) VALUES "
+                                 "($1, $2, $3) ON CONFLICT (request_id) DO NOTHING", row["request_id"],
+                                 row["transcript"], now)
+                row = {k: v for k, v in row.items() if k != "transcript"}
             names = list(row)
             await tx.execute(f"INSERT INTO livegate_spend_logs ({', '.join(names)}) VALUES "
                              f"({_params(len(names))}) ON CONFLICT (request_id) DO NOTHING",
@@ -528,6 +545,21 @@ class Store(OwnerStore):
                f"ORDER BY start_time DESC LIMIT ${len(args)}")
         async with self.db.transaction() as tx:
             return await tx.fetch(sql, *args)
+
+
+    async def spend_log(self, request_id: str) -> tuple[dict[str, Any], str | None] | None:
+        """One spend row (by its request id, or the OpenAI session id) and its transcript (JSON text, None when
+        none was kept); None when there is no such row."""
+        async with self.db.transaction() as tx:
+            rows = await tx.fetch("SELECT * FROM livegate_spend_logs WHERE request_id = $1", request_id)
+            if not rows:
+                rows = await tx.fetch("SELECT * FROM livegate_spend_logs WHERE session_id = $1 ORDER BY start_time "
+                                      "DESC LIMIT 1", request_id)
+            if not rows:
+                return None
+            kept = await tx.fetch("SELECT transcript FROM livegate_transcripts WHERE request_id = $1",
+                                  rows[0]["request_id"])
+        return rows[0], kept[0]["transcript"] if kept else None
 
 
 # kind of account -> (its table, its id column)

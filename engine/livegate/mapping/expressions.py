@@ -432,8 +432,9 @@ _OBJECT_FIELDS: weakref.WeakKeyDictionary[Build, dict[str, Build]] = weakref.Wea
 
 
 def object_fields(build: Build) -> dict[str, Build] | None:
-    """The built (non-constant) fields of an object template by key; None for any other template."""
-    return _OBJECT_FIELDS.get(build)
+    """The built (non-constant) fields of an object template by key; None for any other template (a whole
+    message written as one expression is an Expression, which has no weak reference)."""
+    return None if isinstance(build, Expression) else _OBJECT_FIELDS.get(build)
 
 
 def _compile_list(doc: Located, path: Path_, value: list[Any]) -> Build:

@@ -3,13 +3,14 @@
 Layout (the folder decides what a file is):
     client/<event type>.yaml      rules for one OpenAI client event type
     upstream/<field>.yaml         rules for one top-level field of a Gemini frame
-    lifecycle/<moment>.yaml       rules for connection moments (connect, upstream_idle, upstream_closed, user_idle)
+    lifecycle/<moment>.yaml       rules for connection moments (connect, upstream_idle, upstream_closed, user_idle...)
     shared/<name>.yaml            rule fragments, inlined by `- include: <name>`
     shapes/<topic>.yaml           named templates, applied with `shape('name', value)`
     dialects/<name>.yaml          a client dialect as a reshape table over the canonical GA events
     tables.yaml                   plain data visible to expressions as `tables`
     models.yaml                   capabilities (livegate.translation.capabilities), seen as `config.capabilities`
     resumption.yaml               the session core's questions and switching policy (livegate.translation.resumption)
+    guardrails.yaml               what the guardrails check (livegate.translation.guarding)
     dispatch.yaml                 the order of fields within one Gemini frame
     state.yaml                    the session state keys, their writers, and the lifecycle table
 
@@ -61,7 +62,8 @@ from livegate.paths import MAPPINGS_DIR, SCHEMAS_DIR
 RULE_FOLDERS = ("client", "upstream", "lifecycle")
 _HOLDS = ("fields", "values", "schema", "open")  # how a state.yaml object says what it holds
 LIFECYCLE_MOMENTS = ("connect", "upstream_idle", "upstream_closed", "upstream_resume", "user_idle", "mcp_listed",
-                     "mcp_called", "side_response", "watchdog")
+                     "mcp_called", "side_response", "guardrail_blocked",
+                     "watchdog")
 
 
 @dataclass(frozen=True)
@@ -128,6 +130,7 @@ class Mappings:
     warnings: list[MappingWarning] = field(default_factory=list)  # lint's: the mappings load, but read badly
     models: Any = None  # livegate.translation.capabilities.ModelTable, from models.yaml
     resumption: Any = None  # livegate.translation.resumption.ResumptionPolicy, from resumption.yaml
+    guarding: Any = None  # livegate.translation.guarding.GuardQuestions, from guardrails.yaml
 
     def rule_files(self) -> list[RuleFile]:
         return [*self.client.values(), *self.upstream.values(), *self.lifecycle.values()]
@@ -188,6 +191,10 @@ class _Loader:
         self.result.models = ModelTable.load(models, file_label=self.rel(models)) if models.exists() else None
         if (root / "resumption.yaml").exists():
             self.result.resumption = ResumptionPolicy.load(root, self.result.state)
+        if (root / "guardrails.yaml").exists():
+            from livegate.translation.guarding import GuardQuestions
+
+            self.result.guarding = GuardQuestions.load(root, self.result.state)
         dispatch = self.read(root / "dispatch.yaml", "dispatch_file")
         self.result.upstream_fields = tuple(dispatch.data["upstream_fields"])
         self.result.idle_after_ms = dispatch.data.get("idle_after_ms", self.result.idle_after_ms)

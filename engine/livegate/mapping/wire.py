@@ -89,13 +89,13 @@ def _field(hole: _Hole, runtime: Runtime, scope: dict[str, Any]) -> bytes | None
 
 def compile_wire(value: Any, build_of: Any) -> WireTemplate | None:
     """The wire template of an emitted message `value` (its raw YAML), or None when it has none: not an object,
-    no constant string `type`, an `event_id` of its own, or a `$when` (the whole object may drop).
+    no constant string `type` as its first field, an `event_id` of its own, or a `$when` (the whole object may drop).
     `build_of(key)` is the compiled template of field `key` (the loader's own)."""
     if not isinstance(value, dict) or "$when" in value or "event_id" in value:
         return None
     event_type = value.get("type")
-    if not isinstance(event_type, str) or event_type.startswith("="):
-        return None
+    if not isinstance(event_type, str) or event_type.startswith("=") or next(iter(value)) != "type":
+        return None  # `type` first: observers read it off the text (translation/observer.py message_type)
     fields: list[bytes | _Hole] = []
     for key, item in value.items():
         name = orjson.dumps(key) + b":"

@@ -13,6 +13,7 @@ import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI, WebSocket
 from fastapi.responses import HTMLResponse
@@ -22,6 +23,8 @@ from livegate.accounting.gate import Accounting, Grant, Principal
 from livegate.close_codes import REFUSAL_BASE, Refusal, refuse
 from livegate.config import Config, ModelRoute
 from livegate.mapping import Mappings, load_mappings
+from livegate.observability.redaction import install_log_redaction
+from livegate.observability.session import SessionWatch, watch_session
 from livegate.server import auth
 from livegate.server.accounting_routes import add_accounting_routes, build_accounting
 from livegate.server.client_io import ExposeTransportAbort
@@ -41,6 +44,9 @@ from livegate.upstream.base import Provider
 from livegate.upstream.pool import Placement, Pools
 from livegate.webrtc.routes import add_webrtc_routes
 
+if TYPE_CHECKING:
+    from livegate.observability.tracing import Tracing
+
 log = logging.getLogger("livegate")
 
 BETA_HEADER_VALUE = "realtime=v1"
@@ -58,6 +64,7 @@ class Gateway:
     pools: Pools  # the model groups' deployments (livegate/upstream/pool.py)
     simulator_url: str | None = None
     resumption: ResumptionPolicy | None = None  # mappings/resumption.yaml
+    tracing: Tracing | None = None  # OpenTelemetry (livegate_settings.otel_tracing)
     detached: dict[str, RealtimeSession] = field(default_factory=dict)  # sessions awaiting their client
     takeover: Takeover = field(init=False)  # sessions in the shared store, the drain (livegate/takeover/)
 
@@ -74,6 +81,11 @@ def create_app(config: Config, mappings: Mappings | None = None, *, simulator_ch
     gateway.resumption = gateway.mappings.resumption or ResumptionPolicy.load()
     gateway.takeover = Takeover(gateway.accounting.store.db, gateway.accounting.instance_id,
                                 grace_s=config.reattach_grace_s, drain_timeout_s=config.drain_timeout_s)
+    install_log_redaction(config.observability.redactor)
+    if config.observability.otel_tracing:
+        from livegate.observability.tracing import Tracing
+
+        gateway.tracing = Tracing()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -104,6 +116,10 @@ def create_app(config: Config, mappings: Mappings | None = None, *, simulator_ch
                 await simulator.stop()
             await gateway.takeover.stop()  # what sessions queued is written before the store closes
             await gateway.accounting.stop()
+            await config.observability.guardrails.close()
+            if gateway.tracing is not None:
+                # exports the spans still buffered: a blocking HTTP post, kept off the event loop
+                await asyncio.to_thread(gateway.tracing.shutdown)
 
     # No /docs, /redoc or /openapi.json: they would describe the gateway to anyone, without a key.
     app = FastAPI(title="livegate", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
@@ -168,10 +184,12 @@ async def place(gateway: Gateway, route: ModelRoute, model: str, grant: Grant) -
 
 
 def session_translator(gateway: Gateway, route: ModelRoute, model: str, provider: Provider, grant: Grant, *,
-                       beta: bool, intent: str | None = None, transport: str | None = None) -> Translator:
+                       beta: bool, intent: str | None = None, transport: str | None = None,
+                       watch: SessionWatch | None = None) -> Translator:
     """The translator of one realtime session (WebSocket or WebRTC call), metering into the grant's ledger."""
     compat = gateway.config.compat(route)
-    context = {"model": model, "setup_model": provider.setup_model(), "backend": provider.backend, "intent": intent,
+    context = {"guardrails": watch.guardrails.stages if watch is not None and watch.guardrails is not None else {},
+               "model": model, "setup_model": provider.setup_model(), "backend": provider.backend, "intent": intent,
                "capabilities": (gateway.mappings.models or shipped_table()).capabilities(
                    route.model_id, provider.backend, route.model_info),
                "litellm_compat": compat, "features": route.gemini_features or {}, "voices": route.voices or {}}
@@ -220,7 +238,10 @@ async def _realtime(ws: WebSocket, gateway: Gateway, session_ws: SessionSocket) 
         return
     beta = ws.headers.get("openai-beta", "").lower() == BETA_HEADER_VALUE or auth.BETA_PROTOCOL in offered
     provider = gateway.pools.provider(placement.route)
-    translator = session_translator(gateway, placement.route, model, provider, grant, beta=beta, intent=intent)
+    watch = watch_session(gateway, placement.route, model, provider.backend, grant, ws.headers, transport="websocket",
+                          dialect="beta" if beta else "ga")
+    translator = session_translator(gateway, placement.route, model, provider, grant, beta=beta, intent=intent,
+                                    watch=watch)
     try:
         await ws.accept(subprotocol=_chosen_subprotocol(offered))
     except BaseException:
@@ -230,7 +251,7 @@ async def _realtime(ws: WebSocket, gateway: Gateway, session_ws: SessionSocket) 
     await RealtimeSession(session_ws, translator, provider, model, gateway.config.timeouts, grant=grant,
                           policy=gateway.resumption, detached=gateway.detached,
                           reattach_grace_s=gateway.config.reattach_grace_s, placement=placement,
-                          watchdog=gateway.config.watchdog, takeover=gateway.takeover,
+                          watchdog=gateway.config.watchdog, takeover=gateway.takeover, watch=watch,
                           keeper=gateway.takeover.keeper(grant.principal.opener, model, grant.session_id)).run()
 
 

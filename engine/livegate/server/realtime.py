@@ -28,9 +28,12 @@ from livegate.accounting.gate import Grant
 from livegate.close_codes import INTERNAL_ERROR, NORMAL, REFUSAL_BASE
 from livegate.config import Timeouts
 from livegate.mcp.client import McpClients
+from livegate.observability.guardrails import ALLOW
+from livegate.observability.session import SessionWatch
 from livegate.server.client_io import ClientLink, fair_turn
 from livegate.takeover.service import Keeper, Takeover
 from livegate.translation.commands import (
+    CheckGuardrail,
     CloseClient,
     CloseUpstream,
     Command,
@@ -41,6 +44,7 @@ from livegate.translation.commands import (
     StoreSession,
     Timer,
 )
+from livegate.translation.observer import Observers
 from livegate.translation.resumption import ResumptionPolicy
 from livegate.translation.session_core import SessionCore
 from livegate.translation.translator import Output, Translator
@@ -59,14 +63,18 @@ class RealtimeSession:
                  policy: ResumptionPolicy | None = None, *, detached: dict[str, RealtimeSession] | None = None,
                  reattach_grace_s: float = 0.0, placement: Placement | None = None, takeover: Takeover | None = None,
                  keeper: Keeper | None = None, missed: list[str] | None = None,
-                 watchdog: WatchdogSettings | None = None) -> None:
+                 watch: SessionWatch | None = None, watchdog: WatchdogSettings | None = None) -> None:
         self.grant = grant  # accounting: usage, cost, limits (None: not metered)
         self.timeouts = timeouts or Timeouts()
         self.provider, self.model = provider, model
         self.placement = placement  # the session's deployment in its pool, which opens its connections
         if placement is not None:
             placement.watch(translator.usage)  # its tokens count against the deployment's tpm
-        self.core = SessionCore(translator, policy, stall_after_s=self.timeouts.upstream_stall_s, observer=grant,
+        # turns, traces, transcript, guardrails (livegate/observability/)
+        self.watch = watch or SessionWatch()
+        watchers = [o for o in (grant, *self.watch.observers) if o is not None]
+        observer = watchers[0] if len(watchers) == 1 else Observers(*watchers) if watchers else None
+        self.core = SessionCore(translator, policy, stall_after_s=self.timeouts.upstream_stall_s, observer=observer,
                                 relocations=placement.alternatives if placement is not None else 0,
                                 checkpoints=keeper is not None, watchdog=watchdog)
         self.takeover, self.keeper = takeover, keeper  # the shared store (None: the session lives here only)
@@ -122,6 +130,7 @@ class RealtimeSession:
             if self.keeper is not None:
                 self.keeper.ended()
             code, reason = self.client.ended or (NORMAL, "")
+            self.watch.finish(self.grant, code, reason, self.core.dialect, self.core.session_id)
             log.info("session_end %s", json.dumps({
                 "model": self.model, "backend": self.provider.backend, "dialect": self.core.dialect,
                 "deployment": self.placement.route.deployment if self.placement is not None else None,
@@ -225,6 +234,8 @@ class RealtimeSession:
                         await conn.close()
             case CloseClient(code, reason):
                 await self.client.close(code, reason)
+            case CheckGuardrail():
+                self._spawn(self._check, command)  # input of that side waits in the core meanwhile
             case McpRequest():
                 self._spawn(self._ask_mcp, command)  # the session goes on while the MCP server answers
             case GenerateRequest():
@@ -251,6 +262,10 @@ class RealtimeSession:
         self._spawn(self._read_upstream, command.link, conn)
         await self._write(out)
 
+    async def _check(self, command: CheckGuardrail) -> None:
+        guardrails = self.watch.guardrails
+        verdict = ALLOW if guardrails is None else await guardrails.check(command.stage, command.text)
+        await self._write(self.core.guardrail_decided(command.check, verdict.as_event(command.stage)))
     async def _ask_mcp(self, request: McpRequest) -> None:
         if self._mcp is None:
             self._mcp = McpClients(self.timeouts.mcp_s)

@@ -1,7 +1,12 @@
 """GET /spend/logs: one row per realtime session, passthrough session and REST call, with LiteLLM's field
 names plus livegate's tokens by modality. Filters: api_key (a key or its hash), start_date, end_date
 (YYYY-MM-DD, inclusive, or ISO 8601), model, team_id, user_id, status. The master key sees every row; a
-virtual key its own. The query is strict (schemas/management.schema.json)."""
+virtual key its own. The query is strict (schemas/management.schema.json).
+
+GET /spend/logs/{session}: one row, by its request id or the OpenAI session id (sess_...), with the session's
+`transcript` (redacted; null unless
+general_settings.store_prompts_in_spend_logs was on for it). The same rule: a virtual key reads only its own
+(another key's session is a 404, as an unknown one is)."""
 
 from __future__ import annotations
 
@@ -30,7 +35,7 @@ def spend_row(row: dict[str, Any]) -> dict[str, Any]:
         "startTime": iso(row["start_time"]), "endTime": iso(row["end_time"]), "status": row["status"],
         "close_code": row["close_code"], "request_tags": json.loads(row["request_tags"] or "[]"),
         "end_user": row["end_user"], "metadata": json.loads(row["metadata"] or "{}"),
-        "team_id": row.get("team_id"), "user": row.get("user_id"),
+        "team_id": row.get("team_id"), "user": row.get("user_id"), "session_id": row.get("session_id"),
         **{f"{name}_tokens": row[f"{name}_tokens"] for name in SPEND_TOKEN_COLUMNS},
     }
 
@@ -58,4 +63,24 @@ def add_spend_routes(app: FastAPI, gateway: Gateway) -> None:
             return ApiError(503, "The spend store is unavailable; try again shortly.", "store_unavailable").response()
         return JSONResponse([spend_row(r) for r in rows])
 
+    async def one(request: Request, request_id: str) -> JSONResponse:
+        try:
+            who = await caller(gateway, request)
+            if who.kind != "key" and gateway.config.master_key and who.kind != "master":
+                raise ApiError(403, "Only the master key may do this.", "forbidden")
+            if request.query_params:
+                name = next(iter(request.query_params))
+                raise ApiError(400, f"Unknown query parameter '{name[:64]}': this route takes none.",
+                               "invalid_parameter", name[:64])
+            found = await gateway.accounting.store.spend_log(request_id)
+            if found is None or (who.kind == "key" and found[0]["api_key"] != who.token_hash):
+                raise ApiError(404, f"No spend log '{request_id[:64]}'.", "not_found", "request_id")
+        except ApiError as exc:
+            return exc.response()
+        except StoreUnavailable:
+            return ApiError(503, "The spend store is unavailable; try again shortly.", "store_unavailable").response()
+        row, transcript = found
+        return JSONResponse({**spend_row(row), "transcript": json.loads(transcript) if transcript else None})
+
     app.add_api_route("/spend/logs", logs, methods=["GET"], include_in_schema=False)
+    app.add_api_route("/spend/logs/{request_id}", one, methods=["GET"], include_in_schema=False)

@@ -55,6 +55,15 @@ def recall_answer(earlier: list[str]) -> str:
     return f"{PREFIX} Before this you said: " + " | ".join(earlier) if earlier else f"{PREFIX} You said nothing before."
 
 
+_VERBATIM = re.compile(r"Say exactly(?: this)?[^:]*:\s*(?P<said>.+?)\)?\s*$", re.DOTALL)
+
+
+def verbatim(prompt: str) -> str | None:
+    """What a turn asks to be said exactly ("... Say exactly this ...: <words>"), if it asks."""
+    match = _VERBATIM.search(prompt)
+    return match["said"].strip() if match else None
+
+
 def heard_answer(seconds: float) -> str:
     return f"{PREFIX} I heard {seconds:.1f} s of audio."
 

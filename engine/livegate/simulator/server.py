@@ -85,9 +85,14 @@ class SimSession:
         if self.connection is not None:
             await self.connection.abort(code, reason)
 
-    async def go_away(self, time_left: float) -> None:
-        """Send goAway with `time_left` seconds, then end the connection (1000) when they have passed."""
-        if self.connection is not None:
+    async def go_away(self, time_left: float | str = "10s") -> None:
+        """Send goAway. `time_left` in seconds (a number): the connection then ends (1000) when they have
+        passed; as Gemini's text ("10s"): the announcement only, the connection stays open."""
+        if self.connection is None:
+            return
+        if isinstance(time_left, str):
+            await self.connection._send({"goAway": {"timeLeft": time_left}})
+        else:
             await self.connection.go_away(time_left)
     close_code: int | None = None  # set when the simulator closed the connection itself
     close_reason: str | None = None
@@ -204,6 +209,9 @@ class GeminiLiveSimulator:
         self.refuse_status: int | None = None
         self.close_on_setup: tuple[int, str] | None = None
         self.refused = 0
+        # What the next audio turns say, in order (a stand-in for speech recognition: tests speak a sentence with
+        # espeak-ng and tell the simulator its words); an audio turn with none queued is "N.N s of audio".
+        self.hearing: list[str] = []
         self.handles_issued = 0
         self.sessions: list[SimSession] = []
         self.rest_calls: list[rest.RestCall] = []  # generateContent requests (out-of-band responses)
@@ -739,6 +747,10 @@ class _Connection:
         if reason is not None:
             await self._respond(self._stopped_turn(reason, tokens))
             return
+        verbatim = script.verbatim(prompt)
+        if verbatim is not None:  # asked to say something exactly: it says it
+            await self._respond(self._stream_turn(f"{script.PREFIX} {verbatim}", tokens))
+            return
         name = script.called_function(user_text, self.functions)
         if name is None:
             said = [_text_of(t) for t in self.history if t.get("role", "user") == "user" and _text_of(t)]
@@ -769,11 +781,14 @@ class _Connection:
         if self.caps["transcription_only"]:
             await self._transcribe_only(seconds)
             return
+        heard = self.sim.hearing.pop(0) if self.sim.hearing else None
         if self.input_transcription or self.caps["input_transcription_unasked"]:
-            for chunk in script.heard_transcript(seconds):
+            for chunk in script.split_text(heard) if heard else script.heard_transcript(seconds):
                 await self._send({"serverContent": {"inputTranscription": {"text": chunk}}})
                 await self._pause()
-        await self._stream_turn(script.heard_answer(seconds), tokens)
+        if heard:
+            self.history.append({"role": "user", "parts": [{"text": heard}]})
+        await self._stream_turn(script.echo_answer(heard) if heard else script.heard_answer(seconds), tokens)
 
     async def _stopped_turn(self, reason: str | None, prompt_tokens: dict[str, int]) -> None:
         """A turn Gemini ends without output, giving its reason (a safety stop, a malformed call), or none."""

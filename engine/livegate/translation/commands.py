@@ -70,6 +70,16 @@ class CloseClient:
 
 
 @dataclass(frozen=True, slots=True)
+class CheckGuardrail:
+    """Run the session's guardrails of `stage` on `text` and report the decision (`guardrail_decided(check,
+    decision)`). Until then the input that brought the text, and every later input of its side, waits."""
+
+    check: int
+    stage: str
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
 class McpRequest:
     """Ask an MCP server of the session (livegate is the MCP client of the session's `{type: "mcp"}` tools):
     list its tools (`action` "list") or call one ("call"), in the background; report the outcome with
@@ -105,7 +115,8 @@ class StoreSession:
     release: bool = False
 
 
-Command = SetTimer | OpenUpstream | CloseUpstream | CloseClient | McpRequest | GenerateRequest | StoreSession
+Command = (SetTimer | OpenUpstream | CloseUpstream | CloseClient | McpRequest | GenerateRequest | StoreSession
+           | CheckGuardrail)
 
 
 @dataclass(frozen=True, slots=True)

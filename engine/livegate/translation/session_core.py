@@ -21,10 +21,11 @@ Inputs (each returns an `Output`: client messages, Gemini messages for `Output.l
     stop(message, code, close_code)  accounting stopped the session
     drain(deadline)                  the gateway drains (SIGTERM): close 1012 at the next turn boundary
     take_over()                      a session restored from the store (takeover/) is carried on here
+    guardrail_decided(check, decision) the guardrails decided on a held input (CheckGuardrail)
 
 Commands (translation/commands.py): SetTimer, OpenUpstream, CloseUpstream, CloseClient, McpRequest,
-GenerateRequest, StoreSession (with `checkpoints`: a snapshot whenever the `checkpoint` or `between_turns`
-answer changes). Questions: the
+GenerateRequest, CheckGuardrail, StoreSession (with `checkpoints`: a snapshot whenever the `checkpoint` or
+`between_turns` answer changes). Questions: the
 core reads the session state only through the named expressions of mappings/resumption.yaml, asked again
 only when a key they read changed, so an audio chunk costs two identity checks and no command.
 
@@ -38,6 +39,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -45,6 +47,7 @@ from typing import Any
 from livegate.close_codes import BAD_GATEWAY, NORMAL, SERVICE_RESTART
 from livegate.mapping.expressions import truthy
 from livegate.translation.commands import (
+    CheckGuardrail,
     CloseClient,
     CloseUpstream,
     GenerateRequest,
@@ -55,6 +58,7 @@ from livegate.translation.commands import (
     Timer,
     UpstreamFailure,
 )
+from livegate.translation.guarding import GuardrailCheck
 from livegate.translation.observer import SessionObserver
 from livegate.translation.resumption import InputQueue, ResumptionPolicy, duration_s
 from livegate.translation.snapshot import Snapshot
@@ -135,6 +139,11 @@ class SessionCore:
         self._answers: dict[str, Any] = {}
         self._seen: dict[str, Any] | None = None
         self._recheck = False
+        # Inputs held for the guardrails, by side ("client", "upstream"): the check under way, and the inputs
+        # that came after it, translated in order once it is decided.
+        self._checks: dict[str, tuple[int, GuardrailCheck]] = {}
+        self._parked: dict[str, deque[Any]] = {}
+        self._check_seq = 0
         self._scope: dict[str, Any] = {"session": None, "config": translator.config,
                                        "tables": translator.mappings.tables}
 
@@ -165,17 +174,30 @@ class SessionCore:
         return self._after(self.translator.start())
 
     def client_frame(self, frame: str | bytes | dict[str, Any]) -> Output:
-        out = self.translator.from_client(frame)
+        if "client" in self._checks:  # an earlier client input is under check: this one waits behind it
+            self._parked["client"].append(frame)
+            return Output()
+        out = Output()
+        self._client_input(frame, out)
+        return self._after(out)
+
+    def _client_input(self, frame: str | bytes | dict[str, Any], out: Output) -> None:
+        translated = self.translator.from_client(frame)
+        if translated.check is not None:
+            self._begin_check(translated)
+        out.extend(translated)
         if self._held:  # the response.create Gemini's continuation waited for may have come
             self._settle(out)
             if self._held and not self._awaits:
                 self._release(out)
-        return self._after(out)
 
     def upstream_frame(self, link: int, frame: str | bytes | dict[str, Any]) -> Output:
         if link != self.link:
             return Output()  # a connection the session moved away from
         self._last_frame = self.now()
+        if "upstream" in self._checks:  # an earlier frame is under check: this one waits behind it
+            self._parked["upstream"].append(frame)
+            return Output()
         if self._held or self._awaits:
             out = Output()
             if not self._held:
@@ -183,7 +205,49 @@ class SessionCore:
                 self._arm(out, Timer.CONTINUATION, self._last_frame + wait_s)
             self._held.append(frame)
             return out
-        return self._after(self.translator.from_upstream(frame))
+        return self._after(self._upstream_input(frame))
+
+    def _upstream_input(self, frame: str | bytes | dict[str, Any]) -> Output:
+        out = self.translator.from_upstream(frame)
+        if out.check is not None:
+            self._begin_check(out)
+        return out
+
+    def guardrail_decided(self, check: int, decision: dict[str, Any]) -> Output:
+        """The guardrails decided on a held input (`decision`: verdict allow, block or rewrite, the guardrail's
+        name, its refusal). A client event is translated with the decision; a Gemini frame after
+        lifecycle/guardrail_blocked when it was blocked. Then the inputs that waited behind it, in order."""
+        side = next((s for s, (number, _) in self._checks.items() if number == check), None)
+        if side is None:
+            return Output()  # superseded: the connection it came from was left
+        _, held = self._checks.pop(side)
+        waiting = self._parked.pop(side)
+        self.observer.guardrail_decided(held.stage, decision)
+        out = Output()
+        if side == "client":
+            out.extend(self.translator.checked_client_event(held.held, decision))
+        else:
+            if decision.get("verdict") == "block":
+                out.extend(self.translator.guardrail_blocked(decision))
+            out.extend(self.translator.from_upstream(held.held, checked=True))
+        while waiting:
+            if side in self._checks:  # a later input is under check now: the rest wait behind it
+                self._parked[side].extendleft(reversed(waiting))
+                break
+            item = waiting.popleft()
+            if side == "client":
+                self._client_input(item, out)
+            else:
+                out.extend(self._upstream_input(item))
+        return self._after(out)
+
+    def _begin_check(self, out: Output) -> None:
+        check = out.check
+        assert check is not None
+        self._check_seq += 1
+        self._checks[check.side] = (self._check_seq, check)
+        self._parked[check.side] = deque()
+        out.command(CheckGuardrail(self._check_seq, check.stage, check.text))
 
     def upstream_opened(self, link: int, first: str | bytes | dict[str, Any]) -> Output:
         opening = self._opening
@@ -375,6 +439,8 @@ class SessionCore:
         self._settle(out)
         if out.upstream:
             self._route(out)
+        if out.client:
+            self.observer.client_messages(out.client)
         return out
 
     def _settle(self, out: Output) -> None:
@@ -609,6 +675,8 @@ class SessionCore:
         if mode == "handle" and not self._handle_usable():
             mode = "fresh"
         old, self.link = self.link, None
+        self._checks.pop("upstream", None)  # what the old connection still owed a check is over with it
+        self._parked.pop("upstream", None)
         self._queue = self._queue or InputQueue(self.policy.queue_audio_ms)
         if self._held:  # the old connection's continuation: the resume asks again for what was not started
             self._held.clear()
@@ -645,7 +713,10 @@ class SessionCore:
         self._disarm(out, Timer.CONTINUATION)
         held, self._held = self._held, []
         for frame in held:
-            out.extend(self.translator.from_upstream(frame))
+            if "upstream" in self._checks:
+                self._parked["upstream"].append(frame)
+            else:
+                out.extend(self._upstream_input(frame))
 
     def _fail(self, out: Output, message: str, code: str) -> None:
         out.extend(self.translator.server_error(message, code))

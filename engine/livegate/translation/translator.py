@@ -55,6 +55,7 @@ from livegate.mapping.plan import Planner, holds
 from livegate.mapping.wire import WireTemplate
 from livegate.translation.commands import Command, GenerateRequest, McpRequest
 from livegate.translation.errors import error_event
+from livegate.translation.guarding import GuardrailCheck
 from livegate.translation.observer import SessionObserver
 from livegate.translation.usage import UsageLedger
 from livegate.translation.validation import ClientEventValidator
@@ -76,6 +77,7 @@ class Output:
     log: list[str] = field(default_factory=list)
     commands: list[Command] | tuple[()] = ()
     link: int | None = None
+    check: GuardrailCheck | None = None  # the input was held for the guardrails (translation/guarding.py)
 
     def command(self, command: Command) -> None:
         if not self.commands:
@@ -208,6 +210,12 @@ class Translator:
         self.session: dict[str, Any] = {}
         self.usage = ledger if ledger is not None else UsageLedger()  # the session's usage ledger
         self.observer = observer or SessionObserver()
+        # The stages with guardrails (config.guardrails, from the pump): an input whose text they must check is
+        # held (Output.check) before it is translated.
+        stages = self.config.get("guardrails") or {}
+        self._typed_check = bool(stages.get("pre_call")) and mappings.guarding is not None
+        self._heard_check = self._typed_check
+        self._said_check = bool(stages.get("during_call")) and mappings.guarding is not None
         self._unhandled: set[str] = set()
         # The lifecycle state (state.yaml) after the last input, and the keys it is made of.
         self._lifecycle_keys = mappings.state.lifecycle_keys
@@ -270,19 +278,46 @@ class Translator:
         reshape = self._from_client.get(event["type"])
         if reshape is not None:
             event = self._reshape(reshape, event)
+        if self._typed_check:
+            text = self.mappings.guarding.ask("typed_text", self.runtime, self._scope(event))
+            if text is not None:
+                out.check = GuardrailCheck("pre_call", text, event, "client")
+                return out
+        self._client_event(event, out)
+        return out
+
+    def checked_client_event(self, event: dict[str, Any], decision: dict[str, Any]) -> Output:
+        """A client event held for the guardrails, translated with their decision (`event.guardrail`); a
+        rewritten text goes in through shapes/guardrails.yaml's `rewritten_by_guardrail`."""
+        out = Output()
+        if decision.get("verdict") == "rewrite" and "rewritten_by_guardrail" in self.helpers.shapes:
+            event = self.helpers.shapes["rewritten_by_guardrail"]({"event": event, "text": decision.get("text")})
+        self._client_event({**event, "guardrail": decision}, out)
+        return out
+
+    def guardrail_blocked(self, decision: dict[str, Any]) -> Output:
+        """A guardrail blocked what a Gemini frame brought (the user's transcript, or the answer):
+        lifecycle/guardrail_blocked, before the held frame is translated."""
+        return self._lifecycle("guardrail_blocked", decision)
+
+    def _scope(self, event: dict[str, Any]) -> Scope:
+        return {"event": event, "session": self.session, "config": self.config, "tables": self.mappings.tables}
+
+    def _client_event(self, event: dict[str, Any], out: Output) -> None:
+        self.observer.client_event(event)
         rules = self.mappings.client.get(event["type"])
         if rules is None:
             self._send_client(out, error_event(
                 f"'{event['type']}' is not supported by this gateway yet; the event was not applied.",
                 code="unsupported_event", param="type", event_id=event.get("event_id")))
-            return out
+            return
         before = self.session
         self._run(rules, event, out, event.get("event_id"))
         if self.session is not before:
             self._check_lifecycle(before, out, client=event)
-        return out
 
-    def from_upstream(self, frame: str | bytes | dict[str, Any]) -> Output:
+    def from_upstream(self, frame: str | bytes | dict[str, Any], *, checked: bool = False) -> Output:
+        """One Gemini frame; `checked`: the guardrails already decided on it (it was held for them)."""
         out = Output()
         if isinstance(frame, dict):
             message: Any = frame
@@ -298,6 +333,11 @@ class Translator:
                     code="upstream_protocol_error", type="server_error"))
                 return out
         message = camelize_frame(message)
+        if (self._heard_check or self._said_check) and not checked:
+            check = self._upstream_check(message)
+            if check is not None:
+                out.check = check
+                return out
         event = message
         if self.usage.pending is not None and _model_output(message):
             self.usage.model_output()  # the previous turn's latest usage report is final
@@ -312,6 +352,21 @@ class Translator:
         if len(message) > 1 or next(iter(message), None) not in self.mappings.upstream:
             self._note_unhandled(message)
         return out
+
+    def _upstream_check(self, message: dict[str, Any]) -> GuardrailCheck | None:
+        """The user's transcript (pre_call) or the answer (during_call) a frame adds to, for the guardrails."""
+        if "serverContent" not in message:
+            return None
+        guarding, scope = self.mappings.guarding, self._scope(message)
+        if self._heard_check:
+            text = guarding.ask("heard_text", self.runtime, scope)
+            if text is not None:
+                return GuardrailCheck("pre_call", text, message, "upstream")
+        if self._said_check:
+            text = guarding.ask("said_text", self.runtime, scope)
+            if text is not None:
+                return GuardrailCheck("during_call", text, message, "upstream")
+        return None
 
     def _note_unhandled(self, message: dict[str, Any]) -> None:
         """Gemini fields no mapping handles are named in the debug log, once per session each."""

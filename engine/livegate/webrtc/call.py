@@ -30,6 +30,7 @@ from fastapi import WebSocket
 
 from livegate.accounting.gate import Grant
 from livegate.close_codes import ABNORMAL, NORMAL
+from livegate.observability.session import watch_session
 from livegate.server.app import session_translator
 from livegate.server.realtime import RealtimeSession
 from livegate.upstream.pool import Placement
@@ -68,12 +69,15 @@ class Call:
         self.speaker = SpeakerTrack(self.playback, self.socket.on_playback)
         self.connected = asyncio.Event()
         provider = gateway.pools.provider(placement.route)  # the deployment of its pool the call went to
+        watch = watch_session(gateway, placement.route, model, provider.backend, grant, {}, transport="webrtc",
+                              dialect="beta" if beta else "ga")
         translator = session_translator(gateway, placement.route, model, provider, grant, beta=beta,
-                                        transport="webrtc")
+                                        transport="webrtc", watch=watch)
         # The seam: the session drives the CallSocket as the WebSocket it was written for (channel.py).
         self.session = RealtimeSession(cast(WebSocket, self.socket), translator, provider, model,
                                        gateway.config.timeouts, grant=grant, policy=gateway.resumption,
-                                       placement=placement, watchdog=gateway.config.watchdog)
+                                       placement=placement, watch=watch,
+                                       watchdog=gateway.config.watchdog)
         if session_update:  # the call's own session (the multipart form's), applied first as OpenAI does
             self.socket.client_event(_session_update(session_update, translator.dialect))
         self.pc: RTCPeerConnection | None = None

@@ -48,6 +48,8 @@ from livegate.close_codes import (
     sendable,
 )
 from livegate.config import ModelRoute
+from livegate.observability.passthrough import PassthroughTurns
+from livegate.observability.session import SessionWatch, watch_passthrough
 from livegate.server import auth
 from livegate.server.client_io import ClientStalled, abort_client, fair_turn, send_within
 from livegate.server.passthrough.models import match_model, vertex_scope
@@ -165,6 +167,8 @@ class PassthroughSession:
         self.plan: _Plan | None = None
         self.upstream: ClientConnection | None = None
         self.closed: tuple[int, str, str] | None = None  # (code, reason, by whom)
+        self.watch = SessionWatch()  # the session's span (tracing on), once its setup named the model
+        self.turns: PassthroughTurns | None = None  # its turn spans and time to first audio
 
     async def run(self) -> None:
         try:
@@ -194,6 +198,7 @@ class PassthroughSession:
             self._log_end()
             if self.grant is not None:
                 code, reason, _ = self.closed or (NORMAL, "", "livegate")
+                self.watch.finish(self.grant, code, reason, "gemini", None)
                 await self.grant.finish(code, "success" if code == NORMAL else "failure", reason)
 
     # --- setup -------------------------------------------------------------------------------------------
@@ -226,6 +231,8 @@ class PassthroughSession:
             if refusal is not None:
                 raise _Close(MODEL_NOT_ALLOWED, refusal.message)
             self.grant.limit_duration(match.route.max_session_seconds)
+            self.watch, self.turns = watch_passthrough(self.gateway, match.route, model, self.backend, self.grant,
+                                                       self.ws.headers)
         provider = match.route.provider
         if self.backend == "vertex":
             if provider == "simulator":
@@ -346,6 +353,8 @@ class PassthroughSession:
                 raise _Close(INVALID_SETUP, "setup may only be sent once, as the first message")
             if self.grant is not None:
                 self.grant.client_frame(data)
+            if self.turns is not None:
+                self.turns.client_frame(data)
             try:
                 await upstream.send(data)  # str -> text frame, bytes -> binary frame: as the client sent it
             except ConnectionClosed as exc:
@@ -363,6 +372,8 @@ class PassthroughSession:
             self.usage.observe(frame)
             if self.grant is not None:
                 self.grant.upstream_frame(frame)
+            if self.turns is not None:
+                self.turns.upstream_frame(frame)
             try:
                 await send_within(self.ws, frame, self.gateway.config.timeouts.client_write_s)
             except ClientStalled as exc:

@@ -6,7 +6,7 @@ const COLORS = ["#e4572e", "#17bebb", "#ffc914", "#2e282a", "#76b041", "#8d6a9f"
 const DAYS = 14;
 const state = window.livegateAdmin = {
   signedIn: false, keys: [], teams: [], sessions: [], errors: [], report: null,
-  chart: { drawn: false, days: [], series: [] }, newKey: null, lastError: null, editing: null,
+  chart: { drawn: false, days: [], series: [] }, newKey: null, lastError: null, editing: null, transcript: null,
 };
 const $ = (id) => document.getElementById(id);
 let timers = [];
@@ -234,6 +234,46 @@ function renderErrors() {
   }
 }
 
+// --- a session's transcript (general_settings.store_prompts_in_spend_logs), already redacted by the gateway -----
+
+function transcriptLine(turn) {
+  const parts = [turn.role + (turn.audio ? " (spoken)" : "")];
+  if (turn.text) parts.push(turn.text);
+  for (const call of turn.tool_calls || []) parts.push(`calls ${call.name}(${call.arguments})`);
+  if (turn.output !== undefined) parts.push(`output ${turn.output}`);
+  if (turn.status && turn.status !== "completed") parts.push(`[${turn.status}${turn.reason ? ", " + turn.reason : ""}]`);
+  if (turn.blocked_by) parts.push(`[blocked by ${turn.blocked_by}]`);
+  return parts.join(": ");
+}
+
+async function showTranscript(event) {
+  event.preventDefault();
+  const id = new FormData($("transcript-form")).get("session").trim();
+  if (!id) return;
+  const list = $("transcript-turns");
+  list.replaceChildren();
+  try {
+    const row = await api("GET", `/spend/logs/${encodeURIComponent(id)}`);
+    state.transcript = row.transcript || { turns: [] };
+    const kept = row.transcript;
+    $("transcript-note").textContent = !kept ? "No transcript was kept for this session "
+      + "(general_settings.store_prompts_in_spend_logs was off)."
+      : `${row.key_alias || "master key"}, ${row.model}, ${time(row.startTime)}`
+        + (kept.instructions ? ` — instructions: ${kept.instructions}` : "")
+        + (kept.truncated ? " — truncated" : "");
+    for (const turn of kept ? kept.turns : []) {
+      const item = document.createElement("li");
+      item.textContent = transcriptLine(turn);
+      list.appendChild(item);
+    }
+    say("Transcript shown");
+  } catch (error) {
+    state.transcript = null;
+    $("transcript-note").textContent = "";
+    say(`Transcript failed: ${error.message}`, true);
+  }
+}
+
 // --- the chart: stacked bars, one per day, one colour per model ---------------------------------------------
 
 function dayList(end) {
@@ -384,5 +424,6 @@ document.addEventListener("DOMContentLoaded", () => {
   $("key-cancel").addEventListener("click", () => resetForm("key"));
   $("team-cancel").addEventListener("click", () => resetForm("team"));
   $("csv").addEventListener("click", downloadCsv);
+  $("transcript-form").addEventListener("submit", showTranscript);
   if (masterKey()) signIn();
 });

@@ -173,6 +173,11 @@ class SessionCore:
         self._unreserved_event_id: str | None = None
         self._spend_on_grant = False  # Gemini came to owe an answer while asking: the grant is spent at once
         self._spent: list[tuple[int, int]] = []
+        # Gemini-bound messages of the input being handled that the gate lets by (by id): what waited in the
+        # queue of a connection that opened (it passed the gate when it was queued), and the watchdog's re-ask
+        # (covered by the reservation the answer it asks again spent). Gating them again would ask a second
+        # reservation while the answer is owed, which no rising turn_pending would spend: held for good.
+        self._covered: set[int] = set()
         self._pending = False  # turn_pending's truth, for its rising and falling edges
         self._rose = False  # it rose during this input
         self._input_event_id: str | None = None  # the event_id of the client event being handled
@@ -302,9 +307,10 @@ class SessionCore:
         if opening.recovering:
             self.recoveries += 1
             self._recovery_mark = self._ask("handle")
-        if self._queue is not None:
-            out.upstream.extend(self._queue.drain())
-            self._queue = None
+        if self._queue is not None:  # given before Gemini's first frame: sent before what it brought
+            queued, self._queue = self._queue.drain(), None
+            self._covered.update(map(id, queued))
+            out.upstream[:0] = queued
         self.observer.upstream_opened(link, opening.mode)
         self._recheck = True
         return self._after(out)
@@ -503,6 +509,7 @@ class SessionCore:
                 self._spend_on_grant = True
         if self._spent:
             self._settle_reservations(out)
+        self._covered.clear()
         if out.client:
             self.observer.client_messages(out.client)
         self._input_event_id = None
@@ -682,7 +689,9 @@ class SessionCore:
         kind = f"{failure.value}_{'gave_up' if action is Action.GIVE_UP else action.value}"
         self._recovered(kind, f"watchdog: {failure.value}")
         if action is Action.REASK:
-            out.extend(self.translator.watchdog("reask", failure.value))
+            reask = self.translator.watchdog("reask", failure.value)
+            self._covered.update(map(id, reask.upstream))
+            out.extend(reask)
             self._owed_since = self.now()
         elif action is Action.RESEED:
             self._ladder.reseeding()
@@ -744,11 +753,12 @@ class SessionCore:
     def _hold_for_reservation(self, out: Output) -> None:
         """Keep back the content that needs a reservation (and everything after it, in order), asking for one;
         during the quiet period after a refusal, drop it (telling the client when it asked for a response)."""
-        messages = out.upstream
-        first = 0
-        if self._reservation != "asking":
+        messages, covered = out.upstream, self._covered
+        if self._reservation == "asking":  # all that follows waits too (order), but what the gate let by
+            first = next((i for i, m in enumerate(messages) if id(m) not in covered), len(messages))
+        else:
             starts = self.policy.may_start_response
-            first = next((i for i, m in enumerate(messages) if starts(m)), len(messages))
+            first = next((i for i, m in enumerate(messages) if id(m) not in covered and starts(m)), len(messages))
         if first == len(messages):
             return
         out.upstream, held = messages[:first], messages[first:]

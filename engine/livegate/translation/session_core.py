@@ -36,7 +36,9 @@ core asks for one (`Reserve`) and holds that content until the answer; a refused
 lifecycle/response_refused (the client is told why). A reservation is spent when Gemini comes to owe an answer
 while it is held (`turn_pending` rises), and settled (`Settle`) once that answer is over and its usage came;
 content after that needs the next one. So each response is covered by a reservation taken before Gemini was
-sent what started it, and a session holds at most one reservation it has not spent.
+sent what started it, and a session holds at most one reservation it has not spent. Content passes the gate
+once: what waited in a connection's queue is not gated again when it opens, nor is the watchdog's re-ask of an
+answer already owed (its reservation was spent by that answer).
 
 Invariants: frames of a connection other than `link` are dropped (a connection the session moved away from
 is over, whatever it still says); while a connection opens, Gemini-bound messages are queued in order (audio

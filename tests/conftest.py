@@ -54,7 +54,8 @@ def _sources(method: str, args: tuple[Any, ...]) -> list[str]:
     """The inputs a call is, as state.yaml's transitions name them (`client/<type>`, `upstream/<field>`...)."""
     if method == "start":
         return ["lifecycle/connect"]
-    if method in ("upstream_idle", "upstream_closed", "upstream_resume", "user_idle", "guardrail_blocked"):
+    if method in ("upstream_idle", "upstream_closed", "upstream_resume", "user_idle", "guardrail_blocked",
+                  "watchdog"):
         return [f"lifecycle/{method}"]
     if method == "checked_client_event":
         return [f"client/{args[0].get('type')}"]
@@ -99,7 +100,7 @@ def _checked(method: Any) -> Any:
 
 
 for _name in ("start", "from_client", "from_upstream", "upstream_idle", "upstream_closed", "upstream_resume",
-              "user_idle", "checked_client_event", "guardrail_blocked"):
+              "user_idle", "checked_client_event", "guardrail_blocked", "watchdog"):
     setattr(Translator, _name, _checked(getattr(Translator, _name)))
 
 _report_violation = Translator._lifecycle_violation

@@ -56,9 +56,10 @@ KNOWN_SURVIVORS = {
     "mappings/client/output_audio_buffer.clear.yaml:10 (WebRTC only): no stop":
         "equivalent: the refusal is for WebSockets, where session.playback (the next rule's condition) is "
         "never set: only a WebRTC call's audio starts the output buffer",
-    "mappings/lifecycle/upstream_resume.yaml:52 (a fresh session with no conversation yet): "
-    "drop set session.handle_stale":
-        "equivalent: handle_stale is set only by a tool call, whose item makes the conversation non-empty",
+    "mappings/lifecycle/upstream_resume.yaml:73 (a fresh session starts with the conversation as history (a "
+    "transcription session has none to give)): drop set session.handle_item":
+        "equivalent: a fresh session clears the handle too, and handle_item is read only by a move with a "
+        "handle, which needs a new one, whose arrival sets handle_item again",
     "mappings/shared/open_response.yaml:4 (open a response): drop set session.usage_owed_by":
         "not pinned on purpose: it differs only when Gemini reports a turn's usage twice after its "
         "response.done went out with usage, where today the second report is credited to the next "

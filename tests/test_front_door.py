@@ -175,8 +175,8 @@ async def test_response_done_without_usage_is_not_held_forever() -> None:
         await ws.recv()
         await ws.send(json.dumps({"setupComplete": {}}).encode())
         async for message in ws:
-            if "turnComplete" in message:
-                await ws.send(json.dumps({"serverContent": {"modelTurn": {"parts": [{"text": "hi"}]}}}).encode())
+            if "turnComplete" in message:  # a native-audio model's words for a text session: its transcript
+                await ws.send(json.dumps({"serverContent": {"outputTranscription": {"text": "hi"}}}).encode())
                 await ws.send(json.dumps({"serverContent": {"turnComplete": True}}).encode())
 
     async with _through_fake_upstream(no_usage) as ws:

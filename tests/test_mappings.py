@@ -13,6 +13,7 @@ Translator one step at a time:
     transport: webrtc                     (optional: a WebRTC call, where livegate plays the audio)
     sniff_dialect: false                  (no dialect header: the first session.update's shape decides)
     gemini_features: {name: value}        (optional: the config entry's gemini_features defaults)
+    watchdog: {empty_turns: 3, ...}       (optional: config.watchdog, as the session core gives it; absent: off)
     voices: {openai: gemini}              (optional: the config entry's voice table overrides)
     show_connect: false                   (include the session.created step in the snapshot)
     snapshot: true                        (false: the expectations say it all; no whole-conversation snapshot)
@@ -33,7 +34,8 @@ Translator one step at a time:
       - idle: true                        Gemini stayed quiet past idle_after_ms
       - user_idle: true                   turn_detection.idle_timeout_ms passed (the pump's timer)
       - upstream_closed: {code: 1011, reason: "..."}
-      - upstream_resume: {mode: handle | fresh, cut: false}   livegate moves to a new Gemini connection
+      - upstream_resume: {mode: handle | fresh, cut: false, why: ...}   livegate moves to a new Gemini connection
+      - watchdog: {action: reask | give_up, why: stall | empty_turn | silent_audio}   the watchdog acts
       - mcp_listed: {request_id, server_label, ok, tools | error}   an MCP server answered a tool listing
       - mcp_called: {request_id, server_label, ok, output | error}  an MCP call livegate ran finished
         expect_mcp: [{<field>: <value>}]  optional: the MCP requests this step commands (request_id, action,
@@ -105,7 +107,9 @@ def _feed(translator: Translator, step: dict[str, Any]) -> Output:
         return translator.user_idle()
     if "upstream_resume" in step:
         resume = step["upstream_resume"]
-        return translator.upstream_resume(resume["mode"], cut=resume.get("cut", False))
+        return translator.upstream_resume(resume["mode"], cut=resume.get("cut", False), why=resume.get("why", ""))
+    if "watchdog" in step:
+        return translator.watchdog(step["watchdog"]["action"], step["watchdog"]["why"])
     if "mcp_listed" in step:
         return translator.mcp_result("list", step["mcp_listed"])
     if "mcp_called" in step:
@@ -189,6 +193,7 @@ def run_case(case: dict[str, Any], mappings: Any = None) -> list[dict[str, Any]]
                                      "litellm_compat": case.get("litellm_compat", False),
                                      "voices": case.get("voices", {}),
                                      **({"intent": case["intent"]} if "intent" in case else {}),
+                                     **({"watchdog": case["watchdog"]} if "watchdog" in case else {}),
                                      **({"transport": case["transport"]} if "transport" in case else {})})
     transcript = []
     connect = translator.start()

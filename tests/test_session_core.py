@@ -4,6 +4,7 @@ the first connection, accounting stops, lifecycle violations at run time)."""
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import json
 import logging
@@ -18,6 +19,7 @@ from livegate.translation.commands import CloseClient, CloseUpstream, OpenUpstre
 from livegate.translation.observer import SessionObserver
 from livegate.translation.session_core import SessionCore
 from livegate.translation.translator import Output, Translator
+from livegate.translation.watchdog import WatchdogSettings
 from tests import conftest
 
 MAPPINGS = load_mappings()
@@ -48,15 +50,20 @@ class Recorder(SessionObserver):
     def switch_started(self, mode: str, cut: bool, why: str) -> None:
         self.seen.append(("switch", mode, cut, why))
 
+    def recovery(self, kind: str) -> None:
+        self.seen.append(("recovery", kind))
 
-def make(mappings: Any = MAPPINGS, *, stall_after_s: float = 5.0, **policy: Any) -> tuple[SessionCore, Clock]:
+
+def make(mappings: Any = MAPPINGS, *, stall_after_s: float = 5.0, watchdog: WatchdogSettings | None = None,
+         **policy: Any) -> tuple[SessionCore, Clock]:
     clock = Clock()
     translator = Translator(mappings, deterministic=True, clock=lambda: WALL + clock.t, context={
         "model": "gpt-realtime", "setup_model": "models/gemini-3.8-live", "backend": "aistudio",
         "capabilities": mappings.models.capabilities("gemini-3.8-live", "aistudio")})
     base = mappings.resumption
     core = SessionCore(translator, dataclasses.replace(base, **policy) if policy else base,
-                       stall_after_s=stall_after_s, clock=clock, observer=Recorder())
+                       stall_after_s=stall_after_s, clock=clock, observer=Recorder(),
+                       watchdog=watchdog or WatchdogSettings(stall_timeout_ms=2000))
     return core, clock
 
 
@@ -77,9 +84,9 @@ def frame(**message: Any) -> bytes:
     return orjson.dumps(message)
 
 
-def connected(**session: Any) -> tuple[SessionCore, Clock, int]:
+def connected(*, watchdog: WatchdogSettings | None = None, **session: Any) -> tuple[SessionCore, Clock, int]:
     """A session whose first Gemini connection is open (link 1), between turns."""
-    core, clock = make()
+    core, clock = make(watchdog=watchdog)
     core.start()
     core.client_frame({"type": "session.update", "session": {"type": "realtime", "output_modalities": ["text"],
                                                              **session}})
@@ -112,6 +119,20 @@ def test_the_first_content_opens_gemini_in_line_and_later_input_waits_for_it() -
     opened = core.upstream_opened(opening.link, SETUP_COMPLETE)
     assert opened.link == opening.link and core.link == opening.link
     assert opened.upstream == [{"clientContent": {"turnComplete": True}}], "the held input follows the setup"
+
+
+def test_audio_streamed_before_the_first_setup_is_held_whole_and_the_pump_told_to_stop_reading() -> None:
+    core, _ = make(queue_audio_ms=100)
+    core.client_frame({"type": "session.update", "session": {"type": "realtime", "output_modalities": ["text"]}})
+    chunk = base64.b64encode(bytes(2400)).decode()  # 50 ms of 24 kHz PCM16
+    [opening] = commands(core.client_frame({"type": "input_audio_buffer.append", "audio": chunk}), OpenUpstream)
+    assert not core.input_backlogged
+    outs = [core.client_frame({"type": "input_audio_buffer.append", "audio": chunk}) for _ in range(3)]
+    assert core.input_backlogged, "queue_audio_ms held: the pump reads no more until Gemini is set up"
+    assert not any(types(o) for o in outs), "no audio dropped (and no input_audio_dropped error) before the start"
+    opened = core.upstream_opened(opening.link, SETUP_COMPLETE)
+    assert len([m for m in opened.upstream if "audio" in m.get("realtimeInput", {})]) == 3, "all of it follows"
+    assert not core.input_backlogged
 
 
 @pytest.mark.parametrize(("failure", "code", "message"), [
@@ -196,8 +217,8 @@ def test_no_boundary_by_the_deadline_switches_mid_turn_and_fails_the_cut_respons
     core.client_frame({"type": "response.create"})
     core.upstream_frame(link, TEXT)
     out = core.upstream_frame(link, frame(goAway={"timeLeft": "12s"}))
-    assert commands(out, SetTimer) == [SetTimer(Timer.SWITCH_DEADLINE, clock.t + 2)]
-    clock.t += 2
+    assert commands(out, SetTimer) == [SetTimer(Timer.SWITCH_DEADLINE, clock.t + 6)], "half the time left, not 10 s"
+    clock.t += 6
     switched = core.timer_expired(Timer.SWITCH_DEADLINE)
     done = next(m for m in switched.client if m["type"] == "response.done")
     assert done["response"]["status"] == "failed"
@@ -234,17 +255,26 @@ def test_a_handle_past_its_ttl_reseeds_a_fresh_session() -> None:
     assert opening.then[0]["clientContent"]["turnComplete"] is True
 
 
-def test_a_handle_that_does_not_take_falls_back_to_fresh_then_gives_up() -> None:
-    core, _, link = connected()
+def test_a_handle_that_does_not_take_falls_back_to_fresh_then_retries_then_gives_up() -> None:
+    core, clock, link = connected()
     answered_turn(core, link)
     [handle] = commands(core.upstream_frame(link, frame(goAway={})), OpenUpstream)
     retry = core.upstream_failed(handle.link, UpstreamFailure("closed", code=1008, reason="expired handle"))
     [fresh] = commands(retry, OpenUpstream)
-    assert fresh.mode == "fresh" and fresh.link != handle.link
+    assert fresh.mode == "fresh" and fresh.link != handle.link, "a refused handle: a fresh session at once"
+    for delay in (0.25, 1.0, 2.0):  # resumption.yaml retry_after_s: unreachable is tried again, later
+        out = core.upstream_failed(fresh.link, UpstreamFailure("unreachable", "unreachable"))
+        assert out.client == [] and commands(out, SetTimer) == [SetTimer(Timer.RECONNECT, clock.t + delay)]
+        clock.t += delay
+        [fresh] = commands(core.timer_expired(Timer.RECONNECT), OpenUpstream)
+        assert fresh.mode == "fresh"
+        assert fresh.setup["setup"]["historyConfig"] == {"initialHistoryInClientContent": True}
     out = core.upstream_failed(fresh.link, UpstreamFailure("unreachable", "unreachable"))
-    assert out.client[-1]["error"]["code"] == "upstream_unavailable"
+    error = out.client[-1]["error"]
+    assert error["code"] == "upstream_unavailable" and "tried 4 times" in error["message"]
     assert commands(out, CloseUpstream) == [CloseUpstream(link)]
     assert commands(out, CloseClient)[0].code == 1014
+    assert core.observer.seen.count(("recovery", "retried")) == 3  # type: ignore[attr-defined]
 
 
 # --- recoveries --------------------------------------------------------------------------------------
@@ -333,10 +363,10 @@ def test_an_unrequested_continuation_is_served_after_the_wait() -> None:
 # --- the stall clock ---------------------------------------------------------------------------------
 
 
-def test_gemini_silent_mid_turn_is_a_stall() -> None:
-    core, clock, link = connected()
-    out = core.client_frame({"type": "response.create"})
-    assert commands(out, SetTimer) == [SetTimer(Timer.STALL, clock.t + 5.0)]
+def test_gemini_silent_mid_response_is_a_stall_that_ends_the_session_with_the_watchdog_off() -> None:
+    core, clock, link = connected(watchdog=WatchdogSettings(stall_timeout_ms=0))
+    core.client_frame({"type": "response.create"})
+    core.upstream_frame(link, TEXT)  # the response is under way: upstream_stall_timeout_s (5 s here) applies
     clock.t += 3
     core.upstream_frame(link, TEXT)  # Gemini speaks: the silence starts again
     clock.t += 2
@@ -360,7 +390,7 @@ def test_a_turn_requested_after_a_long_quiet_is_not_already_stalled() -> None:
     core, clock, _ = connected()
     clock.t += 60
     out = core.client_frame({"type": "response.create"})
-    assert commands(out, SetTimer) == [SetTimer(Timer.STALL, clock.t + 5.0)]
+    assert commands(out, SetTimer) == [SetTimer(Timer.STALL, clock.t + 2.0)], "the watchdog's stall_timeout_ms"
 
 
 # --- the idle timers ---------------------------------------------------------------------------------
@@ -540,3 +570,287 @@ def test_the_shipped_mappings_lint_clean(capsys: pytest.CaptureFixture[str]) -> 
     from livegate.paths import MAPPINGS_DIR
 
     assert _lint(MAPPINGS_DIR, capsys)[0] == 0
+
+
+# --- Gemini's faults (issue 17 §1) ---------------------------------------------------------------------
+
+
+def recoveries(core: SessionCore) -> list[str]:
+    return [seen[1] for seen in core.observer.seen if seen[0] == "recovery"]  # type: ignore[attr-defined]
+
+
+def test_a_1011_mid_answer_asks_the_question_again_on_a_fresh_session_without_the_cut_answer() -> None:
+    core, _, link = connected()
+    answered_turn(core, link)
+    core.client_frame(say("And tomorrow?"))
+    core.client_frame({"type": "response.create"})
+    core.upstream_frame(link, frame(serverContent={"outputTranscription": {"text": "Tomor"}}))
+    out = core.upstream_closed(link, 1011, "Internal error encountered.")
+    done = next(m for m in out.client if m["type"] == "response.done")
+    assert (done["response"]["status"], done["response"]["status_details"]["error"]["code"]) == \
+        ("failed", "upstream_reconnected")
+    [fresh] = commands(out, OpenUpstream)
+    assert fresh.mode == "fresh" and fresh.setup["setup"]["historyConfig"] == {"initialHistoryInClientContent": True}
+    history, question = (m["clientContent"] for m in fresh.then)
+    assert [t["parts"][0]["text"] for t in history["turns"]] == ["hi", "Hello"], "the cut 'Tomor' is left out"
+    assert history["turnComplete"] is True, "closes the history without calling the model"
+    assert question == {"turns": [{"role": "user", "parts": [{"text": "And tomorrow?"}]}], "turnComplete": True}
+    assert recoveries(core) == ["reseeded"]
+    opened = core.upstream_opened(fresh.link, SETUP_COMPLETE)
+    answer = core.upstream_frame(fresh.link, TEXT)
+    assert types(answer)[0] == "response.created", "a new response follows by itself"
+    assert opened.client == [] and commands(opened, CloseClient) == []
+
+
+def _call_made(core: SessionCore, link: int) -> None:
+    answered_turn(core, link)
+    core.client_frame(say("Look it up"))
+    core.client_frame({"type": "response.create"})
+    core.upstream_frame(link, frame(toolCall={"functionCalls": [{"id": "c1", "name": "lookup", "args": {}}]},
+                                    usageMetadata={"promptTokenCount": 1, "responseTokenCount": 1}))
+
+
+def _output(core: SessionCore) -> Output:
+    return core.client_frame({"type": "conversation.item.create", "item": {
+        "type": "function_call_output", "call_id": "c1", "output": '{"found": true}'}})
+
+
+def test_a_short_go_away_during_a_tool_call_sends_the_output_to_the_connection_that_made_the_call() -> None:
+    core, clock, link = connected(tools=[TOOL])
+    _call_made(core, link)
+    out = core.upstream_frame(link, frame(goAway={"timeLeft": "2s"}))
+    assert commands(out, SetTimer) == [SetTimer(Timer.SWITCH_DEADLINE, clock.t + 1.0)], \
+        "the deadline comes from timeLeft: half of it, not at once"
+    clock.t += 1.0
+    held = core.timer_expired(Timer.SWITCH_DEADLINE)
+    assert commands(held, OpenUpstream) == [] and core.link == link, "no move while the call waits"
+    assert recoveries(core) == ["tool_output_held"]
+    sent = _output(core)
+    assert sent.link == link and "toolResponse" in sent.upstream[0], "to the session that made the call"
+    core.client_frame({"type": "response.create"})
+    assert commands(core.upstream_frame(link, TEXT), OpenUpstream) == [], "the old handle would lose the call"
+    core.upstream_frame(link, TURN_DONE)
+    out = core.upstream_frame(link, frame(sessionResumptionUpdate={"newHandle": "h2", "resumable": True}))
+    [moved] = commands(out, OpenUpstream)
+    assert moved.mode == "handle" and moved.setup["setup"]["sessionResumption"] == {"handle": "h2"}
+
+
+def test_a_connection_gone_before_the_tool_output_reseeds_the_call_and_its_output_asks_for_the_answer() -> None:
+    core, clock, link = connected(tools=[TOOL])
+    _call_made(core, link)
+    core.upstream_frame(link, frame(goAway={"timeLeft": "2s"}))
+    clock.t += 1.0
+    core.timer_expired(Timer.SWITCH_DEADLINE)
+    out = core.upstream_closed(link, 1000, "The connection reached its maximum lifetime.")
+    [fresh] = commands(out, OpenUpstream)
+    assert fresh.mode == "fresh", "the handle predates the call"
+    [history] = (m["clientContent"] for m in fresh.then)
+    assert history["turns"][-1] == {"role": "model", "parts": [{"functionCall": {"id": "c1", "name": "lookup",
+                                                                                 "args": {}}}]}
+    core.upstream_opened(fresh.link, SETUP_COMPLETE)
+    sent = _output(core)
+    assert sent.link == fresh.link
+    assert sent.upstream == [{"clientContent": {"turns": [{"role": "user", "parts": [{"functionResponse": {
+        "id": "c1", "name": "lookup", "response": {"output": {"found": True}}}}]}], "turnComplete": True}}], \
+        "not a toolResponse the fresh session never asked for: history, and the answer is asked for"
+
+
+def test_a_reconfiguration_with_no_handle_is_applied_through_a_fresh_session_within_handle_wait_s() -> None:
+    core, clock, link = connected()
+    core.client_frame({"type": "response.create"})
+    core.upstream_frame(link, TEXT)
+    core.upstream_frame(link, TURN_DONE)  # Gemini sends no handle
+    out = core.client_frame({"type": "session.update", "session": {"type": "realtime",
+                                                                   "audio": {"output": {"voice": "coral"}}}})
+    assert commands(out, SetTimer) == [SetTimer(Timer.SWITCH_DEADLINE, clock.t + 2.0)], "bounded"
+    clock.t += 2.0
+    moved = core.timer_expired(Timer.SWITCH_DEADLINE)
+    [fresh] = commands(moved, OpenUpstream)
+    assert fresh.mode == "fresh" and fresh.setup["setup"]["generationConfig"]["speechConfig"] == {
+        "voiceConfig": {"prebuiltVoiceConfig": {"voiceName": "Aoede"}}}
+    assert [t["parts"][0]["text"] for t in fresh.then[0]["clientContent"]["turns"]] == ["hi", "Hello"]
+    assert recoveries(core) == ["reconfigured_fresh"]
+
+
+def test_a_handle_arriving_within_handle_wait_s_resumes_instead() -> None:
+    core, _, link = connected()
+    core.client_frame({"type": "response.create"})
+    core.upstream_frame(link, TEXT)
+    core.upstream_frame(link, TURN_DONE)
+    core.client_frame({"type": "session.update", "session": {"type": "realtime",
+                                                             "audio": {"output": {"voice": "coral"}}}})
+    out = core.upstream_frame(link, frame(sessionResumptionUpdate={"newHandle": "h9", "resumable": True}))
+    assert commands(out, OpenUpstream)[0].setup["setup"]["sessionResumption"] == {"handle": "h9"}
+    assert SetTimer(Timer.SWITCH_DEADLINE, None) in out.commands
+
+
+# --- the watchdog --------------------------------------------------------------------------------------
+
+
+def test_a_stall_is_asked_again_then_reseeded_then_given_up_and_the_session_goes_on() -> None:
+    core, clock, link = connected()
+    out = core.client_frame({"type": "response.create"})
+    assert commands(out, SetTimer) == [SetTimer(Timer.STALL, clock.t + 2.0)]
+    clock.t += 2.0
+    asked = core.timer_expired(Timer.STALL)
+    assert asked.client == [] and asked.link == link and asked.upstream == [{"clientContent": {"turnComplete": True}}]
+    assert commands(asked, SetTimer) == [SetTimer(Timer.STALL, clock.t + 2.0)]
+    clock.t += 2.0
+    reseeded = core.timer_expired(Timer.STALL)
+    [fresh] = commands(reseeded, OpenUpstream)
+    assert reseeded.client == [] and fresh.mode == "fresh"
+    assert fresh.then[-1] == {"clientContent": {"turns": [{"role": "user", "parts": [{"text": "hi"}]}],
+                                                "turnComplete": True}}, "the question, asked again"
+    clock.t += 0.5
+    opened = core.upstream_opened(fresh.link, SETUP_COMPLETE)
+    assert commands(opened, SetTimer) == [SetTimer(Timer.STALL, clock.t + 2.0)], "timed from the new connection"
+    clock.t += 2.0
+    gave_up = core.timer_expired(Timer.STALL)
+    assert types(gave_up) == ["error", "response.created", "response.done", "rate_limits.updated"]
+    assert gave_up.client[0]["error"]["code"] == "upstream_stalled" and commands(gave_up, CloseClient) == []
+    assert recoveries(core) == ["stall_reask", "stall_reseed", "stall_gave_up"]
+    again = core.client_frame({"type": "response.create"})
+    assert again.link == fresh.link
+    clock.t += 2.0
+    assert core.timer_expired(Timer.STALL).upstream == [{"clientContent": {"turnComplete": True}}]
+    assert recoveries(core)[-1] == "stall_reask", "a new question starts the ladder again"
+
+
+def test_output_before_the_stall_timeout_is_no_stall() -> None:
+    core, clock, link = connected()
+    core.client_frame({"type": "response.create"})
+    clock.t += 1.5
+    core.upstream_frame(link, TEXT)
+    clock.t += 0.5
+    out = core.timer_expired(Timer.STALL)
+    assert out.upstream == [] and out.client == [] and recoveries(core) == []
+
+
+def test_the_stall_watch_off_leaves_the_old_stall_close() -> None:
+    core, clock, _ = connected(watchdog=WatchdogSettings(stall_timeout_ms=0))
+    out = core.client_frame({"type": "response.create"})
+    assert commands(out, SetTimer) == [SetTimer(Timer.STALL, clock.t + 5.0)]
+    clock.t += 5.0
+    assert core.timer_expired(Timer.STALL).client[0]["error"]["code"] == "upstream_timeout"
+
+
+def test_a_stall_in_the_middle_of_an_answer_moves_the_question_to_a_fresh_session() -> None:
+    core, clock, link = connected()
+    core.client_frame({"type": "response.create"})
+    core.upstream_frame(link, TEXT)
+    clock.t += 5.0  # upstream_stall_timeout_s (5 s here) in the middle of a response
+    out = core.timer_expired(Timer.STALL)
+    done = next(m for m in out.client if m["type"] == "response.done")
+    assert done["response"]["status_details"]["error"]["code"] == "upstream_reconnected"
+    [fresh] = commands(out, OpenUpstream)
+    assert fresh.mode == "fresh" and commands(out, CloseClient) == []
+    assert recoveries(core) == ["stall_reseed"]
+
+
+def _empty(core: SessionCore, link: int, reason: str | None = None) -> Output:
+    end: dict[str, Any] = {"turnComplete": True, **({"turnCompleteReason": reason} if reason else {})}
+    return core.upstream_frame(link, frame(serverContent=end))
+
+
+def test_empty_turns_are_asked_again_until_the_run_reseeds() -> None:
+    core, _, link = connected(watchdog=WatchdogSettings(empty_turns_before_reseed=3))
+    core.client_frame({"type": "response.create"})
+    for reason in (None, "RESPONSE_REJECTED"):
+        out = _empty(core, link, reason)
+        assert out.client == [] and out.upstream == [{"clientContent": {"turnComplete": True}}]
+    out = _empty(core, link, "RESPONSE_REJECTED")
+    [fresh] = commands(out, OpenUpstream)
+    assert out.client == [] and fresh.mode == "fresh"
+    assert recoveries(core) == ["empty_turn_reask", "empty_turn_reask", "empty_turn_reseed"]
+    core.upstream_opened(fresh.link, SETUP_COMPLETE)
+    answer = core.upstream_frame(fresh.link, TEXT)
+    assert types(answer)[0] == "response.created"
+    assert types(core.upstream_frame(fresh.link, TURN_DONE))[-2:] == ["response.done", "rate_limits.updated"]
+
+
+def test_an_empty_turn_answered_after_one_reask_is_one_response() -> None:
+    core, _, link = connected()
+    core.client_frame({"type": "response.create"})
+    _empty(core, link)
+    core.upstream_frame(link, TEXT)
+    out = core.upstream_frame(link, TURN_DONE)
+    assert types(out)[-2:] == ["response.done", "rate_limits.updated"]
+    assert recoveries(core) == ["empty_turn_reask"]
+
+
+def test_empty_turns_off_report_them_as_they_are() -> None:
+    core, _, link = connected(watchdog=WatchdogSettings(empty_turns_before_reseed=0))
+    core.client_frame({"type": "response.create"})
+    out = _empty(core, link)
+    assert types(out) == ["response.created"] and commands(out, OpenUpstream) == []
+    assert types(core.timer_expired(Timer.UPSTREAM_IDLE)) == [], "not yet due"
+    assert recoveries(core) == []
+
+
+SILENCE = base64.b64encode(bytes(48_000)).decode()  # 1 s at 24 kHz of digital zero
+SPEECH = base64.b64encode(b"\x10\x27" * 24_000).decode()  # 1 s at a level of 10,000
+
+
+def _audio(data: str) -> bytes:
+    return frame(serverContent={"modelTurn": {"parts": [{"inlineData": {"mimeType": "audio/pcm;rate=24000",
+                                                                       "data": data}}]}})
+
+
+def test_a_near_silent_answer_is_replaced_by_one_asked_again_on_a_fresh_session() -> None:
+    core, _, link = connected(output_modalities=["audio"])
+    core.client_frame({"type": "response.create"})
+    out = core.upstream_frame(link, _audio(SILENCE))
+    done = next(m for m in out.client if m["type"] == "response.done")
+    assert done["response"]["status_details"]["error"]["code"] == "silent_audio"
+    [fresh] = commands(out, OpenUpstream)
+    assert fresh.mode == "fresh" and fresh.then[-1]["clientContent"]["turns"] == [
+        {"role": "user", "parts": [{"text": "hi"}]}]
+    core.upstream_opened(fresh.link, SETUP_COMPLETE)
+    healthy = core.upstream_frame(fresh.link, _audio(SPEECH))
+    assert types(healthy)[0] == "response.created" and recoveries(core) == ["silent_audio_reseed"]
+
+
+def test_a_near_silent_answer_again_is_delivered_with_one_error() -> None:
+    core, _, link = connected(output_modalities=["audio"])
+    core.client_frame({"type": "response.create"})
+    [fresh] = commands(core.upstream_frame(link, _audio(SILENCE)), OpenUpstream)
+    core.upstream_opened(fresh.link, SETUP_COMPLETE)
+    out = core.upstream_frame(fresh.link, _audio(SILENCE))
+    assert [m["error"]["code"] for m in out.client if m["type"] == "error"] == ["silent_audio"]
+    assert commands(out, OpenUpstream) == [] and "response.output_audio.delta" in types(out)
+    assert types(core.upstream_frame(fresh.link, TURN_DONE))[-2:] == ["response.done", "rate_limits.updated"]
+    assert recoveries(core) == ["silent_audio_reseed", "silent_audio_gave_up"]
+
+
+def test_a_loud_answer_is_left_alone() -> None:
+    core, _, link = connected(output_modalities=["audio"])
+    core.client_frame({"type": "response.create"})
+    out = core.upstream_frame(link, _audio(SPEECH))
+    assert commands(out, OpenUpstream) == [] and recoveries(core) == []
+
+
+# --- retries back off (issue 18 item 6) ----------------------------------------------------------------
+
+
+def test_a_network_blip_costs_the_session_nothing_but_the_wait() -> None:
+    core, clock, link = connected()
+    answered_turn(core, link)
+    [first] = commands(core.upstream_closed(link, 1006, ""), OpenUpstream)
+    out = core.upstream_failed(first.link, UpstreamFailure("unreachable", "connection refused"))
+    assert out.client == [] and commands(out, SetTimer) == [SetTimer(Timer.RECONNECT, clock.t + 0.25)]
+    queued = core.client_frame(say("still there?"))
+    assert queued.upstream == [] and queued.link is None, "input is held meanwhile"
+    clock.t += 0.25
+    [second] = commands(core.timer_expired(Timer.RECONNECT), OpenUpstream)
+    assert second.mode == "handle" and second.setup["setup"]["sessionResumption"] == {"handle": "h1"}
+    opened = core.upstream_opened(second.link, SETUP_COMPLETE)
+    assert opened.link == second.link and "clientContent" in opened.upstream[0]
+    assert recoveries(core) == ["resumed", "retried"]
+
+
+def test_a_fresh_session_refused_with_1011_is_tried_again_later() -> None:
+    core, clock, link = connected()
+    answered_turn(core, link)
+    [fresh] = commands(core.upstream_closed(link, 1011, ""), OpenUpstream)
+    out = core.upstream_failed(fresh.link, UpstreamFailure("closed", code=1011, reason="Internal error"))
+    assert commands(out, SetTimer) == [SetTimer(Timer.RECONNECT, clock.t + 0.25)] and out.client == []

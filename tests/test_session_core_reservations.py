@@ -115,3 +115,63 @@ def test_a_session_without_budget_never_asks() -> None:
     core.upstream_opened(opening.link, SETUP_COMPLETE)
     out = core.client_frame({"type": "response.create"})
     assert commands(out, Reserve) == [] and out.upstream == [{"clientContent": {"turnComplete": True}}]
+
+
+# --- content queued while a connection opens, and the watchdog's re-ask, are not reserved twice --------------------
+# The first connection opens in the background: a client's item and response.create come before Gemini's
+# setupComplete. What waited in the connection's queue had passed the reservation gate already; gating it again
+# when the queue drained asked a second reservation while the answer was owed (turn_pending already up), which
+# nothing spent: it stayed held, unsettled, and the next response went without asking (a fleet under a budget
+# saw every session hold one, and a fail-closed instance answered a response during a counter outage).
+
+
+def test_content_reserved_while_the_first_connection_opens_is_sent_once_under_that_reservation() -> None:
+    core, _ = make(max_output_tokens=64)
+    [opening] = commands(core.client_frame(say("hi")), OpenUpstream)
+    asked = core.client_frame({"type": "response.create", "event_id": "evt_1"})
+    assert commands(asked, Reserve) == [Reserve(1, 64)]
+    granted = core.reservation_answered(1, None)
+    assert granted.upstream == [] and granted.link is None, "queued for the connection still opening"
+    opened = core.upstream_opened(opening.link, SETUP_COMPLETE)
+    assert commands(opened, Reserve) == [], "reserved already: not asked again"
+    assert opened.upstream == [{"clientContent": {"turnComplete": True}}] and opened.link == opening.link
+    core.upstream_frame(opening.link, TEXT)
+    assert commands(core.upstream_frame(opening.link, TURN_DONE), Settle) == [Settle((1,))]
+    core.client_frame(say("again"))
+    nxt = core.client_frame({"type": "response.create"})
+    assert nxt.upstream == [] and commands(nxt, Reserve) == [Reserve(2, 64)], "no reservation is left held"
+
+
+def test_the_first_connection_opening_before_the_grant_sends_the_queue_first_and_the_held_content_after() -> None:
+    core, _ = make(max_output_tokens=64)
+    [opening] = commands(core.client_frame(say("hi")), OpenUpstream)  # sent with the setup
+    assert core.client_frame(say("and more")).upstream == [], "queued for the connection opening"
+    core.client_frame({"type": "response.create"})
+    opened = core.upstream_opened(opening.link, SETUP_COMPLETE)
+    [item] = opened.upstream
+    assert item["clientContent"]["turns"][0]["parts"] == [{"text": "and more"}], \
+        "the item queued before the response.create goes now, not behind the content awaiting the grant"
+    assert commands(opened, Reserve) == []
+    granted = core.reservation_answered(1, None)
+    assert granted.upstream == [{"clientContent": {"turnComplete": True}}] and granted.link == opening.link
+    core.upstream_frame(opening.link, TEXT)
+    assert commands(core.upstream_frame(opening.link, TURN_DONE), Settle) == [Settle((1,))]
+    core.client_frame(say("again"))
+    assert commands(core.client_frame({"type": "response.create"}), Reserve) == [Reserve(2, 64)]
+
+
+def test_the_watchdogs_reask_goes_under_the_reservation_the_owed_answer_spent() -> None:
+    core, clock = make(max_output_tokens=64)
+    [opening] = commands(core.client_frame(say("hi")), OpenUpstream)
+    core.upstream_opened(opening.link, SETUP_COMPLETE)
+    core.client_frame({"type": "response.create"})
+    core.reservation_answered(1, None)
+    clock.t += core.watchdog.stall_timeout_s + 0.1
+    reask = core.timer_expired(Timer.STALL)
+    assert reask.upstream == [{"clientContent": {"turnComplete": True}}] and reask.link == opening.link, \
+        "Gemini is asked again at once"
+    assert commands(reask, Reserve) == [], "the owed answer's reservation covers asking for it again"
+    core.upstream_frame(opening.link, TEXT)
+    assert commands(core.upstream_frame(opening.link, TURN_DONE), Settle) == [Settle((1,))]
+    core.client_frame(say("again"))
+    assert commands(core.client_frame({"type": "response.create"}), Reserve) == [Reserve(2, 64)]

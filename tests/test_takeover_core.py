@@ -234,6 +234,7 @@ def test_without_a_new_handle_the_drain_closes_after_the_handle_wait() -> None:
     core.client_frame(say("I live in Paris"))
     core.client_frame({"type": "response.create"})
     core.drain(clock.t + 30)
+    core.upstream_frame(link, TEXT)  # an answer (a turn with nothing in it is the watchdog's: asked again)
     core.upstream_frame(link, TURN_DONE)
     clock.t += HANDLE_WAIT_S
     out = core.timer_expired(Timer.DRAIN)

@@ -33,6 +33,7 @@ import yaml
 from livegate.config_schema import ConfigError, check, suggest
 from livegate.observability.guardrails import GuardrailConfigError, Guardrails, build_guardrails
 from livegate.observability.redaction import ORDER, Redactor
+from livegate.translation.watchdog import WatchdogSettings
 
 __all__ = ["Config", "ConfigError", "ModelRoute", "load_config", "parse_config"]
 from livegate.webrtc.settings import SettingsError, WebRTCSettings, parse_settings
@@ -109,6 +110,9 @@ TIMEOUT_SETTINGS = {  # livegate_settings key -> Timeouts field
     "max_request_body_bytes": "max_request_body_bytes",
     "mcp_timeout_s": "mcp_s",
 }
+
+
+WATCHDOG_SETTINGS = ("stall_timeout_ms", "empty_turns_before_reseed", "silent_audio_ms", "silent_audio_level")
 
 
 @dataclass(frozen=True)
@@ -216,6 +220,7 @@ class Config:
     store: StoreSettings = field(default_factory=StoreSettings)
     webrtc: WebRTCSettings = field(default_factory=WebRTCSettings)  # livegate_settings.webrtc_* (livegate/webrtc/)
     limits: LimitSettings = field(default_factory=LimitSettings)
+    watchdog: WatchdogSettings = field(default_factory=WatchdogSettings)  # silent failures (translation/watchdog.py)
     pools: PoolSettings = field(default_factory=PoolSettings)
     observability: Observability = field(default_factory=lambda: Observability())  # traces, transcripts, guardrails
 
@@ -379,6 +384,7 @@ def parse_config(data: Any, source: str = "<config>") -> Config:
         store=_store_settings(general, settings),
         webrtc=webrtc,
         limits=_limit_settings(data, general, settings),
+        watchdog=WatchdogSettings(**{key: settings[key] for key in WATCHDOG_SETTINGS if key in settings}),
         pools=_pool_settings(data, routes),
         observability=_observability(data, general, settings, routes),
     )

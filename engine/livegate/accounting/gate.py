@@ -723,6 +723,9 @@ class Grant(SessionObserver):
             if type(message) is dict and message.get("type") == "error":
                 self._errors += 1
 
+    def recovery(self, kind: str) -> None:
+        self.accounting.metrics.recoveries.labels(self.route, kind).inc()
+
     def lifecycle_violation(self, before: str, sources: tuple[str, ...], after: str) -> None:
         """A translation error: an input moved the session along a transition the lifecycle table lacks."""
         for source in sources:

@@ -44,6 +44,9 @@ class Metrics:
         self.lifecycle_violations = Counter("livegate_lifecycle_violations", "Inputs that moved a session's "
                                             "turn/response state along a transition mappings/state.yaml does not "
                                             "list", ["route", "input"], registry=r)
+        self.recoveries = Counter("livegate_recoveries", "Faults of Gemini's the session recovered from (or gave "
+                                  "up on), by kind (translation/watchdog.py RECOVERY_KINDS)", ["route", "kind"],
+                                  registry=r)
         self.spend = Counter("livegate_spend_usd", "Spend in USD (known prices only)", ["model"], registry=r)
         self.unknown_cost = Counter("livegate_unknown_cost_sessions", "Sessions whose model has no price",
                                     ["model"], registry=r)

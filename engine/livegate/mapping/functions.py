@@ -312,6 +312,35 @@ class Helpers(functions.Functions):
                 return index
         return None
 
+    @functions.signature({"types": ["array", "null"]}, {"types": ["string", "null"]}, {"types": ["string", "null"]})
+    def _func_after(self, items: list[Any] | None, key: str | None, value: str | None) -> list[Any]:
+        """The objects of `items` after the last one whose `key` equals `value`; all of them when none does
+        (or `value` is null)."""
+        items = items or []
+        for index in range(len(items) - 1, -1, -1):
+            if value is not None and isinstance(items[index], dict) and items[index].get(key) == value:
+                return items[index + 1:]
+        return list(items)
+
+    @functions.signature({"types": ["array", "null"]}, {"types": ["string"]}, {"types": []})
+    def _func_split_after_last(self, items: list[Any] | None, key: str, value: Any) -> list[list[Any]]:
+        """[head, tail]: `items` cut after the last object whose `key` equals `value` (head ends with it);
+        [[], items] when none does. The turns after the model's last one are the question it owes."""
+        items = items or []
+        for index in range(len(items) - 1, -1, -1):
+            if isinstance(items[index], dict) and items[index].get(key) == value:
+                return [items[: index + 1], items[index + 1:]]
+        return [[], list(items)]
+
+    @functions.signature({"types": ["string", "null"]}, {"types": ["number"]})
+    def _func_low_level_silence(self, mime: str | None, ms: float) -> list[str]:
+        """`ms` of room-tone-level noise (not digital zero) as base64 PCM16 chunks of 100 ms, at the rate
+        of `mime` (`audio/pcm;rate=16000`; 16 kHz without one): what a voice activity detector hears as
+        the speaker having stopped, where a stream that just ends is not heard at all."""
+        from livegate.translation.audio_level import low_level_noise
+
+        return low_level_noise(mime, ms)
+
     @functions.signature({"types": ["number", "null"]}, {"types": ["number", "null"]})
     def _func_multiply(self, a: float | None, b: float | None) -> float | None:
         """`a * b` (JMESPath has no arithmetic), null when either is null; floor() it for a token count."""

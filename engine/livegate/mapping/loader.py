@@ -63,7 +63,8 @@ from livegate.paths import MAPPINGS_DIR, SCHEMAS_DIR
 RULE_FOLDERS = ("client", "upstream", "lifecycle")
 _HOLDS = ("fields", "values", "schema", "open")  # how a state.yaml object says what it holds
 LIFECYCLE_MOMENTS = ("connect", "upstream_idle", "upstream_closed", "upstream_resume", "user_idle", "mcp_listed",
-                     "mcp_called", "side_response", "guardrail_blocked", "response_refused")
+                     "mcp_called", "side_response", "guardrail_blocked", "response_refused",
+                     "watchdog")
 
 
 @dataclass(frozen=True)

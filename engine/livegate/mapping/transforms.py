@@ -91,6 +91,21 @@ def _flush_audio(state: Any, codec: str | None) -> tuple[Any, Any]:
     return state.flush(), None
 
 
+@_step("audio_level", stream="answer loudness meter", inputs=("response", "audio", "mime", "window_ms"))
+def _audio_level(state: Any, response: str | None, audio: Any, mime: str | None,
+                 window_ms: float | None) -> tuple[Any, Any]:
+    """How loud the first `window_ms` of a response's audio (Gemini's PCM16) is: null while it is still being
+    heard (and after), then once {mean_level, ms}: the mean absolute sample value over the window. A new
+    response starts a new meter."""
+    from livegate.translation.audio_level import LevelMeter
+
+    if response is None or not window_ms:
+        return None, state
+    if state is None or state.response != response:
+        state = LevelMeter(response, float(window_ms))
+    return state.hear(_text("audio", audio), mime), state
+
+
 @dataclass(frozen=True)
 class Transform:
     """One compiled `transform:` entry: `name` is bound to the step's result, its state kept in `state`."""

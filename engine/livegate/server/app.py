@@ -261,7 +261,7 @@ async def _realtime(ws: WebSocket, gateway: Gateway, session_ws: SessionSocket) 
     await RealtimeSession(session_ws, translator, provider, model, gateway.config.timeouts, grant=grant,
                           policy=gateway.resumption, detached=gateway.detached,
                           reattach_grace_s=gateway.config.reattach_grace_s, placement=placement,
-                          takeover=gateway.takeover, watch=watch,
+                          watchdog=gateway.config.watchdog, takeover=gateway.takeover, watch=watch,
                           keeper=gateway.takeover.keeper(grant.principal.opener, model, grant.session_id)).run()
 
 

@@ -50,6 +50,7 @@ from livegate.translation.observer import Observers
 from livegate.translation.resumption import ResumptionPolicy
 from livegate.translation.session_core import SessionCore
 from livegate.translation.translator import Output, Translator
+from livegate.translation.watchdog import WatchdogSettings
 from livegate.upstream.base import Provider
 from livegate.upstream.connection import UpstreamConnection, open_link
 from livegate.upstream.generate import stream_generate
@@ -64,7 +65,7 @@ class RealtimeSession:
                  policy: ResumptionPolicy | None = None, *, detached: dict[str, RealtimeSession] | None = None,
                  reattach_grace_s: float = 0.0, placement: Placement | None = None, takeover: Takeover | None = None,
                  keeper: Keeper | None = None, missed: list[str] | None = None,
-                 watch: SessionWatch | None = None) -> None:
+                 watch: SessionWatch | None = None, watchdog: WatchdogSettings | None = None) -> None:
         self.grant = grant  # accounting: usage, cost, limits (None: not metered)
         self.timeouts = timeouts or Timeouts()
         self.provider, self.model = provider, model
@@ -77,12 +78,14 @@ class RealtimeSession:
         observer = watchers[0] if len(watchers) == 1 else Observers(*watchers) if watchers else None
         self.core = SessionCore(translator, policy, stall_after_s=self.timeouts.upstream_stall_s, observer=observer,
                                 relocations=placement.alternatives if placement is not None else 0,
-                                checkpoints=keeper is not None, reserve=grant is not None and grant.reserves)
+                                checkpoints=keeper is not None, reserve=grant is not None and grant.reserves,
+                                watchdog=watchdog)
         self.takeover, self.keeper = takeover, keeper  # the shared store (None: the session lives here only)
         self.missed = missed  # a session taken over from the store: None for a new one, else the events to replay
         self.client = ClientLink(ws, self.timeouts.client_write_s, reattach_grace_s)
         self._detached = detached  # the gateway's registry of sessions awaiting their client, by session id
         self._links: dict[int, UpstreamConnection] = {}
+        self._first_open: asyncio.Task[None] | None = None  # the first connection's opening (backpressure)
         self._timers: dict[Timer, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._mcp: McpClients | None = None  # the session's MCP servers, on its first MCP request
@@ -179,12 +182,14 @@ class RealtimeSession:
                 grant.client_frame(frame)
                 frame = grant.fix_client_frame(frame, core.dialect)
             await self._write(core.client_frame(frame))
+            if core.input_backlogged and self._first_open is not None:
+                await asyncio.wait({self._first_open})  # backpressure until Gemini has set the session up
             await fair_turn()
 
     async def _read_upstream(self, link: int, conn: UpstreamConnection) -> None:
         core, grant = self.core, self.grant
         try:
-            while True:
+            while link in self._links:  # once closed (CloseUpstream), its close drains what is left
                 frame = await conn.recv()
                 if grant is not None:
                     grant.upstream_frame(frame)
@@ -220,10 +225,12 @@ class RealtimeSession:
                 if at is not None:
                     delay = max(0.0, at - self.core.now())
                     self._timers[timer] = asyncio.get_running_loop().call_later(delay, self._expired, timer)
-            case OpenUpstream(first=True):
-                await self._open(command)  # the session cannot go on without it: the client's input waits
             case OpenUpstream():
-                self._spawn(self._open, command)  # input is queued by the core meanwhile
+                # in the background, the first connection too: the client's events meanwhile are answered at
+                # once or queued by the core for Gemini, never left unread until the setup timeout
+                task = self._spawn(self._open, command)
+                if command.first:
+                    self._first_open = task
             case CloseUpstream(link):
                 if (conn := self._links.pop(link, None)) is not None:
                     with contextlib.suppress(Exception):
@@ -299,10 +306,11 @@ class RealtimeSession:
         stop = await self.grant.wait_stopped()
         await self._write(self.core.stop(stop.message, stop.code, stop.close_code))
 
-    def _spawn(self, work: Callable[..., Coroutine[Any, Any, None]], *args: Any) -> None:
+    def _spawn(self, work: Callable[..., Coroutine[Any, Any, None]], *args: Any) -> asyncio.Task[None]:
         task = asyncio.create_task(self._guarded(work, *args))  # `work` starts inside: a task cancelled
         self._tasks.add(task)  # before it runs leaves no coroutine never awaited
         task.add_done_callback(self._tasks.discard)
+        return task
 
     async def _guarded(self, work: Callable[..., Coroutine[Any, Any, None]], *args: Any) -> None:
         try:

@@ -75,4 +75,4 @@ async def take_over(ws: WebSocket, gateway: Gateway, who: Principal, model: str,
     await RealtimeSession(ws, translator, provider, model, gateway.config.timeouts, grant=grant,
                           policy=gateway.resumption, detached=gateway.detached,
                           reattach_grace_s=gateway.config.reattach_grace_s, placement=placement, takeover=takeover,
-                          keeper=keeper, missed=claimed.missed).run()
+                          keeper=keeper, missed=claimed.missed, watchdog=gateway.config.watchdog).run()

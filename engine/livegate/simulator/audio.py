@@ -54,6 +54,11 @@ def tone(ms: int, rate: int = OUTPUT_RATE, hz: float = TONE_HZ, amplitude: float
     return _to_bytes(array("h", (round(peak * math.sin(step * i)) for i in range(n))))
 
 
+def scaled(pcm: bytes, factor: float) -> bytes:
+    """`pcm` with every sample multiplied by `factor` (a near-silent answer: a factor near 0)."""
+    return _to_bytes(array("h", (round(s * factor) for s in _samples(pcm))))
+
+
 def reply_audio(text: str) -> list[bytes]:
     """The spoken form of a reply: a 440 Hz tone, 60 ms per word (capped), cut into 40 ms chunks."""
     ms = min(MAX_REPLY_MS, max(1, len(text.split())) * MS_PER_WORD)

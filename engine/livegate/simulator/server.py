@@ -34,6 +34,14 @@ log = logging.getLogger("livegate.simulator")
 
 UsagePlacement = Literal["with_turn_complete", "after_turn_complete"]
 Backend = Literal["aistudio", "vertex"]
+# Gemini's faults a test can switch on (GeminiLiveSimulator.inject), each consumed by the next model turn:
+#   stall             the turn is never answered (nothing is sent, the socket stays open)
+#   empty_turn        turnComplete with nothing in it (googleapis/python-genai#2117)
+#   rejected          an empty turn with turnCompleteReason RESPONSE_REJECTED (gemini-live-api-examples#40)
+#   silent_audio      the answer's audio is near-silent (mean absolute sample about 18), its transcript as usual
+#   close_mid_answer  the answer's first chunk, then close 1011: the backend lost the session (its handles die)
+FAULTS = ("stall", "empty_turn", "rejected", "silent_audio", "close_mid_answer")
+SILENT_AUDIO_SCALE = 18 / 5215  # the reply tone's mean absolute sample (0.25 full scale) down to about 18
 
 # {version} may be anything (the SDK uses v1 / v1beta1 by default, docs v1beta / v1).
 _AISTUDIO_PATH = re.compile(
@@ -76,13 +84,19 @@ class SimSession:
         with it, as a backend fault is not fixed by resuming), or 1006: the TCP connection just drops."""
         if self.connection is not None:
             await self.connection.abort(code, reason)
-    async def go_away(self, time_left: str = "10s") -> None:
-        """Announce the connection's end now, as Gemini does before its lifetime runs out (it stays open)."""
-        if self.connection is not None:
-            await self.connection._send({"goAway": {"timeLeft": time_left}})
 
+    async def go_away(self, time_left: float | str = "10s") -> None:
+        """Send goAway. `time_left` in seconds (a number): the connection then ends (1000) when they have
+        passed; as Gemini's text ("10s"): the announcement only, the connection stays open."""
+        if self.connection is None:
+            return
+        if isinstance(time_left, str):
+            await self.connection._send({"goAway": {"timeLeft": time_left}})
+        else:
+            await self.connection.go_away(time_left)
     close_code: int | None = None  # set when the simulator closed the connection itself
     close_reason: str | None = None
+    closed_at: float | None = None  # time.perf_counter() when it did (bench/bench_faults.py times from it)
 
 
 class _HttpOrWebSocket(ServerConnection):
@@ -187,6 +201,8 @@ class GeminiLiveSimulator:
         self.handle_ttl = handle_ttl
         self.resumable: dict[str, dict[str, Any]] = {}  # handle -> what a resumed session continues with
         self.setup_delay = 0.0  # seconds before setupComplete (a slow service, for tests)
+        self.faults: list[str] = []  # injected faults (FAULTS), consumed in order by the next model turns
+        self.issue_handles = True  # False: no sessionResumptionUpdate at all (a backend that sends none)
         # A failing deployment, for tests: `refuse_status` answers every handshake with that HTTP status (429
         # quota, 403 access, 503 overloaded); `close_on_setup` = (code, reason) closes each connection when its
         # setup arrives, before setupComplete. `refused` counts the handshakes refused.
@@ -216,6 +232,12 @@ class GeminiLiveSimulator:
             create_connection=type("_SimConnection", (_HttpOrWebSocket,), {"sim": self}),
         )
         return self
+
+    def inject(self, fault: str, times: int = 1) -> None:
+        """Make the next `times` model turns (on any connection) fail with `fault` (one of FAULTS)."""
+        if fault not in FAULTS:
+            raise ValueError(f"unknown fault {fault!r}; one of {', '.join(FAULTS)}")
+        self.faults += [fault] * times
 
     async def stop(self) -> None:
         if self._server is not None:
@@ -339,6 +361,7 @@ class _Connection:
                 self.sim.resumable[handle]["dead"] = True
         if code == 1006:
             self.session.close_code, self.session.close_reason = 1006, "connection dropped"
+            self.session.closed_at = time.perf_counter()
             self.ws.transport.abort()
             return
         await self._close(code, reason)
@@ -347,14 +370,24 @@ class _Connection:
         """The connection's lifetime: a goAway `go_away_lead` seconds before the end, then the close."""
         lead = min(self.sim.go_away_lead, lifetime)
         await asyncio.sleep(lifetime - lead)
-        await self._send({"goAway": {"timeLeft": f"{lead:g}s"}})
-        await asyncio.sleep(lead)
-        await self._close(1000, "The connection reached its maximum lifetime.")
+        await self._ending(lead)
+
+    async def go_away(self, time_left: float) -> None:
+        if self.lifetime_task is not None:
+            self.lifetime_task.cancel()
+        self.lifetime_task = asyncio.create_task(self._ending(time_left))
+
+    async def _ending(self, time_left: float) -> None:
+        with contextlib.suppress(ConnectionClosed):
+            await self._send({"goAway": {"timeLeft": f"{time_left:g}s"}})
+            await asyncio.sleep(time_left)
+            await self._close(1000, "The connection reached its maximum lifetime.")
 
     async def _close(self, code: int, reason: str) -> None:
         reason = reason.encode()[:120].decode(errors="ignore")  # close reasons are capped at 123 bytes
         if self.session.close_code is None:
             self.session.close_code, self.session.close_reason = code, reason
+            self.session.closed_at = time.perf_counter()
         with contextlib.suppress(ConnectionClosed):
             await self.ws.close(code, reason)
 
@@ -555,6 +588,18 @@ class _Connection:
         self.history.extend(turns)
         if not content.get("turnComplete"):
             return
+        # A call's result given as content (a re-seeded session's call, answered after the re-seed): the
+        # model answers with it, as it does a toolResponse
+        results = [(str(part["functionResponse"].get("name")), part["functionResponse"].get("response"))
+                   for turn in turns for part in turn.get("parts") or []
+                   if isinstance(part, dict) and isinstance(part.get("functionResponse"), dict)]
+        if results:
+            for turn in turns:
+                for part in turn.get("parts") or []:
+                    self.pending_calls.pop(str(_obj(_obj(part).get("functionResponse")).get("id")), None)
+            tokens = {"TEXT": script.text_tokens(json.dumps([r for _, r in results]))}
+            await self._respond(self._stream_turn(script.tool_answer(results), tokens))
+            return
         # Answer the most recent user text in the whole history (it may have been sent earlier).
         user_texts = [_text_of(t) for t in self.history if t.get("role", "user") == "user" and _text_of(t)]
         user_text = user_texts[-1] if user_texts else ""
@@ -599,9 +644,9 @@ class _Connection:
             if self.activity_audio:
                 await self._user_audio_turn(bytes(self.activity_audio), self.activity_rate)
                 self.activity_audio.clear()
-        if rt.get("audioStreamEnd") and not self.manual_activity:
-            pcm = self.vad.flush()
-            if pcm:
+        if rt.get("audioStreamEnd") and not self.manual_activity and self.caps["audio_stream_end_ends_turn"]:
+            pcm = self.vad.flush()  # (on 3.8 the stream's end is not the turn's: only the VAD hearing the
+            if pcm:  # speaker stop ends it, models.yaml audio_stream_end_ends_turn)
                 await self._user_audio_turn(pcm, self.vad.rate)
 
     async def _on_blob(self, blob: Any) -> None:
@@ -748,10 +793,10 @@ class _Connection:
             self.history.append({"role": "user", "parts": [{"text": heard}]})
         await self._stream_turn(script.echo_answer(heard) if heard else script.heard_answer(seconds), tokens)
 
-    async def _stopped_turn(self, reason: str, prompt_tokens: dict[str, int]) -> None:
-        """A turn Gemini ends without output, giving its reason (a safety stop, a malformed call)."""
+    async def _stopped_turn(self, reason: str | None, prompt_tokens: dict[str, int]) -> None:
+        """A turn Gemini ends without output, giving its reason (a safety stop, a malformed call), or none."""
         self.phase = "finishing"
-        end: dict[str, Any] = {"turnComplete": True, "turnCompleteReason": reason}
+        end: dict[str, Any] = {"turnComplete": True, **({"turnCompleteReason": reason} if reason else {})}
         if self.waits_for_input:
             end["waitingForInput"] = True
         usage = script.usage_metadata(self.session.backend, prompt_tokens, {})
@@ -763,6 +808,13 @@ class _Connection:
     async def _stream_turn(self, text: str, prompt_tokens: dict[str, int]) -> None:
         """Stream one model turn: content chunks, generationComplete, turnComplete + usage, new handle. An
         answer longer than maxOutputTokens stops there, as Gemini's does."""
+        fault = self.sim.faults.pop(0) if self.sim.faults else None
+        if fault == "stall":
+            log.info("simulator: fault injected, the turn is never answered")
+            return
+        if fault in ("empty_turn", "rejected"):
+            await self._stopped_turn("RESPONSE_REJECTED" if fault == "rejected" else None, prompt_tokens)
+            return
         text = script.cut_to_tokens(text, self.max_output_tokens, audio_out=not self.text_out)
         chunks = script.split_text(text)
         self.phase = "streaming"
@@ -771,9 +823,14 @@ class _Connection:
                 if i:
                     await self._pause()
                 await self._send(_model_turn({"text": chunk}))
+                if fault == "close_mid_answer":
+                    await self.abort(1011, "Internal error encountered.")
+                    return
             response_tokens = {"TEXT": script.text_tokens(text)}
         else:
             pcm_chunks = audio.reply_audio(text)
+            if fault == "silent_audio":
+                pcm_chunks = [audio.scaled(pcm, SILENT_AUDIO_SCALE) for pcm in pcm_chunks]
             slots = script.spread(len(chunks), len(pcm_chunks)) if self.output_transcription else []
             for i, pcm in enumerate(pcm_chunks):
                 if i:
@@ -784,6 +841,9 @@ class _Connection:
                 for chunk, slot in zip(chunks, slots, strict=False):
                     if slot == i:  # transcript text rides along with the audio it describes
                         await self._send({"serverContent": {"outputTranscription": {"text": chunk}}})
+                if fault == "close_mid_answer":
+                    await self.abort(1011, "Internal error encountered.")
+                    return
             n_bytes = sum(len(p) for p in pcm_chunks)
             response_tokens = {"AUDIO": script.audio_tokens(n_bytes, audio.OUTPUT_RATE)}
         await self._pause()
@@ -801,8 +861,12 @@ class _Connection:
             await self._send({"usageMetadata": usage})
         self.history.append({"role": "model", "parts": [{"text": text}]})
         self.model_turns += 1
-        await self._send({"sessionResumptionUpdate": {"newHandle": self._new_handle(), "resumable": True}})
+        await self._send_handle()
         self.phase = "idle"
+
+    async def _send_handle(self) -> None:
+        if self.sim.issue_handles:
+            await self._send({"sessionResumptionUpdate": {"newHandle": self._new_handle(), "resumable": True}})
 
 
     async def _transcribe_only(self, seconds: float) -> None:
@@ -823,7 +887,7 @@ class _Connection:
         self.phase = "finishing"
         await self._send({"serverContent": {"turnComplete": True}})
         self.history.append({"role": "user", "parts": [{"text": "".join(chunks)}]})
-        await self._send({"sessionResumptionUpdate": {"newHandle": self._new_handle(), "resumable": True}})
+        await self._send_handle()
         self.phase = "idle"
 
     def _new_handle(self) -> str:

@@ -20,8 +20,11 @@ class Timer(enum.Enum):
     CONTINUATION = "continuation"  # Gemini's held continuation is served after continuation_wait_ms
     UPSTREAM_IDLE = "upstream_idle"  # a response.done held for usage goes out after idle_after_ms of silence
     USER_IDLE = "user_idle"  # turn_detection.idle_timeout_ms passed since the last response.done
-    STALL = "stall"  # Gemini owes an answer and said nothing for upstream_stall_timeout_s
-    SWITCH_DEADLINE = "switch_deadline"  # no turn boundary before goAway's timeLeft minus switch_margin_s
+    STALL = "stall"  # Gemini owes an answer and said nothing: the watchdog's stall_timeout_ms before any
+    # output (ask again, re-seed), upstream_stall_timeout_s in the middle of a response (an error, close 1014)
+    SWITCH_DEADLINE = "switch_deadline"  # no turn boundary before goAway's deadline (resumption.yaml), or a
+    # reconfiguration waited handle_wait_s at a turn boundary for a usable handle
+    RECONNECT = "reconnect"  # a new connection that could not be opened is tried again (retry_after_s)
     DRAIN = "drain"  # the gateway drains: the session's turn boundary is awaited until drain_timeout_s
 
 

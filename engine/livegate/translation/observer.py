@@ -45,7 +45,11 @@ class SessionObserver:
         """The connection carrying the session closed (code); `recovering`: the session moves to a new one."""
 
     def switch_started(self, mode: str, cut: bool, why: str) -> None:
-        """The session is moving to a new connection (why: go_away, reconfigure, deadline, recovery)."""
+        """The session is moving to a new connection (why: go_away, reconfigure, deadline, recovery, or the
+        watchdog's stall, empty_turn, silent_audio)."""
+
+    def recovery(self, kind: str) -> None:
+        """The session recovered from a fault of Gemini's, or gave up on one (kind: watchdog.RECOVERY_KINDS)."""
 
     def turn_boundary(self) -> None:
         """The session reached a turn boundary (mappings/resumption.yaml): switching now cuts nothing, and its
@@ -93,6 +97,10 @@ class Observers(SessionObserver):
     def switch_started(self, mode: str, cut: bool, why: str) -> None:
         for o in self.observers:
             o.switch_started(mode, cut, why)
+
+    def recovery(self, kind: str) -> None:
+        for o in self.observers:
+            o.recovery(kind)
 
     def turn_boundary(self) -> None:
         for o in self.observers:

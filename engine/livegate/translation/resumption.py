@@ -42,8 +42,14 @@ QUESTIONS: dict[str, str] = {
     "between_turns": "whether nothing is under way or owed (a turn boundary, the handle aside)",
     "handle_current": "whether the handle covers every item (a session taken over resumes with it)",
     "connected": "whether Gemini's setup went out (a session taken over reconnects at once)",
+    "call_pending": "whether the connection carrying the session made a tool call that waits for its output",
+    "awaiting_output": "whether Gemini owes the user an answer and has not begun it (the watchdog's stall clock)",
+    "response_open": "the open response's id (output came)",
+    "empty_turn": "whether Gemini ended a turn owed to the user with nothing in it (the watchdog acts)",
+    "silent_answer": "whether the answer under way is near-silent audio (the watchdog replaces it)",
 }
-_NUMBERS = ("switch_margin_s", "queue_audio_ms", "handle_ttl_s", "recoveries")
+_NUMBERS = ("switch_margin_s", "switch_margin_fraction", "queue_audio_ms", "handle_ttl_s", "recoveries",
+            "handle_wait_s")
 _CODE_LISTS = ("never_recover", "fresh_after")
 _RATE = re.compile(r"rate=(\d+)")
 
@@ -65,6 +71,10 @@ class ResumptionPolicy:
     recoveries: int = 1
     never_recover: frozenset[int] = frozenset({1000, 1007, 1008})
     fresh_after: frozenset[int] = frozenset({1011})
+    switch_margin_fraction: float = 0.5
+    handle_wait_s: float = 2.0
+    retry_after_s: tuple[float, ...] = (0.25, 1.0, 2.0)
+
     # What may start a response in a Gemini message (dotted paths: a message with a truthy value at one of
     # them): a session under a budget sends such a message only while it holds a reservation (session_core.py).
     reserve_before: tuple[tuple[str, ...], ...] = (("clientContent", "turnComplete"), ("realtimeInput", "audio"),
@@ -79,6 +89,11 @@ class ResumptionPolicy:
             if value:
                 return True
         return False
+
+    def switch_lead_s(self, time_left: float) -> float:
+        """How long before a goAway's end the switch is due: switch_margin_s, but never more than
+        switch_margin_fraction of the time left (a short timeLeft still leaves the turn time to end)."""
+        return min(self.switch_margin_s, time_left * self.switch_margin_fraction)
 
     @classmethod
     def load(cls, root: str | Path | None = None, state: StateSpec | None = None) -> ResumptionPolicy:
@@ -120,6 +135,12 @@ class ResumptionPolicy:
                 if not isinstance(data[key], int | float) or isinstance(data[key], bool) or data[key] < 0:
                     raise MappingError(doc.position((key,)), f"{key}: expected a number >= 0")
                 values[key] = data[key]
+        if "retry_after_s" in data:
+            delays = data["retry_after_s"]
+            if not isinstance(delays, list) or not all(
+                    isinstance(d, int | float) and not isinstance(d, bool) and d >= 0 for d in delays):
+                raise MappingError(doc.position(("retry_after_s",)), "retry_after_s: expected a list of numbers >= 0")
+            values["retry_after_s"] = tuple(float(d) for d in delays)
         for key in _CODE_LISTS:
             if key in data:
                 codes = data[key]
@@ -159,9 +180,11 @@ def audio_ms(message: dict[str, Any]) -> float:
 @dataclass
 class InputQueue:
     """Messages for Gemini held while a connection opens, in order. Audio beyond `max_audio_ms` is dropped
-    oldest first; everything else (text, items, tool outputs, activity signals) is always kept."""
+    oldest first; everything else (text, items, tool outputs, activity signals) is always kept. A queue that
+    does not drop (`drops` false) is `full` instead: the pump then stops reading the client (backpressure)."""
 
     max_audio_ms: float
+    drops: bool = True
     messages: deque[tuple[dict[str, Any], float]] = field(default_factory=deque)
     audio_ms: float = 0.0
     dropped_ms: float = 0.0  # since the last take_dropped()
@@ -170,7 +193,7 @@ class InputQueue:
         ms = audio_ms(message)
         self.messages.append((message, ms))
         self.audio_ms += ms
-        while self.audio_ms > self.max_audio_ms:
+        while self.drops and self.audio_ms > self.max_audio_ms:
             oldest = next((i for i, (_, m) in enumerate(self.messages) if m > 0), None)
             if oldest is None:
                 break
@@ -178,6 +201,10 @@ class InputQueue:
             del self.messages[oldest]
             self.audio_ms -= m
             self.dropped_ms += m
+
+    @property
+    def full(self) -> bool:
+        return self.audio_ms >= self.max_audio_ms
 
     def take_dropped(self) -> float:
         dropped, self.dropped_ms = self.dropped_ms, 0.0

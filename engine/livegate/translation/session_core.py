@@ -36,7 +36,9 @@ core asks for one (`Reserve`) and holds that content until the answer; a refused
 lifecycle/response_refused (the client is told why). A reservation is spent when Gemini comes to owe an answer
 while it is held (`turn_pending` rises), and settled (`Settle`) once that answer is over and its usage came;
 content after that needs the next one. So each response is covered by a reservation taken before Gemini was
-sent what started it, and a session holds at most one reservation it has not spent.
+sent what started it, and a session holds at most one reservation it has not spent. Content passes the gate
+once: what waited in a connection's queue is not gated again when it opens, nor is the watchdog's re-ask of an
+answer already owed (its reservation was spent by that answer).
 
 Invariants: frames of a connection other than `link` are dropped (a connection the session moved away from
 is over, whatever it still says); while a connection opens, Gemini-bound messages are queued in order (audio
@@ -75,6 +77,7 @@ from livegate.translation.observer import SessionObserver
 from livegate.translation.resumption import InputQueue, ResumptionPolicy, duration_s
 from livegate.translation.snapshot import Snapshot
 from livegate.translation.translator import Output, Translator
+from livegate.translation.watchdog import RECOVERY_KINDS, Action, Failure, Ladder, WatchdogSettings
 
 log = logging.getLogger("livegate.session")
 
@@ -103,16 +106,21 @@ class _Opening:
     mode: str  # "first", "handle", "fresh"
     recovering: bool  # the session lost its connection (not a goAway, not a reconfiguration)
     old: int | None  # the connection the session moves away from
+    attempt: int = 0  # how many times this move was tried before (retry_after_s)
+    relocate: bool = False  # to another deployment of the pool (a retry goes there too)
 
 
 class SessionCore:
     def __init__(self, translator: Translator, policy: ResumptionPolicy | None = None, *,
                  stall_after_s: float = 10.0, clock: Callable[[], float] = time.monotonic,
                  observer: SessionObserver | None = None, relocations: int = 0, checkpoints: bool = False,
-                 reserve: bool = False) -> None:
+                 reserve: bool = False, watchdog: WatchdogSettings | None = None) -> None:
         self.translator = translator
         self.policy = policy or translator.mappings.resumption or ResumptionPolicy.load()
         self.stall_after_s = stall_after_s
+        self.watchdog = watchdog or WatchdogSettings()
+        translator.config.setdefault("watchdog", self.watchdog.context())
+        self._ladder = Ladder(self.watchdog)
         self.now = clock  # seconds; deadlines in SetTimer are on this clock
         if observer is not None:
             translator.observer = observer
@@ -134,6 +142,10 @@ class SessionCore:
         self._armed: set[Timer] = set()
         self._last_frame = clock()
         self._pending_since: float | None = None  # when Gemini came to owe an answer
+        self._owed_since: float | None = None  # when Gemini came to owe an answer it has not begun (watchdog)
+        self._giving_up = False  # the watchdog is ending a turn itself (its response is not Gemini's output)
+        self._deadline_passed = False  # a goAway's deadline passed while a tool call waited for its output
+        self._retry: _Opening | None = None  # a move waiting for Timer.RECONNECT to be tried again
         self._idle_since = 0.0
         self._user_idle_due: float | None = None
         self._recovery_mark: Any = None  # the handle when the session last recovered
@@ -163,6 +175,11 @@ class SessionCore:
         self._unreserved_event_id: str | None = None
         self._spend_on_grant = False  # Gemini came to owe an answer while asking: the grant is spent at once
         self._spent: list[tuple[int, int]] = []
+        # Gemini-bound messages of the input being handled that the gate lets by (by id): what waited in the
+        # queue of a connection that opened (it passed the gate when it was queued), and the watchdog's re-ask
+        # (covered by the reservation the answer it asks again spent). Gating them again would ask a second
+        # reservation while the answer is owed, which no rising turn_pending would spend: held for good.
+        self._covered: set[int] = set()
         self._pending = False  # turn_pending's truth, for its rising and falling edges
         self._rose = False  # it rose during this input
         self._input_event_id: str | None = None  # the event_id of the client event being handled
@@ -281,6 +298,9 @@ class SessionCore:
             return out
         self._opening, self.link = None, link
         self._last_frame = self.now()
+        self._deadline_passed = False
+        if self._owed_since is not None:
+            self._owed_since = self._last_frame  # the new connection's answer is timed from now
         out = self.translator.from_upstream(first)
         if opening.old is not None:
             out.command(CloseUpstream(opening.old))
@@ -289,9 +309,10 @@ class SessionCore:
         if opening.recovering:
             self.recoveries += 1
             self._recovery_mark = self._ask("handle")
-        if self._queue is not None:
-            out.upstream.extend(self._queue.drain())
-            self._queue = None
+        if self._queue is not None:  # given before Gemini's first frame: sent before what it brought
+            queued, self._queue = self._queue.drain(), None
+            self._covered.update(map(id, queued))
+            out.upstream[:0] = queued
         self.observer.upstream_opened(link, opening.mode)
         self._recheck = True
         return self._after(out)
@@ -319,13 +340,24 @@ class SessionCore:
             else:
                 log.warning("could not open the new upstream connection (%s): %s", opening.mode,
                             failure.detail if failure.kind == "other" else failure.kind)
-            if opening.mode == "handle":  # the handle did not take: re-seed a fresh session instead
+            # Gemini refused what it was sent (a handle it does not know, a 1011: the handle's session is lost):
+            # a fresh session. A connection that could not be had (unreachable, slow, dropped, a backend fault
+            # on a fresh one): the same again after a delay (retry_after_s), so a blip of a second or two costs
+            # nothing but the wait. A refusal resuming cannot fix (never_recover) ends the session.
+            closed = failure.kind == "closed"
+            if opening.mode == "handle" and closed and (failure.code in self.policy.never_recover
+                                                        or failure.code in self.policy.fresh_after):
                 self._resume(out, "fresh", cut=False, recovering=opening.recovering, old=opening.old)
+            elif (failure.kind != "credentials" and not (closed and failure.code in self.policy.never_recover)
+                  and opening.attempt < len(self.policy.retry_after_s)):
+                self._retry = opening
+                self._arm(out, Timer.RECONNECT, self.now() + self.policy.retry_after_s[opening.attempt])
             else:
                 if opening.old is not None:
                     out.command(CloseUpstream(opening.old))
                 self._queue = None
-                self._fail(out, "livegate could not move the session to a new Gemini Live connection.",
+                self._fail(out, "livegate could not move the session to a new Gemini Live connection"
+                           + (f" (tried {opening.attempt + 1} times)." if opening.attempt else "."),
                            "upstream_unavailable")
         return self._after(out)
 
@@ -340,6 +372,9 @@ class SessionCore:
             self.observer.upstream_lost(link, code, True)
             self._switch(out, "fresh" if code in self.policy.fresh_after else "handle", recovering=not going_away,
                          why="go_away" if going_away else "recovery")
+            if not going_away:
+                self._recovered("reseeded" if self._opening and self._opening.mode == "fresh" else "resumed",
+                                f"Gemini closed the connection ({code})")
             return self._after(out)
         if (not (self.closing or self._stopped) and code not in self.policy.never_recover
                 and self.relocations < self.relocations_allowed):
@@ -381,8 +416,12 @@ class SessionCore:
         elif timer is Timer.STALL:
             self._check_stall(out, now)
         elif timer is Timer.SWITCH_DEADLINE and self.link is not None and self._opening is None and not self.closing:
-            log.info("no turn boundary before the goAway deadline; switching mid-turn")
-            self._switch(out, "handle", why="deadline")
+            self._switch_deadline(out)
+        elif timer is Timer.RECONNECT and self._retry is not None and not self.closing:
+            retry, self._retry = self._retry, None
+            self._recovered("retried", f"attempt {retry.attempt + 2} at a new {retry.mode} connection")
+            self._resume(out, retry.mode, cut=False, recovering=retry.recovering, old=retry.old,
+                         attempt=retry.attempt + 1, relocate=retry.relocate)
         elif timer is Timer.DRAIN:
             self._check_drain(out, now)
             if self._draining is not None and Timer.DRAIN not in self._armed:
@@ -472,6 +511,7 @@ class SessionCore:
                 self._spend_on_grant = True
         if self._spent:
             self._settle_reservations(out)
+        self._covered.clear()
         if out.client:
             self.observer.client_messages(out.client)
         self._input_event_id = None
@@ -516,9 +556,19 @@ class SessionCore:
             pending = self._pending_since is not None
             self._rose |= pending and not self._pending  # Gemini came to owe an answer (see _after)
             self._pending = pending
+        if "awaiting_output" in changed:
+            self._owed_since = now if truthy(answers["awaiting_output"]) else None
+        if "response_open" in changed and truthy(answers["response_open"]) and not self._giving_up:
+            self._ladder.output_came()
+        if "between_turns" in changed and truthy(answers["between_turns"]):
+            self._ladder.question_over()
         if (self._pending_since is not None and Timer.STALL not in self._armed and self.link is not None
                 and self._opening is None):
-            self._arm(out, Timer.STALL, max(self._last_frame, self._pending_since) + self.stall_after_s)
+            self._arm(out, Timer.STALL, self._stall_due())
+        if truthy(answers["empty_turn"]) and "empty_turn" in changed and self._can_act():
+            self._watch(out, Failure.EMPTY_TURN)
+        if truthy(answers["silent_answer"]) and "silent_answer" in changed and self._can_act():
+            self._watch(out, Failure.SILENT_AUDIO)
         if "awaiting_idle" in changed:
             if truthy(answers["awaiting_idle"]):
                 self._idle_since = now
@@ -551,12 +601,49 @@ class SessionCore:
         answers = self._answers
         if self._opening is not None or self.closing or self.link is None or not truthy(answers["switch_wanted"]):
             return
+        if self._retry is not None:
+            return
         going_away = answers["going_away"]
         if truthy(answers["turn_boundary"]):
             self._switch(out, "handle", why="go_away" if truthy(going_away) else "reconfigure")
-        elif truthy(going_away) and Timer.SWITCH_DEADLINE not in self._armed:
-            left = duration_s(going_away)
-            self._arm(out, Timer.SWITCH_DEADLINE, self.now() + max(0.0, (left or 0.0) - self.policy.switch_margin_s))
+        elif self._deadline_passed and self._handle_usable() and not truthy(answers["call_pending"]):
+            # the goAway's deadline passed while a tool call waited; its output went to this connection, and
+            # the handle Gemini sent after it carries the call: move now
+            log.info("the tool call's output reached the connection that made the call; switching with the new handle")
+            self._switch(out, "handle", why="deadline")
+        elif truthy(going_away) and Timer.SWITCH_DEADLINE not in self._armed and not self._deadline_passed:
+            left = duration_s(going_away) or 0.0
+            self._arm(out, Timer.SWITCH_DEADLINE, self.now() + max(0.0, left - self.policy.switch_lead_s(left)))
+        elif (not truthy(going_away) and truthy(answers["between_turns"]) and not self._handle_usable()
+              and Timer.SWITCH_DEADLINE not in self._armed):
+            # a reconfiguration with no usable handle: a moment for one to come, then a fresh session
+            self._arm(out, Timer.SWITCH_DEADLINE, self.now() + self.policy.handle_wait_s)
+
+    def _switch_deadline(self, out: Output) -> None:
+        """SWITCH_DEADLINE expired: a goAway's deadline, or a reconfiguration's wait for a usable handle."""
+        answers = self._answers
+        if truthy(answers["going_away"]):
+            if truthy(answers["call_pending"]):
+                # switching now would send the call's output to a session that never saw the call (1007): it
+                # goes to this connection, and the switch follows with the handle sent after it (or, if
+                # Gemini closes first, a fresh session carries the call and then its output)
+                self._deadline_passed = True
+                self._recovered("tool_output_held", "the goAway deadline passed while a tool call waits")
+                return
+            log.info("no turn boundary before the goAway deadline; switching mid-turn")
+            self._switch(out, "handle", why="deadline")
+        elif truthy(answers["switch_wanted"]) and truthy(answers["between_turns"]) and not self._handle_usable():
+            self._recovered("reconfigured_fresh", "no usable resumption handle for the new configuration")
+            self._switch(out, "fresh", why="reconfigure")
+
+    def _stall_due(self) -> float:
+        """When Gemini's silence is a stall: stall_timeout_ms after the user's turn ended while no output came
+        (the watchdog's), else upstream_stall_timeout_s in the middle of a response. Either counts from the
+        later of Gemini's last frame and the moment it came to owe."""
+        if self._owed_since is not None and self.watchdog.stall_timeout_ms > 0:
+            return max(self._last_frame, self._owed_since) + self.watchdog.stall_timeout_s
+        assert self._pending_since is not None
+        return max(self._last_frame, self._pending_since) + self.stall_after_s
 
     def _check_drain(self, out: Output, now: float) -> None:
         """While draining: store, release and close (1012) once at rest, or at the deadline whatever the turn.
@@ -579,12 +666,57 @@ class SessionCore:
     def _check_stall(self, out: Output, now: float) -> None:
         if self._pending_since is None or self.link is None or self._opening is not None or self.closing:
             return
-        due = max(self._last_frame, self._pending_since) + self.stall_after_s
-        if now + _EARLY >= due:
+        due = self._stall_due()
+        if now + _EARLY < due:
+            self._arm(out, Timer.STALL, due)
+        elif self.watchdog.stall_timeout_ms <= 0:  # the watchdog's stall detector is off
             self._fail(out, f"Gemini Live sent nothing for {self.stall_after_s:g} s in the middle of a turn.",
                        "upstream_timeout")
         else:
-            self._arm(out, Timer.STALL, due)
+            if self._held:  # held frames are Gemini's continuation: output came
+                self._owed_since = now if self._owed_since is not None else None
+            else:  # before any output: asked again; in the middle of an answer: a fresh session
+                self._watch(out, Failure.STALL, under_way=self._owed_since is None)
+            if self._pending_since is not None and self.link is not None and self._opening is None:
+                self._arm(out, Timer.STALL, self._stall_due())
+
+    # -- the watchdog ------------------------------------------------------------------------------
+
+    def _can_act(self) -> bool:
+        return self.link is not None and self._opening is None and self._retry is None and not self.closing
+
+    def _watch(self, out: Output, failure: Failure, *, under_way: bool = False) -> None:
+        """A silent failure of the question in flight: ask again, re-seed, or give up (watchdog.Ladder)."""
+        action = self._ladder.failed(failure, under_way=under_way)
+        kind = f"{failure.value}_{'gave_up' if action is Action.GIVE_UP else action.value}"
+        self._recovered(kind, f"watchdog: {failure.value}")
+        if action is Action.REASK:
+            reask = self.translator.watchdog("reask", failure.value)
+            self._covered.update(map(id, reask.upstream))
+            out.extend(reask)
+            self._owed_since = self.now()
+        elif action is Action.RESEED:
+            self._ladder.reseeding()
+            self._switch(out, "fresh", why=failure.value)
+        else:
+            self._giving_up = True
+            try:
+                out.extend(self.translator.watchdog("give_up", failure.value))
+            finally:
+                self._giving_up = False
+
+    def _recovered(self, kind: str, detail: str) -> None:
+        """Count and log a recovery once (kind: watchdog.RECOVERY_KINDS)."""
+        assert kind in RECOVERY_KINDS, kind
+        log.info("session %s: recovery %s (%s)", self.session_id, kind, detail)
+        self.observer.recovery(kind)
+
+    @property
+    def input_backlogged(self) -> bool:
+        """The first connection is still opening and queue_audio_ms of the client's audio waits for it: the pump
+        reads no further client frames until it opens or fails (backpressure, not dropped audio)."""
+        return (self._opening is not None and self._opening.mode == "first" and self._queue is not None
+                and self._queue.full)
 
     def _route(self, out: Output) -> None:
         """Where this input's Gemini-bound messages go: the connection, the queue, or a first connection."""
@@ -603,15 +735,19 @@ class SessionCore:
             out.upstream = []
             dropped = self._queue.take_dropped()
             if dropped:
+                first = self._opening is not None and self._opening.mode == "first"
+                waiting = ("Gemini Live set the session up" if first
+                           else "livegate moved the session to a new Gemini Live connection")
                 out.extend(self.translator.server_error(
-                    f"{dropped:.0f} ms of input audio were dropped while livegate moved the session to a new "
-                    f"Gemini Live connection (at most {self.policy.queue_audio_ms:.0f} ms are held).",
-                    "input_audio_dropped"))
+                    f"{dropped:.0f} ms of input audio were dropped while {waiting} "
+                    f"(at most {self.policy.queue_audio_ms:.0f} ms are held).", "input_audio_dropped"))
         else:  # the session's first content: Gemini is contacted now, its configuration fixed by `setup`
             messages, out.upstream = out.upstream, []
             if "setup" not in messages[0]:
                 raise RuntimeError("the first upstream message of a session must be setup")
-            self._queue = InputQueue(self.policy.queue_audio_ms)
+            # nothing is dropped before the session has begun: past queue_audio_ms the pump reads no more
+            # client frames until Gemini is set up (input_backlogged), as a client streaming a file expects
+            self._queue = InputQueue(self.policy.queue_audio_ms, drops=False)
             self._open(out, "first", messages, recovering=False, old=None)
 
     # -- reservations ------------------------------------------------------------------------------
@@ -619,11 +755,12 @@ class SessionCore:
     def _hold_for_reservation(self, out: Output) -> None:
         """Keep back the content that needs a reservation (and everything after it, in order), asking for one;
         during the quiet period after a refusal, drop it (telling the client when it asked for a response)."""
-        messages = out.upstream
-        first = 0
-        if self._reservation != "asking":
+        messages, covered = out.upstream, self._covered
+        if self._reservation == "asking":  # all that follows waits too (order), but what the gate let by
+            first = next((i for i, m in enumerate(messages) if id(m) not in covered), len(messages))
+        else:
             starts = self.policy.may_start_response
-            first = next((i for i, m in enumerate(messages) if starts(m)), len(messages))
+            first = next((i for i, m in enumerate(messages) if id(m) not in covered and starts(m)), len(messages))
         if first == len(messages):
             return
         out.upstream, held = messages[:first], messages[first:]
@@ -669,7 +806,7 @@ class SessionCore:
     def _switch(self, out: Output, mode: str, *, recovering: bool = False, why: str, relocate: bool = False) -> None:
         """Leave the current connection: resumed with the handle if usable, else fresh and re-seeded."""
         self._disarm(out, Timer.SWITCH_DEADLINE)
-        cut = not truthy(self._answers["turn_boundary"])
+        cut = not truthy(self._answers["between_turns"])  # something under way or owed is cut off
         if mode == "handle" and not self._handle_usable():
             mode = "fresh"
         old, self.link = self.link, None
@@ -680,21 +817,21 @@ class SessionCore:
             self._held.clear()
             self._disarm(out, Timer.CONTINUATION)
         self.observer.switch_started(mode, cut, why)
-        self._resume(out, mode, cut=cut, recovering=recovering, old=old, relocate=relocate)
+        self._resume(out, mode, cut=cut, recovering=recovering, old=old, why=why, relocate=relocate)
 
-    def _resume(self, out: Output, mode: str, *, cut: bool, recovering: bool, old: int | None,
-                relocate: bool = False) -> None:
-        resumed = self.translator.upstream_resume(mode, cut=cut)
+    def _resume(self, out: Output, mode: str, *, cut: bool, recovering: bool, old: int | None, why: str = "",
+                attempt: int = 0, relocate: bool = False) -> None:
+        resumed = self.translator.upstream_resume(mode, cut=cut, why=why)
         messages, resumed.upstream = resumed.upstream, []
         out.extend(resumed)
-        self._open(out, mode, messages, recovering=recovering, old=old, relocate=relocate)
+        self._open(out, mode, messages, recovering=recovering, old=old, attempt=attempt, relocate=relocate)
         self._recheck = True
 
     def _open(self, out: Output, mode: str, messages: list[dict[str, Any]], *, recovering: bool,
-              old: int | None, relocate: bool = False) -> None:
+              old: int | None, attempt: int = 0, relocate: bool = False) -> None:
         self._last_link += 1
         link = self._last_link
-        self._opening = _Opening(link, mode, recovering, old)
+        self._opening = _Opening(link, mode, recovering, old, attempt, relocate)
         self.observer.upstream_opening(link, mode)
         out.command(OpenUpstream(link, messages[0], tuple(messages[1:]), first=mode == "first",
                                  mode=mode, relocate=relocate))  # type: ignore[arg-type]

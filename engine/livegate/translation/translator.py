@@ -20,6 +20,7 @@ session-core.md tells the whole story.
     side_result(event)          an out-of-band answer streams -> lifecycle/side_response.yaml
     upstream_closed(code, why)  Gemini closed               -> lifecycle/upstream_closed.yaml
     upstream_resume(mode)       a new Gemini connection     -> lifecycle/upstream_resume.yaml
+    watchdog(action, why)       a silent failure is acted on -> lifecycle/watchdog.yaml
     restore(session, dialect)   a session another process stored (resumable_state), carried on here
 
 A frame's `usageMetadata` is read once, by the usage ledger (translation/usage.py), and the rules see that
@@ -154,8 +155,10 @@ def assign(root: dict[str, Any], keys: tuple[str, ...], value: Any) -> dict[str,
     Setting a field of a missing object is an error, not a new object: `set: session.item.status`
     while no item is open would otherwise invent an item with nothing but a status.
     """
-    new = dict(root)
     head, rest = keys[0], keys[1:]
+    if value is None and head not in root:
+        return root  # removing what is not there changes nothing: no copy (a rule may clear a key per frame)
+    new = dict(root)
     if rest:
         inner = new.get(head)
         if not isinstance(inner, dict):
@@ -163,7 +166,10 @@ def assign(root: dict[str, Any], keys: tuple[str, ...], value: Any) -> dict[str,
                 return root
             found = "missing" if inner is None else "not an object"
             raise PhantomObject(f"cannot set {'.'.join(keys)}: {head} is {found}")
-        new[head] = assign(inner, rest, value)
+        changed = assign(inner, rest, value)
+        if changed is inner:
+            return root
+        new[head] = changed
     elif value is None:
         new.pop(head, None)
     else:
@@ -386,9 +392,16 @@ class Translator:
     def upstream_closed(self, code: int, reason: str) -> Output:
         return self._lifecycle("upstream_closed", {"code": code, "reason": reason})
 
-    def upstream_resume(self, mode: str, *, cut: bool = False) -> Output:
-        """The session moves to a new Gemini connection: mode "handle" (resumed) or "fresh" (re-seeded)."""
-        return self._lifecycle("upstream_resume", {"mode": mode, "cut": cut})
+    def upstream_resume(self, mode: str, *, cut: bool = False, why: str = "") -> Output:
+        """The session moves to a new Gemini connection: mode "handle" (resumed) or "fresh" (re-seeded); `cut`:
+        mid-turn; `why`: what moved it (session_core's reasons: go_away, recovery, stall, silent_audio...)."""
+        return self._lifecycle("upstream_resume", {"mode": mode, "cut": cut, "why": why})
+
+    def watchdog(self, action: str, why: str) -> Output:
+        """The session core's watchdog acts on a silent failure (`why`: stall, empty_turn, silent_audio):
+        action "reask" (the answer is asked for again on the same connection) or "give_up" (the turn is
+        reported as it is, with one informational error)."""
+        return self._lifecycle("watchdog", {"action": action, "why": why})
 
     def response_refused(self, message: str, code: str, error_type: str, event_id: str | None) -> Output:
         """A response may not start (its reservation was refused: budget, tokens per minute, counters out of

@@ -76,7 +76,8 @@ class Call:
         # The seam: the session drives the CallSocket as the WebSocket it was written for (channel.py).
         self.session = RealtimeSession(cast(WebSocket, self.socket), translator, provider, model,
                                        gateway.config.timeouts, grant=grant, policy=gateway.resumption,
-                                       placement=placement, watch=watch)
+                                       placement=placement, watch=watch,
+                                       watchdog=gateway.config.watchdog)
         if session_update:  # the call's own session (the multipart form's), applied first as OpenAI does
             self.socket.client_event(_session_update(session_update, translator.dialect))
         self.pc: RTCPeerConnection | None = None

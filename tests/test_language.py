@@ -82,8 +82,8 @@ def test_a_field_of_the_session_config_is_checked_against_openais_session_schema
 
 
 def test_a_field_read_through_a_let_alias_is_checked(mappings: Path) -> None:
-    replace_in(mappings / "shared" / "close_message_item.yaml", "audio_end_ms: closing.audio_end_ms}",
-               "audio_end_ms: closing.audio_end_mss}")
+    replace_in(mappings / "shared" / "close_message_item.yaml", "audio_end_ms: closing.audio_end_ms,",
+               "audio_end_ms: closing.audio_end_mss,")
     text = _load_error(mappings)
     assert "close_message_item.yaml:" in text
     assert "session.item.audio_end_mss is read but session.item has no field audio_end_mss" in text
@@ -106,7 +106,7 @@ def test_an_object_written_whole_must_hold_declared_fields(mappings: Path) -> No
 
 
 def test_an_object_key_must_say_what_it_holds(mappings: Path) -> None:
-    replace_in(mappings / "state.yaml", "shared/finish_response], open: true,", "shared/finish_response],")
+    replace_in(mappings / "state.yaml", "shared/give_refusal], open: true,", "shared/give_refusal],")
     line = _line_of(mappings / "state.yaml", "  turn_usage:")
     assert (f"state.yaml:{line}:15: session.turn_usage is an object: say what it holds with one of `fields` (ours, "
             "closed), `values` (a map from ids), `schema` (a shape someone else defines) or `open: true`"

@@ -92,7 +92,7 @@ class SharedLimits:
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            with contextlib.suppress(asyncio.CancelledError, Exception):  # what it had not applied is still queued
                 await self._task
             self._task = None
         with contextlib.suppress(Exception):
@@ -137,8 +137,8 @@ class SharedLimits:
         try:
             async with asyncio.timeout(self.timeout):
                 result = await getattr(self.shared, name)(*args)
-        except (CountersUnavailable, TimeoutError, OSError) as exc:
-            self._down(exc)
+        except Exception as exc:  # unreachable, timed out, or a driver in a bad state (asyncpg when a call is
+            self._down(exc)  # cut short): the same outage to the caller, and what it carried is kept for the next try
             return None, None
         self._up()
         return result, self.shared
@@ -236,9 +236,16 @@ class SharedLimits:
             if store is self.local:
                 await self.local.apply(spend, batch.tokens, batch.settled)
                 continue
-            _, answered = await self._call("apply", spend, batch.tokens, batch.settled)
+            try:
+                _, answered = await self._call("apply", spend, batch.tokens, batch.settled)
+            except asyncio.CancelledError:  # stopped mid-call: stop() applies what is queued, this batch too
+                self._keep_spend(store, batch)
+                raise
             if answered is None:  # spend is owed to the shared counters: kept for the next try; holds lapse
-                kept = self._batch(store)
-                for counter, (amount, seed) in batch.spend.items():
-                    entry = kept.spend.setdefault(counter, [0.0, seed])
-                    entry[0] += amount
+                self._keep_spend(store, batch)
+
+    def _keep_spend(self, store: Counters, batch: _Batch) -> None:
+        kept = self._batch(store)
+        for counter, (amount, seed) in batch.spend.items():
+            entry = kept.spend.setdefault(counter, [0.0, seed])
+            entry[0] += amount

@@ -182,7 +182,10 @@ def test_a_response_under_way_when_the_process_died_ends_failed_for_the_client()
     [done] = [m for m in out.client if m["type"] == "response.done"]
     assert done["response"]["id"] == response_id and done["response"]["status"] == "failed"
     assert done["response"]["status_details"]["error"]["code"] == "upstream_reconnected"
-    assert commands(out, OpenUpstream)[0].mode == "fresh"
+    [fresh] = commands(out, OpenUpstream)
+    assert fresh.mode == "fresh"
+    asked = fresh.then[-1]["clientContent"]  # the turn in flight is asked again on the fresh session
+    assert asked == {"turns": [{"role": "user", "parts": [{"text": "What did I say?"}]}], "turnComplete": True}
 
 
 def test_a_session_that_never_reached_gemini_connects_at_its_first_content() -> None:

@@ -69,10 +69,9 @@ def _session(seed: int) -> list[Any]:
     return inputs
 
 
-def _run(inputs: list[Any]) -> list[Any]:
-    translator = Translator(MAPPINGS, deterministic=True, clock=lambda: 1_700_000_000.0,
-                            context={"model": "m", "setup_model": "models/m", "backend": "aistudio"})
-    # Unchecked methods: what is compared here is the two runs (conftest checks SDK conformance elsewhere).
+def replay(translator: Translator, inputs: list[Any]) -> list[Any]:
+    """Feed ("client" | "upstream" | "idle", value) inputs to `translator`; its Outputs, start's first. The
+    methods run unchecked: what the callers compare is two runs (conftest checks SDK conformance elsewhere)."""
     start, from_client, from_upstream, upstream_idle = (
         getattr(getattr(Translator, name), "__wrapped__", getattr(Translator, name))
         for name in ("start", "from_client", "from_upstream", "upstream_idle"))
@@ -84,6 +83,13 @@ def _run(inputs: list[Any]) -> list[Any]:
             outputs.append(from_upstream(translator, orjson.dumps(value)))
         else:
             outputs.append(upstream_idle(translator))
+    return outputs
+
+
+def _run(inputs: list[Any]) -> list[Any]:
+    translator = Translator(MAPPINGS, deterministic=True, clock=lambda: 1_700_000_000.0,
+                            context={"model": "m", "setup_model": "models/m", "backend": "aistudio"})
+    outputs = replay(translator, inputs)
     return [(out.client, out.upstream) for out in outputs] + [translator.session]
 
 

@@ -14,7 +14,7 @@ import pytest
 from livegate.mapping import load_mappings
 from livegate.mapping.plan import Plan, Planner, Step
 from livegate.translation.translator import Translator
-from tests.test_rule_index import CLIENT, UPSTREAM
+from tests.test_rule_index import CLIENT, UPSTREAM, replay
 
 MAPPINGS = load_mappings()
 MORE_CLIENT = [  # telephony audio, manual turns, the beta dialect, transcription settings
@@ -53,18 +53,7 @@ def _session(seed: int) -> list[Any]:
 def _run(inputs: list[Any]) -> list[Any]:
     translator = Translator(MAPPINGS, deterministic=True, clock=lambda: 1_700_000_000.0, sniff_dialect=True,
                             context={"model": "m", "setup_model": "models/m", "backend": "aistudio"})
-    # Unchecked methods: what is compared here is the two runs (conftest checks SDK conformance elsewhere).
-    start, from_client, from_upstream, upstream_idle = (
-        getattr(getattr(Translator, name), "__wrapped__", getattr(Translator, name))
-        for name in ("start", "from_client", "from_upstream", "upstream_idle"))
-    outputs = [start(translator)]
-    for kind, value in inputs:
-        if kind == "client":
-            outputs.append(from_client(translator, json.dumps(value)))
-        elif kind == "upstream":
-            outputs.append(from_upstream(translator, orjson.dumps(value)))
-        else:
-            outputs.append(upstream_idle(translator))
+    outputs = replay(translator, inputs)
     # A codec's stream state (a transform's, in a G.711 session) is compared by its kind: two runs hold two objects.
     session = {key: value if isinstance(value, _JSON) else type(value).__name__
                for key, value in translator.session.items()}

@@ -11,6 +11,7 @@ import orjson
 
 from livegate.mapping import load_mappings
 from livegate.translation.translator import Translator
+from tests.test_rule_index import replay
 from tests.test_rule_plan import APPEND, AUDIO_FRAME, _session
 
 MAPPINGS = load_mappings()
@@ -20,18 +21,7 @@ def _texts(inputs: list[Any], *, wire: bool, dialect: str) -> list[Any]:
     translator = Translator(MAPPINGS, deterministic=True, clock=lambda: 1_700_000_000.0, dialect=dialect,
                             sniff_dialect=dialect == "ga", wire=wire,
                             context={"model": "m", "setup_model": "models/m", "backend": "aistudio"})
-    # Unchecked methods: the comparison is the point here (conftest checks every event's conformance elsewhere).
-    start, from_client, from_upstream, upstream_idle = (
-        getattr(getattr(Translator, name), "__wrapped__", getattr(Translator, name))
-        for name in ("start", "from_client", "from_upstream", "upstream_idle"))
-    outputs = [start(translator)]
-    for kind, value in inputs:
-        if kind == "client":
-            outputs.append(from_client(translator, json.dumps(value)))
-        elif kind == "upstream":
-            outputs.append(from_upstream(translator, orjson.dumps(value)))
-        else:
-            outputs.append(upstream_idle(translator))
+    outputs = replay(translator, inputs)
     sent = [[m if isinstance(m, str) else orjson.dumps(m).decode() for m in out.client] for out in outputs]
     return [sent, [out.upstream for out in outputs]]
 

@@ -511,7 +511,8 @@ class SessionCore:
                 self._spend_on_grant = True
         if self._spent:
             self._settle_reservations(out)
-        self._covered.clear()
+        if self._covered:  # rarely set (a drained queue, a re-ask): an audio frame skips the call
+            self._covered.clear()
         if out.client:
             self.observer.client_messages(out.client)
         self._input_event_id = None

@@ -15,6 +15,7 @@ import dataclasses
 import gzip
 import json
 import logging
+import re
 import subprocess
 import sys
 import threading
@@ -46,7 +47,10 @@ CLIENT_SPAN = "00f067aa0ba902b7"
 # output carry it; none of it may reach a span, the stored transcript or a log line.
 EMAIL, CARD, IBAN, PHONE = "ada.lovelace@example.com", "4111 1111 1111 1111", "GB82 WEST 1234 5698 7654 32", \
     "+44 20 7946 0958"
-PLANTED = (EMAIL, CARD, IBAN, PHONE, "ada.lovelace", "4111", "7654 32", "7946")
+# Fragments too: a partial redaction leaks them. Matched as whole tokens, since a span's nanosecond timestamps, hex
+# ids and ports contain short digit runs such as "4111" by chance.
+PLANTED = [re.compile(rf"(?<![0-9A-Za-z]){re.escape(s)}(?![0-9A-Za-z])") for s in (
+    EMAIL, CARD, IBAN, PHONE, "ada.lovelace", "4111", "7654 32", "7946")]
 
 
 @dataclasses.dataclass
@@ -237,7 +241,7 @@ async def test_a_session_with_a_tool_call_and_a_go_away_as_a_span_tree(
     logs = "\n".join(r.getMessage() for r in caplog.records if r.name.split(".")[0] in ("livegate", "uvicorn"))
     assert "session_end" in logs and "a line quoting the client: card [CARD]" in logs
     for secret in PLANTED:
-        assert secret not in exported and secret not in stored and secret not in logs, secret
+        assert not (secret.search(exported) or secret.search(stored) or secret.search(logs)), secret.pattern
     assert transcript["instructions"] == "You help Ada ([EMAIL]) with the weather."
     assert transcript["turns"][0] == {**transcript["turns"][0], "role": "user",
                                       "text": "My name is Ada, mail [EMAIL], card [CARD]"}

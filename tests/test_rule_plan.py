@@ -91,7 +91,7 @@ def _streaming() -> Translator:
 def _steps(translator: Translator, rules: Any, event: dict[str, Any]) -> list[str]:
     scope = {"event": event, "session": translator.session, "config": translator.config,
              "tables": MAPPINGS.tables}
-    plan = translator._planner.plan(rules.index.rules_for(event), scope, translator._config_version)
+    plan = translator._planner.make(rules.index.rules_for(event), scope, translator._config_version)
     return [step.rule.name for step in plan.steps]
 
 
@@ -115,3 +115,16 @@ def test_a_plan_is_remade_when_the_session_changes() -> None:
     after = translator.from_upstream(orjson.dumps(AUDIO_FRAME))
     types = [m["type"] for m in after.client]
     assert "response.created" in types and types[-1] == "response.output_audio.delta"
+
+
+def test_a_state_gets_its_plan_when_an_input_meets_it_again() -> None:
+    translator = _streaming()
+    rules = MAPPINGS.upstream["serverContent"].index.rules_for(AUDIO_FRAME)
+    translator.from_upstream(orjson.dumps({"serverContent": {"turnComplete": True}}))  # a new session state
+    scope = {"event": AUDIO_FRAME, "session": translator.session, "config": translator.config,
+             "tables": MAPPINGS.tables}
+    planner, version = translator._planner, translator._config_version
+    assert planner.plan(rules, scope, version) is None, "met once: its rules run undecided, no plan made"
+    plan = planner.plan(rules, scope, version)
+    assert plan is not None and plan.session is translator.session
+    assert planner.plan(rules, scope, version) is plan, "the plan holds for as long as the state does"

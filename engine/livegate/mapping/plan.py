@@ -118,15 +118,28 @@ class Planner:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
         self._plans: dict[int, Plan] = {}
+        self._met: dict[int, tuple[Any, Any, int]] = {}  # per rule list: a state met once, not planned yet
 
-    def plan(self, rules: tuple[Any, ...], scope: dict[str, Any], config_version: int) -> Plan:
+    def plan(self, rules: tuple[Any, ...], scope: dict[str, Any], config_version: int) -> Plan | None:
+        """The plan for this session state, or None the first time an input of `rules` meets the state: the
+        input then runs every condition. Around a turn's edges most states last one input, and making a plan
+        used once costs more than it saves; a state an input meets again (a stream's) gets its plan then."""
         plan = self._plans.get(id(rules))
         session = scope["session"]
-        if plan is None or plan.rules is not rules or plan.session is not session \
-                or plan.config_version != config_version:
-            decided = {"session": session, "config": scope["config"], "tables": scope["tables"]}
-            steps = tuple(self._steps(rules, 0, len(rules), decided))
-            plan = self._plans[id(rules)] = Plan(rules, session, config_version, steps)
+        if plan is not None and plan.rules is rules and plan.session is session \
+                and plan.config_version == config_version:
+            return plan
+        met = self._met.get(id(rules))
+        if met is not None and met[0] is rules and met[1] is session and met[2] == config_version:
+            return self.make(rules, scope, config_version)
+        self._met[id(rules)] = (rules, session, config_version)
+        return None
+
+    def make(self, rules: tuple[Any, ...], scope: dict[str, Any], config_version: int) -> Plan:
+        """The plan for the scope's session state, made now."""
+        decided = {"session": scope["session"], "config": scope["config"], "tables": scope["tables"]}
+        plan = self._plans[id(rules)] = Plan(rules, scope["session"], config_version,
+                                             tuple(self._steps(rules, 0, len(rules), decided)))
         return plan
 
     def _steps(self, rules: tuple[Any, ...], start: int, end: int, scope: dict[str, Any]) -> list[Step]:

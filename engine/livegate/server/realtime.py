@@ -9,7 +9,7 @@ take its session back within `reattach_grace_s` (`?session_id=`; client_io.py ho
 With a `Keeper` (takeover/), the core's snapshots go to the shared store in the background, so that another
 instance can take the session over; `drain` closes it (1012) at its next rest, and a session restored from
 the store starts with `take_over` instead of `start`. Read loops hand the event loop to other sessions after
-every frame, so a flooding peer cannot starve the gateway.
+every millisecond of work on their frames, so a flooding peer cannot starve the gateway.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from livegate.config import Timeouts
 from livegate.mcp.client import McpClients
 from livegate.observability.guardrails import ALLOW
 from livegate.observability.session import SessionWatch
-from livegate.server.client_io import ClientLink, fair_turn
+from livegate.server.client_io import ClientLink, FairShare
 from livegate.takeover.service import Keeper, Takeover
 from livegate.translation.commands import (
     CheckGuardrail,
@@ -167,9 +167,10 @@ class RealtimeSession:
     # -- reading -----------------------------------------------------------------------------------
 
     async def _read_client(self) -> None:
-        client, core, grant = self.client, self.core, self.grant
+        client, core, grant, share = self.client, self.core, self.grant, FairShare()
         while client.ended is None:
             message = await client.ws.receive()
+            started = time.perf_counter()
             if message["type"] == "websocket.disconnect":
                 client.left(message.get("code", NORMAL))
                 return
@@ -184,17 +185,18 @@ class RealtimeSession:
             await self._write(core.client_frame(frame))
             if core.input_backlogged and self._first_open is not None:
                 await asyncio.wait({self._first_open})  # backpressure until Gemini has set the session up
-            await fair_turn()
+            await share.turn(started)
 
     async def _read_upstream(self, link: int, conn: UpstreamConnection) -> None:
-        core, grant = self.core, self.grant
+        core, grant, share = self.core, self.grant, FairShare()
         try:
             while link in self._links:  # once closed (CloseUpstream), its close drains what is left
                 frame = await conn.recv()
+                started = time.perf_counter()
                 if grant is not None:
                     grant.upstream_frame(frame)
                 await self._write(core.upstream_frame(link, frame))
-                await fair_turn()
+                await share.turn(started)
         except ConnectionClosed as exc:
             code, reason = conn.close_info(exc)
             if self.placement is not None and link == core.link:

@@ -22,6 +22,7 @@ NOISE_PEAK = 24  # about -63 dBFS: room tone, far below speech (mean absolute le
 NOISE_CHUNK_MS = 100
 
 
+@functools.lru_cache(maxsize=64)  # every chunk the meter hears names its rate
 def rate_of(mime: str | None, default: int = DEFAULT_RATE) -> int:
     """The sample rate a PCM MIME type names (`audio/pcm;rate=24000`), else `default`."""
     found = _RATE.search(mime or "")
@@ -35,8 +36,37 @@ def _samples(data: bytes) -> array[int]:
     return samples
 
 
+# The meter decodes this many 8-character pieces of each chunk's base64 (6 bytes, 3 samples each), evenly
+# spread, instead of the whole chunk: over a one-second window that is 1,200 samples of a 24 kHz answer, which
+# put its mean level within a few percent, and near-silence (about 18) lies two orders of magnitude under
+# speech (2,000-10,000). Decoding and summing every sample cost about a third of a relay's whole round trip
+# for the chunk, on every chunk of the window.
+PIECES = 8
+
+
+def sampled_level(audio_b64: str) -> tuple[float, int]:
+    """(mean absolute sample value of evenly spread samples, number of samples the chunk holds) of a base64
+    PCM16 chunk; (0.0, 0) for an empty or undecodable one."""
+    padding = 2 if audio_b64.endswith("==") else 1 if audio_b64.endswith("=") else 0
+    total = (len(audio_b64) // 4 * 3 - padding) // 2
+    whole = len(audio_b64) - 4  # the last quantum may hold padding: pieces come from before it
+    if whole < 8 * PIECES * 2:
+        heard = audio_b64
+    else:  # pieces start at multiples of 8 characters: 6 bytes, so each starts on a sample
+        step = whole // PIECES // 8 * 8
+        heard = "".join([audio_b64[at:at + 8] for at in range(0, step * PIECES, step)])
+    try:
+        samples = _samples(base64.b64decode(b64_standard(heard)))
+    except ValueError:
+        return 0.0, 0
+    if not samples:
+        return 0.0, 0
+    return sum(map(abs, samples)) / len(samples), total
+
+
 class LevelMeter:
-    """The mean absolute sample value of one response's audio, over its first `window_ms`."""
+    """The mean absolute sample value of one response's audio, over its first `window_ms` (estimated from
+    spread samples of each chunk, weighted by the chunk's length)."""
 
     __slots__ = ("judged", "ms", "response", "samples", "total", "window_ms")
 
@@ -44,7 +74,7 @@ class LevelMeter:
         self.response = response
         self.window_ms = window_ms
         self.ms = 0.0
-        self.total = 0
+        self.total = 0.0
         self.samples = 0
         self.judged = False
 
@@ -52,12 +82,12 @@ class LevelMeter:
         """Add one chunk; the verdict once the window is full (null before, and after it was given)."""
         if self.judged:
             return None
-        samples = _samples(base64.b64decode(b64_standard(audio_b64)))
+        level, samples = sampled_level(audio_b64)
         if not samples:
             return None
-        self.total += sum(map(abs, samples))
-        self.samples += len(samples)
-        self.ms += len(samples) * 1000 / rate_of(mime, 24000)
+        self.total += level * samples
+        self.samples += samples
+        self.ms += samples * 1000 / rate_of(mime, 24000)
         if self.ms < self.window_ms:
             return None
         self.judged = True

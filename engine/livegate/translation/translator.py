@@ -506,6 +506,9 @@ class Translator:
         all_rules = rules.index.rules_for(event)  # only the rules this input's shape can trigger
         # ...and of those, only what the session state has not decided already (mapping/plan.py)
         plan = self._planner.plan(all_rules, scope, self._config_version)
+        if plan is None:  # a session state met for the first time
+            self._run_rules(all_rules, 0, scope, out, event_id)
+            return
         steps, planned = plan.steps, plan.session
         runtime = self.runtime
         index = 0

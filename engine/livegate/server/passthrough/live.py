@@ -51,7 +51,7 @@ from livegate.config import ModelRoute
 from livegate.observability.passthrough import PassthroughTurns
 from livegate.observability.session import SessionWatch, watch_passthrough
 from livegate.server import auth
-from livegate.server.client_io import ClientStalled, abort_client, fair_turn, send_within
+from livegate.server.client_io import ClientStalled, FairShare, abort_client, send_within
 from livegate.server.passthrough.models import match_model, vertex_scope
 from livegate.translation.usage import UsageLedger
 from livegate.upstream import google_credentials
@@ -337,8 +337,10 @@ class PassthroughSession:
         raise _Close(stop.close_code, stop.message)
 
     async def _client_to_upstream(self, upstream: ClientConnection) -> None:
+        share = FairShare()
         while True:
             message = await self.ws.receive()
+            started = time.perf_counter()
             if message["type"] == "websocket.disconnect":
                 code = message.get("code") or NORMAL
                 self._ended(code, message.get("reason") or "client disconnected", "client")
@@ -360,15 +362,17 @@ class PassthroughSession:
             except ConnectionClosed as exc:
                 await self._upstream_closed(exc)
                 return
-            await fair_turn()
+            await share.turn(started)
 
     async def _upstream_to_client(self, upstream: ClientConnection) -> None:
+        share = FairShare()
         while True:
             try:
                 frame = await upstream.recv()
             except ConnectionClosed as exc:
                 await self._upstream_closed(exc)
                 return
+            started = time.perf_counter()
             self.usage.observe(frame)
             if self.grant is not None:
                 self.grant.upstream_frame(frame)
@@ -384,7 +388,7 @@ class PassthroughSession:
             except (WebSocketDisconnect, RuntimeError):
                 self._ended(NORMAL, "client disconnected", "client")
                 return
-            await fair_turn()
+            await share.turn(started)
 
     async def _upstream_closed(self, exc: ConnectionClosed) -> None:
         if exc.rcvd is not None:

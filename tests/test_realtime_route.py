@@ -1,0 +1,92 @@
+"""The realtime route's client writes under the real server (uvicorn, websockets-sansio): a session's events are
+framed straight onto the open connection, not through one ASGI `send` coroutine each, and still reach the
+client whole and in order; a connection that is not open for writing goes back to the ASGI `send`."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import websockets
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+
+from livegate.config import parse_config
+from livegate.server import create_app
+from livegate.server.realtime_route import SessionSocket
+from livegate.simulator import GeminiLiveSimulator
+from tests.support import serve
+
+MASTER = "sk-route-test"
+
+
+@pytest.fixture
+async def gateway() -> AsyncIterator[str]:
+    async with GeminiLiveSimulator(chunk_delay=0, api_key=None) as sim:
+        config = parse_config({
+            "model_list": [{"model_name": "gpt-realtime", "litellm_params": {
+                "model": "gemini/gemini-live-2.5-flash", "api_key": "AIza-route", "api_base": sim.url}}],
+            "general_settings": {"master_key": MASTER}})
+        async with serve(create_app(config, simulator_chunk_delay=0)) as url:
+            yield url.replace("http", "ws") + "/v1/realtime?model=gpt-realtime"
+
+
+def _count_asgi_sends(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The ASGI messages the server's protocol was handed, by type."""
+    sent: list[str] = []
+    asgi_send = WebSocketsSansIOProtocol.send
+
+    async def counted(self: WebSocketsSansIOProtocol, message: Any) -> None:
+        sent.append(message["type"])
+        await asgi_send(self, message)
+
+    monkeypatch.setattr(WebSocketsSansIOProtocol, "send", counted)
+    return sent
+
+
+async def _text_turn(url: str) -> list[dict[str, Any]]:
+    events = []
+    async with websockets.connect(url, additional_headers={"Authorization": f"Bearer {MASTER}"}) as ws:
+        await ws.send(json.dumps({"type": "session.update", "session": {"type": "realtime",
+                                                                        "output_modalities": ["text"]}}))
+        await ws.send(json.dumps({"type": "conversation.item.create", "item": {
+            "type": "message", "role": "user", "content": [{"type": "input_text", "text": "Say hello"}]}}))
+        await ws.send(json.dumps({"type": "response.create", "event_id": "evt_ask"}))
+        while not events or events[-1]["type"] != "response.done":
+            events.append(json.loads(await ws.recv()))
+    return events
+
+
+async def test_a_sessions_events_are_framed_onto_the_open_connection_directly(
+        gateway: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    sent = _count_asgi_sends(monkeypatch)
+    events = await _text_turn(gateway)
+    types = [e["type"] for e in events]
+    assert types[0] == "session.created" and "response.output_text.delta" in types
+    assert types.index("response.created") < types.index("response.output_text.delta") < types.index(
+        "response.output_text.done") < types.index("response.done")
+    assert events[-1]["response"]["status"] == "completed"
+    # The handshake's accept is an ASGI message; no event of the session was.
+    assert sent.count("websocket.accept") == 1 and "websocket.send" not in sent
+
+
+async def test_writes_the_direct_path_declines_go_through_the_asgi_send_in_order(
+        gateway: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    sent = _count_asgi_sends(monkeypatch)
+    direct = SessionSocket.__init__
+
+    def alternating(self: SessionSocket, scope: Any, receive: Any, send: Any) -> None:
+        direct(self, scope, receive, send)
+        real = self._write_frame
+        assert real is not None, "the server's protocol is uvicorn's websockets-sansio one"
+        calls = iter(range(1_000_000))
+        self._write_frame = lambda data: next(calls) % 2 == 0 and real(data)  # as if every other were paused
+
+    monkeypatch.setattr(SessionSocket, "__init__", alternating)
+    events = await _text_turn(gateway)
+    types = [e["type"] for e in events]
+    assert types[0] == "session.created" and events[-1]["response"]["status"] == "completed"
+    assert types.index("response.created") < types.index("response.output_text.delta") < types.index(
+        "response.output_text.done") < types.index("response.done")
+    assert sent.count("websocket.send") >= len(events) // 2 - 1

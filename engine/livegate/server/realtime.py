@@ -1,22 +1,19 @@
 """`/v1/realtime`: the pump around one session core (translation/session_core.py).
 
-The pump moves bytes and decides nothing: it reads a client or Gemini frame, hands it to the core, and
-carries out what comes back in order (client messages, Gemini messages, then the commands: arm a timer,
-open or close a Gemini connection, ask an MCP server, answer an out-of-band response beside the session by a
-generateContent call, close the client). A timer's expiry, an MCP server's
-answer and a connection's opening, failure or close are inputs too. A client whose connection drops may
-take its session back within `reattach_grace_s` (`?session_id=`; client_io.py holds its events meanwhile).
-With a `Keeper` (takeover/), the core's snapshots go to the shared store in the background, so that another
-instance can take the session over; `drain` closes it (1012) at its next rest, and a session restored from
-the store starts with `take_over` instead of `start`. Read loops hand the event loop to other sessions after
-every millisecond of work on their frames, so a flooding peer cannot starve the gateway.
+The pump moves bytes and decides nothing: it reads a client or Gemini frame, hands it to the core, and carries
+out what comes back in order: client messages, Gemini messages, then the commands (arm a timer, open or close a
+Gemini connection, close the client, and the calls out that session_services.py makes: a reservation, a
+guardrail check, an MCP request, an out-of-band answer). A timer's expiry, a call's answer and a connection's
+opening, failure or close are inputs too. A client whose connection drops may take its session back within
+`reattach_grace_s` (`?session_id=`; client_io.py holds its events meanwhile). With a `Keeper` (takeover/), the
+core's snapshots go to the shared store in the background, so that another instance can take the session over;
+`drain` closes it (1012) at its next rest, and a session restored from the store starts with `take_over`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from collections.abc import Callable, Coroutine
@@ -27,10 +24,9 @@ from websockets.exceptions import ConnectionClosed
 from livegate.accounting.gate import Grant
 from livegate.close_codes import INTERNAL_ERROR, NORMAL, REFUSAL_BASE
 from livegate.config import Timeouts
-from livegate.mcp.client import McpClients
-from livegate.observability.guardrails import ALLOW
 from livegate.observability.session import SessionWatch
 from livegate.server.client_io import ClientLink, FairShare
+from livegate.server.session_services import SessionServices
 from livegate.takeover.service import Keeper, Takeover
 from livegate.translation.commands import (
     CheckGuardrail,
@@ -52,8 +48,7 @@ from livegate.translation.session_core import SessionCore
 from livegate.translation.translator import Output, Translator
 from livegate.translation.watchdog import WatchdogSettings
 from livegate.upstream.base import Provider
-from livegate.upstream.connection import UpstreamConnection, open_link
-from livegate.upstream.generate import stream_generate
+from livegate.upstream.connection import UpstreamConnection
 from livegate.upstream.pool import Placement
 
 log = logging.getLogger("livegate.session")
@@ -67,14 +62,13 @@ class RealtimeSession:
                  keeper: Keeper | None = None, missed: list[str] | None = None,
                  watch: SessionWatch | None = None, watchdog: WatchdogSettings | None = None) -> None:
         self.grant = grant  # accounting: usage, cost, limits (None: not metered)
+        self.model = model  # as the client named it: a reattaching client names the same
         self.timeouts = timeouts or Timeouts()
-        self.provider, self.model = provider, model
-        self.placement = placement  # the session's deployment in its pool, which opens its connections
-        if placement is not None:
+        if placement is not None:  # the session's deployment in its pool, which opens its connections
             placement.watch(translator.usage)  # its tokens count against the deployment's tpm
-        # turns, traces, transcript, guardrails (livegate/observability/)
-        self.watch = watch or SessionWatch()
-        watchers = [o for o in (grant, *self.watch.observers) if o is not None]
+        watch = watch or SessionWatch()  # turns, traces, transcript, guardrails (livegate/observability/)
+        self.services = SessionServices(provider, model, self.timeouts, grant, placement, watch)
+        watchers = [o for o in (grant, *watch.observers) if o is not None]
         observer = watchers[0] if len(watchers) == 1 else Observers(*watchers) if watchers else None
         self.core = SessionCore(translator, policy, stall_after_s=self.timeouts.upstream_stall_s, observer=observer,
                                 relocations=placement.alternatives if placement is not None else 0,
@@ -88,8 +82,6 @@ class RealtimeSession:
         self._first_open: asyncio.Task[None] | None = None  # the first connection's opening (backpressure)
         self._timers: dict[Timer, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[None]] = set()
-        self._mcp: McpClients | None = None  # the session's MCP servers, on its first MCP request
-        self.started = time.monotonic()
 
     async def run(self) -> None:
         if self.grant is not None:
@@ -123,24 +115,13 @@ class RealtimeSession:
             for conn in self._links.values():
                 with contextlib.suppress(Exception):
                     await conn.close()
-            if self._mcp is not None:
-                await self._mcp.aclose()
             self.client.release()
-            if self.placement is not None:
-                await self.placement.release()
             if self.takeover is not None:
                 self.takeover.detach(self)
             if self.keeper is not None:
                 self.keeper.ended()
-            code, reason = self.client.ended or (NORMAL, "")
-            self.watch.finish(self.grant, code, reason, self.core.dialect, self.core.session_id)
-            log.info("session_end %s", json.dumps({
-                "model": self.model, "backend": self.provider.backend, "dialect": self.core.dialect,
-                "deployment": self.placement.route.deployment if self.placement is not None else None,
-                "duration_s": round(time.monotonic() - self.started, 3), "close_code": code,
-                "close_reason": reason, "tokens": self.core.usage_summary()}, sort_keys=True))
-            if self.grant is not None:
-                await self.grant.finish(code, "success" if code == NORMAL else "failure", reason)
+            await self.services.finish(self.client.ended, self.core.dialect, self.core.session_id,
+                                       self.core.usage_summary())
 
     async def reattach(self, ws: Any) -> None:
         """A reconnecting client takes the session over; returns when the session is done with `ws`."""
@@ -199,8 +180,8 @@ class RealtimeSession:
                 await share.turn(started)
         except ConnectionClosed as exc:
             code, reason = conn.close_info(exc)
-            if self.placement is not None and link == core.link:
-                self.placement.lost(code)
+            if link == core.link:
+                self.services.connection_lost(code)
             await self._write(core.upstream_closed(link, code, reason))
 
     # -- writing: what the core said ---------------------------------------------------------------
@@ -257,42 +238,30 @@ class RealtimeSession:
                 if self.keeper is not None:  # stored before the client is closed (the next command)
                     await self.keeper.release(snapshot, self.client.held_frames())
 
-    async def _reserve(self, command: Reserve) -> None:
-        refusal = await self.grant.reserve_response(command.number, command.max_output_tokens) \
-            if self.grant is not None else None
-        await self._write(self.core.reservation_answered(command.number, refusal))
+    # -- what the commands asked of the world outside (session_services.py), handed back to the core ----------
 
     async def _open(self, command: OpenUpstream) -> None:
-        connecting = time.monotonic()
-        opened = (await self.placement.open(command, self.timeouts.upstream_setup_s) if self.placement is not None
-                  else await open_link(self.provider, command.setup, command.then, self.timeouts.upstream_setup_s))
+        opened = await self.services.open(command)
         if not isinstance(opened, tuple):
             await self._write(self.core.upstream_failed(command.link, opened))
             return
         conn, first = opened
-        if command.first and self.grant is not None:
-            self.grant.upstream_connected(time.monotonic() - connecting)
         self._links[command.link] = conn
         out = self.core.upstream_opened(command.link, first)
         self._spawn(self._read_upstream, command.link, conn)
         await self._write(out)
 
+    async def _reserve(self, command: Reserve) -> None:
+        await self._write(self.core.reservation_answered(command.number, await self.services.reserve(command)))
+
     async def _check(self, command: CheckGuardrail) -> None:
-        guardrails = self.watch.guardrails
-        verdict = ALLOW if guardrails is None else await guardrails.check(command.stage, command.text)
-        await self._write(self.core.guardrail_decided(command.check, verdict.as_event(command.stage)))
+        await self._write(self.core.guardrail_decided(command.check, await self.services.check(command)))
+
     async def _ask_mcp(self, request: McpRequest) -> None:
-        if self._mcp is None:
-            self._mcp = McpClients(self.timeouts.mcp_s)
-        result = await self._mcp.request(request.server, request.action, request.tool, request.arguments)
-        await self._write(self.core.mcp_result(request, result))
+        await self._write(self.core.mcp_result(request, await self.services.ask_mcp(request)))
 
     async def _generate(self, request: GenerateRequest) -> None:
-        # On the deployment carrying the session now (its project, region or key), as its Live connection.
-        provider = self.placement.provider() if self.placement is not None else self.provider
-        async for event in stream_generate(provider, request.model, request.body,
-                                           connect_s=self.timeouts.upstream_setup_s,
-                                           stall_s=self.timeouts.upstream_stall_s):
+        async for event in self.services.generate(request):
             await self._write(self.core.side_result(request, event))
 
     def _expired(self, timer: Timer) -> None:
@@ -304,8 +273,7 @@ class RealtimeSession:
 
     async def _enforce_limits(self) -> None:
         """Budget spent, key deleted or expired, maximum duration: an `error` event, then the close code."""
-        assert self.grant is not None
-        stop = await self.grant.wait_stopped()
+        stop = await self.services.stopped()
         await self._write(self.core.stop(stop.message, stop.code, stop.close_code))
 
     def _spawn(self, work: Callable[..., Coroutine[Any, Any, None]], *args: Any) -> asyncio.Task[None]:

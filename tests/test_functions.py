@@ -11,7 +11,7 @@ import random
 import pytest
 
 from livegate.mapping.functions import b64_standard, is_base64
-from livegate.translation.translator import camelize, camelize_frame
+from livegate.translation.translator import _may_hold_snake_keys, camelize, camelize_frame
 
 
 def _decodes(data: str) -> bool:
@@ -73,3 +73,7 @@ def test_camelize_is_skipped_only_when_it_would_change_nothing() -> None:
             parsed = json.loads(raw)
             assert camelize_frame(parsed) == camelize(message), raw
             assert (camelize_frame(parsed) is parsed) == (camelize(parsed) is parsed)
+            if camelize(parsed) is not parsed:  # the translator's pre-scan of the raw text never misses one
+                assert _may_hold_snake_keys(raw), raw
+    escaped = '{"server\\u005fcontent": {"turnComplete": true}}'  # an underscore spelled as a JSON escape
+    assert camelize(json.loads(escaped)) != json.loads(escaped) and _may_hold_snake_keys(escaped)

@@ -319,6 +319,36 @@ def _compile_call(name: str, args: list[Compiled]) -> Compiled:
                 return bound[1](helpers, *values)
         return helpers.call_function(name, values)
 
+    # One and two arguments (nearly every call on the audio path) without the list and the loop.
+    if len(args) == 1:
+        (first,) = args
+
+        def call_1(rt: Runtime, value: Any) -> Any:
+            helpers = rt.helpers
+            if bound[0] is not type(helpers):
+                bind(helpers)
+            a = first(rt, value)
+            allowed = bound[2]
+            if allowed is not None and (allowed[0] is None or type(a).__name__ in allowed[0]):
+                return bound[1](helpers, a)
+            return helpers.call_function(name, [a])
+
+        return call_1
+    if len(args) == 2:
+        first, second = args
+
+        def call_2(rt: Runtime, value: Any) -> Any:
+            helpers = rt.helpers
+            if bound[0] is not type(helpers):
+                bind(helpers)
+            a, b = first(rt, value), second(rt, value)
+            allowed = bound[2]
+            if allowed is not None and (allowed[0] is None or type(a).__name__ in allowed[0]) \
+                    and (allowed[1] is None or type(b).__name__ in allowed[1]):
+                return bound[1](helpers, a, b)
+            return helpers.call_function(name, [a, b])
+
+        return call_2
     return call
 
 

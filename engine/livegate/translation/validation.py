@@ -49,6 +49,8 @@ _CODES = {
 _JSON_TYPES = {dict: "an object", list: "an array", str: "a string", bool: "a boolean", int: "an integer",
                float: "a number", type(None): "null"}
 
+_CONTAINERS = (dict, list)
+
 
 # Deeper than any real event (tool parameter schemas included), far below what orjson serialises (254
 # levels, the Gemini setup adds a few) and Python's recursion limit (jsonschema recurses per level).
@@ -201,7 +203,7 @@ class ClientEventValidator:
                 f"Invalid value: '{_echo(event_type)}'. Supported values are: "
                 + ", ".join(f"'{t}'" for t in sorted(self._table(dialect))) + ".",
                 code="invalid_value", param="type", event_id=event_id)
-        nested = any(isinstance(value, dict | list) for value in event.values())  # an audio chunk is flat
+        nested = any(isinstance(value, _CONTAINERS) for value in event.values())  # an audio chunk is flat
         deep = _too_deep(event, self.max_depth) if nested else None
         if deep is not None:
             return None, error_event(

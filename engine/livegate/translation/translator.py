@@ -166,9 +166,8 @@ def assign(root: dict[str, Any], keys: tuple[str, ...], value: Any) -> dict[str,
     head, rest = keys[0], keys[1:]
     if value is None and head not in root:
         return root  # removing what is not there changes nothing: no copy (a rule may clear a key per frame)
-    new = dict(root)
     if rest:
-        inner = new.get(head)
+        inner = root.get(head)
         if not isinstance(inner, dict):
             if value is None:  # removing a field of nothing changes nothing
                 return root
@@ -176,9 +175,14 @@ def assign(root: dict[str, Any], keys: tuple[str, ...], value: Any) -> dict[str,
             raise PhantomObject(f"cannot set {'.'.join(keys)}: {head} is {found}")
         changed = assign(inner, rest, value)
         if changed is inner:
-            return root
+            return root  # (before any copy: a rule that clears a nested key per frame copies nothing)
+        new = dict(root)
         new[head] = changed
-    elif value is None:
+        return new
+    if value is not None and root.get(head) is value:
+        return root  # the same object already: nothing changes, and the session (and its rule plan) stays
+    new = dict(root)
+    if value is None:
         new.pop(head, None)
     else:
         new[head] = value

@@ -8,7 +8,8 @@ Three processes besides this one (the load generator):
 - an echo upstream speaking just enough Gemini Live: it answers `setup` with `setupComplete`, sends every
   `realtimeInput` audio chunk back as a `serverContent` audio part (a binary frame, as Gemini does) and ends
   the model's turn every `--turn-chunks` chunks (turnComplete with usageMetadata), so livegate closes a
-  response and opens the next one every second of audio;
+  response and opens the next one every second of audio (`--spread-turns`: each session's first turn ends
+  after a random number of chunks, so the sessions' turn ends do not all fall into the same 20 ms);
 - a raw relay: a Python WebSocket server (websockets, asyncio's loop) that copies frames between its client
   and the echo upstream, unchanged: the floor any Python gateway pays for two WebSocket hops. With
   `--relay-uvloop`, the same relay on uvloop runs too (`relay-uvloop`), the floor of a gateway on uvloop;
@@ -76,8 +77,10 @@ TURN_END = orjson.dumps({"serverContent": {"turnComplete": True}, "usageMetadata
     "responseTokensDetails": [{"modality": "AUDIO", "tokenCount": 50}]}})
 
 
-async def _echo_handler(ws, turn_chunks: int) -> None:
-    chunks = 0
+async def _echo_handler(ws, turn_chunks: int, spread_turns: bool = False) -> None:
+    # --spread-turns: each connection's first turn ends after a random 1..N chunks, so the sessions' turn ends
+    # fall at different moments of each second instead of all in the same 20 ms
+    chunks = random.randrange(turn_chunks) if spread_turns and turn_chunks else 0
     with contextlib.suppress(ConnectionClosed):
         async for raw in ws:
             message = orjson.loads(raw)
@@ -106,10 +109,11 @@ async def _relay_handler(ws, upstream_url: str) -> None:
             task.cancel()
 
 
-async def _serve_role(role: str, port: int, upstream: str | None, turn_chunks: int) -> None:
+async def _serve_role(role: str, port: int, upstream: str | None, turn_chunks: int,
+                      spread_turns: bool = False) -> None:
     if role == "echo":
         async def handler(ws) -> None:
-            await _echo_handler(ws, turn_chunks)
+            await _echo_handler(ws, turn_chunks, spread_turns)
     else:
         async def handler(ws) -> None:
             await _relay_handler(ws, upstream + GEMINI_PATH)
@@ -122,9 +126,9 @@ def _run_role(args: argparse.Namespace) -> None:
     if args.loop == "uvloop":  # the relay on uvloop: the floor for a gateway that runs on uvloop too
         import uvloop
 
-        uvloop.run(_serve_role(args.role, args.port, args.upstream, args.turn_chunks))
+        uvloop.run(_serve_role(args.role, args.port, args.upstream, args.turn_chunks, args.spread_turns))
     else:
-        asyncio.run(_serve_role(args.role, args.port, args.upstream, args.turn_chunks))
+        asyncio.run(_serve_role(args.role, args.port, args.upstream, args.turn_chunks, args.spread_turns))
 
 
 # -- the load generator ---------------------------------------------------------------------------------------------
@@ -349,7 +353,7 @@ def _callgrind(out_dir: str) -> list[str]:
 def _start_role(role: str, port: int, args: argparse.Namespace, upstream: str | None = None, loop: str = "asyncio",
                 prefix: list[str] | None = None) -> subprocess.Popen:
     cmd = [*(prefix or []), sys.executable, __file__, "--role", role, "--port", str(port), "--loop", loop,
-           "--turn-chunks", str(args.turn_chunks)]
+           "--turn-chunks", str(args.turn_chunks)] + (["--spread-turns"] if args.spread_turns else [])
     if upstream:
         cmd += ["--upstream", upstream]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL if prefix else None)
@@ -500,7 +504,8 @@ async def _load(args: argparse.Namespace) -> None:
             unit = "instr/chunk" if counting else "CPU µs/chunk"
             print(f"{args.sessions} sessions x {args.chunk_ms} ms chunks every {period_s * 1000:g} ms "
                   f"({'in step' if args.in_step else 'spread over the period'}), a turn ending every "
-                  f"{args.turn_chunks} chunks, {args.seconds:g} s measured per phase, {args.repeats} repeats, "
+                  f"{args.turn_chunks} chunks{' (spread)' if args.spread_turns else ''}, "
+                  f"{args.seconds:g} s measured per phase, {args.repeats} repeats, "
                   f"livegate workers: {args.workers}, cores: gateway {gateway_cores} client+echo {client_cores}"
                   + (", counted by callgrind" if counting else ""))
             print(f"{'rep':>3} {'path':12} {unit:>12} {'x relay':>8} {'sess/core':>9} {'CPU %':>6} "
@@ -585,6 +590,8 @@ def main() -> None:
     parser.add_argument("--period-ms", type=int, default=None,
                         help="time between a session's chunks (the chunk's duration: real time; 500 counting)")
     parser.add_argument("--turn-chunks", type=int, default=50, help="the echo ends the model's turn every N chunks")
+    parser.add_argument("--spread-turns", action="store_true",
+                        help="start each session's turns at a random chunk, so turn ends do not all fall together")
     parser.add_argument("--in-step", action="store_true", help="start every session at the same point of the period")
     parser.add_argument("--workers", type=int, default=1, help="livegate --workers")
     parser.add_argument("--livegate-args", default="", help="extra livegate command-line arguments")

@@ -5,7 +5,9 @@ and `tables`, and calls no function that draws an id or reads the clock, has the
 the session is the same object, and the translator replaces the session on every change, never mutating
 it. Between two changes an audio stream runs the same rules dozens of times a second; the plan decides such
 conditions once per session state, drops the rules (and included blocks) they rule out, and leaves each
-remaining rule only the conditions its input still decides.
+remaining rule only the conditions its input still decides. The plan is made when an input meets the state a
+second time; the first input runs its rules undecided (`Planner.undecided`), as most states around a turn's
+edges last one input.
 
 Only leading conditions are decided ahead: `a && b` evaluates `b` only when `a` holds, so deciding a later
 condition early could raise an error the rule would not have raised. A rule whose `let`s run before its
@@ -119,6 +121,7 @@ class Planner:
         self.runtime = runtime
         self._plans: dict[int, Plan] = {}
         self._met: dict[int, tuple[Any, Any, int]] = {}  # per rule list: a state met once, not planned yet
+        self._undecided: dict[int, tuple[tuple[Any, ...], tuple[Step, ...]]] = {}
 
     def plan(self, rules: tuple[Any, ...], scope: dict[str, Any], config_version: int) -> Plan | None:
         """The plan for this session state, or None the first time an input of `rules` meets the state: the
@@ -134,6 +137,13 @@ class Planner:
             return self.make(rules, scope, config_version)
         self._met[id(rules)] = (rules, session, config_version)
         return None
+
+    def undecided(self, rules: tuple[Any, ...]) -> tuple[Step, ...]:
+        """Every rule of `rules` with its whole `when` left to evaluate (made once per rule list)."""
+        known = self._undecided.get(id(rules))
+        if known is None or known[0] is not rules:
+            known = self._undecided[id(rules)] = (rules, tuple(Step(rule, i, None) for i, rule in enumerate(rules)))
+        return known[1]
 
     def make(self, rules: tuple[Any, ...], scope: dict[str, Any], config_version: int) -> Plan:
         """The plan for the scope's session state, made now."""

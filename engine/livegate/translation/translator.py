@@ -519,10 +519,10 @@ class Translator:
         all_rules = rules.index.rules_for(event)  # only the rules this input's shape can trigger
         # ...and of those, only what the session state has not decided already (mapping/plan.py)
         plan = self._planner.plan(all_rules, scope, self._config_version)
-        if plan is None:  # a session state met for the first time
-            self._run_rules(all_rules, 0, scope, out, event_id)
-            return
-        steps, planned = plan.steps, plan.session
+        if plan is None:  # a session state met for the first time: every condition evaluated
+            steps, planned = self._planner.undecided(all_rules), None
+        else:
+            steps, planned = plan.steps, plan.session
         runtime = self.runtime
         index = 0
         while index < len(steps):
@@ -547,32 +547,8 @@ class Translator:
                 return
             if rule.stop:
                 return
-            if self.session is not planned:  # the plan's decisions are stale: the rest runs undecided
-                self._run_rules(all_rules, step.origin + 1, scope, out, event_id)
-                return
-
-    def _run_rules(self, all_rules: tuple[Rule, ...], index: int, scope: Scope, out: Output,
-                   event_id: str | None) -> None:
-        """The rules from `index` on, every condition evaluated."""
-        while index < len(all_rules):
-            rule = all_rules[index]
-            index += 1
-            try:
-                if rule.lets_first:
-                    self._let(rule, scope)
-                if rule.when is not None and not truthy(rule.when(self.runtime, scope)):
-                    for name in rule.local_names:
-                        scope.pop(name, None)
-                    index += rule.skip
-                    continue
-                if rule.skip:  # a guarded include whose condition holds: run the rules it guards
-                    continue
-                self._fire(rule, scope, out)
-            except (JMESPathError, TypeError, ValueError, KeyError) as exc:  # PhantomObject is a ValueError
-                self._rule_failed(rule, exc, out, event_id)
-                return
-            if rule.stop:
-                return
+            if planned is not None and self.session is not planned:  # stale decisions: the rest runs undecided
+                steps, index, planned = self._planner.undecided(all_rules), step.origin + 1, None
 
     def _fire(self, rule: Rule, scope: Scope, out: Output) -> None:
         """A rule whose condition holds: applied once, or once per `for_each` element."""

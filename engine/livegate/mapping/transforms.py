@@ -91,18 +91,19 @@ def _flush_audio(state: Any, codec: str | None) -> tuple[Any, Any]:
     return state.flush(), None
 
 
-@_step("audio_level", stream="answer loudness meter", inputs=("response", "audio", "mime", "window_ms"))
+@_step("audio_level", stream="answer loudness meter", inputs=("response", "audio", "mime", "window_ms", "level"))
 def _audio_level(state: Any, response: str | None, audio: Any, mime: str | None,
-                 window_ms: float | None) -> tuple[Any, Any]:
+                 window_ms: float | None, level: float | None) -> tuple[Any, Any]:
     """How loud the first `window_ms` of a response's audio (Gemini's PCM16) is: null while it is still being
-    heard (and after), then once {mean_level, ms}: the mean absolute sample value over the window. A new
-    response starts a new meter."""
+    heard (and after), then once {mean_level, ms}: the mean absolute sample value over what was heard. The
+    verdict comes early once what was heard already makes the window's mean reach `level`, whatever follows
+    (speech does after a chunk). A new response starts a new meter."""
     from livegate.translation.audio_level import LevelMeter
 
     if response is None or not window_ms:
         return None, state
     if state is None or state.response != response:
-        state = LevelMeter(response, float(window_ms))
+        state = LevelMeter(response, float(window_ms), float(level or 0.0))
     return state.hear(_text("audio", audio), mime), state
 
 

@@ -66,29 +66,36 @@ def sampled_level(audio_b64: str) -> tuple[float, int]:
 
 class LevelMeter:
     """The mean absolute sample value of one response's audio, over its first `window_ms` (estimated from
-    spread samples of each chunk, weighted by the chunk's length)."""
+    spread samples of each chunk, weighted by the chunk's length). With `certain_level`, the verdict comes as
+    soon as the audio heard alone, counted over the whole window, reaches it: the rest of the window could
+    only raise the mean, so the answer is not near-silent, and speech is judged after its first chunk
+    instead of being metered for the whole window."""
 
-    __slots__ = ("judged", "ms", "response", "samples", "total", "window_ms")
+    __slots__ = ("certain_level", "judged", "ms", "response", "samples", "total", "window_ms")
 
-    def __init__(self, response: str, window_ms: float) -> None:
+    def __init__(self, response: str, window_ms: float, certain_level: float = 0.0) -> None:
         self.response = response
         self.window_ms = window_ms
+        self.certain_level = certain_level
         self.ms = 0.0
         self.total = 0.0
         self.samples = 0
         self.judged = False
 
     def hear(self, audio_b64: str, mime: str | None) -> dict[str, Any] | None:
-        """Add one chunk; the verdict once the window is full (null before, and after it was given)."""
+        """Add one chunk; the verdict once the window is full or the mean is certain to reach the level
+        (null before, and after it was given)."""
         if self.judged:
             return None
         level, samples = sampled_level(audio_b64)
         if not samples:
             return None
+        rate = rate_of(mime, 24000)
         self.total += level * samples
         self.samples += samples
-        self.ms += samples * 1000 / rate_of(mime, 24000)
-        if self.ms < self.window_ms:
+        self.ms += samples * 1000 / rate
+        window_samples = self.window_ms * rate / 1000
+        if self.ms < self.window_ms and not (0 < self.certain_level <= self.total / window_samples):
             return None
         self.judged = True
         return {"mean_level": self.total / self.samples, "ms": round(self.ms)}

@@ -30,7 +30,7 @@ from typing import Any
 
 import orjson
 
-from livegate.close_codes import CLIENT_TOO_SLOW, RETRIED_BY_OPENAI_SDK, close_reason
+from livegate.close_codes import CLIENT_TOO_SLOW, NORMAL, RETRIED_BY_OPENAI_SDK, close_reason
 
 ABORT_KEY = "livegate.abort"
 TRANSPORT_KEY = "livegate.transport"  # the connection's asyncio transport, for its write buffer's size
@@ -101,6 +101,20 @@ class ClientLink:
         self._lock = asyncio.Lock()
         self._back = asyncio.Event()
         self._released: asyncio.Future[None] | None = None  # resolved when the session is done with a `ws`
+
+    async def receive(self) -> str | bytes | None:
+        """The client's next frame (OpenAI clients send text; JSON in a binary frame is accepted too), or None
+        once its connection ended."""
+        while True:
+            message = await self.ws.receive()
+            if message["type"] == "websocket.disconnect":
+                self.left(message.get("code", NORMAL))
+                return None
+            frame = message.get("text")
+            if frame is None:
+                frame = message.get("bytes")
+            if frame is not None:
+                return frame
 
     async def send(self, messages: list[dict[str, Any] | str]) -> None:
         """Send events (dicts, or JSON text already) in order. Never raises: a client that stopped reading is

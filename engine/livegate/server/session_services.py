@@ -3,8 +3,9 @@
 A Gemini connection opened (in the session's pool, or straight to its provider), a budget reservation, a
 guardrail verdict, an MCP server's answer, an out-of-band answer streamed by generateContent, the
 accounting's word that the session must stop, and at the end the session's log line and spend row. Each
-method is one call out whose answer the pump (realtime.py) hands back to the session core; none of them
-reads or writes the core, the client or a Gemini connection.
+method is one call out; `answers` hands a command's answer to the session core and gives back what the core
+made of it, for the pump (realtime.py) to write. Nothing here reads or writes the client or a Gemini
+connection.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from livegate.mcp.client import McpClients
 from livegate.observability.guardrails import ALLOW
 from livegate.observability.session import SessionWatch
 from livegate.translation.commands import (
+    CallOut,
     CheckGuardrail,
     GenerateRequest,
     McpRequest,
@@ -30,6 +32,11 @@ from livegate.translation.commands import (
     Reserve,
     UpstreamFailure,
 )
+from livegate.translation.observer import Observers
+from livegate.translation.resumption import ResumptionPolicy
+from livegate.translation.session_core import SessionCore
+from livegate.translation.translator import Output, Translator
+from livegate.translation.watchdog import WatchdogSettings
 from livegate.upstream.base import Provider
 from livegate.upstream.connection import UpstreamConnection, open_link
 from livegate.upstream.generate import Event, stream_generate
@@ -48,6 +55,18 @@ class SessionServices:
         self._mcp: McpClients | None = None  # the session's MCP servers, on its first MCP request
         self.started = time.monotonic()
 
+    def session_core(self, translator: Translator, policy: ResumptionPolicy | None, *, checkpoints: bool,
+                     watchdog: WatchdogSettings | None) -> SessionCore:
+        """The session's core, its usage watched by the accounting, the session's observers and its pool."""
+        grant, placement = self.grant, self.placement
+        if placement is not None:
+            placement.watch(translator.usage)  # its tokens count against the deployment's tpm
+        watchers = [o for o in (grant, *self.watch.observers) if o is not None]
+        observer = watchers[0] if len(watchers) == 1 else Observers(*watchers) if watchers else None
+        return SessionCore(translator, policy, stall_after_s=self.timeouts.upstream_stall_s, observer=observer,
+                           relocations=placement.alternatives if placement is not None else 0,
+                           checkpoints=checkpoints, reserve=grant is not None and grant.reserves, watchdog=watchdog)
+
     async def open(self, command: OpenUpstream) -> tuple[UpstreamConnection, str | bytes] | UpstreamFailure:
         """A Gemini connection that answered the command's setup (with its first frame), or why not."""
         connecting = time.monotonic()
@@ -62,6 +81,25 @@ class SessionServices:
         """The session's Gemini connection closed with `code`: its pool hears of it (cooldowns)."""
         if self.placement is not None:
             self.placement.lost(code)
+
+    async def answers(self, command: CallOut, core: SessionCore) -> AsyncIterator[Output]:
+        """What the core makes of the answer to a call-out command (a reservation, a guardrail verdict, an
+        MCP result, an out-of-band answer's events), as each comes."""
+        match command:
+            case Reserve(number):
+                yield core.reservation_answered(number, await self.reserve(command))
+            case CheckGuardrail(check):
+                yield core.guardrail_decided(check, await self.check(command))
+            case McpRequest():
+                yield core.mcp_result(command, await self.ask_mcp(command))
+            case GenerateRequest():
+                async for event in self.generate(command):
+                    yield core.side_result(command, event)
+
+    def settle(self, numbers: tuple[int, ...]) -> None:
+        """Responses whose usage is charged: their reservations are released."""
+        if self.grant is not None:
+            self.grant.settle_responses(numbers)
 
     async def reserve(self, command: Reserve) -> ReservationRefused | None:
         """The budget for one response: None when reserved, else the refusal."""

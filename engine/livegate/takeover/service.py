@@ -255,12 +255,10 @@ class Keeper:
             log.error("session %s: its state could not be stored; it cannot be taken over", self.session_id)
         return stored
 
-    def detached(self) -> None:
-        """The client dropped; the session waits for it here (reattach_grace_s), or for another instance."""
-        self._set_status(DETACHED)
-
-    def attached(self) -> None:
-        self._set_status(LIVE)
+    def away(self, away: bool) -> None:
+        """The client dropped (True: the session waits for it here, reattach_grace_s, or for another
+        instance) or came back (False)."""
+        self._set_status(DETACHED if away else LIVE)
 
     def ended(self) -> None:
         """The session is over here: its row goes, unless it was released for another instance."""

@@ -28,6 +28,14 @@ class Timer(enum.Enum):
     DRAIN = "drain"  # the gateway drains: the session's turn boundary is awaited until drain_timeout_s
 
 
+class CallOut:
+    """A command the world outside answers (the accounting, the guardrails, an MCP server, a side model):
+    the pump starts it in the background and hands each answer back to the core, which holds what waits on
+    it meanwhile (server/session_services.py `answers`)."""
+
+    __slots__ = ()
+
+
 @dataclass(frozen=True, slots=True)
 class SetTimer:
     """Arm `timer` to expire at `at` (seconds on the core's clock; `SessionCore.now()`), or cancel it (None).
@@ -70,7 +78,7 @@ class CloseClient:
 
 
 @dataclass(frozen=True, slots=True)
-class CheckGuardrail:
+class CheckGuardrail(CallOut):
     """Run the session's guardrails of `stage` on `text` and report the decision (`guardrail_decided(check,
     decision)`). Until then the input that brought the text, and every later input of its side, waits."""
 
@@ -80,7 +88,7 @@ class CheckGuardrail:
 
 
 @dataclass(frozen=True, slots=True)
-class Reserve:
+class Reserve(CallOut):
     """Reserve one response's worst-case cost against every budget the session falls under (and check its
     tokens-per-minute limits) before Gemini is sent what may start it; report `reservation_answered(number,
     refusal)`. `max_output_tokens` is the session's cap (None: no cap, the configured one applies). Gemini-bound
@@ -108,7 +116,7 @@ class ReservationRefused:
 
 
 @dataclass(frozen=True, slots=True)
-class McpRequest:
+class McpRequest(CallOut):
     """Ask an MCP server of the session (livegate is the MCP client of the session's `{type: "mcp"}` tools):
     list its tools (`action` "list") or call one ("call"), in the background; report the outcome with
     `SessionCore.mcp_result(request_id, result)`. `server` is the session's MCP tool as the client declared it
@@ -122,7 +130,7 @@ class McpRequest:
 
 
 @dataclass(frozen=True, slots=True)
-class GenerateRequest:
+class GenerateRequest(CallOut):
     """Answer an out-of-band response (response.create with conversation "none") beside the live session: a
     streamGenerateContent call of `model` (the session model's family, models.yaml side_model) on the session's
     backend, with `body` (contents, systemInstruction, generationConfig). The stream is reported with

@@ -316,6 +316,35 @@ async def test_spend_logs_rows_tags_end_user_and_filters(served: Served, caplog:
     assert (await served.http.get("/spend/logs", headers=_auth(other), params={"api_key": key})).status_code == 403
 
 
+async def test_spend_reads_include_the_rows_the_writer_still_holds(served: Served) -> None:
+    """A session that just ended is in /spend/logs, /spend/logs/{session} and /spend/report at once, not after
+    the background writer's next batch: a client reading its spend right after a session (docs/getting-started.md's
+    budget example) sees it."""
+    acct = served.app.state.gateway.accounting
+    await acct.writer.stop()  # no batches in the background: what is queued is written only by the reads
+    key = await served.key()
+
+    async def session() -> str:
+        async with _connect(served, key) as ws:
+            created = json.loads(await asyncio.wait_for(ws.recv(), 10))
+            await _text_turn(ws)
+        async with asyncio.timeout(10):
+            while acct.grants:  # the session ends (its row queued) once the gateway saw its client go
+                await asyncio.sleep(0.01)
+        return str(created["session"]["id"])
+
+    one = await served.http.get(f"/spend/logs/{await session()}", headers=_auth(MASTER))
+    assert one.status_code == 200 and one.json()["total_tokens"] > 0
+    await session()
+    report = (await served.http.get("/spend/report", params={"api_key": key}, headers=_auth(MASTER))).json()
+    assert report["totals"]["sessions"] == 2
+    await session()
+    rows = (await served.http.get("/spend/logs", params={"api_key": key}, headers=_auth(MASTER))).json()
+    assert len(rows) == 3 and all(r["total_tokens"] > 0 for r in rows)
+    info = (await served.http.get("/key/info", headers=_auth(key))).json()["info"]
+    assert info["spend"] == pytest.approx(sum(r["spend"] for r in rows), rel=1e-9)
+
+
 async def test_unpriced_model_is_recorded_as_unknown_cost(served: Served) -> None:
     async with _connect(served, MASTER, model="unpriced") as ws:
         await _text_turn(ws)

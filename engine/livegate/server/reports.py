@@ -58,6 +58,7 @@ def add_report_routes(app: FastAPI, gateway: Gateway) -> None:
             groups = group_names(query.get("group_by"))
         except ValueError as exc:
             raise ApiError(400, f"group_by: {exc}", "invalid_value", "group_by") from None
+        await gateway.accounting.writer.flush()  # the rows the background writer still holds count too
         result = await spend_report(gateway.accounting.store.db, ReportQuery(
             start, end, groups, api_key=api_key, team_id=query.get("team_id"),
             user_id=query.get("user_id") or query.get("internal_user_id"), model=query.get("model"),

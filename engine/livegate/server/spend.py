@@ -6,7 +6,10 @@ virtual key its own. The query is strict (schemas/management.schema.json).
 GET /spend/logs/{session}: one row, by its request id or the OpenAI session id (sess_...), with the session's
 `transcript` (redacted; null unless
 general_settings.store_prompts_in_spend_logs was on for it). The same rule: a virtual key reads only its own
-(another key's session is a 404, as an unknown one is)."""
+(another key's session is a 404, as an unknown one is).
+
+Both first write the rows the background writer still holds, so a session that ended on this instance is in
+the answer at once (a session is written when it ends: one still open has no row yet)."""
 
 from __future__ import annotations
 
@@ -54,6 +57,8 @@ def add_spend_routes(app: FastAPI, gateway: Gateway) -> None:
                 raise ApiError(403, "Only the master key may do this.", "forbidden")
             start = parse_time(query["start_date"], "start_date") if query.get("start_date") else None
             end = parse_time(query["end_date"], "end_date", end_of_day=True) if query.get("end_date") else None
+            # the background writer writes every half second: the rows it holds (a session that just ended) first
+            await gateway.accounting.writer.flush()
             rows = await gateway.accounting.store.spend_logs(api_key, start, end, query.get("model") or None,
                                                              team_id=query.get("team_id"),
                                                              user_id=query.get("user_id"), status=query.get("status"))
@@ -72,6 +77,7 @@ def add_spend_routes(app: FastAPI, gateway: Gateway) -> None:
                 name = next(iter(request.query_params))
                 raise ApiError(400, f"Unknown query parameter '{name[:64]}': this route takes none.",
                                "invalid_parameter", name[:64])
+            await gateway.accounting.writer.flush()
             found = await gateway.accounting.store.spend_log(request_id)
             if found is None or (who.kind == "key" and found[0]["api_key"] != who.token_hash):
                 raise ApiError(404, f"No spend log '{request_id[:64]}'.", "not_found", "request_id")

@@ -5,7 +5,7 @@ leases and reservations lapse after their TTL unless renewed, and a new spend co
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any
 
 import pytest
@@ -14,6 +14,7 @@ from livegate.accounting.counters import Budget, Counters, LocalCounters, Refuse
 from livegate.accounting.counters_redis import RedisCounters
 from livegate.accounting.counters_sql import PostgresCounters
 from livegate.accounting.database import open_database
+from livegate.accounting.shared_limits import Granted, SharedLimits
 from livegate.accounting.store import Store
 from tests.fakes.postgres import PostgresServer
 from tests.fakes.redis import RedisServer
@@ -128,3 +129,46 @@ async def test_a_new_counter_starts_from_its_seed(fleet: list[Counters]) -> None
     await fleet[1].apply({"k|0|1": (0.25, 7.0)}, {}, [])  # known now: the seed is ignored
     assert (await fleet[2].budget("k", "k|0|1"))[0] == pytest.approx(2.5)
     assert (await fleet[2].budget("k", "k|0|2"))[0] is None  # a new period's counter: not started yet
+
+
+# --- the feed (shared_limits.py): spend and settled holds queued by sessions, applied in the background ----------
+
+
+class _RoundTrips(LocalCounters):
+    """This process's counters standing in for a shared store whose applies take a round trip; the first one
+    waits for `go`."""
+
+    backend = "round-trips"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.applying, self.go = asyncio.Event(), asyncio.Event()
+
+    async def apply(self, spend: Mapping[str, tuple[float, float]], tokens: Mapping[str, int],
+                    settled: Sequence[tuple[str, str]]) -> None:
+        self.applying.set()
+        await self.go.wait()
+        await asyncio.sleep(0)  # the answer comes back
+        await super().apply(spend, tokens, settled)
+
+
+async def test_a_reservation_waits_for_the_hold_settled_while_the_spend_was_being_applied() -> None:
+    """A response's usage is charged, the feed starts applying it, then the response's hold is settled (queued
+    behind it, for the next pass). The session's next reservation must not count that hold with that spend: it
+    waits for the pass that releases the hold, not only for the one under way."""
+    store = _RoundTrips()
+    limits = SharedLimits(store)
+    await limits.start()
+    try:
+        budget = Budget("k", "k|0|1", 1.0, 0.0)
+        assert await limits.reserve("s#1", [budget], 0.6, []) == Granted(store)
+        limits.charge(None, {"k|0|1": (0.5, 0.0)}, {})  # response 1's usage (turnComplete)
+        await store.applying.wait()
+        limits.settle(store, [("k", "s#1")])  # ... then its reservation is settled
+        second = asyncio.create_task(limits.reserve("s#2", [budget], 0.4, []))
+        await asyncio.sleep(0)
+        store.go.set()
+        assert await second == Granted(store)  # 0.5 spent + 0.4: the 0.6 held for response 1 is gone
+        assert await store.budget("k", "k|0|1") == (pytest.approx(0.5), pytest.approx(0.4))
+    finally:
+        await limits.stop()

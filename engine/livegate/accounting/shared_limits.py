@@ -67,6 +67,7 @@ class SharedLimits:
         self.standing: dict[tuple[str, str], Counters] = {}
         self._wake = asyncio.Event()
         self._flushed = asyncio.Event()
+        self._begun = self._ended = 0  # passes of the feed begun and ended (a flush waits for one begun after it)
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -211,19 +212,25 @@ class SharedLimits:
         return self._batches.setdefault(id(store), _Batch())
 
     async def flush(self) -> None:
-        """Wait until what is queued now was applied (or given up)."""
+        """Wait until what is queued now was applied (or given up): by a pass of the feed begun after this call.
+        One under way may have taken a store's batch already: its end would leave out what was queued since (a
+        response's settled hold, queued behind its spend, counted with that spend by the next reservation)."""
         if any(self._batches.values()) and self._task is not None:
-            self._flushed.clear()
+            wanted = self._begun + 1
             self._wake.set()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.timeout):
-                    await self._flushed.wait()
+                    while self._ended < wanted:
+                        self._flushed.clear()
+                        await self._flushed.wait()
 
     async def _feed(self) -> None:
         while True:
             await self._wake.wait()
             self._wake.clear()
+            self._begun += 1
             await self._apply_all()
+            self._ended = self._begun
             self._flushed.set()
 
     async def _apply_all(self) -> None:

@@ -28,6 +28,9 @@ generator and echo to the others, where the OS allows.
                                                            e.g. `git archive main`) to every repeat;
                                --baseline-python PYTHON    runs it with another virtualenv's interpreter
                                --tree NAME=PYTHONPATH      adds another tree as NAME (each step of a change)
+                               --floor                     adds `floor`: this tree with bench/floor/sitecustomize.py,
+                                                           the audio frames' translation cut to orjson parse and
+                                                           serialise (what the translator costs over the transport)
     python bench/bench_load.py --startup     cold start to listening and idle RSS, interleaved with the baseline
     python bench/bench_load.py --instructions   instructions per chunk round trip, counted by valgrind's
                                                 callgrind in each gateway: they do not drift with the machine's
@@ -64,6 +67,8 @@ GEMINI_PATH = "/ws/google.ai.generativelanguage.v1beta.GenerativeService.BidiGen
 TICK = os.sysconf("SC_CLK_TCK")
 IDLE_S = 8.0  # --instructions: the idle window measured before streaming starts
 CORES = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+ENGINE = str(Path(__file__).resolve().parent.parent / "engine")  # this tree's livegate
+FLOOR = str(Path(__file__).resolve().parent / "floor")  # --floor: its sitecustomize.py
 
 
 # -- the echo upstream and the relay (run as child processes of this script) ----------------------------------------
@@ -489,6 +494,8 @@ async def _load(args: argparse.Namespace) -> None:
             for tree in args.tree:
                 name, _, pythonpath = tree.partition("=")
                 gateways.append((name, pythonpath, ""))
+            if args.floor:  # this tree with the audio frames' translation reduced to parse and serialise
+                gateways.append(("floor", f"{ENGINE}{os.pathsep}{FLOOR}", ""))
             for name, pythonpath, extra in gateways:
                 port = _free_port()
                 proc = _start_livegate(tmp, upstream, port, args, pythonpath, gateway_cores, extra, prefix,
@@ -603,6 +610,9 @@ def main() -> None:
                         help="also run this livegate with extra arguments, e.g. 'asyncio=--loop asyncio'")
     parser.add_argument("--tree", action="append", default=[], metavar="NAME=PYTHONPATH",
                         help="also run the livegate importable from PYTHONPATH as NAME (one per step of a change)")
+    parser.add_argument("--floor", action="store_true",
+                        help="also run this tree with bench/floor/ on its path (floor): the audio frames' "
+                             "translation reduced to orjson parse and serialise, the transport's floor")
     parser.add_argument("--relay-uvloop", action="store_true", help="also run the relay on uvloop (relay-uvloop)")
     parser.add_argument("--startup", action="store_true", help="measure cold start and idle RSS instead")
     parser.add_argument("--instructions", action="store_true",

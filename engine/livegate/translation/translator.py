@@ -212,7 +212,7 @@ class Translator:
         # Client events as JSON text where the mappings have a template (mapping/wire.py): the server's mode
         # (Output.client then holds str items beside dicts); the tests' translators emit dicts.
         self.wire = wire
-        self._layouts: dict[int, tuple[WireTemplate, dict[str, Any], int, tuple[Any, ...]]] = {}
+        self._layouts: dict[int, tuple[WireTemplate, dict[str, Any], int, tuple[Any, ...] | None]] = {}
         self._config_version = 0  # the plans hold for one version of `config` (the dialect may change)
         self.config: dict[str, Any] = dict(context or {})
         self.config.setdefault("dialect", dialect)
@@ -616,12 +616,16 @@ class Translator:
 
     def _wire_text(self, wire: WireTemplate, scope: Scope) -> str | None:
         """The message as JSON text, its session-decided fields serialised once per session state; None when
-        deciding them raised (the dict path then evaluates the fields in order, and reports the error)."""
+        the dict path is to build it: the first time the template meets a session state (most of a turn's
+        edge events go out once per state, and a layout made for one message costs more than the dict), or
+        when deciding the fields raised (the dict path then evaluates them in order, and reports the error)."""
         session = scope["session"]
         known = self._layouts.get(id(wire))
-        if known is not None and known[0] is wire and known[1] is session and known[2] == self._config_version:
-            layout = known[3]
-        else:
+        if known is None or known[0] is not wire or known[1] is not session or known[2] != self._config_version:
+            self._layouts[id(wire)] = (wire, session, self._config_version, None)  # met once: not laid out yet
+            return None
+        layout = known[3]
+        if layout is None:  # met again in the same state: a stream's message, laid out from now on
             try:
                 layout = wire.layout(self.runtime, scope)
             except Exception:

@@ -447,6 +447,32 @@ async def test_health_and_metrics(served: Served) -> None:
     assert key not in text and hash_key(key) not in text and MASTER not in text
 
 
+async def test_each_error_event_counts_once_in_the_metrics(served: Served) -> None:
+    """livegate_translation_errors counts the error events sent to clients: each once (the session core's
+    observer counts them; the pump used to count them again)."""
+    key = await served.key(key_alias="errors-key")
+
+    def counted(text: str) -> float:
+        for line in text.splitlines():
+            if line.startswith('livegate_translation_errors_total{route="/v1/realtime"}'):
+                return float(line.rsplit(" ", 1)[1])
+        return 0.0
+
+    before = counted((await served.http.get("/metrics")).text)
+    async with _connect(served, key) as ws:
+        await ws.send(json.dumps({"type": "no.such.event", "event_id": "evt_1"}))
+        await ws.send(json.dumps({"type": "input_audio_buffer.append", "audio": 7, "event_id": "evt_2"}))
+        seen = []
+        while len(seen) < 2:
+            event = json.loads(await asyncio.wait_for(ws.recv(), 10))
+            if event["type"] == "error":
+                seen.append(event["error"]["event_id"])
+        assert seen == ["evt_1", "evt_2"]
+    while served.app.state.gateway.accounting.grants:  # counted when the session ends
+        await asyncio.sleep(0.01)
+    assert counted((await served.http.get("/metrics")).text) - before == 2
+
+
 async def test_store_outage_keeps_sessions_and_shows_in_readiness(served: Served, monkeypatch: Any) -> None:
     accounting = served.app.state.gateway.accounting
     key = await served.key()

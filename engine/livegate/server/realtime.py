@@ -154,9 +154,7 @@ class RealtimeSession:
     # -- writing: what the core said ---------------------------------------------------------------
 
     async def _write(self, out: Output) -> None:
-        if out.client:
-            if self.grant is not None:
-                self.grant.client_messages(out.client)
+        if out.client:  # (the core's observers, the accounting's among them, have seen them)
             await self.client.send(out.client)
         if out.upstream and (conn := self._links.get(out.link or 0)) is not None:  # links count from 1
             for message in out.upstream:

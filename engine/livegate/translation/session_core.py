@@ -500,7 +500,8 @@ class SessionCore:
     # -- after every input -------------------------------------------------------------------------
 
     def _after(self, out: Output) -> Output:
-        self._settle(out)
+        if self.translator.session is not self._seen or self._recheck:  # (an audio frame changes nothing)
+            self._settle(out)
         if out.upstream:
             self._route(out)
         if self._rose:  # after routing: the content that made Gemini owe an answer went under this reservation

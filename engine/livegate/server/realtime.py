@@ -168,7 +168,8 @@ class RealtimeSession:
                     self.tasks.arm(timer, None if at is None else at - self.core.now(), self._expired)
                 case OpenUpstream(first=first):  # in the background, the first too: the client's events
                     task = self.tasks.spawn(self._open, command)  # meanwhile are answered or queued by the core
-                    self._first_open = task if first else self._first_open
+                    if first:
+                        self._first_open = task
                 case CloseUpstream(link):
                     if (conn := self._links.pop(link, None)) is not None:
                         with contextlib.suppress(Exception):

@@ -500,8 +500,7 @@ class SessionCore:
     # -- after every input -------------------------------------------------------------------------
 
     def _after(self, out: Output) -> Output:
-        if self.translator.session is not self._seen or self._recheck:  # (an audio frame changes nothing)
-            self._settle(out)
+        self._settle(out)
         if out.upstream:
             self._route(out)
         if self._rose:  # after routing: the content that made Gemini owe an answer went under this reservation

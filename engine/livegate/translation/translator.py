@@ -52,7 +52,7 @@ from jmespath.exceptions import JMESPathError
 from livegate.mapping.expressions import EXPLICIT_NULL, Runtime, Scope, truthy
 from livegate.mapping.functions import Helpers, RandomIds, SequentialIds
 from livegate.mapping.loader import Mappings, Rule, RuleFile
-from livegate.mapping.plan import Planner
+from livegate.mapping.plan import Planner, holds
 from livegate.mapping.wire import WireTemplate
 from livegate.translation.commands import Command, GenerateRequest, McpRequest
 from livegate.translation.errors import error_event
@@ -361,14 +361,9 @@ class Translator:
         if "usageMetadata" in message and isinstance(message["usageMetadata"], dict):
             event = {**message, "usage": self.usage.report(message["usageMetadata"]).counts()}
         before = self.session
-        if len(message) == 1:  # nearly every frame (an audio chunk: serverContent alone)
-            rules = self.mappings.upstream.get(next(iter(message)))
-            if rules is not None:
-                self._run(rules, event, out, None)
-        else:  # several fields: in dispatch.yaml's order
-            for name in self.mappings.upstream_fields:
-                if name in message:
-                    self._run(self.mappings.upstream[name], event, out, None)
+        for name in self.mappings.upstream_fields:
+            if name in message:
+                self._run(self.mappings.upstream[name], event, out, None)
         if self.session is not before:
             self._check_lifecycle(before, out, upstream=message)
         if len(message) > 1 or next(iter(message), None) not in self.mappings.upstream:
@@ -538,16 +533,8 @@ class Translator:
                 if rule.lets_first:
                     self._let(rule, scope)
                 rest = step.rest
-                if rest is None:
-                    met = rule.when is None or truthy(rule.when(runtime, scope))
-                else:  # the conditions the plan left (holds(), inline: it runs for every step of every frame)
-                    met = True
-                    for condition in rest:
-                        value = condition(runtime, scope)
-                        if value is not True and not truthy(value):
-                            met = False
-                            break
-                if not met:
+                if not (holds(rest, runtime, scope) if rest is not None else
+                        rule.when is None or truthy(rule.when(runtime, scope))):
                     for name in rule.local_names:
                         scope.pop(name, None)
                     index += rule.skip

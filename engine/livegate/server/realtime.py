@@ -11,20 +11,20 @@ take the session over; `drain` closes it (1012) at its next rest.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from typing import Any
 
 from websockets.exceptions import ConnectionClosed
 
-from livegate.accounting.gate import Grant
+from livegate.accounting.gate import Grant, Stop
 from livegate.close_codes import INTERNAL_ERROR, REFUSAL_BASE
 from livegate.config import Timeouts
 from livegate.observability.session import SessionWatch
 from livegate.server.client_io import ClientLink, FairShare
 from livegate.server.session_services import SessionServices
 from livegate.server.session_tasks import SessionTasks
+from livegate.server.upstream_links import UpstreamLinks
 from livegate.takeover.service import Keeper, Takeover
 from livegate.translation.commands import (
     CallOut,
@@ -34,7 +34,6 @@ from livegate.translation.commands import (
     SetTimer,
     Settle,
     StoreSession,
-    Timer,
 )
 from livegate.translation.resumption import ResumptionPolicy
 from livegate.translation.translator import Output, Translator
@@ -64,7 +63,7 @@ class RealtimeSession:
         self.missed = missed  # a session taken over from the store: None for a new one, else the events to replay
         self.client = ClientLink(ws, self.timeouts.client_write_s, reattach_grace_s)
         self._detached = detached  # the gateway's registry of sessions awaiting their client, by session id
-        self._links: dict[int, UpstreamConnection] = {}
+        self.links = UpstreamLinks()
         self._first_open: asyncio.Task[None] | None = None  # the first connection's opening (backpressure)
         self.tasks = SessionTasks(failed=lambda: self.client.close(INTERNAL_ERROR, "internal error"))
 
@@ -93,9 +92,7 @@ class RealtimeSession:
             await self.client.close(INTERNAL_ERROR, "internal error")
         finally:
             await self.tasks.cancel()
-            for conn in self._links.values():
-                with contextlib.suppress(Exception):
-                    await conn.close()
+            await self.links.close_all()
             self.client.release()
             if self.takeover is not None:
                 self.takeover.detach(self)
@@ -115,11 +112,8 @@ class RealtimeSession:
 
     def taken_over(self) -> None:
         """Another instance took this session over for another client: this one ends (session_in_use)."""
-        self.tasks.spawn(self._lost)
-
-    async def _lost(self) -> None:
-        await self._write(self.core.stop("Another client connection took this session over.", "session_in_use",
-                                         REFUSAL_BASE + 409))
+        self.tasks.spawn(self._stop, Stop(REFUSAL_BASE + 409, "session_in_use",
+                                          "Another client connection took this session over."))
 
     # -- reading -----------------------------------------------------------------------------------
 
@@ -138,7 +132,7 @@ class RealtimeSession:
     async def _read_upstream(self, link: int, conn: UpstreamConnection) -> None:
         core, grant, share = self.core, self.grant, FairShare()
         try:
-            while link in self._links:  # once closed (CloseUpstream), its close drains what is left
+            while link in self.links:  # once closed (CloseUpstream), its close drains what is left
                 frame = await conn.recv()
                 started = time.perf_counter()
                 if grant is not None:
@@ -156,24 +150,19 @@ class RealtimeSession:
     async def _write(self, out: Output) -> None:
         if out.client:  # (the core's observers, the accounting's among them, have seen them)
             await self.client.send(out.client)
-        if out.upstream and (conn := self._links.get(out.link or 0)) is not None:  # links count from 1
-            for message in out.upstream:
-                try:
-                    await conn.send(message)
-                except ConnectionClosed:
-                    break  # its reader reports the close
+        if out.upstream:
+            await self.links.send(out.link, out.upstream)
         for command in out.commands:
             match command:
                 case SetTimer(timer, at):
-                    self.tasks.arm(timer, None if at is None else at - self.core.now(), self._expired)
+                    self.tasks.arm(timer, None if at is None else at - self.core.now(),
+                                   lambda timer: self._write(self.core.timer_expired(timer)))
                 case OpenUpstream(first=first):  # in the background, the first too: the client's events
                     task = self.tasks.spawn(self._open, command)  # meanwhile are answered or queued by the core
                     if first:
                         self._first_open = task
                 case CloseUpstream(link):
-                    if (conn := self._links.pop(link, None)) is not None:
-                        with contextlib.suppress(Exception):
-                            await conn.close()
+                    await self.links.close(link)
                 case CloseClient(code, reason):
                     await self.client.close(code, reason)
                 case CallOut():
@@ -193,7 +182,7 @@ class RealtimeSession:
             await self._write(self.core.upstream_failed(command.link, opened))
             return
         conn, first = opened
-        self._links[command.link] = conn
+        self.links.add(command.link, conn)
         out = self.core.upstream_opened(command.link, first)
         self.tasks.spawn(self._read_upstream, command.link, conn)
         await self._write(out)
@@ -202,10 +191,9 @@ class RealtimeSession:
         async for out in self.services.answers(command, self.core):
             await self._write(out)
 
-    async def _expired(self, timer: Timer) -> None:
-        await self._write(self.core.timer_expired(timer))
-
     async def _enforce_limits(self) -> None:
         """Budget spent, key deleted or expired, maximum duration: an `error` event, then the close code."""
-        stop = await self.services.stopped()
+        await self._stop(await self.services.stopped())
+
+    async def _stop(self, stop: Stop) -> None:
         await self._write(self.core.stop(stop.message, stop.code, stop.close_code))

@@ -7,8 +7,9 @@ from typing import Any
 import jmespath
 import pytest
 
-from livegate.mapping.expressions import Expression, Runtime
+from livegate.mapping.expressions import Expression, Runtime, compile_template
 from livegate.mapping.functions import Helpers, SequentialIds
+from livegate.mapping.yamlpos import Located
 
 DATA: dict[str, Any] = {
     "event": {"a": {"b": [1, 2, {"c": "x"}], "zero": 0, "t": True, "empty": "", "list": [], "obj": {}},
@@ -113,3 +114,28 @@ def test_literal_containers_are_never_shared() -> None:
     first = expression(runtime, DATA)
     first.append(1)
     assert expression(runtime, DATA) == []
+
+
+def _template(yaml_text: str) -> Any:
+    doc = Located("template.yaml", yaml_text)
+    return compile_template(doc, ("t",), doc.data["t"])
+
+
+def test_a_template_leaves_out_null_fields_keeps_explicit_nulls_and_honours_when() -> None:
+    """A template is one generated function; what it builds is what a maintainer reading the YAML expects."""
+    build = _template(
+        "t:\n"
+        "  type: fixed\n"
+        "  name: =session.name\n"
+        "  gone: =session.missing\n"
+        "  kept_null: =field(session, 'nothing')\n"
+        "  nested: {$when: =session.flag, x: 1}\n"
+        "  inner: {$when: =session.n, n: =session.n, tags: [a, =session.name, =session.missing]}\n"
+        "  constant: {deep: [1, 2]}\n")
+    data = {"session": {"n": 1, "flag": False, "name": "s", "nothing": None}}
+    first = build(Runtime(Helpers()), data)
+    assert first == {"type": "fixed", "name": "s", "kept_null": None,
+                     "inner": {"n": 1, "tags": ["a", "s"]}, "constant": {"deep": [1, 2]}}
+    assert list(first) == ["type", "name", "kept_null", "inner", "constant"]  # the order written
+    first["constant"]["deep"].append(3)
+    assert build(Runtime(Helpers()), data)["constant"] == {"deep": [1, 2]}  # constants are never shared

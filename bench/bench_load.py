@@ -421,7 +421,7 @@ def _startup(args: argparse.Namespace) -> None:
                                         stderr=subprocess.DEVNULL, env=_temporary_store(env, tmp), cwd=tmp)
                 try:
                     starts[name].append(_wait_port(port, proc))
-                    time.sleep(0.5)
+                    time.sleep(3.0)  # idle: the mappings made into Python after start (server/app.py)
                     rss[name].append(_rss_mb(proc.pid))
                 finally:
                     proc.terminate()

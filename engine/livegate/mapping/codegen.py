@@ -15,6 +15,7 @@ import operator
 from collections.abc import Callable
 from typing import Any
 
+import jmespath
 from jmespath import functions as jp_functions
 
 _ORDERING: dict[str, Callable[[Any, Any], bool]] = {
@@ -82,6 +83,14 @@ def generate(node: dict[str, Any], name: str = "expression") -> Compiled:
     return source.function(source.emit(node, "value", 1), name)
 
 
+def python_source(expression: str) -> str:
+    """The Python an expression becomes, for reading: `python -c "from livegate.mapping.codegen import *;
+    print(python_source('event.a[?b].c'))"`. (Functions do not keep their source: it would cost memory.)"""
+    source = _Source()
+    result = source.emit(jmespath.compile(expression).parsed, "value", 1)
+    return source.text(result, "expression")
+
+
 KEPT, COPIED, BUILT = 0, 1, 2  # how an object template's field is made: kept, a copied constant, built
 
 
@@ -133,14 +142,16 @@ class _Source:
 
     def function(self, result: str, name: str, **names: Any) -> Compiled:
         """The lines as the body of `def <name>(rt, value)` returning `result`, compiled."""
-        body = "\n".join(self.lines)
-        text = f"def {_identifier(name)}(rt, value):\n{body}\n    return {result}\n"
+        text = self.text(result, name)
         namespace = dict(self.constants, _SIZED=_SIZED, _equals=equals, _comparable=comparable, _copy=copy_json,
                          **names)
         exec(compile(text, f"<mapping {name}>", "exec"), namespace)  # source made from a parsed AST
         function: Compiled = namespace[_identifier(name)]
-        function.__source__ = text  # type: ignore[attr-defined]
         return function
+
+    def text(self, result: str, name: str) -> str:
+        body = "\n".join(self.lines)
+        return f"def {_identifier(name)}(rt, value):\n{body}\n    return {result}\n"
 
     def template(self, template: ObjectTemplate | ListTemplate, value: str, depth: int) -> str:
         """Lines building a template of the scope named `value`: a built field whose value is null is left out

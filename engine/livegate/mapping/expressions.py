@@ -12,6 +12,7 @@ calls taking `&expression` arguments.
 from __future__ import annotations
 
 import re
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -88,19 +89,25 @@ def _negation_over_path(node: dict[str, Any]) -> dict[str, Any]:
 class Expression:
     """A compiled expression; call it with a runtime and a scope."""
 
-    __slots__ = ("_fn", "ast", "source")
+    __slots__ = ("__weakref__", "_fn", "ast", "source")
 
     def __init__(self, source: str) -> None:
         self.source = source
         self.ast = _negation_over_path(jmespath.compile(source).parsed)  # read by mapping/index.py
         self._fn: Compiled = self._first
+        _UNMADE.add(self)
 
     def __call__(self, runtime: Runtime, scope: Scope) -> Any:
         return self._fn(runtime, scope)
 
-    def _first(self, runtime: Runtime, scope: Scope) -> Any:
-        """Made into Python on first use: loading compiles nothing that no session evaluates."""
+    def make(self) -> None:
         self._fn = generate(self.ast, self.source)
+        _UNMADE.discard(self)
+
+    def _first(self, runtime: Runtime, scope: Scope) -> Any:
+        """Made into Python on first use, or by `make_unmade` in the server's idle time: loading compiles
+        nothing (it would add about half a second to a cold start)."""
+        self.make()
         return self._fn(runtime, scope)
 
     def __repr__(self) -> str:
@@ -180,19 +187,39 @@ class Template:
     """An object or list template, made into one Python function when first built (mapping/codegen.py): its
     expressions and nested templates inlined, a field whose value comes out null left out."""
 
-    __slots__ = ("_fn", "name", "shape")
+    __slots__ = ("__weakref__", "_fn", "name", "shape")
 
     def __init__(self, shape: ObjectTemplate | ListTemplate, path: Path_) -> None:
         self.shape = shape
         self.name = ".".join(str(p) for p in path) or "template"
         self._fn: Compiled = self._first
+        _UNMADE.add(self)
+        parts = shape.parts if isinstance(shape, ListTemplate) else [part for _, how, part in shape.fields
+                                                                        if how == BUILT]
+        _UNMADE.difference_update(parts)  # inlined into this one; made on their own only if used alone
 
     def __call__(self, runtime: Runtime, scope: Scope) -> Any:
         return self._fn(runtime, scope)
 
-    def _first(self, runtime: Runtime, scope: Scope) -> Any:
+    def make(self) -> None:
         self._fn = generate_template(self.shape, _describe, self.name, EXPLICIT_NULL)
+        _UNMADE.discard(self)
+
+    def _first(self, runtime: Runtime, scope: Scope) -> Any:
+        self.make()
         return self._fn(runtime, scope)
+
+
+# What has not been made into Python yet. A first use makes it (about 0.2 ms each); the server makes the rest
+# in its idle time after start (server/app.py), so a process's first turns do not pay for hundreds at once.
+_UNMADE: weakref.WeakSet[Expression | Template] = weakref.WeakSet()
+
+
+def make_unmade(count: int) -> int:
+    """Make up to `count` expressions and templates into Python; how many are still unmade."""
+    for _ in range(min(count, len(_UNMADE))):
+        _UNMADE.pop().make()
+    return len(_UNMADE)
 
 
 def _describe(part: Any) -> ObjectTemplate | ListTemplate | dict[str, Any] | None:

@@ -24,6 +24,7 @@ from livegate.accounting.gate import Accounting, Grant, Principal
 from livegate.close_codes import REFUSAL_BASE, Refusal, refuse
 from livegate.config import Config, ModelRoute
 from livegate.mapping import Mappings, load_mappings
+from livegate.mapping.expressions import make_unmade
 from livegate.observability.redaction import install_log_redaction
 from livegate.observability.session import SessionWatch, watch_session
 from livegate.server import auth
@@ -71,6 +72,13 @@ class Gateway:
     takeover: Takeover = field(init=False)  # sessions in the shared store, the drain (livegate/takeover/)
 
 
+async def _make_mappings_in_idle_time() -> None:
+    """The mappings' expressions and templates made into Python a few at a time (about 1 ms per step), so the
+    first sessions' turn edges do not pay for hundreds of them (mapping/expressions.py)."""
+    while make_unmade(6):
+        await asyncio.sleep(0.001)
+
+
 def _needs_simulator(config: Config) -> bool:
     return any(r.provider == "simulator" and not r.api_base for r in config.routes)
 
@@ -112,9 +120,11 @@ def create_app(config: Config, mappings: Mappings | None = None, *, simulator_ch
             log.info("local Gemini Live simulator on %s (a stand-in, not a model)", simulator.url)
         checks = (asyncio.create_task(gateway.pools.check_forever()) if config.pools.background_health_checks
                   else None)
+        making = asyncio.create_task(_make_mappings_in_idle_time())
         try:
             yield
         finally:
+            making.cancel()
             if checks is not None:
                 checks.cancel()
             await app.state.webrtc_calls.hang_up_all()  # calls end (their spend rows queued) before the store stops

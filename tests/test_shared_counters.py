@@ -172,3 +172,30 @@ async def test_a_reservation_waits_for_the_hold_settled_while_the_spend_was_bein
         assert await store.budget("k", "k|0|1") == (pytest.approx(0.5), pytest.approx(0.4))
     finally:
         await limits.stop()
+
+
+class _Stalled(LocalCounters):
+    """A shared store that stops answering admissions, and whose driver, like redis-py's (wait_for2), re-raises
+    the timeout's cancellation as a subclass of CancelledError."""
+
+    backend = "stalled"
+
+    class CancelledWithResult(asyncio.CancelledError):
+        pass
+
+    async def admit(self, *args: Any) -> Any:
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            raise _Stalled.CancelledWithResult from None
+
+
+async def test_a_stalled_store_is_an_outage_not_a_cancelled_session() -> None:
+    limits = SharedLimits(_Stalled(), timeout=0.05)
+    await limits.start()
+    try:
+        answer = await limits.admit("s#1", [("k", 10)], [], [], budgeted=False)
+        assert isinstance(answer, Granted) and answer.store is limits.local, "counted here during the outage"
+        assert not limits.up and limits.error
+    finally:
+        await limits.stop()

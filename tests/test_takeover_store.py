@@ -172,3 +172,29 @@ async def test_a_claim_waits_for_a_dead_owner_to_be_known_dead(store: Store) -> 
     assert 0.3 < time.monotonic() - started < STALE_S
     refused = await takeover.claim("sess_1", Principal("key", "hash-2"), "gpt-realtime")
     assert getattr(refused, "code", None) == "session_not_found", "another key's session is not found"
+
+
+class HangingStore(SessionStateStore):
+    """A store whose first write hangs (a database that stopped answering mid-query)."""
+
+    def __init__(self, inner: SessionStateStore) -> None:
+        super().__init__(inner.db, inner.sealer)
+        self.entered = asyncio.Event()
+
+    async def apply(self, ops: list[Write | Delete], now: float) -> list[str]:
+        if not self.entered.is_set():
+            self.entered.set()
+            await asyncio.sleep(3600)
+        return await super().apply(ops, now)
+
+
+async def test_a_shutdown_during_a_hung_write_still_writes_what_it_held(store: Store) -> None:
+    """Stopping cancels the loop mid-write; the state that write held is not lost with it."""
+    rows = HangingStore(SessionStateStore(store.db, SEALER))
+    writer = StateWriter(rows)
+    writer.start()
+    writer.put(write(text="held by the hung write"))
+    await asyncio.wait_for(rows.entered.wait(), 5)
+    await writer.stop(timeout=5)
+    row = await rows.load("sess_1")
+    assert row is not None and row.state["session"]["items"][0]["text"] == "held by the hung write"

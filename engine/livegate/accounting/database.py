@@ -168,7 +168,9 @@ class PostgresDatabase:
         try:
             async with self._pool.acquire() as conn, conn.transaction():
                 yield _PostgresTx(conn)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError,
+                TimeoutError) as exc:
+            # InternalClientError: a connection whose query was cancelled mid-outage, handed out again
             raise StoreUnavailable(f"PostgreSQL: {type(exc).__name__}: {_first_line(exc)}") from None
 
 

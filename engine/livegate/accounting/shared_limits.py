@@ -19,13 +19,28 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from livegate.accounting.counters import Budget, Counters, CountersUnavailable, LocalCounters, Refused
 
 log = logging.getLogger("livegate.accounting")
+T = TypeVar("T")
+
+
+async def _within(seconds: float, call: Awaitable[T]) -> T:
+    """`call` given `seconds`, then a TimeoutError. redis-py re-raises the cancellation a timeout makes as a
+    subclass of CancelledError, which `asyncio.timeout` passes on as a cancellation of the whole task; seen
+    under load, it ended the session being admitted instead of counting an outage."""
+    scope = asyncio.timeout(seconds)
+    try:
+        async with scope:
+            return await call
+    except asyncio.CancelledError:
+        if scope.expired() and not asyncio.current_task().cancelling():  # type: ignore[union-attr]
+            raise TimeoutError from None
+        raise
 
 
 class Unavailable(Exception):
@@ -84,8 +99,7 @@ class SharedLimits:
         if self.shared is not None:
             try:
                 await self.shared.open()
-                async with asyncio.timeout(self.timeout):
-                    await self.shared.ping()
+                await _within(self.timeout, self.shared.ping())
             except (CountersUnavailable, TimeoutError, OSError) as exc:
                 self._down(exc)
         self._task = asyncio.create_task(self._feed(), name="livegate-counters-feed")
@@ -136,8 +150,7 @@ class SharedLimits:
         if self.error is not None and time.monotonic() < self._retry_at:
             return None, None
         try:
-            async with asyncio.timeout(self.timeout):
-                result = await getattr(self.shared, name)(*args)
+            result = await _within(self.timeout, getattr(self.shared, name)(*args))
         except Exception as exc:  # unreachable, timed out, or a driver in a bad state (asyncpg when a call is
             self._down(exc)  # cut short): the same outage to the caller, and what it carried is kept for the next try
             return None, None

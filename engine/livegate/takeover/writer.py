@@ -93,9 +93,11 @@ class StateWriter:
         batch, self._queued = self._queued, {}
         try:
             fenced = set(await self.store.apply(list(batch.values()), time.time()))
+        except asyncio.CancelledError:  # `stop` cancelled the loop mid-write: what it held is written by `stop`
+            self._requeue(batch)
+            raise
         except (StoreUnavailable, OSError) as exc:
-            for session_id, op in batch.items():
-                self._queued.setdefault(session_id, op)  # a state queued meanwhile is newer
+            self._requeue(batch)
             if self.error is None:
                 log.error("session store write failed, will retry (%d sessions queued): %s", len(self._queued), exc)
             self.error = str(exc)
@@ -115,3 +117,7 @@ class StateWriter:
             if self.on_fenced is not None:
                 self.on_fenced(session_id)
         return True
+
+    def _requeue(self, batch: dict[str, Op]) -> None:
+        for session_id, op in batch.items():
+            self._queued.setdefault(session_id, op)  # a state queued meanwhile is newer

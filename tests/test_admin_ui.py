@@ -119,7 +119,9 @@ async def _drive(gov: Gov, page: Page, tmp_path: Path) -> None:
     await page.run(page.fill, "team-form", {"team_id": "ui-team", "team_alias": "UI team", "max_budget": "5"})
     await page.until(lambda s: any(t["team_id"] == "ui-team" for t in s["teams"]), "the new team")
     await page.run(page.fill, "key-form", {"key_alias": "ui-key", "team_id": "ui-team", "models": "gpt-realtime"})
-    state = await page.until(lambda s: any(k["key_alias"] == "ui-key" for k in s["keys"]), "the new key")
+    # the list is refreshed before the new key is shown (app.js: act, then showKey): wait for both
+    state = await page.until(lambda s: any(k["key_alias"] == "ui-key" for k in s["keys"]) and s["newKey"],
+                             "the new key")
     created = state["newKey"]
     assert created.startswith("sk-") and await page.run(page.text, "#new-key-value") == created
     info = await gov.ok("GET", "/key/info", params={"key": created})

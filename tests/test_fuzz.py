@@ -29,6 +29,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
 from livegate.config import parse_config
+from livegate.mapping.expressions import make_unmade
 from livegate.server import create_app
 from livegate.simulator import GeminiLiveSimulator
 from livegate.translation.translator import Translator
@@ -339,6 +340,7 @@ def test_distinct_event_types_are_not_retained() -> None:
     translator = Translator(mappings(), context={"model": "m", "setup_model": "models/m", "backend": "aistudio"})
     for i in range(200):  # warm up
         translator.from_client(json.dumps({"type": f"warm.{i}"}))
+    make_unmade(10**6)  # the mappings' Python, which a server left running in this process may still be making
     gc.collect()
     tracemalloc.start()
     try:

@@ -505,7 +505,8 @@ async def _load(args: argparse.Namespace) -> None:
             if counting:
                 for pid in pids.values():
                     InstructionMeter.counting_on(pid)
-            time.sleep(0.5 if args.workers == 1 else 2.0)
+            # settled: each gateway's idle-time work after start (its mappings made into Python) done
+            time.sleep(2.0 if args.workers == 1 else 3.0)
             kinds = list(urls)
             measured = [k for k in kinds if k != "direct"]
             unit = "instr/chunk" if counting else "CPU µs/chunk"

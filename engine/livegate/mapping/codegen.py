@@ -4,8 +4,8 @@ Every audio frame evaluates a dozen expressions and a turn's edge some hundreds,
 one Python function with its fields, tests and calls written out in it, not a tree of closures calling
 one another. Calls taking `&expression` arguments (sort_by, max_by...) are handed to JMESPath's own
 interpreter. Results are identical (tests/test_expressions.py checks them against the reference
-interpreter). An expression is made into source when it is first evaluated (mapping/expressions.py), so
-loading the mappings compiles nothing that no session uses.
+interpreter). Nothing is generated at load: mapping/expressions.py generates a function on first use, or in
+the server's idle time after start.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from jmespath import functions as jp_functions
 
 _ORDERING: dict[str, Callable[[Any, Any], bool]] = {
     "lt": operator.lt, "lte": operator.le, "gt": operator.gt, "gte": operator.ge}
-_SIZED = (str, list, dict)
+SIZED = (str, list, dict)  # the types whose emptiness makes them false
 
 
 def equals(x: Any, y: Any) -> bool:
@@ -128,7 +128,7 @@ def _identifier(name: str) -> str:
 def _truthy(name: str) -> str:
     """JMESPath truthiness of a name, as an inline Python test (false, null, '', [] and {} are false)."""
     return (f"({name} is True or ({name} is not None and {name} is not False and "
-            f"(not isinstance({name}, _SIZED) or bool({name}))))")
+            f"(not isinstance({name}, SIZED) or bool({name}))))")
 
 
 class _Source:
@@ -143,7 +143,7 @@ class _Source:
     def function(self, result: str, name: str, **names: Any) -> Compiled:
         """The lines as the body of `def <name>(rt, value)` returning `result`, compiled."""
         text = self.text(result, name)
-        namespace = dict(self.constants, _SIZED=_SIZED, _equals=equals, _comparable=comparable, _copy=copy_json,
+        namespace = dict(self.constants, SIZED=SIZED, _equals=equals, _comparable=comparable, _copy=copy_json,
                          **names)
         exec(compile(text, f"<mapping {name}>", "exec"), namespace)  # source made from a parsed AST
         function: Compiled = namespace[_identifier(name)]

@@ -24,6 +24,7 @@ from livegate.mapping.codegen import (
     BUILT,
     COPIED,
     KEPT,
+    SIZED,
     Compiled,
     ListTemplate,
     ObjectTemplate,
@@ -71,9 +72,9 @@ def is_expression(value: Any) -> bool:
     return isinstance(value, str) and value.startswith(MARKER) and not value.startswith(MARKER * 2)
 
 
-def compile_node(node: dict[str, Any], name: str = "part") -> Compiled:
-    """A node of an `Expression.ast` compiled on its own (mapping/plan.py evaluates a `when` part by part)."""
-    return generate(node, name)
+def compile_node(node: dict[str, Any]) -> Expression:
+    """A node of an `Expression.ast` on its own (mapping/plan.py evaluates a `when` part by part)."""
+    return Expression("part of a when", node)
 
 
 def _negation_over_path(node: dict[str, Any]) -> dict[str, Any]:
@@ -86,29 +87,50 @@ def _negation_over_path(node: dict[str, Any]) -> dict[str, Any]:
     return node
 
 
-class Expression:
-    """A compiled expression; call it with a runtime and a scope."""
+class _Generated:
+    """Made into one Python function (mapping/codegen.py) on first use, or by `make_unmade` in the server's
+    idle time: loading generates nothing (it would add about half a second to a cold start)."""
 
-    __slots__ = ("__weakref__", "_fn", "ast", "source")
+    __slots__ = ("__weakref__", "_fn")
 
-    def __init__(self, source: str) -> None:
-        self.source = source
-        self.ast = _negation_over_path(jmespath.compile(source).parsed)  # read by mapping/index.py
+    def __init__(self) -> None:
         self._fn: Compiled = self._first
         _UNMADE.add(self)
 
     def __call__(self, runtime: Runtime, scope: Scope) -> Any:
         return self._fn(runtime, scope)
 
+    def function(self) -> Compiled:
+        """The generated function itself (made now if need be), for callers that skip this wrapper."""
+        if self._fn == self._first:
+            self.make()
+        return self._fn
+
     def make(self) -> None:
-        self._fn = generate(self.ast, self.source)
+        self._fn = self._generate()
         _UNMADE.discard(self)
 
+    def _generate(self) -> Compiled:
+        raise NotImplementedError
+
     def _first(self, runtime: Runtime, scope: Scope) -> Any:
-        """Made into Python on first use, or by `make_unmade` in the server's idle time: loading compiles
-        nothing (it would add about half a second to a cold start)."""
         self.make()
         return self._fn(runtime, scope)
+
+
+class Expression(_Generated):
+    """An expression; call it with a runtime and a scope."""
+
+    __slots__ = ("ast", "source")
+
+    def __init__(self, source: str, ast: dict[str, Any] | None = None) -> None:
+        self.source = source
+        # read by mapping/index.py and plan.py; given for a part of another expression's
+        self.ast = _negation_over_path(jmespath.compile(source).parsed) if ast is None else ast
+        super().__init__()
+
+    def _generate(self) -> Compiled:
+        return generate(self.ast, self.source)
 
     def __repr__(self) -> str:
         return f"Expression({self.source!r})"
@@ -183,36 +205,27 @@ def _compile_list(doc: Located, path: Path_, value: list[Any]) -> Build:
                     path)
 
 
-class Template:
-    """An object or list template, made into one Python function when first built (mapping/codegen.py): its
-    expressions and nested templates inlined, a field whose value comes out null left out."""
+class Template(_Generated):
+    """An object or list template as one function: its expressions and nested templates inlined, a field
+    whose value comes out null left out."""
 
-    __slots__ = ("__weakref__", "_fn", "name", "shape")
+    __slots__ = ("name", "shape")
 
     def __init__(self, shape: ObjectTemplate | ListTemplate, path: Path_) -> None:
         self.shape = shape
         self.name = ".".join(str(p) for p in path) or "template"
-        self._fn: Compiled = self._first
-        _UNMADE.add(self)
+        super().__init__()
         parts = shape.parts if isinstance(shape, ListTemplate) else [part for _, how, part in shape.fields
                                                                         if how == BUILT]
         _UNMADE.difference_update(parts)  # inlined into this one; made on their own only if used alone
 
-    def __call__(self, runtime: Runtime, scope: Scope) -> Any:
-        return self._fn(runtime, scope)
-
-    def make(self) -> None:
-        self._fn = generate_template(self.shape, _describe, self.name, EXPLICIT_NULL)
-        _UNMADE.discard(self)
-
-    def _first(self, runtime: Runtime, scope: Scope) -> Any:
-        self.make()
-        return self._fn(runtime, scope)
+    def _generate(self) -> Compiled:
+        return generate_template(self.shape, _describe, self.name, EXPLICIT_NULL)
 
 
 # What has not been made into Python yet. A first use makes it (about 0.2 ms each); the server makes the rest
 # in its idle time after start (server/app.py), so a process's first turns do not pay for hundreds at once.
-_UNMADE: weakref.WeakSet[Expression | Template] = weakref.WeakSet()
+_UNMADE: weakref.WeakSet[_Generated] = weakref.WeakSet()
 
 
 def make_unmade(count: int) -> int:
@@ -250,14 +263,11 @@ def _is_constant(value: Any) -> bool:
     return True
 
 
-_SIZED = (str, list, dict)
-
-
 def truthy(value: Any) -> bool:
     """JMESPath truthiness: false, null, and empty strings, lists and objects are false; 0 is true."""
     if value is True:
         return True
     if value is None or value is False:
         return False
-    return bool(value) if isinstance(value, _SIZED) else True
+    return bool(value) if isinstance(value, SIZED) else True
 

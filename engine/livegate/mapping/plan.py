@@ -181,7 +181,7 @@ class Planner:
         parts = conditions_of(rule.when).parts
         for position, (condition, decidable) in enumerate(parts):
             if not decidable:
-                return tuple(part for part, _ in parts[position:])
+                return tuple(part.function() for part, _ in parts[position:])  # no wrapper per frame
             try:
                 holds = truthy(condition(self.runtime, scope))
             except Exception:  # raised at run time, where the rule reports it as it always has

@@ -183,7 +183,11 @@ async def test_output_audio_buffer_clear_stops_playback(gateway: dict[str, Any])
     for _, event in caller.events:
         check_client_event(event, "beta")
     assert "response.audio_transcript.delta" in caller.types(), "the beta dialect's names"
-    assert cleared["response_id"] == started["response_id"] and 300 < truncated["audio_end_ms"] < 1500
+    assert cleared["response_id"] == started["response_id"]
+    # cut where the caller was in the answer (how far that is depends on how fast Gemini generated it)
+    heard_ms = (cut_at - caller.arrival("output_audio_buffer.started")) * 1000
+    assert abs(truncated["audio_end_ms"] - heard_ms) < 150, (truncated, heard_ms)
+    assert 300 < truncated["audio_end_ms"] < 2900, "cut in the middle, at the point played"
     loud = [t for t, f in caller.frames if np.sqrt(np.mean(f**2)) > VOICED_RMS]
     assert loud and loud[-1] - cut_at < 0.15
 

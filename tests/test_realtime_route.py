@@ -27,7 +27,8 @@ async def gateway() -> AsyncIterator[str]:
         config = parse_config({
             "model_list": [{"model_name": "gpt-realtime", "litellm_params": {
                 "model": "gemini/gemini-live-2.5-flash", "api_key": "AIza-route", "api_base": sim.url}}],
-            "general_settings": {"master_key": MASTER}})
+            "general_settings": {"master_key": MASTER},
+            "livegate_settings": {"reattach_grace_s": 0}})  # a dropped client's session ends at once
         async with serve(create_app(config, simulator_chunk_delay=0)) as url:
             yield url.replace("http", "ws") + "/v1/realtime?model=gpt-realtime"
 
@@ -90,3 +91,25 @@ async def test_writes_the_direct_path_declines_go_through_the_asgi_send_in_order
     assert types.index("response.created") < types.index("response.output_text.delta") < types.index(
         "response.output_text.done") < types.index("response.done")
     assert sent.count("websocket.send") >= len(events) // 2 - 1
+
+
+async def test_a_connection_reset_before_uvicorn_hears_of_it_is_not_written_to(
+        gateway: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A write in the moment between the peer's reset and uvicorn's end of the connection raises (the session
+    holds the event for a reattach, or ends) instead of going into the void, where asyncio logs every one."""
+    sockets: list[SessionSocket] = []
+    direct = SessionSocket.__init__
+
+    def kept(self: SessionSocket, scope: Any, receive: Any, send: Any) -> None:
+        direct(self, scope, receive, send)
+        sockets.append(self)
+
+    monkeypatch.setattr(SessionSocket, "__init__", kept)
+    async with websockets.connect(gateway, additional_headers={"Authorization": f"Bearer {MASTER}"}) as ws:
+        assert json.loads(await ws.recv())["type"] == "session.created"
+        (socket,) = sockets
+        await socket.send_text('{"type": "rate_limits.updated", "rate_limits": []}')  # open: written directly
+        assert json.loads(await ws.recv())["type"] == "rate_limits.updated"
+        socket._send.__self__.transport.abort()  # type: ignore[attr-defined]  # uvicorn hears of it next turn
+        with pytest.raises(ConnectionResetError):
+            await socket.send_text('{"type": "rate_limits.updated", "rate_limits": []}')

@@ -53,7 +53,8 @@ def _frame_writer(send: Any) -> Callable[[str], bool] | None:
     """When `send` is a method of uvicorn's websockets-sansio protocol: a function that frames a text message
     and writes it to the transport, as that `send` does for an open connection that may write, without the
     coroutine, the awaited `writable` event and the ASGI message around it; it returns False (write nothing)
-    in any other state, where the ASGI `send` decides (it waits, or raises for a closed connection)."""
+    in any other state, where the ASGI `send` decides (it waits, or raises for a closed connection), and
+    raises for a connection the peer reset that uvicorn has not yet seen end."""
     try:
         from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
     except ImportError:
@@ -67,6 +68,8 @@ def _frame_writer(send: Any) -> Callable[[str], bool] | None:
         if not protocol.handshake_complete or protocol.close_sent or protocol.disconnected \
                 or protocol.initial_response is not None or not protocol.writable.is_set():
             return False
+        if protocol.transport.is_closing():  # the peer reset it, and uvicorn has not heard yet: the frame is
+            raise ConnectionResetError("the client's connection is closing")  # not sent (the caller holds it)
         try:
             conn.send_text(data.encode())
         except Exception:  # websockets' InvalidState: closing; the ASGI send raises uvicorn's own error

@@ -198,3 +198,90 @@ async def test_a_shutdown_during_a_hung_write_still_writes_what_it_held(store: S
     await writer.stop(timeout=5)
     row = await rows.load("sess_1")
     assert row is not None and row.state["session"]["items"][0]["text"] == "held by the hung write"
+
+
+class CountingStore(SessionStateStore):
+    """A store that records each transaction's operations."""
+
+    def __init__(self, inner: SessionStateStore) -> None:
+        super().__init__(inner.db, inner.sealer)
+        self.transactions: list[list[str]] = []
+
+    async def apply(self, ops: list[Write | Delete], now: float) -> list[str]:
+        self.transactions.append([op.session_id for op in ops])
+        return await super().apply(ops, now)
+
+
+def session_write(session_id: str, text: str = "hi", *, routine: bool = True) -> Write:
+    return Write(session_id, "hash-1", "gpt-realtime", "a", 0, LIVE, "lg_1", snap(session_id, text), routine=routine)
+
+
+async def test_states_queued_close_together_are_written_in_one_transaction(store: Store) -> None:
+    """A busy gateway's sessions reach their turn edges at all moments: the routine checkpoints they queue
+    within the gathering interval go in one write, each session's latest state only."""
+    rows = CountingStore(SessionStateStore(store.db, SEALER))
+    writer = StateWriter(rows, gather_s=0.2)
+    writer.start()
+    try:
+        for n in range(5):
+            writer.put(session_write(f"sess_{n}", text="first"))
+            await asyncio.sleep(0.01)
+        assert await writer.write(session_write("sess_0", text="latest"), timeout=5)
+        assert rows.transactions == [["sess_0", "sess_1", "sess_2", "sess_3", "sess_4"]]
+        for n in range(5):
+            row = await rows.load(f"sess_{n}")
+            assert row is not None and row.state["session"]["items"][0]["text"] == ("latest" if n == 0 else "first")
+    finally:
+        await writer.stop()
+
+
+async def test_a_batch_that_fails_part_way_writes_nothing(store: Store) -> None:
+    """The statements of a batch are one transaction: a failing one undoes those before it."""
+    rows = SessionStateStore(store.db, SEALER)
+    await rows.apply([session_write("sess_kept")], time.time())
+    with pytest.raises(StoreUnavailable):
+        await store.db.batch([("DELETE FROM livegate_session_state WHERE session_id = $1", ("sess_kept",)),
+                              ("INSERT INTO no_such_table VALUES ($1)", ("x",))])
+    assert await rows.load("sess_kept") is not None, "the delete before the failure was rolled back"
+    answers = await store.db.batch([("SELECT session_id FROM livegate_session_state WHERE session_id = $1",
+                                     ("sess_kept",)), ("SELECT 1 AS one", ())])
+    assert answers == [[{"session_id": "sess_kept"}], [{"one": 1}]], "each statement's rows, in order"
+
+
+async def test_what_another_instance_acts_on_is_written_at_once(store: Store) -> None:
+    """A client coming back must find its session, and not find one that has ended: a session's first row, a
+    change of status, a deletion and a state someone waits for are not held for gathering, and they take what
+    is queued with them."""
+    rows = CountingStore(SessionStateStore(store.db, SEALER))
+    await rows.apply([session_write("sess_ended")], time.time())
+    writer = StateWriter(rows, gather_s=30)
+    writer.start()
+    try:
+        writer.put(session_write("sess_other"))
+        writer.put(Delete("sess_ended", "a", 0))
+        async with asyncio.timeout(5):
+            while await rows.load("sess_ended") is not None:
+                await asyncio.sleep(0.01)
+        assert rows.transactions[-1] == ["sess_other", "sess_ended"]
+        assert await writer.write(session_write("sess_waited"), timeout=5), "written long before the 30 s"
+        writer.put(session_write("sess_new", routine=False))
+        async with asyncio.timeout(5):
+            while await rows.load("sess_new") is None:
+                await asyncio.sleep(0.01)
+    finally:
+        await writer.stop()
+
+
+async def test_only_a_live_sessions_next_checkpoints_are_routine(store: Store) -> None:
+    takeover = Takeover(store.db, "a", grace_s=30, drain_timeout_s=5, sealer=SEALER)
+    keeper = takeover.keeper("hash-1", "gpt-realtime", None)
+    assert keeper is not None
+    queued: list[tuple[str, bool]] = []
+    takeover.writer.put = lambda op: queued.append((op.status, op.routine))  # type: ignore[method-assign,union-attr]
+    keeper.store(snap())  # its first row
+    keeper.store(snap(text="a turn later"))
+    keeper.away(True)  # the client dropped
+    keeper.store(snap(text="while away"))
+    keeper.away(False)  # and came back
+    keeper.store(snap(text="back"))
+    assert queued == [(LIVE, False), (LIVE, True), (DETACHED, False), (DETACHED, False), (LIVE, False), (LIVE, True)]

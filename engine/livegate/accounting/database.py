@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import re
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol
@@ -19,8 +20,17 @@ from typing import Any, Protocol
 _PLACEHOLDER = re.compile(r"\$(\d+)")
 
 
+@functools.lru_cache(maxsize=256)
+def _sqlite_sql(sql: str) -> str:
+    """PostgreSQL's `$1` placeholders as SQLite's `?1` (the same few statements, over and over)."""
+    return _PLACEHOLDER.sub(r"?\1", sql)
+
+
 class StoreUnavailable(Exception):
     """The database cannot be reached or refused an operation. The message names no secret."""
+
+
+Statement = tuple[str, tuple[Any, ...]]  # SQL with $n placeholders, and its arguments
 
 
 class Tx(Protocol):
@@ -36,6 +46,7 @@ class Database(Protocol):
     async def open(self) -> None: ...
     async def close(self) -> None: ...
     def transaction(self) -> contextlib.AbstractAsyncContextManager[Tx]: ...
+    async def batch(self, statements: Sequence[Statement]) -> list[list[dict[str, Any]]]: ...
 
 
 class SQLiteDatabase:
@@ -55,6 +66,7 @@ class SQLiteDatabase:
         self._conn: sqlite3.Connection | None = None
         self._lock = asyncio.Lock()
         self._file: tuple[int, int] | None = None  # (device, inode) of the file opened
+        self._expanded = os.path.expanduser(path)
 
     async def open(self) -> None:
         def connect() -> sqlite3.Connection:
@@ -80,7 +92,7 @@ class SQLiteDatabase:
         if self._file is None:
             return
         try:
-            found = os.stat(Path(self.path).expanduser())
+            found = os.stat(self._expanded)
         except FileNotFoundError:
             raise StoreUnavailable(f"the SQLite file {self.path} was deleted while open") from None
         except OSError as exc:
@@ -113,6 +125,32 @@ class SQLiteDatabase:
                 raise
             await tx.execute("COMMIT")
 
+    async def batch(self, statements: Sequence[Statement]) -> list[list[dict[str, Any]]]:
+        """`statements` in one transaction, each one's rows: one trip to the database's thread, where a
+        `transaction` makes one per statement (the state writer's path, at every session's turn edges)."""
+        if self._conn is None:
+            raise StoreUnavailable("the SQLite database is closed")
+        self._check_file()
+        conn = self._conn
+        queries = [(_sqlite_sql(sql), args) for sql, args in statements]
+
+        def run() -> list[list[dict[str, Any]]]:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                results = [[dict(row) for row in conn.execute(query, args).fetchall()] for query, args in queries]
+                conn.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+                raise
+            return results
+
+        async with self._lock:  # a cancelled caller leaves the thread to finish: the next trip queues behind it
+            try:
+                return await self._run(run)
+            except sqlite3.Error as exc:
+                raise StoreUnavailable(f"SQLite: {exc}") from None
+
 
 class _SQLiteTx:
     def __init__(self, db: SQLiteDatabase, conn: sqlite3.Connection) -> None:
@@ -122,7 +160,7 @@ class _SQLiteTx:
         await self.fetch(sql, *args)
 
     async def fetch(self, sql: str, *args: Any) -> list[dict[str, Any]]:
-        query = _PLACEHOLDER.sub(r"?\1", sql)
+        query = _sqlite_sql(sql)
 
         def run() -> list[dict[str, Any]]:
             return [dict(row) for row in self.conn.execute(query, args).fetchall()]
@@ -172,6 +210,11 @@ class PostgresDatabase:
                 TimeoutError) as exc:
             # InternalClientError: a connection whose query was cancelled mid-outage, handed out again
             raise StoreUnavailable(f"PostgreSQL: {type(exc).__name__}: {_first_line(exc)}") from None
+
+    async def batch(self, statements: Sequence[Statement]) -> list[list[dict[str, Any]]]:
+        """`statements` in one transaction, each one's rows."""
+        async with self.transaction() as tx:
+            return [await tx.fetch(sql, *args) for sql, args in statements]
 
 
 class _PostgresTx:

@@ -20,7 +20,8 @@ runs random sessions both ways and compares every output).
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Literal
+from collections.abc import Callable
+from typing import Any, Literal, TypeVar
 
 from livegate.mapping.expressions import Compiled, Expression, Runtime, compile_node, truthy
 
@@ -57,15 +58,29 @@ class Conditions:
         self.parts = tuple((compile_node(node), _decidable(node)) for node in _chain(expression.ast))
 
 
+T = TypeVar("T")
+
+
+def _once(cache: dict[int, tuple[Expression, T]], expression: Expression, make: Callable[[Expression], T]) -> T:
+    """`make(expression)`, made once per expression: mappings are shared and never change, and every plan
+    made asks again."""
+    known = cache.get(id(expression))
+    if known is None or known[0] is not expression:
+        known = cache[id(expression)] = (expression, make(expression))
+    return known[1]
+
+
 _conditions: dict[int, tuple[Expression, Conditions]] = {}
+_calls: dict[int, tuple[Expression, bool]] = {}
 
 
 def conditions_of(expression: Expression) -> Conditions:
-    """The split of `expression` (made once per expression; mappings are shared and never change)."""
-    known = _conditions.get(id(expression))
-    if known is None or known[0] is not expression:
-        known = _conditions[id(expression)] = (expression, Conditions(expression))
-    return known[1]
+    """The split of `expression`."""
+    return _once(_conditions, expression, Conditions)
+
+
+def _expression_calls_nothing(expression: Expression) -> bool:
+    return _once(_calls, expression, lambda known: _calls_nothing(known.ast))
 
 
 def _chain(node: dict[str, Any]) -> list[dict[str, Any]]:
@@ -105,7 +120,7 @@ def _pure(node: dict[str, Any]) -> bool:
 def _inert_lets(rule: Any) -> bool:
     """Whether skipping the rule's lets is unobservable: expressions calling no function at all (paths,
     comparisons, filters and literals neither raise nor draw ids)."""
-    return all(isinstance(build, Expression) and _calls_nothing(build.ast) for _, build in rule.lets)
+    return all(isinstance(build, Expression) and _expression_calls_nothing(build) for _, build in rule.lets)
 
 
 def _calls_nothing(node: dict[str, Any]) -> bool:
@@ -164,7 +179,7 @@ class Planner:
                     out.extend(self._steps(rules, index + 1, block_end, scope))
                 elif rest is not False:
                     inner = self._steps(rules, index + 1, block_end, scope)
-                    if inner or not _calls_nothing(rule.when.ast):  # an empty block's guard may still raise
+                    if inner or not _expression_calls_nothing(rule.when):  # an empty block's guard may still raise
                         out.append(Step(dataclasses.replace(rule, skip=len(inner)), index, rest))
                         out.extend(inner)
                 index = block_end

@@ -234,13 +234,17 @@ class Keeper:
         self.released = False
         self.lost = False  # another instance took the session over: nothing more is written
         self._latest: Snapshot | None = None
+        self._queued_status: str | None = None  # the status of the last state queued
 
     def store(self, snapshot: Snapshot) -> None:
         """Queue the session's latest state; returns at once."""
         self._latest = snapshot
         if snapshot.session_id and not self.released and not self.lost:
-            self.session_id = snapshot.session_id
-            self.service.writer.put(self._write(snapshot, self.status))
+            # only a live session's next checkpoint waits for the writer's gathering: its first row and a
+            # change of status (the client away or back) are what another instance acts on at once
+            routine = self.session_id == snapshot.session_id and self.status == self._queued_status == LIVE
+            self.session_id, self._queued_status = snapshot.session_id, self.status
+            self.service.writer.put(self._write(snapshot, self.status, routine=routine))
 
     async def release(self, snapshot: Snapshot, missed: list[str] | None) -> bool:
         """Write the session's state as released (with the events its client missed) and wait for it: another
@@ -270,6 +274,7 @@ class Keeper:
         if self._latest is not None:
             self.store(self._latest)
 
-    def _write(self, snapshot: Snapshot, status: str, missed: list[str] | None = None) -> Write:
+    def _write(self, snapshot: Snapshot, status: str, missed: list[str] | None = None, *,
+               routine: bool = False) -> Write:
         return Write(snapshot.session_id, self.token_hash, self.model, self.service.instance_id, self.epoch, status,
-                     self.slot_id, snapshot, missed)
+                     self.slot_id, snapshot, missed, routine)

@@ -24,13 +24,21 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from livegate.accounting.database import Database
+from livegate.accounting.database import Database, Statement
 from livegate.takeover.seal import Sealer, Unsealable
 from livegate.translation.snapshot import Snapshot
 
 LIVE, DETACHED, CLAIMED, RELEASED = "live", "detached", "claimed", "released"
 
 _COLUMNS = "session_id, token_hash, model, owner, epoch, status, claimant, slot_id, state, missed, updated_at"
+# A session's latest state, unless the row is another owner's (or epoch's) now: then no row comes back (fenced).
+_UPSERT = (
+    f"INSERT INTO livegate_session_state ({_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, NULL, $7, $8, $9, $10) "
+    "ON CONFLICT (session_id) DO UPDATE SET status = CASE WHEN livegate_session_state.status = 'claimed' AND "
+    "excluded.status <> 'released' THEN 'claimed' ELSE excluded.status END, slot_id = excluded.slot_id, "
+    "state = excluded.state, missed = excluded.missed, updated_at = excluded.updated_at "
+    "WHERE livegate_session_state.owner = excluded.owner AND livegate_session_state.epoch = excluded.epoch "
+    "RETURNING session_id")
 
 
 @dataclass(frozen=True)
@@ -79,6 +87,7 @@ class Write:
     slot_id: str | None
     snapshot: Snapshot
     missed: list[str] | None = None
+    routine: bool = False  # a newer state of a live session already stored: may wait for the writer's gathering
 
     @property
     def row(self) -> tuple[str, str, str]:
@@ -103,30 +112,20 @@ class SessionStateStore:
     async def apply(self, ops: list[Write | Delete], now: float) -> list[str]:
         """Write and delete rows in one transaction; returns the session ids whose write was fenced off (the
         row is another owner's now, or another epoch's)."""
-        fenced = []
         sealed = {id(op): (self.sealer.seal(op.snapshot, op.row),
                            self.sealer.seal_missed(op.missed, op.row) if op.missed else None)
                   for op in ops if isinstance(op, Write)}
-        async with self.db.transaction() as tx:
-            for op in ops:
-                if isinstance(op, Delete):
-                    await tx.execute("DELETE FROM livegate_session_state WHERE session_id = $1 AND owner = $2 "
-                                     "AND epoch = $3", op.session_id, op.owner, op.epoch)
-                    continue
-                # A claim waiting for the owner (status claimed) stays until the owner releases the session.
-                rows = await tx.fetch(
-                    f"INSERT INTO livegate_session_state ({_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, NULL, $7, $8, "
-                    "$9, $10) ON CONFLICT (session_id) DO UPDATE SET status = CASE WHEN "
-                    "livegate_session_state.status = 'claimed' AND excluded.status <> 'released' THEN 'claimed' "
-                    "ELSE excluded.status END, slot_id = excluded.slot_id, state = excluded.state, "
-                    "missed = excluded.missed, updated_at = excluded.updated_at "
-                    "WHERE livegate_session_state.owner = excluded.owner AND livegate_session_state.epoch = "
-                    "excluded.epoch RETURNING session_id",
-                    op.session_id, op.token_hash, op.model, op.owner, op.epoch, op.status, op.slot_id,
-                    *sealed[id(op)], now)
-                if not rows:
-                    fenced.append(op.session_id)
-        return fenced
+        statements: list[Statement] = []
+        for op in ops:
+            if isinstance(op, Delete):
+                statements.append(("DELETE FROM livegate_session_state WHERE session_id = $1 AND owner = $2 "
+                                   "AND epoch = $3", (op.session_id, op.owner, op.epoch)))
+                continue
+            # A claim waiting for the owner (status claimed) stays until the owner releases the session.
+            statements.append((_UPSERT, (op.session_id, op.token_hash, op.model, op.owner, op.epoch, op.status,
+                                         op.slot_id, *sealed[id(op)], now)))
+        results = await self.db.batch(statements)
+        return [op.session_id for op, rows in zip(ops, results, strict=True) if isinstance(op, Write) and not rows]
 
     async def load(self, session_id: str) -> StateRow | None:
         async with self.db.transaction() as tx:

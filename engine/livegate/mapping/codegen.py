@@ -131,6 +131,10 @@ def _truthy(name: str) -> str:
             f"(not isinstance({name}, SIZED) or bool({name}))))")
 
 
+# The globals of every generated function: what they call besides their constants.
+_GLOBALS: dict[str, Any] = {"SIZED": SIZED, "_equals": equals, "_comparable": comparable, "_copy": copy_json}
+
+
 class _Source:
     """The function's lines, its temporaries and the constants it reads."""
 
@@ -141,12 +145,15 @@ class _Source:
         self._describe = describe
 
     def function(self, result: str, name: str, **names: Any) -> Compiled:
-        """The lines as the body of `def <name>(rt, value)` returning `result`, compiled."""
-        text = self.text(result, name)
-        namespace = dict(self.constants, SIZED=SIZED, _equals=equals, _comparable=comparable, _copy=copy_json,
-                         **names)
-        exec(compile(text, f"<mapping {name}>", "exec"), namespace)  # source made from a parsed AST
-        function: Compiled = namespace[_identifier(name)]
+        """The lines as the body of `def <name>(rt, value)` returning `result`, compiled. Its constants (and
+        `names`) are closed over, made by an outer function called once: every generated function then has
+        the same globals, where a dict of its own per function cost about 1 MB of the server's memory."""
+        constants = {**self.constants, **names}
+        identifier = _identifier(name)
+        inner = "".join("    " + line + "\n" for line in self.text(result, name).splitlines())
+        text = f"def _make({', '.join(constants)}):\n{inner}    return {identifier}\n"
+        exec(compile(text, f"<mapping {name}>", "exec"), _GLOBALS)  # source made from a parsed AST
+        function: Compiled = _GLOBALS.pop("_make")(**constants)
         return function
 
     def text(self, result: str, name: str) -> str:

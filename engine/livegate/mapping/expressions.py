@@ -110,6 +110,10 @@ class _Generated:
         self._fn = self._generate()
         _UNMADE.discard(self)
 
+    def make_idle(self) -> None:
+        """What the idle time makes of it (mapping/plan.py's Condition makes its parts instead)."""
+        self.make()
+
     def _generate(self) -> Compiled:
         raise NotImplementedError
 
@@ -141,7 +145,7 @@ def code_length(source: str) -> int:
     return len(_RAW_STRING.sub("''", " ".join(source.split())))
 
 
-def compile_expression(doc: Located, path: Path_, value: str) -> Expression:
+def compile_expression(doc: Located, path: Path_, value: str, kind: type[Expression] = Expression) -> Expression:
     """Compile `"=..."` at `path` in `doc`, turning a syntax error into a positioned MappingError (and
     noting lint's warning on `doc` when the expression is long)."""
     source = value[len(MARKER) :]
@@ -151,7 +155,7 @@ def compile_expression(doc: Located, path: Path_, value: str) -> Expression:
             f"expression of {length} characters (over {LONG_EXPRESSION}, quoted text aside): name its parts "
             "with `let`, or move them to a fragment (mappings/shared/) or a shape")))
     try:
-        return Expression(source)
+        return kind(source)
     except jp_exceptions.ParseError as exc:
         pos = doc.position(path)
         offset = 1 + (1 if doc.quoted(path) else 0) + (exc.lex_position or 0)
@@ -235,7 +239,7 @@ def make_unmade(count: int) -> int:
             unmade = _UNMADE.pop()
         except KeyError:  # none left (servers sharing a process, as tests run them, share the set)
             break
-        unmade.make()
+        unmade.make_idle()
     return len(_UNMADE)
 
 

@@ -54,6 +54,7 @@ from livegate.mapping.fields import (
     walk,
 )
 from livegate.mapping.index import RuleIndex
+from livegate.mapping.plan import Condition
 from livegate.mapping.state import KeySpec, StateSpec
 from livegate.mapping.transforms import STEPS, Transform
 from livegate.mapping.wire import WireTemplate, compile_wire
@@ -409,7 +410,7 @@ class _Loader:
                 if "when" in raw:  # checked once, before the first included rule
                     pos = doc.position(here)
                     yield Rule(name=f"include {name}", where=f"{doc.file}:{pos.line}", skip=len(included),
-                               when=compile_expression(doc, (*here, "when"), raw["when"]))
+                               when=compile_expression(doc, (*here, "when"), raw["when"], Condition))
                 yield from included
                 continue
             yield self.rule(doc, here, raw)
@@ -417,8 +418,8 @@ class _Loader:
     def rule(self, doc: Located, path: Path_, raw: dict[str, Any]) -> Rule:
         pos = doc.position(path)
 
-        def expr(key: str) -> Expression | None:
-            return compile_expression(doc, (*path, key), raw[key]) if key in raw else None
+        def expr(key: str, kind: type[Expression] = Expression) -> Expression | None:
+            return compile_expression(doc, (*path, key), raw[key], kind) if key in raw else None
 
         aliases = _aliases(raw.get("let", {}))
         self.check_reads(doc, path, {k: v for k, v in raw.items() if k not in ("set", "transform")}, aliases)
@@ -440,7 +441,7 @@ class _Loader:
         return Rule(
             name=raw["name"],
             where=f"{doc.file}:{pos.line}",
-            when=expr("when"),
+            when=expr("when", Condition),
             for_each=expr("for_each"),
             as_=raw.get("as", "item"),
             lets=tuple((k, compile_template(doc, (*path, "let", k), v)) for k, v in raw.get("let", {}).items()),

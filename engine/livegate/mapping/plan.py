@@ -33,8 +33,8 @@ _IMPURE = frozenset({"new_id", "now", "now_ms", "shape"})  # ids, the clock; sha
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Step:
-    """One rule left to run: `rest` is None when its whole `when` is to be evaluated, else the conditions
-    its input still decides (empty: it applies)."""
+    """One rule left to run: `rest` holds the conditions its input still decides (empty: it applies; None:
+    its whole `when`, evaluated as one expression, as tests/test_rule_plan.py's reference runs it)."""
 
     rule: Any
     origin: int  # its position in the input's rules, where an undecided run goes on from
@@ -47,6 +47,17 @@ class Plan:
     session: Any  # the session object it holds for
     config_version: int
     steps: tuple[Step, ...]
+
+
+class Condition(Expression):
+    """A rule's `when`. The translator runs it part by part (`Step.rest`, planned or not), never whole, so
+    what the idle time makes of it is its parts: made whole too, each condition would be made twice."""
+
+    __slots__ = ()
+
+    def make_idle(self) -> None:
+        for part, _ in conditions_of(self).parts:
+            part.make()
 
 
 class Conditions:
@@ -154,10 +165,12 @@ class Planner:
         return None
 
     def undecided(self, rules: tuple[Any, ...]) -> tuple[Step, ...]:
-        """Every rule of `rules` with its whole `when` left to evaluate (made once per rule list)."""
+        """Every rule of `rules` with all of its `when` left to evaluate, part by part (made once per rule
+        list)."""
         known = self._undecided.get(id(rules))
         if known is None or known[0] is not rules:
-            known = self._undecided[id(rules)] = (rules, tuple(Step(rule, i, None) for i, rule in enumerate(rules)))
+            known = self._undecided[id(rules)] = (rules, tuple(Step(rule, i, _all_parts(rule))
+                                                                for i, rule in enumerate(rules)))
         return known[1]
 
     def make(self, rules: tuple[Any, ...], scope: dict[str, Any], config_version: int) -> Plan:
@@ -189,7 +202,7 @@ class Planner:
             index += 1
         return out
 
-    def _decide(self, rule: Any, scope: dict[str, Any]) -> tuple[Compiled, ...] | Literal[False] | None:
+    def _decide(self, rule: Any, scope: dict[str, Any]) -> tuple[Compiled, ...] | Literal[False]:
         """False: the rule cannot apply in this session state; else `Step.rest`."""
         if rule.when is None:
             return ()
@@ -200,10 +213,15 @@ class Planner:
             try:
                 holds = truthy(condition(self.runtime, scope))
             except Exception:  # raised at run time, where the rule reports it as it always has
-                return None
+                return _all_parts(rule)
             if not holds:
-                return False if not rule.lets_first or _inert_lets(rule) else None
+                return False if not rule.lets_first or _inert_lets(rule) else _all_parts(rule)
         return ()
+
+
+def _all_parts(rule: Any) -> tuple[Compiled, ...]:
+    """A rule's whole `when` as the chain of its conditions (`a && b` holds when a and then b hold)."""
+    return () if rule.when is None else tuple(part.function() for part, _ in conditions_of(rule.when).parts)
 
 
 def holds(rest: tuple[Compiled, ...], runtime: Runtime, scope: dict[str, Any]) -> bool:

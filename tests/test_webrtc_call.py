@@ -171,6 +171,7 @@ async def test_output_audio_buffer_clear_stops_playback(gateway: dict[str, Any])
     response = await caller.connect(headers={"OpenAI-Beta": "realtime=v1"}, session={
         "modalities": ["audio", "text"], "turn_detection": None})
     assert response.status_code == 201
+    sent = _sent_frames(gateway)
     started = await _answer_playing(caller)
     await caller.wait_for("response.done")  # generated already: only livegate's buffer still plays it
     await asyncio.sleep(0.5)
@@ -188,6 +189,9 @@ async def test_output_audio_buffer_clear_stops_playback(gateway: dict[str, Any])
     heard_ms = (cut_at - caller.arrival("output_audio_buffer.started")) * 1000
     assert abs(truncated["audio_end_ms"] - heard_ms) < 150, (truncated, heard_ms)
     assert 300 < truncated["audio_end_ms"] < 2900, "cut in the middle, at the point played"
+    # livegate stops sending audio at once; the caller's last loud frame comes through its own jitter
+    # buffer, and on a loaded machine through its event loop's lag too
+    assert max(sent) - cut_at < 0.1, max(sent) - cut_at
     loud = [t for t, f in caller.frames if np.sqrt(np.mean(f**2)) > VOICED_RMS]
-    assert loud and loud[-1] - cut_at < 0.15
+    assert loud and loud[-1] - cut_at < 0.4, loud[-1] - cut_at
 

@@ -26,7 +26,8 @@ async def fleet(request: pytest.FixtureRequest) -> AsyncIterator[list[Counters]]
     closers: list[Callable[[], Any]] = []
     if request.param == "redis":
         server: RedisServer = request.getfixturevalue("redis_service")
-        clients: list[Counters] = [RedisCounters(url=server.url) for _ in range(3)]
+        # a loaded test machine can take over the 1 s default to connect 20 requests at once (timeouts: own tests)
+        clients: list[Counters] = [RedisCounters(url=server.url, timeout=5.0) for _ in range(3)]
         for client in clients:
             await client.open()
             closers.append(client.close)

@@ -61,19 +61,18 @@ class SQLiteDatabase:
     def __init__(self, path: str) -> None:
         self.path = path
         self.description = f"sqlite:{path}"
-        self.identity = "sqlite:" + (path if path == ":memory:" else os.path.abspath(os.path.expanduser(path)))
+        self._expanded = os.path.expanduser(path)
+        self.identity = "sqlite:" + (path if path == ":memory:" else os.path.abspath(self._expanded))
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="livegate-sqlite")
         self._conn: sqlite3.Connection | None = None
         self._lock = asyncio.Lock()
         self._file: tuple[int, int] | None = None  # (device, inode) of the file opened
-        self._expanded = os.path.expanduser(path)
 
     async def open(self) -> None:
         def connect() -> sqlite3.Connection:
             if self.path != ":memory:":
-                Path(self.path).expanduser().parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(Path(self.path).expanduser() if self.path != ":memory:" else self.path,
-                                   isolation_level=None, check_same_thread=False, timeout=10)
+                Path(self._expanded).parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(self._expanded, isolation_level=None, check_same_thread=False, timeout=10)
             conn.row_factory = sqlite3.Row
             if self.path != ":memory:":
                 conn.execute("PRAGMA journal_mode=WAL")
@@ -85,8 +84,15 @@ class SQLiteDatabase:
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"cannot open SQLite database {self.path}: {exc}") from None
         if self.path != ":memory:":
-            found = os.stat(Path(self.path).expanduser())
+            found = os.stat(self._expanded)
             self._file = (found.st_dev, found.st_ino)
+
+    def _usable(self) -> sqlite3.Connection:
+        """The open connection, once its file is checked."""
+        if self._conn is None:
+            raise StoreUnavailable("the SQLite database is closed")
+        self._check_file()
+        return self._conn
 
     def _check_file(self) -> None:
         if self._file is None:
@@ -111,11 +117,9 @@ class SQLiteDatabase:
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[Tx]:
-        if self._conn is None:
-            raise StoreUnavailable("the SQLite database is closed")
-        self._check_file()
+        conn = self._usable()
         async with self._lock:
-            tx = _SQLiteTx(self, self._conn)
+            tx = _SQLiteTx(self, conn)
             await tx.execute("BEGIN IMMEDIATE")
             try:
                 yield tx
@@ -128,10 +132,7 @@ class SQLiteDatabase:
     async def batch(self, statements: Sequence[Statement]) -> list[list[dict[str, Any]]]:
         """`statements` in one transaction, each one's rows: one trip to the database's thread, where a
         `transaction` makes one per statement (the state writer's path, at every session's turn edges)."""
-        if self._conn is None:
-            raise StoreUnavailable("the SQLite database is closed")
-        self._check_file()
-        conn = self._conn
+        conn = self._usable()
         queries = [(_sqlite_sql(sql), args) for sql, args in statements]
 
         def run() -> list[list[dict[str, Any]]]:

@@ -33,12 +33,11 @@ _IMPURE = frozenset({"new_id", "now", "now_ms", "shape"})  # ids, the clock; sha
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Step:
-    """One rule left to run: `rest` holds the conditions its input still decides (empty: it applies; None:
-    its whole `when`, evaluated as one expression, as tests/test_rule_plan.py's reference runs it)."""
+    """One rule left to run, with the conditions its input still decides (empty: it applies)."""
 
     rule: Any
     origin: int  # its position in the input's rules, where an undecided run goes on from
-    rest: tuple[Compiled, ...] | None
+    rest: tuple[Compiled, ...]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -210,7 +209,7 @@ class Planner:
         parts = conditions_of(rule.when).parts
         for position, (condition, decidable) in enumerate(parts):
             if not decidable:
-                return tuple(part.function() for part, _ in parts[position:])  # no wrapper per frame
+                return _functions(parts[position:])
             try:
                 holds = truthy(condition(self.runtime, scope))
             except Exception:  # raised at run time, where the rule reports it as it always has
@@ -222,7 +221,12 @@ class Planner:
 
 def _all_parts(rule: Any) -> tuple[Compiled, ...]:
     """A rule's whole `when` as the chain of its conditions (`a && b` holds when a and then b hold)."""
-    return () if rule.when is None else tuple(part.function() for part, _ in conditions_of(rule.when).parts)
+    return () if rule.when is None else _functions(conditions_of(rule.when).parts)
+
+
+def _functions(parts: tuple[tuple[Expression, bool], ...]) -> tuple[Compiled, ...]:
+    """The parts' generated functions themselves: no wrapper call per frame."""
+    return tuple(part.function() for part, _ in parts)
 
 
 def holds(rest: tuple[Compiled, ...], runtime: Runtime, scope: dict[str, Any]) -> bool:

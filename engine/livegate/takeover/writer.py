@@ -35,7 +35,7 @@ class StateWriter:
         self._queued: dict[str, Op] = {}
         self._waiting: dict[str, list[asyncio.Future[bool]]] = {}
         self._wake = asyncio.Event()
-        self._urgent = asyncio.Event()  # a session's end or a waited-for state is queued: no gathering
+        self._urgent = asyncio.Event()  # queued: what is not a routine checkpoint (no gathering)
         self._task: asyncio.Task[None] | None = None
         self.error: str | None = None  # the current outage, None when writes succeed
         self.written = 0

@@ -532,9 +532,7 @@ class Translator:
             try:
                 if rule.lets_first:
                     self._let(rule, scope)
-                rest = step.rest
-                if not (holds(rest, runtime, scope) if rest is not None else
-                        rule.when is None or truthy(rule.when(runtime, scope))):
+                if not holds(step.rest, runtime, scope):
                     for name in rule.local_names:
                         scope.pop(name, None)
                     index += rule.skip

@@ -66,8 +66,8 @@ _JSON = (dict, list, str, int, float, bool, type(None))
 def _undecided(self: Planner, rules: tuple[Any, ...], scope: dict[str, Any], config_version: int) -> Plan:
     """A plan that decides nothing: every rule's whole `when` evaluated as one expression (the interpreter
     without plans or parts)."""
-    return Plan(rules, scope["session"], config_version,
-                tuple(Step(rule, index, (rule.when,) if rule.when else ()) for index, rule in enumerate(rules)))
+    steps = tuple(Step(rule, index, (rule.when,) if rule.when else ()) for index, rule in enumerate(rules))
+    return Plan(rules, scope["session"], config_version, steps, self.compile(rules, steps, planned=True))
 
 
 def test_planned_rules_give_the_same_session_as_every_condition_evaluated(monkeypatch: pytest.MonkeyPatch) -> None:

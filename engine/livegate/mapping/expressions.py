@@ -87,7 +87,7 @@ def _negation_over_path(node: dict[str, Any]) -> dict[str, Any]:
     return node
 
 
-class _Generated:
+class Generated:
     """Made into one Python function (mapping/codegen.py) on first use, or by `make_unmade` in the server's
     idle time: loading generates nothing (it would add about half a second to a cold start)."""
 
@@ -122,7 +122,7 @@ class _Generated:
         return self._fn(runtime, scope)
 
 
-class Expression(_Generated):
+class Expression(Generated):
     """An expression; call it with a runtime and a scope."""
 
     __slots__ = ("ast", "source")
@@ -209,7 +209,7 @@ def _compile_list(doc: Located, path: Path_, value: list[Any]) -> Build:
                     path)
 
 
-class Template(_Generated):
+class Template(Generated):
     """An object or list template as one function: its expressions and nested templates inlined, a field
     whose value comes out null left out."""
 
@@ -229,7 +229,7 @@ class Template(_Generated):
 
 # What has not been made into Python yet. A first use makes it (about 0.2 ms each); the server makes the rest
 # in its idle time after start (server/app.py), so a process's first turns do not pay for hundreds at once.
-_UNMADE: weakref.WeakSet[_Generated] = weakref.WeakSet()
+_UNMADE: weakref.WeakSet[Generated] = weakref.WeakSet()
 
 
 def make_unmade(count: int) -> int:

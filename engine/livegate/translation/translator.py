@@ -47,17 +47,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from jmespath.exceptions import JMESPathError
 
-from livegate.mapping.expressions import EXPLICIT_NULL, Runtime, Scope, truthy
+from livegate.mapping.expressions import Runtime, Scope
 from livegate.mapping.functions import Helpers, RandomIds, SequentialIds
 from livegate.mapping.loader import Mappings, Rule, RuleFile
-from livegate.mapping.plan import Planner, holds
+from livegate.mapping.plan import Planner
+from livegate.mapping.transforms import Transform
 from livegate.mapping.wire import WireTemplate
 from livegate.translation.commands import Command, GenerateRequest, McpRequest
 from livegate.translation.errors import error_event
 from livegate.translation.guarding import GuardrailCheck
 from livegate.translation.observer import SessionObserver
+from livegate.translation.rule_code import assign, compiled
 from livegate.translation.usage import UsageLedger
 from livegate.translation.validation import ClientEventValidator
 
@@ -153,42 +154,6 @@ def camelize_frame(message: dict[str, Any]) -> dict[str, Any]:
     return camelize(message) if _has_snake_key(message) else message
 
 
-class PhantomObject(ValueError):
-    """A `set` of a field inside an object that does not exist (it would create a phantom one)."""
-
-
-def assign(root: dict[str, Any], keys: tuple[str, ...], value: Any) -> dict[str, Any]:
-    """A copy of `root` with `value` at `keys` (null removes the key); containers along the path are copied.
-
-    Setting a field of a missing object is an error, not a new object: `set: session.item.status`
-    while no item is open would otherwise invent an item with nothing but a status.
-    """
-    head, rest = keys[0], keys[1:]
-    if value is None and head not in root:
-        return root  # removing what is not there changes nothing: no copy (a rule may clear a key per frame)
-    if rest:
-        inner = root.get(head)
-        if not isinstance(inner, dict):
-            if value is None:  # removing a field of nothing changes nothing
-                return root
-            found = "missing" if inner is None else "not an object"
-            raise PhantomObject(f"cannot set {'.'.join(keys)}: {head} is {found}")
-        changed = assign(inner, rest, value)
-        if changed is inner:
-            return root  # (before any copy: a rule that clears a nested key per frame copies nothing)
-        new = dict(root)
-        new[head] = changed
-        return new
-    if value is not None and root.get(head) is value:
-        return root  # the same object already: nothing changes, and the session (and its rule plan) stays
-    new = dict(root)
-    if value is None:
-        new.pop(head, None)
-    else:
-        new[head] = value
-    return new
-
-
 class Translator:
     """One client connection's translation state machine."""
 
@@ -208,7 +173,7 @@ class Translator:
         self.ids = ids
         self.helpers = Helpers(ids=ids, clock=clock)
         self.runtime = Runtime(self.helpers)
-        self._planner = Planner(self.runtime)
+        self._planner = Planner(self.runtime, compiled)
         # Client events as JSON text where the mappings have a template (mapping/wire.py): the server's mode
         # (Output.client then holds str items beside dicts); the tests' translators emit dicts.
         self.wire = wire
@@ -514,52 +479,18 @@ class Translator:
         return out
 
     def _run(self, rules: RuleFile, event: dict[str, Any], out: Output, event_id: str | None) -> None:
+        """The input's rules, as one generated function (translation/rule_code.py): only those its shape can
+        trigger, and of those only what the session state has not decided already (mapping/plan.py)."""
         scope: Scope = {"event": event, "session": self.session, "config": self.config,
                         "tables": self.mappings.tables}
-        all_rules = rules.index.rules_for(event)  # only the rules this input's shape can trigger
-        # ...and of those, only what the session state has not decided already (mapping/plan.py)
+        all_rules = rules.index.rules_for(event)
         plan = self._planner.plan(all_rules, scope, self._config_version)
         if plan is None:  # a session state met for the first time: every condition evaluated
-            steps, planned = self._planner.undecided(all_rules), None
-        else:
-            steps, planned = plan.steps, plan.session
-        runtime = self.runtime
-        index = 0
-        while index < len(steps):
-            step = steps[index]
-            rule = step.rule
-            index += 1
-            try:
-                if rule.lets_first:
-                    self._let(rule, scope)
-                if not holds(step.rest, runtime, scope):
-                    for name in rule.local_names:
-                        scope.pop(name, None)
-                    index += rule.skip
-                    continue
-                if rule.skip:  # a guarded include whose condition holds: run the rules it guards
-                    continue
-                self._fire(rule, scope, out)
-            except (JMESPathError, TypeError, ValueError, KeyError) as exc:  # PhantomObject is a ValueError
-                self._rule_failed(rule, exc, out, event_id)
-                return
-            if rule.stop:
-                return
-            if planned is not None and self.session is not planned:  # stale decisions: the rest runs undecided
-                steps, index, planned = self._planner.undecided(all_rules), step.origin + 1, None
-
-    def _fire(self, rule: Rule, scope: Scope, out: Output) -> None:
-        """A rule whose condition holds: applied once, or once per `for_each` element."""
-        if rule.for_each is None:
-            self._apply(rule, scope, out)
-        else:
-            elements = rule.for_each(self.runtime, scope)
-            for element in elements if isinstance(elements, list) else ():
-                scope[rule.as_] = element
-                self._apply(rule, scope, out)
-            scope.pop(rule.as_, None)
-        for name in rule.local_names:  # `let` and `transform` names belong to their rule alone
-            scope.pop(name, None)
+            self._planner.undecided_run(all_rules)(self, scope, out, event_id, None, 0)
+            return
+        resume = plan.run(self, scope, out, event_id, plan.session, 0)
+        if resume:  # a rule changed the session: the plan's decisions are stale, the rest runs undecided
+            self._planner.undecided_run(all_rules, resumable=True)(self, scope, out, event_id, None, resume)
 
     def _rule_failed(self, rule: Rule, exc: Exception, out: Output, event_id: str | None) -> None:
         # A mapping bug must not take the session down: report it, keep going.
@@ -568,47 +499,24 @@ class Translator:
             f"Internal translation error in rule '{rule.name}': {exc}", code="translation_error",
             type="server_error", event_id=event_id))
 
-    def _let(self, rule: Rule, scope: Scope) -> None:
-        for name, build in rule.lets:
-            scope[name] = build(self.runtime, scope)
-
-    def _apply(self, rule: Rule, scope: Scope, out: Output) -> None:
-        runtime = self.runtime
-        if not rule.lets_first:
-            self._let(rule, scope)
-        for step in rule.transforms:  # its state lives in a declared session key, like any other state
-            scope[step.name], state = step(runtime, scope)
-            if state is not self.session.get(step.state):
-                self.session = assign(self.session, (step.state,), state)
-                scope["session"] = self.session
-        for keys, build in rule.sets:
-            value = build(runtime, scope)
-            self.session = assign(self.session, keys, None if value is EXPLICIT_NULL else value)
+    def _transform(self, step: Transform, scope: Scope) -> None:
+        """A rule's transform step: its result bound to its name, its next state kept in its session key."""
+        scope[step.name], state = step(self.runtime, scope)
+        if state is not self.session.get(step.state):
+            self.session = assign(self.session, (step.state,), state)
             scope["session"] = self.session
-        for emit in rule.emits:
-            if emit.when is not None and not truthy(emit.when(runtime, scope)):
-                continue
-            if emit.wire is not None and self.wire and emit.wire.type not in self._to_client:
-                text = self._wire_text(emit.wire, scope)
-                if text is not None:
-                    out.client.append(text)
-                    continue
-            message = emit.message(runtime, scope)
-            if message is None:
-                continue
-            if emit.to == "client":
-                self._send_client(out, message)
-            elif emit.to == "upstream":
-                out.upstream.append(message)
-            elif emit.to == "generate":
-                out.command(GenerateRequest(message["request_id"], message["model"], message["body"]))
-            elif emit.to == "mcp":
-                out.command(McpRequest(message["request_id"], message["action"], message["server"],
-                                       message.get("tool"), message.get("arguments")))
-            else:
-                note = message if isinstance(message, str) else orjson.dumps(message).decode()
-                log.info("session %s: %s", self.session.get("id"), note)
-                out.log.append(note)
+
+    def _emit_command(self, to: str, message: Any, out: Output) -> None:
+        """An emit to the pump (`generate`: an out-of-band response's call; `mcp`: an MCP request) or `log`."""
+        if to == "generate":
+            out.command(GenerateRequest(message["request_id"], message["model"], message["body"]))
+        elif to == "mcp":
+            out.command(McpRequest(message["request_id"], message["action"], message["server"],
+                                   message.get("tool"), message.get("arguments")))
+        else:
+            note = message if isinstance(message, str) else orjson.dumps(message).decode()
+            log.info("session %s: %s", self.session.get("id"), note)
+            out.log.append(note)
 
     # -- the client edge ---------------------------------------------------------------------------
 

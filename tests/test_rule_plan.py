@@ -1,6 +1,7 @@
-"""The rule plan (mapping/plan.py) never changes what a session does: random sessions run with the plan and with
-every condition evaluated give the same events, messages and session state; and in a streaming session the
-plan leaves an audio frame only the rules it needs."""
+"""The rule plan (mapping/plan.py) never changes what a session does: random sessions run with plans (their
+generated functions, translation/rule_code.py) and interpreted with every condition evaluated give the same
+events, messages and session state; and in a streaming session the plan leaves an audio frame only the rules
+it needs."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import orjson
 import pytest
 
 from livegate.mapping import load_mappings
-from livegate.mapping.plan import Plan, Planner, Step
+from livegate.mapping.plan import Planner
 from livegate.translation.translator import Translator
 from tests.test_rule_index import CLIENT, UPSTREAM, replay
 
@@ -63,19 +64,17 @@ def _run(inputs: list[Any]) -> list[Any]:
 _JSON = (dict, list, str, int, float, bool, type(None))
 
 
-def _undecided(self: Planner, rules: tuple[Any, ...], scope: dict[str, Any], config_version: int) -> Plan:
-    """A plan that decides nothing: every rule's whole `when` evaluated as one expression (the interpreter
-    without plans or parts)."""
-    steps = tuple(Step(rule, index, (rule.when,) if rule.when else ()) for index, rule in enumerate(rules))
-    return Plan(rules, scope["session"], config_version, steps, self.compile(rules, steps, planned=True))
+def _interpreted(self: Planner, rules: tuple[Any, ...], scope: dict[str, Any], config_version: int) -> None:
+    """No plan, ever: every input's rules interpreted, every condition evaluated (Translator._interpret)."""
+    return None
 
 
 def test_planned_rules_give_the_same_session_as_every_condition_evaluated(monkeypatch: pytest.MonkeyPatch) -> None:
     sessions = [_session(seed) for seed in range(80)]
     planned = [_run(inputs) for inputs in sessions]
-    monkeypatch.setattr(Planner, "plan", _undecided)
-    undecided = [_run(inputs) for inputs in sessions]
-    for seed, (a, b) in enumerate(zip(planned, undecided, strict=True)):
+    monkeypatch.setattr(Planner, "plan", _interpreted)
+    interpreted = [_run(inputs) for inputs in sessions]
+    for seed, (a, b) in enumerate(zip(planned, interpreted, strict=True)):
         assert a == b, f"seed {seed}"
 
 

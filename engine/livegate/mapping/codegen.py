@@ -329,6 +329,10 @@ class _Source:
         """`list[*].rhs`, `object.*.rhs` and `list[?condition].rhs`: the rhs per element, nulls left out."""
         base = self.emit(children[0], value, depth)
         result, element = self.temp(), self.temp()
+        if kind == "projection" and children[1]["type"] == "identity":  # `list[*]`, `list[-200:]`: one pass in C
+            self.line(depth, f"{result} = [{element} for {element} in {base} if {element} is not None] "
+                             f"if isinstance({base}, list) else None")
+            return result
         if kind == "value_projection":
             self.line(depth, f"if isinstance({base}, dict):")
             items = f"list({base}.values())"

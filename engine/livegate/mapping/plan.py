@@ -40,9 +40,8 @@ class Step:
     rest: tuple[Compiled, ...]
 
 
-# The steps of an input's rules as one function (translation/rule_code.py's `compiled`): (rules, steps, planned,
-# resumable) -> the function running them
-Compile = Callable[..., Any]
+# A plan's steps as one function (translation/rule_code.py's `compiled`): (rules, steps) -> the function
+Compile = Callable[[tuple[Any, ...], tuple["Step", ...]], Any]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -156,7 +155,6 @@ class Planner:
         self._plans: dict[int, Plan] = {}
         self._met: dict[int, tuple[Any, Any, int]] = {}  # per rule list: a state met once, not planned yet
         self._undecided: dict[int, tuple[tuple[Any, ...], tuple[Step, ...]]] = {}
-        self._undecided_runs: dict[tuple[int, bool], tuple[tuple[Any, ...], Any]] = {}
 
     def plan(self, rules: tuple[Any, ...], scope: dict[str, Any], config_version: int) -> Plan | None:
         """The plan for this session state, or None the first time an input of `rules` meets the state: the
@@ -182,21 +180,12 @@ class Planner:
                                                                 for i, rule in enumerate(rules)))
         return known[1]
 
-    def undecided_run(self, rules: tuple[Any, ...], resumable: bool = False) -> Any:
-        """The function running `rules` undecided; `resumable`: from the position its `start` argument gives
-        (where a plan gone stale left off)."""
-        known = self._undecided_runs.get((id(rules), resumable))
-        if known is None or known[0] is not rules:
-            run = self.compile(rules, self.undecided(rules), planned=False, resumable=resumable)
-            known = self._undecided_runs[(id(rules), resumable)] = (rules, run)
-        return known[1]
-
     def make(self, rules: tuple[Any, ...], scope: dict[str, Any], config_version: int) -> Plan:
         """The plan for the scope's session state, made now."""
         decided = {"session": scope["session"], "config": scope["config"], "tables": scope["tables"]}
         steps = tuple(self._steps(rules, 0, len(rules), decided))
         plan = self._plans[id(rules)] = Plan(rules, scope["session"], config_version, steps,
-                                             self.compile(rules, steps, planned=True))
+                                             self.compile(rules, steps))
         return plan
 
     def _steps(self, rules: tuple[Any, ...], start: int, end: int, scope: dict[str, Any]) -> list[Step]:
@@ -247,3 +236,11 @@ def _functions(parts: tuple[tuple[Expression, bool], ...]) -> tuple[Compiled, ..
     """The parts' generated functions themselves: no wrapper call per frame."""
     return tuple(part.function() for part, _ in parts)
 
+
+def holds(rest: tuple[Compiled, ...], runtime: Runtime, scope: dict[str, Any]) -> bool:
+    """Whether the conditions left to an input hold (in order, stopping at the first that does not)."""
+    # a plain loop: all() over a generator costs more
+    for condition in rest:  # noqa: SIM110
+        if not truthy(condition(runtime, scope)):
+            return False
+    return True

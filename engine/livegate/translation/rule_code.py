@@ -1,10 +1,10 @@
-"""An input's rules as one generated Python function: the translator's rule loop, unrolled.
+"""A rule plan as one generated Python function: the translator's rule loop, unrolled for a stream.
 
 A rule file runs top to bottom (translation/translator.py says how a rule applies). Interpreted, each rule of
 an audio frame cost a loop turn, a condition call, a fire, an apply and a dispatch per emit, all reading the
-rule's fields again: a chunk's round trip spent more on that than on its rules' own expressions. Here the
-rules an input runs (mapping/plan.py: a plan's steps, or all of them undecided) become the body of one
-function, each rule's fields read once, when it is made:
+rule's fields again: a chunk's round trip spent more on that than on its rules' own expressions. A plan
+(mapping/plan.py) is made for a session state an input meets again, a stream's; its steps become the body of
+one function, each rule's fields read once, when it is made:
 
     r = R2                                    # the rule being applied, for an error report
     if <each condition left, as JMESPath truthiness>:
@@ -20,12 +20,14 @@ function, each rule's fields read once, when it is made:
     else:
         scope.pop('x', None)
 
-`run(tr, scope, out, event_id, planned, start)` returns 0, or the position in the input's rules from which
-the rest must run undecided (`Planner.undecided_run(rules, resumable=True)`, whose function skips the rules
-before `start` and enters the guarded block it resumes in). A rule that raises a JMESPath, type, value or key
-error ends the input, reported by `tr._rule_failed` (a mapping bug must not take the session down).
-Functions are made once per shape (the input's rules, each step's position, block and conditions) and
-shared by every session: a plan made again for the next turn's state reuses its function.
+`run(tr, scope, out, event_id, planned)` returns 0, or the position in the input's rules from which the
+rest runs interpreted, every condition evaluated (`Translator._interpret`, which also runs an input whose state
+has no plan: the states around a turn's edges mostly last one input, and code made for one run would cost
+more than it saves). A rule that raises a JMESPath, type, value or key error ends the input, reported by
+`tr._rule_failed` (a mapping bug must not take the session down). Functions are made once per shape (the
+input's rules, each step's position, block and conditions, a few tenths of a millisecond each) and shared by
+every session: a plan made again for the next turn's state reuses its function. tests/test_rule_plan.py runs
+random sessions with plans and interpreted and compares every output.
 
 `tr` is the Translator: the function reads `runtime`, `session`, `wire` and `_to_client`, and calls
 `_wire_text`, `_send_client`, `_transform`, `_emit_command` and `_rule_failed`.
@@ -40,9 +42,9 @@ from jmespath.exceptions import JMESPathError
 
 from livegate.mapping.expressions import EXPLICIT_NULL, SIZED, Generated
 
-# (translator, scope, output, the client's event_id, the planned session or None, where to start) -> 0 or
-# where the rest runs undecided
-Run = Callable[[Any, dict[str, Any], Any, "str | None", Any, int], int]
+# (translator, scope, output, the client's event_id, the session the plan holds for) -> 0 or where the rest
+# runs interpreted
+Run = Callable[[Any, dict[str, Any], Any, "str | None", Any], int]
 
 
 class PhantomObject(ValueError):
@@ -89,24 +91,23 @@ _MADE: dict[tuple[Any, ...], tuple[Any, Run]] = {}  # by shape; (what the shape'
 _MAX_MADE = 4096  # shapes a process keeps (a few hundred at most in practice; tests load mappings many times)
 
 
-def compiled(rules: tuple[Any, ...], steps: tuple[Any, ...], *, planned: bool, resumable: bool = False) -> Run:
-    """The function running `steps` (mapping/plan.py's Step: a rule of `rules`, its position, the conditions
-    left to it) for one input. `planned`: the steps are a plan's, which holds while the session stays the
-    object it was made for; `resumable`: it runs from its `start` argument (undecided steps only)."""
-    key = (id(rules), planned, resumable, tuple((s.origin, s.rule.skip, tuple(map(id, s.rest))) for s in steps))
+def compiled(rules: tuple[Any, ...], steps: tuple[Any, ...]) -> Run:
+    """The function running a plan's `steps` (mapping/plan.py's Step: a rule of `rules`, its position, the
+    conditions left to it) for one input."""
+    key = (id(rules), tuple((s.origin, s.rule.skip, tuple(map(id, s.rest))) for s in steps))
     known = _MADE.get(key)
     if known is not None and known[0][0] is rules:
         return known[1]
     if len(_MADE) >= _MAX_MADE:
         _MADE.clear()
-    function = _Writer(rules, planned, resumable).function(steps)
+    function = _Writer(rules).function(steps)
     _MADE[key] = ((rules, steps), function)  # the objects behind the key's ids stay alive with it
     return function
 
 
 class _Writer:
-    def __init__(self, rules: tuple[Any, ...], planned: bool, resumable: bool) -> None:
-        self.rules, self.planned, self.resumable = rules, planned, resumable
+    def __init__(self, rules: tuple[Any, ...]) -> None:
+        self.rules = rules
         self.lines: list[str] = []
         self.constants: dict[str, Any] = {}
 
@@ -114,7 +115,7 @@ class _Writer:
         self._steps(steps, 2)
         body = "\n".join(self.lines) or "            pass"
         text = (f"def _make({', '.join(self.constants)}):\n"
-                "    def run(tr, scope, out, event_id, planned, start):\n"
+                "    def run(tr, scope, out, event_id, planned):\n"
                 "        rt = tr.runtime\n"
                 "        r = None\n"
                 "        try:\n"
@@ -163,19 +164,13 @@ class _Writer:
 
     def _guard(self, step: Any, block: tuple[Any, ...], depth: int) -> None:
         rule = self.rules[step.origin]
-        inner = depth
-        if self.resumable:  # resuming inside the block (or after it): the guard held already
-            self._line(depth, f"if start > {step.origin}:")
-            self._line(depth + 1, "enter = True")
-            self._line(depth, "else:")
-            inner = depth + 1
-        self._line(inner, f"r = {self._name(rule)}")
+        self._line(depth, f"r = {self._name(rule)}")
         if rule.lets_first:
-            self._lets(rule, inner)
-        self._line(inner, f"enter = {self._holds(step.rest) if step.rest else 'True'}")
+            self._lets(rule, depth)
+        self._line(depth, f"enter = {self._holds(step.rest) if step.rest else 'True'}")
         if rule.local_names:
-            self._line(inner, "if not enter:")
-            self._pop(rule.local_names, inner + 1)
+            self._line(depth, "if not enter:")
+            self._pop(rule.local_names, depth + 1)
         self._line(depth, "if enter:")
         if block:
             self._steps(block, depth + 1)
@@ -184,9 +179,6 @@ class _Writer:
 
     def _rule(self, step: Any, depth: int) -> None:
         rule = self.rules[step.origin]
-        if self.resumable:
-            self._line(depth, f"if start <= {step.origin}:")
-            depth += 1
         self._line(depth, f"r = {self._name(rule)}")
         if rule.lets_first:
             self._lets(rule, depth)
@@ -198,7 +190,7 @@ class _Writer:
         self._fire(rule, body)
         if rule.stop:
             self._line(body, "return 0")
-        elif self.planned and (rule.sets or rule.transforms):  # only these change the session
+        elif rule.sets or rule.transforms:  # only these change the session
             self._line(body, "if tr.session is not planned:")
             self._line(body + 1, f"return {step.origin + 1}")
         if len(self.lines) == empty:  # a rule that does nothing (its lets only)

@@ -217,20 +217,18 @@ class SessionCore:
         if "client" in self._checks:  # an earlier client input is under check: this one waits behind it
             self._parked["client"].append(frame)
             return Output()
-        out = Output()
-        self._client_input(frame, out)
-        return self._after(out)
+        return self._after(self._client_input(frame))
 
-    def _client_input(self, frame: str | bytes | dict[str, Any], out: Output) -> None:
-        translated = self.translator.from_client(frame)
+    def _client_input(self, frame: str | bytes | dict[str, Any]) -> Output:
+        out = self.translator.from_client(frame)
         self._input_event_id = self.translator.last_event_id
-        if translated.check is not None:
-            self._begin_check(translated)
-        out.extend(translated)
+        if out.check is not None:
+            self._begin_check(out)
         if self._held:  # the response.create Gemini's continuation waited for may have come
             self._settle(out)
             if self._held and not self._awaits:
                 self._release(out)
+        return out
 
     def upstream_frame(self, link: int, frame: str | bytes | dict[str, Any]) -> Output:
         if link != self.link:
@@ -277,7 +275,7 @@ class SessionCore:
                 break
             item = waiting.popleft()
             if side == "client":
-                self._client_input(item, out)
+                out.extend(self._client_input(item))
             else:
                 out.extend(self._upstream_input(item))
         return self._after(out)

@@ -48,17 +48,17 @@ from typing import Any
 
 import orjson
 
-from livegate.mapping.expressions import Runtime, Scope
+from livegate.mapping.expressions import EXPLICIT_NULL, Runtime, Scope, truthy
 from livegate.mapping.functions import Helpers, RandomIds, SequentialIds
 from livegate.mapping.loader import Mappings, Rule, RuleFile
-from livegate.mapping.plan import Planner
+from livegate.mapping.plan import Planner, Step, holds
 from livegate.mapping.transforms import Transform
 from livegate.mapping.wire import WireTemplate
 from livegate.translation.commands import Command, GenerateRequest, McpRequest
 from livegate.translation.errors import error_event
 from livegate.translation.guarding import GuardrailCheck
 from livegate.translation.observer import SessionObserver
-from livegate.translation.rule_code import assign, compiled
+from livegate.translation.rule_code import RULE_ERRORS, assign, compiled
 from livegate.translation.usage import UsageLedger
 from livegate.translation.validation import ClientEventValidator
 
@@ -325,14 +325,20 @@ class Translator:
             self.usage.model_output()  # the previous turn's latest usage report is final
         if "usageMetadata" in message and isinstance(message["usageMetadata"], dict):
             event = {**message, "usage": self.usage.report(message["usageMetadata"]).counts()}
-        before = self.session
-        for name in self.mappings.upstream_fields:
-            if name in message:
-                self._run(self.mappings.upstream[name], event, out, None)
+        before, upstream = self.session, self.mappings.upstream
+        if len(message) == 1:  # most frames (an audio chunk's): its one field's rules
+            rules = upstream.get(next(iter(message)))
+            if rules is not None:
+                self._run(rules, event, out, None)
+            else:
+                self._note_unhandled(message)
+        else:
+            for name in self.mappings.upstream_fields:  # dispatch.yaml's order
+                if name in message:
+                    self._run(upstream[name], event, out, None)
+            self._note_unhandled(message)
         if self.session is not before:
             self._check_lifecycle(before, out, upstream=message)
-        if len(message) > 1 or next(iter(message), None) not in self.mappings.upstream:
-            self._note_unhandled(message)
         return out
 
     def _upstream_check(self, message: dict[str, Any]) -> GuardrailCheck | None:
@@ -479,18 +485,90 @@ class Translator:
         return out
 
     def _run(self, rules: RuleFile, event: dict[str, Any], out: Output, event_id: str | None) -> None:
-        """The input's rules, as one generated function (translation/rule_code.py): only those its shape can
-        trigger, and of those only what the session state has not decided already (mapping/plan.py)."""
         scope: Scope = {"event": event, "session": self.session, "config": self.config,
                         "tables": self.mappings.tables}
-        all_rules = rules.index.rules_for(event)
+        all_rules = rules.index.rules_for(event)  # only the rules this input's shape can trigger
+        # ...and of those, only what the session state has not decided already (mapping/plan.py), as the
+        # plan's generated function (translation/rule_code.py)
         plan = self._planner.plan(all_rules, scope, self._config_version)
-        if plan is None:  # a session state met for the first time: every condition evaluated
-            self._planner.undecided_run(all_rules)(self, scope, out, event_id, None, 0)
-            return
-        resume = plan.run(self, scope, out, event_id, plan.session, 0)
-        if resume:  # a rule changed the session: the plan's decisions are stale, the rest runs undecided
-            self._planner.undecided_run(all_rules, resumable=True)(self, scope, out, event_id, None, resume)
+        start = 0
+        if plan is not None:
+            start = plan.run(self, scope, out, event_id, plan.session)
+            if not start:
+                return
+        # a session state met for the first time, or the rest after a rule made the plan stale: interpreted
+        self._interpret(self._planner.undecided(all_rules), start, scope, out, event_id)
+
+    def _interpret(self, steps: tuple[Step, ...], index: int, scope: Scope, out: Output,
+                   event_id: str | None) -> None:
+        """The rules from `steps[index]` on, every condition evaluated. Around a turn's edges most states last
+        one input, and generating code for an input run once would cost more than it saves."""
+        runtime = self.runtime
+        while index < len(steps):
+            step = steps[index]
+            rule = step.rule
+            index += 1
+            try:
+                if rule.lets_first:
+                    self._let(rule, scope)
+                if not holds(step.rest, runtime, scope):
+                    for name in rule.local_names:
+                        scope.pop(name, None)
+                    index += rule.skip
+                    continue
+                if rule.skip:  # a guarded include whose condition holds: run the rules it guards
+                    continue
+                self._fire(rule, scope, out)
+            except RULE_ERRORS as exc:
+                self._rule_failed(rule, exc, out, event_id)
+                return
+            if rule.stop:
+                return
+
+    def _fire(self, rule: Rule, scope: Scope, out: Output) -> None:
+        """A rule whose condition holds: applied once, or once per `for_each` element."""
+        if rule.for_each is None:
+            self._apply(rule, scope, out)
+        else:
+            elements = rule.for_each(self.runtime, scope)
+            for element in elements if isinstance(elements, list) else ():
+                scope[rule.as_] = element
+                self._apply(rule, scope, out)
+            scope.pop(rule.as_, None)
+        for name in rule.local_names:  # `let` and `transform` names belong to their rule alone
+            scope.pop(name, None)
+
+    def _let(self, rule: Rule, scope: Scope) -> None:
+        for name, build in rule.lets:
+            scope[name] = build(self.runtime, scope)
+
+    def _apply(self, rule: Rule, scope: Scope, out: Output) -> None:
+        runtime = self.runtime
+        if not rule.lets_first:
+            self._let(rule, scope)
+        for step in rule.transforms:
+            self._transform(step, scope)
+        for keys, build in rule.sets:
+            value = build(runtime, scope)
+            self.session = assign(self.session, keys, None if value is EXPLICIT_NULL else value)
+            scope["session"] = self.session
+        for emit in rule.emits:
+            if emit.when is not None and not truthy(emit.when(runtime, scope)):
+                continue
+            if emit.wire is not None and self.wire and emit.wire.type not in self._to_client:
+                text = self._wire_text(emit.wire, scope)
+                if text is not None:
+                    out.client.append(text)
+                    continue
+            message = emit.message(runtime, scope)
+            if message is None:
+                continue
+            if emit.to == "client":
+                self._send_client(out, message)
+            elif emit.to == "upstream":
+                out.upstream.append(message)
+            else:
+                self._emit_command(emit.to, message, out)
 
     def _rule_failed(self, rule: Rule, exc: Exception, out: Output, event_id: str | None) -> None:
         # A mapping bug must not take the session down: report it, keep going.

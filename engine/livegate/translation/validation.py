@@ -203,8 +203,11 @@ class ClientEventValidator:
                 f"Invalid value: '{_echo(event_type)}'. Supported values are: "
                 + ", ".join(f"'{t}'" for t in sorted(self._table(dialect))) + ".",
                 code="invalid_value", param="type", event_id=event_id)
-        nested = any(isinstance(value, _CONTAINERS) for value in event.values())  # an audio chunk is flat
-        deep = _too_deep(event, self.max_depth) if nested else None
+        deep = None
+        for value in event.values():  # (a loop: a generator costs more, on every audio chunk, which is flat)
+            if isinstance(value, _CONTAINERS):
+                deep = _too_deep(event, self.max_depth)
+                break
         if deep is not None:
             return None, error_event(
                 f"The event nests objects and arrays more than {self.max_depth} levels deep (at "

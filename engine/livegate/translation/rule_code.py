@@ -20,6 +20,9 @@ one function, each rule's fields read once, when it is made:
     else:
         scope.pop('x', None)
 
+The interpreter (`Translator._interpret`) applies a rule whose condition held through the same code, made per
+rule (`applier`): its lets, transforms, sets and emits, once or per `for_each` element.
+
 `run(tr, scope, out, event_id, planned)` returns 0, or the position in the input's rules from which the
 rest runs interpreted, every condition evaluated (`Translator._interpret`, which also runs an input whose state
 has no plan: the states around a turn's edges mostly last one input, and code made for one run would cost
@@ -45,6 +48,7 @@ from livegate.mapping.expressions import EXPLICIT_NULL, SIZED, Generated
 # (translator, scope, output, the client's event_id, the session the plan holds for) -> 0 or where the rest
 # runs interpreted
 Run = Callable[[Any, dict[str, Any], Any, "str | None", Any], int]
+Apply = Callable[[Any, dict[str, Any], Any], None]  # (translator, scope, output): a rule whose condition held
 
 
 class PhantomObject(ValueError):
@@ -89,6 +93,7 @@ _GLOBALS: dict[str, Any] = {"SIZED": SIZED, "EXPLICIT_NULL": EXPLICIT_NULL, "RUL
                             "assign": assign}
 _MADE: dict[tuple[Any, ...], tuple[Any, Run]] = {}  # by shape; (what the shape's ids name, the function)
 _MAX_MADE = 4096  # shapes a process keeps (a few hundred at most in practice; tests load mappings many times)
+_APPLIERS: dict[int, tuple[Any, Apply]] = {}  # by rule; (the rule, its function)
 
 
 def compiled(rules: tuple[Any, ...], steps: tuple[Any, ...]) -> Run:
@@ -105,6 +110,20 @@ def compiled(rules: tuple[Any, ...], steps: tuple[Any, ...]) -> Run:
     return function
 
 
+def applier(rule: Any) -> Apply:
+    """The function applying `rule` once its condition held (the interpreter's fire: once, or per `for_each`
+    element), made at the rule's first use and shared by every session."""
+    known = _APPLIERS.get(id(rule))
+    if known is not None and known[0] is rule:
+        return known[1]
+    writer = _Writer((rule,))
+    writer._fire(rule, 1)
+    function: Apply = writer.make("apply", "tr, scope, out", rule.where,
+                                  "        rt = tr.runtime\n" + ("\n".join(writer.lines) or "        pass") + "\n")
+    _APPLIERS[id(rule)] = (rule, function)
+    return function
+
+
 class _Writer:
     def __init__(self, rules: tuple[Any, ...]) -> None:
         self.rules = rules
@@ -114,20 +133,26 @@ class _Writer:
     def function(self, steps: tuple[Any, ...]) -> Run:
         self._steps(steps, 2)
         body = "\n".join(self.lines) or "            pass"
-        text = (f"def _make({', '.join(self.constants)}):\n"
-                "    def run(tr, scope, out, event_id, planned):\n"
-                "        rt = tr.runtime\n"
-                "        r = None\n"
-                "        try:\n"
-                f"{body}\n"
-                "        except RULE_ERRORS as exc:\n"
-                "            tr._rule_failed(r, exc, out, event_id)\n"
-                "        return 0\n"
-                "    return run\n")
-        names = dict(_GLOBALS)
-        exec(compile(text, f"<rules of {self.rules[0].where if self.rules else 'nothing'}>", "exec"), names)
-        run: Run = names["_make"](**self.constants)
+        run: Run = self.make("run", "tr, scope, out, event_id, planned",
+                             self.rules[0].where if self.rules else "nothing",
+                             "        rt = tr.runtime\n"
+                             "        r = None\n"
+                             "        try:\n"
+                             f"{body}\n"
+                             "        except RULE_ERRORS as exc:\n"
+                             "            tr._rule_failed(r, exc, out, event_id)\n"
+                             "        return 0\n")
         return run
+
+    def make(self, name: str, parameters: str, where: str, body: str) -> Any:
+        """`def name(parameters)` with `body` (indented for it), closing over the constants, compiled."""
+        text = (f"def _make({', '.join(self.constants)}):\n"
+                f"    def {name}({parameters}):\n"
+                f"{body}"
+                f"    return {name}\n")
+        names = dict(_GLOBALS)
+        exec(compile(text, f"<rules of {where}>", "exec"), names)  # source made from the loaded rules
+        return names["_make"](**self.constants)
 
     # -- the lines ---------------------------------------------------------------------------------
 

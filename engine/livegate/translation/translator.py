@@ -48,7 +48,7 @@ from typing import Any
 
 import orjson
 
-from livegate.mapping.expressions import EXPLICIT_NULL, Runtime, Scope, truthy
+from livegate.mapping.expressions import Runtime, Scope
 from livegate.mapping.functions import Helpers, RandomIds, SequentialIds
 from livegate.mapping.loader import Mappings, Rule, RuleFile
 from livegate.mapping.plan import Planner, Step, holds
@@ -58,7 +58,7 @@ from livegate.translation.commands import Command, GenerateRequest, McpRequest
 from livegate.translation.errors import error_event
 from livegate.translation.guarding import GuardrailCheck
 from livegate.translation.observer import SessionObserver
-from livegate.translation.rule_code import RULE_ERRORS, assign, compiled
+from livegate.translation.rule_code import RULE_ERRORS, applier, assign, compiled
 from livegate.translation.usage import UsageLedger
 from livegate.translation.validation import ClientEventValidator
 
@@ -501,8 +501,9 @@ class Translator:
 
     def _interpret(self, steps: tuple[Step, ...], index: int, scope: Scope, out: Output,
                    event_id: str | None) -> None:
-        """The rules from `steps[index]` on, every condition evaluated. Around a turn's edges most states last
-        one input, and generating code for an input run once would cost more than it saves."""
+        """The rules from `steps[index]` on, every condition evaluated, each rule whose condition holds applied
+        by its generated function (rule_code.applier). Around a turn's edges most states last one input, and
+        code generated for an input's whole rule list, run once, would cost more than it saves."""
         runtime = self.runtime
         while index < len(steps):
             step = steps[index]
@@ -510,7 +511,8 @@ class Translator:
             index += 1
             try:
                 if rule.lets_first:
-                    self._let(rule, scope)
+                    for name, build in rule.lets:
+                        scope[name] = build(runtime, scope)
                 if not holds(step.rest, runtime, scope):
                     for name in rule.local_names:
                         scope.pop(name, None)
@@ -518,57 +520,12 @@ class Translator:
                     continue
                 if rule.skip:  # a guarded include whose condition holds: run the rules it guards
                     continue
-                self._fire(rule, scope, out)
+                applier(rule)(self, scope, out)
             except RULE_ERRORS as exc:
                 self._rule_failed(rule, exc, out, event_id)
                 return
             if rule.stop:
                 return
-
-    def _fire(self, rule: Rule, scope: Scope, out: Output) -> None:
-        """A rule whose condition holds: applied once, or once per `for_each` element."""
-        if rule.for_each is None:
-            self._apply(rule, scope, out)
-        else:
-            elements = rule.for_each(self.runtime, scope)
-            for element in elements if isinstance(elements, list) else ():
-                scope[rule.as_] = element
-                self._apply(rule, scope, out)
-            scope.pop(rule.as_, None)
-        for name in rule.local_names:  # `let` and `transform` names belong to their rule alone
-            scope.pop(name, None)
-
-    def _let(self, rule: Rule, scope: Scope) -> None:
-        for name, build in rule.lets:
-            scope[name] = build(self.runtime, scope)
-
-    def _apply(self, rule: Rule, scope: Scope, out: Output) -> None:
-        runtime = self.runtime
-        if not rule.lets_first:
-            self._let(rule, scope)
-        for step in rule.transforms:
-            self._transform(step, scope)
-        for keys, build in rule.sets:
-            value = build(runtime, scope)
-            self.session = assign(self.session, keys, None if value is EXPLICIT_NULL else value)
-            scope["session"] = self.session
-        for emit in rule.emits:
-            if emit.when is not None and not truthy(emit.when(runtime, scope)):
-                continue
-            if emit.wire is not None and self.wire and emit.wire.type not in self._to_client:
-                text = self._wire_text(emit.wire, scope)
-                if text is not None:
-                    out.client.append(text)
-                    continue
-            message = emit.message(runtime, scope)
-            if message is None:
-                continue
-            if emit.to == "client":
-                self._send_client(out, message)
-            elif emit.to == "upstream":
-                out.upstream.append(message)
-            else:
-                self._emit_command(emit.to, message, out)
 
     def _rule_failed(self, rule: Rule, exc: Exception, out: Output, event_id: str | None) -> None:
         # A mapping bug must not take the session down: report it, keep going.

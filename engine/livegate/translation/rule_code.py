@@ -15,7 +15,7 @@ one function, each rule's fields read once, when it is made:
         m = B6._fn(rt, scope)                 # emit to upstream
         if m is not None:
             out.upstream.append(m)
-        if tr.session is not planned:         # a plan's decisions are stale: the rest runs undecided
+        if tr.session is not planned:         # the plan's decisions are stale: the rest is interpreted
             return 3
     else:
         scope.pop('x', None)
@@ -92,8 +92,8 @@ RULE_ERRORS = (JMESPathError, TypeError, ValueError, KeyError)
 _GLOBALS: dict[str, Any] = {"SIZED": SIZED, "EXPLICIT_NULL": EXPLICIT_NULL, "RULE_ERRORS": RULE_ERRORS,
                             "assign": assign}
 _MADE: dict[tuple[Any, ...], tuple[Any, Run]] = {}  # by shape; (what the shape's ids name, the function)
-_MAX_MADE = 4096  # shapes a process keeps (a few hundred at most in practice; tests load mappings many times)
 _APPLIERS: dict[int, tuple[Any, Apply]] = {}  # by rule; (the rule, its function)
+_MAX_MADE = 4096  # functions of each kind a process keeps (a few hundred in practice; tests load mappings often)
 
 
 def compiled(rules: tuple[Any, ...], steps: tuple[Any, ...]) -> Run:
@@ -116,6 +116,8 @@ def applier(rule: Any) -> Apply:
     known = _APPLIERS.get(id(rule))
     if known is not None and known[0] is rule:
         return known[1]
+    if len(_APPLIERS) >= _MAX_MADE:
+        _APPLIERS.clear()
     writer = _Writer((rule,))
     writer._fire(rule, 1)
     function: Apply = writer.make("apply", "tr, scope, out", rule.where,

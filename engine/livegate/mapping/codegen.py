@@ -125,14 +125,26 @@ def _identifier(name: str) -> str:
     return cleaned if cleaned[:1].isalpha() else f"e_{cleaned}"
 
 
-def _truthy(name: str) -> str:
-    """JMESPath truthiness of a name, as an inline Python test (false, null, '', [] and {} are false)."""
-    return (f"({name} is True or ({name} is not None and {name} is not False and "
+def truthy_test(name: str, value: str | None = None) -> str:
+    """JMESPath truthiness of a name, as an inline Python test (false, null, '', [] and {} are false);
+    `value`: an expression bound to `name` (`:=`) as the test begins."""
+    first = name if value is None else f"({name} := {value})"
+    return (f"({first} is True or ({name} is not None and {name} is not False and "
             f"(not isinstance({name}, SIZED) or bool({name}))))")
 
 
 # The globals of every generated function: what they call besides their constants.
 _GLOBALS: dict[str, Any] = {"SIZED": SIZED, "_equals": equals, "_comparable": comparable, "_copy": copy_json}
+
+
+def closure(definition: str, name: str, constants: dict[str, Any], namespace: dict[str, Any], where: str) -> Any:
+    """The function `name` that `definition` (its `def`, at the left margin) defines, compiled in an outer
+    function closing over `constants` and called once: every function compiled in `namespace` then shares it
+    as globals, where a dict of its own per function cost about 1 MB of the server's memory."""
+    inner = "".join("    " + line + "\n" for line in definition.splitlines())
+    text = f"def _make({', '.join(constants)}):\n{inner}    return {name}\n"
+    exec(compile(text, where, "exec"), namespace)  # source made from parsed mappings
+    return namespace.pop("_make")(**constants)
 
 
 class _Source:
@@ -145,15 +157,10 @@ class _Source:
         self._describe = describe
 
     def function(self, result: str, name: str, **names: Any) -> Compiled:
-        """The lines as the body of `def <name>(rt, value)` returning `result`, compiled. Its constants (and
-        `names`) are closed over, made by an outer function called once: every generated function then has
-        the same globals, where a dict of its own per function cost about 1 MB of the server's memory."""
-        constants = {**self.constants, **names}
-        identifier = _identifier(name)
-        inner = "".join("    " + line + "\n" for line in self.text(result, name).splitlines())
-        text = f"def _make({', '.join(constants)}):\n{inner}    return {identifier}\n"
-        exec(compile(text, f"<mapping {name}>", "exec"), _GLOBALS)  # source made from a parsed AST
-        function: Compiled = _GLOBALS.pop("_make")(**constants)
+        """The lines as the body of `def <name>(rt, value)` returning `result`, compiled, closing over its
+        constants (and `names`)."""
+        function: Compiled = closure(self.text(result, name), _identifier(name), {**self.constants, **names},
+                                     _GLOBALS, f"<mapping {name}>")
         return function
 
     def text(self, result: str, name: str) -> str:
@@ -173,7 +180,7 @@ class _Source:
             return result
         if template.when is not None:
             when = self.emit(template.when, value, depth)
-            self.line(depth, f"if not {_truthy(when)}:")
+            self.line(depth, f"if not {truthy_test(when)}:")
             self.line(depth + 1, f"{result} = None")
             self.line(depth, "else:")
             depth += 1
@@ -230,7 +237,7 @@ class _Source:
         if kind == "not_expression":
             inner = self.emit(children[0], value, depth)
             result = self.temp()
-            self.line(depth, f"{result} = not {_truthy(inner)}")
+            self.line(depth, f"{result} = not {truthy_test(inner)}")
             return result
         if kind in ("and_expression", "or_expression"):
             return self._logical(kind, children, value, depth)
@@ -276,7 +283,7 @@ class _Source:
     def _logical(self, kind: str, children: list[dict[str, Any]], value: str, depth: int) -> str:
         left = self.emit(children[0], value, depth)
         result = self.temp()
-        test = _truthy(left) if kind == "and_expression" else f"not {_truthy(left)}"
+        test = truthy_test(left) if kind == "and_expression" else f"not {truthy_test(left)}"
         self.line(depth, f"if {test}:")
         right = self.emit(children[1], value, depth + 1)
         self.line(depth + 1, f"{result} = {right}")
@@ -343,7 +350,7 @@ class _Source:
         self.line(depth + 1, f"for {element} in {items}:")
         if kind == "filter_projection":
             condition = self.emit(children[2], element, depth + 2)
-            self.line(depth + 2, f"if not {_truthy(condition)}:")
+            self.line(depth + 2, f"if not {truthy_test(condition)}:")
             self.line(depth + 3, "continue")
         picked = self.emit(children[1], element, depth + 2)
         self.line(depth + 2, f"if {picked} is not None:")

@@ -43,6 +43,7 @@ from typing import Any
 
 from jmespath.exceptions import JMESPathError
 
+from livegate.mapping.codegen import closure, truthy_test
 from livegate.mapping.expressions import EXPLICIT_NULL, SIZED, Generated
 
 # (translator, scope, output, the client's event_id, the session the plan holds for) -> 0 or where the rest
@@ -148,13 +149,7 @@ class _Writer:
 
     def make(self, name: str, parameters: str, where: str, body: str) -> Any:
         """`def name(parameters)` with `body` (indented for it), closing over the constants, compiled."""
-        text = (f"def _make({', '.join(self.constants)}):\n"
-                f"    def {name}({parameters}):\n"
-                f"{body}"
-                f"    return {name}\n")
-        names = dict(_GLOBALS)
-        exec(compile(text, f"<rules of {where}>", "exec"), names)  # source made from the loaded rules
-        return names["_make"](**self.constants)
+        return closure(f"def {name}({parameters}):\n{body}", name, self.constants, _GLOBALS, f"<rules of {where}>")
 
     # -- the lines ---------------------------------------------------------------------------------
 
@@ -174,8 +169,7 @@ class _Writer:
 
     def _holds(self, conditions: tuple[Any, ...]) -> str:
         """Each condition, in order, as JMESPath truthiness (false, null, '', [] and {} are false)."""
-        return " and ".join(f"((c := {self._call(condition)}) is True or (c is not None and c is not False and "
-                            "(not isinstance(c, SIZED) or bool(c))))" for condition in conditions)
+        return " and ".join(truthy_test("c", self._call(condition)) for condition in conditions)
 
     def _steps(self, steps: tuple[Any, ...], depth: int) -> None:
         index = 0

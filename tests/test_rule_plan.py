@@ -13,7 +13,8 @@ import orjson
 import pytest
 
 from livegate.mapping import load_mappings
-from livegate.mapping.plan import Planner
+from livegate.mapping.expressions import Expression
+from livegate.mapping.plan import Planner, session_reads
 from livegate.translation.translator import Translator
 from tests.test_rule_index import CLIENT, UPSTREAM, replay
 
@@ -128,3 +129,39 @@ def test_a_state_gets_its_plan_when_an_input_meets_it_again() -> None:
     plan = planner.plan(rules, scope, version)
     assert plan is not None and plan.session is translator.session
     assert planner.plan(rules, scope, version) is plan, "the plan holds for as long as the state does"
+
+
+def _reads(expression: str) -> Any:
+    return session_reads(Expression(expression).ast)
+
+
+def test_a_condition_reads_the_session_through_the_paths_it_names() -> None:
+    assert _reads("session.item.kind == 'audio'") == (("item", "kind"),)
+    assert _reads("session.items[0].id") == (("items",),), "the path ends where it stops being plain"
+    assert _reads("length(session.items[?kind == session])") == (("items",),), "inside a filter: the element's"
+    assert _reads("config.watchdog.silent_audio_ms && tables.x") == ()
+    assert _reads("session") is None and _reads("keys(session)") is None, "the whole session"
+    assert _reads("merge(session, `{}`).item") is None
+
+
+def test_a_plan_serves_every_state_with_the_same_values_where_its_decisions_read() -> None:
+    translator = _streaming()
+    rules = MAPPINGS.upstream["serverContent"].index.rules_for(AUDIO_FRAME)
+    planner, version = translator._planner, translator._config_version
+
+    def plan_now() -> Any:
+        return planner.plan(rules, {"event": AUDIO_FRAME, "session": translator.session,
+                                    "config": translator.config, "tables": MAPPINGS.tables}, version)
+
+    for _ in range(3):  # a turn of audio: the answer opens, is judged by the watchdog, streams
+        translator.from_upstream(orjson.dumps(AUDIO_FRAME))
+    streaming = plan_now()
+    assert streaming is not None and [step.rule.name for step in streaming.steps] == ["audio delta"]
+    assert (("item", "kind"), "audio", False) in streaming.reads
+    assert (("response",), True, True) in streaming.reads, "an open response: its truth, not which one"
+    translator.from_upstream(orjson.dumps({"serverContent": {"turnComplete": True}}))
+    for _ in range(3):  # the next answer: new response and item objects, new ids
+        translator.from_upstream(orjson.dumps(AUDIO_FRAME))
+    assert plan_now() is streaming, "the next turn's stream reuses the plan, made for another session object"
+    translator.session = {**translator.session, "output_codec": "pcmu"}
+    assert plan_now() is None, "a value its decisions read changed: no plan until the state is met again"

@@ -12,9 +12,15 @@ edges last one input.
 Only leading conditions are decided ahead: `a && b` evaluates `b` only when `a` holds, so deciding a later
 condition early could raise an error the rule would not have raised. A rule whose `let`s run before its
 `when` is dropped only when those lets are pure too (a `new_id` in one draws an id even when the rule does
-not apply). A plan holds while the session is the object it was made for and the config is unchanged; once
-a rule changes the session, the rest of the file runs undecided (Translator._run; tests/test_rule_plan.py
-runs random sessions both ways and compares every output).
+not apply). A plan holds while the config is unchanged and the session holds the same values where its decisions read
+it: a decided condition that reads the session through plain paths (`session.item.kind`,
+`session.items[0].id` reads `session.items`) is decided by the values at those paths, so a plan records them
+(`Plan.reads`) and serves every later session state with the same values there, in this turn or the next.
+The audio append's plan reads one key and outlives every change a turn's edge makes; the audio delta's
+plans for an answer's first chunk, its stream and its judged stream are made in the first turn and reused
+in every turn after. A condition reading the session otherwise (whole, or through a projection of it) ties
+its plan to the one session object. Once a rule changes the session, the rest of the file runs undecided
+(Translator._run; tests/test_rule_plan.py runs random sessions both ways and compares every output).
 """
 
 from __future__ import annotations
@@ -29,6 +35,14 @@ from livegate.mapping.expressions import Compiled, Expression, Runtime, compile_
 # for the same arguments.
 _DECIDABLE_ROOTS = frozenset({"session", "config", "tables"})
 _IMPURE = frozenset({"new_id", "now", "now_ms", "shape"})  # ids, the clock; shapes may draw ids
+_PLANS_PER_LIST = 8  # plans a translator keeps per rule list (an audio delta's turn has three states)
+_SCALARS = (str, int, float, bool)
+
+# What a plan's decisions read of the session: (path, the value there or, for a condition that is the path
+# alone, its truth, whether it is the truth) for each plain path; None: the whole session object (the plan
+# then holds for that object only)
+Read = tuple[tuple[str, ...], bool]  # a path, and whether only its truth is read (`session.response && ...`)
+Reads = tuple[tuple[tuple[str, ...], Any, bool], ...] | None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -51,6 +65,20 @@ class Plan:
     config_version: int
     steps: tuple[Step, ...]
     run: Any  # the steps as one function (Compile)
+    reads: Reads  # what its decisions read (the plan holds for any session with the same values there)
+
+    def holds_for(self, session: Any) -> bool:
+        """Whether the session has the values this plan's decisions read (it then decides them the same)."""
+        if self.reads is None:
+            return session is self.session
+        for path, value, by_truth in self.reads:
+            found = at(session, path)
+            if by_truth:
+                if truthy(found) is not value:
+                    return False
+            elif not same(found, value):
+                return False
+        return True
 
 
 class Condition(Expression):
@@ -66,12 +94,15 @@ class Condition(Expression):
 
 
 class Conditions:
-    """A `when` split into its `&&` chain, each condition compiled, with whether the session decides it."""
+    """A `when` split into its `&&` chain, each condition compiled, with whether the session decides it, and
+    the session paths each reads (None: it reads the session otherwise)."""
 
-    __slots__ = ("parts",)
+    __slots__ = ("parts", "reads")
 
     def __init__(self, expression: Expression) -> None:
-        self.parts = tuple((compile_node(node), _decidable(node)) for node in _chain(expression.ast))
+        nodes = _chain(expression.ast)
+        self.parts = tuple((compile_node(node), _decidable(node)) for node in nodes)
+        self.reads = tuple(_reads_of(node) for node in nodes)
 
 
 T = TypeVar("T")
@@ -127,6 +158,71 @@ def _reads(node: dict[str, Any], *, at_root: bool) -> bool:
     return all(_reads(child, at_root=at_root) for child in children)
 
 
+def _reads_of(condition: dict[str, Any]) -> tuple[Read, ...] | None:
+    """What a condition reads of the session: a condition that is a path alone (or its negation) reads only
+    the truth of the value there (an answer's response is open, whichever it is)."""
+    alone = condition["children"][0] if condition["type"] == "not_expression" else condition
+    paths = session_reads(alone)
+    if paths is not None and len(paths) == 1 and alone["type"] == "subexpression" and all(
+            child["type"] == "field" for child in alone["children"]):
+        return ((paths[0], True),)
+    return None if paths is None else tuple((path, False) for path in paths)
+
+
+def session_reads(node: dict[str, Any]) -> tuple[tuple[str, ...], ...] | None:
+    """The plain paths below `session` that an expression reads from its scope (`session.item.kind` reads
+    ("item", "kind"); `session.items[0].id` reads ("items",), where the path stops being plain): the values
+    there decide what it reads of the session. None when it reads the session whole or through anything but
+    a path from it."""
+    found: list[tuple[str, ...]] = []
+    return tuple(dict.fromkeys(found)) if _collect_reads(node, True, found) else None
+
+
+def _collect_reads(node: dict[str, Any], at_root: bool, found: list[tuple[str, ...]]) -> bool:
+    kind = node["type"]
+    children = [c for c in node.get("children", []) if isinstance(c, dict)]
+    if at_root and kind == "field":
+        return node["value"] != "session"  # config, tables, the event; a bare `session` reads it whole
+    if at_root and kind == "subexpression" and children[0]["type"] == "field" and children[0]["value"] == "session":
+        path: list[str] = []
+        for child in children[1:]:  # `session.a.b`, `session.a.b[0]`: the plain path's end decides the rest
+            if child["type"] == "field":
+                path.append(child["value"])
+                continue
+            if child["type"] == "index_expression" and child["children"][0]["type"] == "field":
+                path.append(child["children"][0]["value"])
+            break
+        if not path:
+            return False
+        found.append(tuple(path))
+        return True  # every later step reads the value before it, not the scope
+    if kind in ("current", "identity"):
+        return not at_root  # the whole scope
+    if kind == "expref":
+        return all(_collect_reads(child, False, found) for child in children)
+    if kind in ("subexpression", "index_expression", "projection", "filter_projection", "value_projection",
+                "flatten", "pipe"):  # the first child reads the scope, the rest read its result
+        return not children or (_collect_reads(children[0], at_root, found)
+                                and all(_collect_reads(child, False, found) for child in children[1:]))
+    return all(_collect_reads(child, at_root, found) for child in children)
+
+
+def at(session: Any, path: tuple[str, ...]) -> Any:
+    """The value at `path`, as JMESPath reads it: null where a key is missing or a step is not an object."""
+    value = session
+    for key in path:
+        if type(value) is not dict:
+            return None
+        value = value.get(key)
+    return value
+
+
+def same(found: Any, value: Any) -> bool:
+    """Whether an expression reading `found` where it read `value` reads the same: the same object (the
+    session is never mutated, only replaced), or an equal string, number or boolean."""
+    return found is value or (type(found) is type(value) and isinstance(value, _SCALARS) and found == value)
+
+
 def _pure(node: dict[str, Any]) -> bool:
     if node["type"] == "function_expression" and node["value"] in _IMPURE:
         return False
@@ -152,19 +248,28 @@ class Planner:
     def __init__(self, runtime: Runtime, compile: Compile) -> None:
         self.runtime = runtime
         self.compile = compile
-        self._plans: dict[int, Plan] = {}
+        self._plans: dict[int, list[Plan]] = {}  # per rule list, the latest used first
+        self._current: dict[int, tuple[Any, Any, int, Plan]] = {}  # per rule list: the plan the latest state took
         self._met: dict[int, tuple[Any, Any, int]] = {}  # per rule list: a state met once, not planned yet
         self._undecided: dict[int, tuple[tuple[Any, ...], tuple[Step, ...]]] = {}
 
     def plan(self, rules: tuple[Any, ...], scope: dict[str, Any], config_version: int) -> Plan | None:
-        """The plan for this session state, or None the first time an input of `rules` meets the state: the
-        input then runs every condition. Around a turn's edges most states last one input, and making a plan
-        used once costs more than it saves; a state an input meets again (a stream's) gets its plan then."""
-        plan = self._plans.get(id(rules))
+        """The plan for this session state: one made before whose reads the state matches, or one made now
+        when an input of `rules` meets the state a second time; None the first time (the input then runs every
+        condition). Around a turn's edges most states last one input, and making a plan used once costs more
+        than it saves."""
         session = scope["session"]
-        if plan is not None and plan.rules is rules and plan.session is session \
-                and plan.config_version == config_version:
-            return plan
+        current = self._current.get(id(rules))
+        if current is not None and current[1] is session and current[0] is rules and current[2] == config_version:
+            return current[3]
+        plans = self._plans.get(id(rules))
+        if plans:
+            for position, plan in enumerate(plans):
+                if plan.rules is rules and plan.config_version == config_version and plan.holds_for(session):
+                    if position:
+                        plans.insert(0, plans.pop(position))
+                    self._current[id(rules)] = (rules, session, config_version, plan)
+                    return plan
         met = self._met.get(id(rules))
         if met is not None and met[0] is rules and met[1] is session and met[2] == config_version:
             return self.make(rules, scope, config_version)
@@ -182,24 +287,35 @@ class Planner:
 
     def make(self, rules: tuple[Any, ...], scope: dict[str, Any], config_version: int) -> Plan:
         """The plan for the scope's session state, made now."""
-        decided = {"session": scope["session"], "config": scope["config"], "tables": scope["tables"]}
-        steps = tuple(self._steps(rules, 0, len(rules), decided))
-        plan = self._plans[id(rules)] = Plan(rules, scope["session"], config_version, steps,
-                                             self.compile(rules, steps))
+        session = scope["session"]
+        decided = {"session": session, "config": scope["config"], "tables": scope["tables"]}
+        paths: list[Read | None] = []  # what the decisions read of the session (None: all of it)
+        steps = tuple(self._steps(rules, 0, len(rules), decided, paths))
+        known = [read for read in dict.fromkeys(paths) if read is not None]
+        reads = None if None in paths else tuple(
+            (path, truthy(at(session, path)) if by_truth else at(session, path), by_truth) for path, by_truth in known)
+        plan = Plan(rules, session, config_version, steps, self.compile(rules, steps), reads)
+        plans = self._plans.get(id(rules))
+        if not plans or plans[0].rules is not rules:
+            plans = self._plans[id(rules)] = []
+        plans.insert(0, plan)
+        del plans[_PLANS_PER_LIST:]
+        self._current[id(rules)] = (rules, session, config_version, plan)
         return plan
 
-    def _steps(self, rules: tuple[Any, ...], start: int, end: int, scope: dict[str, Any]) -> list[Step]:
+    def _steps(self, rules: tuple[Any, ...], start: int, end: int, scope: dict[str, Any],
+               paths: list[Read | None]) -> list[Step]:
         out: list[Step] = []
         index = start
         while index < end:
             rule = rules[index]
-            rest = self._decide(rule, scope)
+            rest = self._decide(rule, scope, paths)
             if rule.skip:  # a guarded include: its block goes, stays, or stays behind its condition
                 block_end = index + 1 + rule.skip
                 if rest == ():
-                    out.extend(self._steps(rules, index + 1, block_end, scope))
+                    out.extend(self._steps(rules, index + 1, block_end, scope, paths))
                 elif rest is not False:
-                    inner = self._steps(rules, index + 1, block_end, scope)
+                    inner = self._steps(rules, index + 1, block_end, scope, paths)
                     if inner or not _expression_calls_nothing(rule.when):  # an empty block's guard may still raise
                         out.append(Step(dataclasses.replace(rule, skip=len(inner)), index, rest))
                         out.extend(inner)
@@ -210,14 +326,19 @@ class Planner:
             index += 1
         return out
 
-    def _decide(self, rule: Any, scope: dict[str, Any]) -> tuple[Compiled, ...] | Literal[False]:
-        """False: the rule cannot apply in this session state; else `Step.rest`."""
+    def _decide(self, rule: Any, scope: dict[str, Any], paths: list[Read | None]
+                ) -> tuple[Compiled, ...] | Literal[False]:
+        """False: the rule cannot apply in this session state; else `Step.rest`. Adds to `paths` what each
+        condition decided reads of the session (`paths` None: a condition read it whole)."""
         if rule.when is None:
             return ()
-        parts = conditions_of(rule.when).parts
+        conditions = conditions_of(rule.when)
+        parts = conditions.parts
         for position, (condition, decidable) in enumerate(parts):
             if not decidable:
                 return _functions(parts[position:])
+            reads = conditions.reads[position]
+            paths.extend((None,) if reads is None else reads)
             try:
                 holds = truthy(condition(self.runtime, scope))
             except Exception:  # raised at run time, where the rule reports it as it always has

@@ -4,7 +4,8 @@ An audio delta is the same JSON every time but for its `event_id` and its `delta
 the indexes change once per response, not once per chunk. For an emitted client message written as an object
 with a fixed `type`, the loader also compiles a `WireTemplate`. Its fields are constants (serialised at load),
 fields the session state decides (the same reading of `session`, `config` and `tables` as mapping/plan.py:
-serialised once per session state, then reused), and fields the input decides (serialised per message). What
+serialised once per session state, and kept for the states with the same values where they read the
+session, as plans are), and fields the input decides (serialised per message). What
 a translator in wire mode (`Translator(wire=True)`, the server's) sends is then a few byte strings joined
 around the `event_id`, instead of a dict built field by field, copied to put the `event_id` first, and
 serialised whole.
@@ -23,7 +24,7 @@ from typing import Any
 import orjson
 
 from livegate.mapping.expressions import EXPLICIT_NULL, Build, Expression, Runtime
-from livegate.mapping.plan import conditions_of
+from livegate.mapping.plan import conditions_of, session_reads
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -36,11 +37,22 @@ class _Hole:
 class WireTemplate:
     """The serialised form of one emitted object (see the module docstring)."""
 
-    __slots__ = ("_fields", "type")
+    __slots__ = ("_fields", "reads", "type")
 
     def __init__(self, event_type: str, fields: tuple[bytes | _Hole, ...]) -> None:
         self.type = event_type
         self._fields = fields
+        # the session paths its decided fields read: a layout holds for any state with the same values there
+        # (None: a field reads the session otherwise, and a layout holds for its one state)
+        paths: list[tuple[str, ...]] = []
+        for field in fields:
+            if isinstance(field, _Hole) and field.decided:
+                reads = session_reads(field.build.ast) if isinstance(field.build, Expression) else None
+                if reads is None:
+                    self.reads: tuple[tuple[str, ...], ...] | None = None
+                    return
+                paths.extend(reads)
+        self.reads = tuple(dict.fromkeys(paths))
 
     def layout(self, runtime: Runtime, scope: dict[str, Any]) -> tuple[bytes | _Hole, ...]:
         """The fields for this session state: constants and decided fields merged into runs of serialised

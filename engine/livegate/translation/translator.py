@@ -51,7 +51,7 @@ import orjson
 from livegate.mapping.expressions import Runtime, Scope
 from livegate.mapping.functions import Helpers, RandomIds, SequentialIds
 from livegate.mapping.loader import Mappings, Rule, RuleFile
-from livegate.mapping.plan import Planner, Step, holds
+from livegate.mapping.plan import Planner, Step, at, holds, same
 from livegate.mapping.transforms import Transform
 from livegate.mapping.wire import WireTemplate
 from livegate.translation.commands import Command, GenerateRequest, McpRequest
@@ -177,7 +177,8 @@ class Translator:
         # Client events as JSON text where the mappings have a template (mapping/wire.py): the server's mode
         # (Output.client then holds str items beside dicts); the tests' translators emit dicts.
         self.wire = wire
-        self._layouts: dict[int, tuple[WireTemplate, dict[str, Any], int, tuple[Any, ...] | None]] = {}
+        # per template: (it, the state met, the config version, its layout or None, the values its layout read)
+        self._layouts: dict[int, tuple[WireTemplate, dict[str, Any], int, tuple[Any, ...] | None, tuple[Any, ...]]] = {}
         self._config_version = 0  # the plans hold for one version of `config` (the dialect may change)
         self.config: dict[str, Any] = dict(context or {})
         self.config.setdefault("dialect", dialect)
@@ -493,7 +494,7 @@ class Translator:
         plan = self._planner.plan(all_rules, scope, self._config_version)
         start = 0
         if plan is not None:
-            start = plan.run(self, scope, out, event_id, plan.session)
+            start = plan.run(self, scope, out, event_id, scope["session"])
             if not start:
                 return
         # a session state met for the first time, or the rest after a rule made the plan stale: interpreted
@@ -556,14 +557,24 @@ class Translator:
     # -- the client edge ---------------------------------------------------------------------------
 
     def _wire_text(self, wire: WireTemplate, scope: Scope) -> str | None:
-        """The message as JSON text, its session-decided fields serialised once per session state; None when
-        the dict path is to build it: the first time the template meets a session state (most of a turn's
-        edge events go out once per state, and a layout made for one message costs more than the dict), or
-        when deciding the fields raised (the dict path then evaluates them in order, and reports the error)."""
+        """The message as JSON text, its session-decided fields serialised once per session state (kept for
+        the states with the same values where they read it); None when the dict path is to build it: the first
+        time the template meets a state (most of a turn's edge events go out once per state, and a layout made
+        for one message costs more than the dict), or when deciding the fields raised (the dict path then
+        evaluates them in order, and reports the error)."""
         session = scope["session"]
         known = self._layouts.get(id(wire))
-        if known is None or known[0] is not wire or known[1] is not session or known[2] != self._config_version:
-            self._layouts[id(wire)] = (wire, session, self._config_version, None)  # met once: not laid out yet
+        if known is None or known[0] is not wire or known[2] != self._config_version:
+            known = None
+        elif known[1] is not session:
+            layout, values = known[3], known[4]
+            if layout is None or wire.reads is None or not all(
+                    same(at(session, path), value) for path, value in zip(wire.reads, values, strict=True)):
+                known = None
+            else:
+                self._layouts[id(wire)] = (wire, session, self._config_version, layout, values)
+        if known is None:
+            self._layouts[id(wire)] = (wire, session, self._config_version, None, ())  # met once: not laid out yet
             return None
         layout = known[3]
         if layout is None:  # met again in the same state: a stream's message, laid out from now on
@@ -571,7 +582,8 @@ class Translator:
                 layout = wire.layout(self.runtime, scope)
             except Exception:
                 return None
-            self._layouts[id(wire)] = (wire, session, self._config_version, layout)
+            values = () if wire.reads is None else tuple(at(session, path) for path in wire.reads)
+            self._layouts[id(wire)] = (wire, session, self._config_version, layout, values)
         return wire.render(layout, self.runtime, scope, self._new_event_id)
 
     def _new_event_id(self) -> str:

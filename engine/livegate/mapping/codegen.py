@@ -49,14 +49,17 @@ class FunctionCall:
 
     The argument types are checked as JMESPath does (by type name); a call that would not pass, or a
     function with element-typed or variadic arguments, goes through `call_function`, which raises the same
-    errors as the reference interpreter. Bound per helpers class (a translator's functions)."""
+    errors as the reference interpreter. Bound per helpers class (a translator's functions). A helper that
+    is a plain function of its arguments names it (its `direct` attribute, mapping/functions.py's `pure`):
+    the call goes straight to it, without the helpers method in between (the audio checks, per chunk)."""
 
-    __slots__ = ("allowed", "arity", "function", "kind", "name")
+    __slots__ = ("allowed", "arity", "direct", "function", "kind", "name")
 
     def __init__(self, name: str, arity: int) -> None:
         self.name, self.arity = name, arity
         self.kind: type | None = None
         self.function: Callable[..., Any] | None = None
+        self.direct: Callable[..., Any] | None = None
         self.allowed: tuple[frozenset[str] | None, ...] | None = None
 
     def bind(self, helpers: jp_functions.Functions) -> None:
@@ -72,6 +75,7 @@ class FunctionCall:
             else:
                 allowed = tuple(checks)
         self.kind, self.function, self.allowed = type(helpers), spec["function"] if spec else None, allowed
+        self.direct = getattr(self.function, "direct", None)
 
 
 Compiled = Callable[[Any, Any], Any]  # (runtime, value) -> result
@@ -327,7 +331,8 @@ class _Source:
         checks = "".join(f" and (al[{i}] is None or type({arg}).__name__ in al[{i}])" for i, arg in enumerate(args))
         self.line(depth, f"al = {call}.allowed")
         self.line(depth, f"if al is not None{checks}:")
-        self.line(depth + 1, f"{result} = {call}.function(rt.helpers{''.join(', ' + arg for arg in args)})")
+        self.line(depth + 1, f"{result} = {call}.direct({', '.join(args)}) if {call}.direct is not None else "
+                             f"{call}.function(rt.helpers{''.join(', ' + arg for arg in args)})")
         self.line(depth, "else:")
         self.line(depth + 1, f"{result} = rt.helpers.call_function({name!r}, [{', '.join(args)}])")
         return result

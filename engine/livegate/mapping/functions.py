@@ -15,7 +15,7 @@ import itertools
 import secrets
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 from jmespath import functions
@@ -99,6 +99,23 @@ def base64_size(data: str) -> int:
     return len(data.rstrip("=")) * 3 // 4
 
 
+def whole_samples(data: str, width: float) -> bool:
+    """Whether base64 `data` decodes to whole samples of `width` bytes, from its length alone."""
+    return len(data.rstrip("=")) * 3 // 4 % int(width) == 0
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def pure(implementation: Callable[..., Any]) -> Callable[[F], F]:
+    """Marks a helper as `implementation`, a plain function of the same arguments: generated expressions
+    call it directly (mapping/codegen.py's FunctionCall), the helper stays for JMESPath's own dispatch."""
+    def mark(method: F) -> F:
+        method.direct = implementation  # type: ignore[attr-defined]
+        return method
+    return mark
+
+
 def parse_data_url(url: str | None) -> dict[str, Any] | None:
     """`data:<mime>[;param...];base64,<data>` as {mime_type, data, bytes}; None when it is not one."""
     if not url or not url.startswith("data:") or "," not in url:
@@ -153,6 +170,7 @@ class Helpers(functions.Functions):
         return int(self.clock() * 1000)
 
     @functions.signature({"types": ["string"]})
+    @pure(b64_standard)
     def _func_b64_standard(self, data: str) -> str:
         return b64_standard(data)
 
@@ -167,13 +185,14 @@ class Helpers(functions.Functions):
             return None
 
     @functions.signature({"types": ["string"]})
+    @pure(is_base64)
     def _func_is_base64(self, data: str) -> bool:
         return is_base64(data)
 
     @functions.signature({"types": ["string"]}, {"types": ["number"]})
+    @pure(whole_samples)
     def _func_whole_samples(self, data: str, width: int) -> bool:
-        """Whether base64 `data` decodes to whole samples of `width` bytes, from its length alone."""
-        return base64_size(data) % int(width) == 0
+        return whole_samples(data, width)
 
     @functions.signature({"types": []})
     def _func_to_json(self, value: Any) -> str:

@@ -23,7 +23,7 @@ from typing import Any
 
 import orjson
 
-from livegate.mapping.expressions import EXPLICIT_NULL, Build, Expression, Runtime
+from livegate.mapping.expressions import EXPLICIT_NULL, Build, Expression, Generated, Runtime
 from livegate.mapping.plan import conditions_of, session_reads
 
 
@@ -93,7 +93,8 @@ class WireTemplate:
 
 
 def _field(hole: _Hole, runtime: Runtime, scope: dict[str, Any]) -> bytes | None:
-    value = hole.build(runtime, scope)
+    build = hole.build
+    value = build._fn(runtime, scope) if isinstance(build, Generated) else build(runtime, scope)
     if value is None:  # a null result drops the field, as the dict template does
         return None
     return hole.key + (b"null" if value is EXPLICIT_NULL else orjson.dumps(value))

@@ -498,7 +498,8 @@ class SessionCore:
     # -- after every input -------------------------------------------------------------------------
 
     def _after(self, out: Output) -> Output:
-        self._settle(out)
+        if self.translator.session is not self._seen or self._recheck:  # (checked here: most inputs change nothing)
+            self._settle(out)
         if out.upstream:
             self._route(out)
         if self._rose:  # after routing: the content that made Gemini owe an answer went under this reservation

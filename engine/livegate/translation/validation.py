@@ -197,7 +197,7 @@ class ClientEventValidator:
             code = "missing_required_parameter" if event_type is None else "invalid_type"
             return None, error_event("Missing or invalid required parameter: 'type'.", code=code,
                                      param="type", event_id=event_id)
-        check = self._check(event_type, dialect)
+        check = self._compiled.get((event_type, dialect)) or self._check(event_type, dialect)
         if check is None:
             return None, error_event(
                 f"Invalid value: '{_echo(event_type)}'. Supported values are: "

@@ -97,12 +97,20 @@ class Conditions:
     """A `when` split into its `&&` chain, each condition compiled, with whether the session decides it, and
     the session paths each reads (None: it reads the session otherwise)."""
 
-    __slots__ = ("parts", "reads")
+    __slots__ = ("_nodes", "_reads", "parts")
 
     def __init__(self, expression: Expression) -> None:
-        nodes = _chain(expression.ast)
-        self.parts = tuple((compile_node(node), _decidable(node)) for node in nodes)
-        self.reads = tuple(_reads_of(node) for node in nodes)
+        self._nodes = _chain(expression.ast)
+        self.parts = tuple((compile_node(node), _decidable(node)) for node in self._nodes)
+        self._reads: tuple[tuple[Read, ...] | None, ...] | None = None
+
+    @property
+    def reads(self) -> tuple[tuple[Read, ...] | None, ...]:
+        """Per condition, what it reads of the session (made when a plan first needs it: loading the mappings
+        builds every `when`'s conditions, for the index and lint)."""
+        if self._reads is None:
+            self._reads = tuple(_reads_of(node) for node in self._nodes)
+        return self._reads
 
 
 T = TypeVar("T")

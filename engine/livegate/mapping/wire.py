@@ -37,22 +37,26 @@ class _Hole:
 class WireTemplate:
     """The serialised form of one emitted object (see the module docstring)."""
 
-    __slots__ = ("_fields", "reads", "type")
+    __slots__ = ("_fields", "_reads", "type")
 
     def __init__(self, event_type: str, fields: tuple[bytes | _Hole, ...]) -> None:
         self.type = event_type
         self._fields = fields
-        # the session paths its decided fields read: a layout holds for any state with the same values there
-        # (None: a field reads the session otherwise, and a layout holds for its one state)
-        paths: list[tuple[str, ...]] = []
-        for field in fields:
-            if isinstance(field, _Hole) and field.decided:
-                reads = session_reads(field.build.ast) if isinstance(field.build, Expression) else None
-                if reads is None:
-                    self.reads: tuple[tuple[str, ...], ...] | None = None
-                    return
-                paths.extend(reads)
-        self.reads = tuple(dict.fromkeys(paths))
+        self._reads: tuple[tuple[str, ...], ...] | bool | None = False  # not worked out yet
+
+    @property
+    def reads(self) -> tuple[tuple[str, ...], ...] | None:
+        """The session paths its decided fields read: a layout holds for any state with the same values there
+        (None: a field reads the session otherwise, and a layout holds for its one state). Worked out at the
+        first layout: loading compiles every template."""
+        if self._reads is False:
+            paths: list[tuple[str, ...]] | None = []
+            for field in self._fields:
+                if isinstance(field, _Hole) and field.decided and paths is not None:
+                    reads = session_reads(field.build.ast) if isinstance(field.build, Expression) else None
+                    paths = None if reads is None else paths + list(reads)
+            self._reads = None if paths is None else tuple(dict.fromkeys(paths))
+        return self._reads  # type: ignore[return-value]
 
     def layout(self, runtime: Runtime, scope: dict[str, Any]) -> tuple[bytes | _Hole, ...]:
         """The fields for this session state: constants and decided fields merged into runs of serialised

@@ -12,13 +12,13 @@ edges last one input.
 Only leading conditions are decided ahead: `a && b` evaluates `b` only when `a` holds, so deciding a later
 condition early could raise an error the rule would not have raised. A rule whose `let`s run before its
 `when` is dropped only when those lets are pure too (a `new_id` in one draws an id even when the rule does
-not apply). A plan holds while the config is unchanged and the session holds the same values where its decisions read
-it: a decided condition that reads the session through plain paths (`session.item.kind`,
+not apply). A plan holds while the config is unchanged and the session has the same values where its
+decisions read it: a decided condition that reads the session through plain paths (`session.item.kind`,
 `session.items[0].id` reads `session.items`) is decided by the values at those paths, so a plan records them
 (`Plan.reads`) and serves every later session state with the same values there, in this turn or the next.
-The audio append's plan reads one key and outlives every change a turn's edge makes; the audio delta's
-plans for an answer's first chunk, its stream and its judged stream are made in the first turn and reused
-in every turn after. A condition reading the session otherwise (whole, or through a projection of it) ties
+The audio append's plan reads three keys and outlives every change a turn's edge makes; the audio delta's
+two plans (before and after the watchdog judged the answer's loudness) are made in the first turn and
+reused in every turn after. A condition reading the session otherwise (whole, or through a projection of it) ties
 its plan to the one session object. Once a rule changes the session, the rest of the file runs undecided
 (Translator._run; tests/test_rule_plan.py runs random sessions both ways and compares every output).
 """
@@ -35,7 +35,7 @@ from livegate.mapping.expressions import Compiled, Expression, Runtime, compile_
 # for the same arguments.
 _DECIDABLE_ROOTS = frozenset({"session", "config", "tables"})
 _IMPURE = frozenset({"new_id", "now", "now_ms", "shape"})  # ids, the clock; shapes may draw ids
-_PLANS_PER_LIST = 8  # plans a translator keeps per rule list (an audio delta's turn has three states)
+_PLANS_PER_LIST = 8  # plans a translator keeps per rule list (an audio delta's stream has two states a turn)
 _SCALARS = (str, int, float, bool)
 
 # What a plan's decisions read of the session: (path, the value there or, for a condition that is the path
@@ -61,7 +61,7 @@ Compile = Callable[[tuple[Any, ...], tuple["Step", ...]], Any]
 @dataclasses.dataclass(frozen=True, slots=True)
 class Plan:
     rules: tuple[Any, ...]  # the input's rules (RuleIndex.rules_for) the plan was made from
-    session: Any  # the session object it holds for
+    session: Any  # the session object it was made for
     config_version: int
     steps: tuple[Step, ...]
     run: Any  # the steps as one function (Compile)
@@ -337,7 +337,7 @@ class Planner:
     def _decide(self, rule: Any, scope: dict[str, Any], paths: list[Read | None]
                 ) -> tuple[Compiled, ...] | Literal[False]:
         """False: the rule cannot apply in this session state; else `Step.rest`. Adds to `paths` what each
-        condition decided reads of the session (`paths` None: a condition read it whole)."""
+        condition decided reads of the session (None: one reads it whole)."""
         if rule.when is None:
             return ()
         conditions = conditions_of(rule.when)

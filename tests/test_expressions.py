@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+import threading
 from typing import Any
 
 import jmespath
@@ -149,3 +151,33 @@ def test_every_shipped_expression_and_template_is_made_into_python() -> None:
     assert make_unmade(10) > 1000  # loading made nothing
     assert make_unmade(10**6) == 0
     assert mappings.rule_files
+
+
+def test_functions_compiled_on_several_threads_at_once_each_get_their_own() -> None:
+    # A server's idle-time generation and a translator on another thread (the tests run both) compile at once
+    # into the shared globals: each must get the function it compiled, never fail on the other's.
+    from livegate.mapping.codegen import _GLOBALS, closure
+
+    made: list[tuple[int, int]] = []
+    failed: list[Exception] = []
+
+    def compile_many(tag: int) -> None:
+        for _ in range(1500):
+            try:
+                function = closure(f"def f{tag}(rt, value):\n    return K", f"f{tag}", {"K": tag}, _GLOBALS, "<test>")
+                made.append((tag, function(None, None)))
+            except Exception as exc:  # what the test looks for
+                failed.append(exc)
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as the interpreter can
+    try:
+        threads = [threading.Thread(target=compile_many, args=(tag,)) for tag in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert not failed
+    assert len(made) == 6000 and all(tag == result for tag, result in made)

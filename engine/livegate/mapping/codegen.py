@@ -144,11 +144,14 @@ _GLOBALS: dict[str, Any] = {"SIZED": SIZED, "_equals": equals, "_comparable": co
 def closure(definition: str, name: str, constants: dict[str, Any], namespace: dict[str, Any], where: str) -> Any:
     """The function `name` that `definition` (its `def`, at the left margin) defines, compiled in an outer
     function closing over `constants` and called once: every function compiled in `namespace` then shares it
-    as globals, where a dict of its own per function cost about 1 MB of the server's memory."""
+    as globals, where a dict of its own per function cost about 1 MB of the server's memory. The outer function
+    is bound in a dict of this call's own, not in `namespace`: two threads compiling at once (a test's
+    translator beside a server's idle-time generation) must not take each other's."""
     inner = "".join("    " + line + "\n" for line in definition.splitlines())
     text = f"def _make({', '.join(constants)}):\n{inner}    return {name}\n"
-    exec(compile(text, where, "exec"), namespace)  # source made from parsed mappings
-    return namespace.pop("_make")(**constants)
+    made: dict[str, Any] = {}
+    exec(compile(text, where, "exec"), namespace, made)  # source made from parsed mappings
+    return made["_make"](**constants)
 
 
 class _Source:

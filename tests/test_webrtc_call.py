@@ -158,8 +158,13 @@ async def test_barge_in_cuts_the_answer_and_truncates_what_was_heard(gateway: di
     assert "output_audio_buffer.stopped" not in types, "a cleared buffer never reports stopped"
     item = next(e for _, e in caller.events if e["type"] == "response.done")["response"]["output"][0]
     assert truncated["item_id"] == item["id"] and truncated["content_index"] == 0
+    # The item is cut at the audio livegate had played out to the caller (its 20 ms frames sent), and that is
+    # about where the caller's clock says it was: on a loaded machine livegate's pacing can fall behind the
+    # caller's wall clock (one CI run: 230 ms), and the caller then heard exactly what was sent, later.
+    played_ms = len(sent) * 20
+    assert abs(truncated["audio_end_ms"] - played_ms) <= 20, (truncated, played_ms)
     heard_ms = (cut_at - caller.arrival("output_audio_buffer.started")) * 1000
-    assert abs(truncated["audio_end_ms"] - heard_ms) < 150, (truncated, heard_ms)
+    assert abs(truncated["audio_end_ms"] - heard_ms) < 400, (truncated, heard_ms)
     assert 800 < truncated["audio_end_ms"] < 2900, "cut in the middle, at the point played"
     # livegate stops sending audio at once...
     last_sent = max(sent)
@@ -189,8 +194,13 @@ async def test_output_audio_buffer_clear_stops_playback(gateway: dict[str, Any])
     assert "response.audio_transcript.delta" in caller.types(), "the beta dialect's names"
     assert cleared["response_id"] == started["response_id"]
     # cut where the caller was in the answer (how far that is depends on how fast Gemini generated it)
+    # The item is cut at the audio livegate had played out to the caller (its 20 ms frames sent), and that is
+    # about where the caller's clock says it was: on a loaded machine livegate's pacing can fall behind the
+    # caller's wall clock (one CI run: 230 ms), and the caller then heard exactly what was sent, later.
+    played_ms = len(sent) * 20
+    assert abs(truncated["audio_end_ms"] - played_ms) <= 20, (truncated, played_ms)
     heard_ms = (cut_at - caller.arrival("output_audio_buffer.started")) * 1000
-    assert abs(truncated["audio_end_ms"] - heard_ms) < 150, (truncated, heard_ms)
+    assert abs(truncated["audio_end_ms"] - heard_ms) < 400, (truncated, heard_ms)
     assert 300 < truncated["audio_end_ms"] < 2900, "cut in the middle, at the point played"
     # livegate stops sending audio at once; the caller's last loud frame comes through its own jitter
     # buffer, and on a loaded machine through its event loop's lag too

@@ -101,7 +101,7 @@ def base64_size(data: str) -> int:
 
 def whole_samples(data: str, width: float) -> bool:
     """Whether base64 `data` decodes to whole samples of `width` bytes, from its length alone."""
-    return len(data.rstrip("=")) * 3 // 4 % int(width) == 0
+    return base64_size(data) % int(width) == 0
 
 
 F = TypeVar("F", bound=Callable[..., Any])

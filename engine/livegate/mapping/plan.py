@@ -38,11 +38,9 @@ _IMPURE = frozenset({"new_id", "now", "now_ms", "shape"})  # ids, the clock; sha
 _PLANS_PER_LIST = 8  # plans a translator keeps per rule list (an audio delta's stream has two states a turn)
 _SCALARS = (str, int, float, bool)
 
-# What a plan's decisions read of the session: (path, the value there or, for a condition that is the path
-# alone, its truth, whether it is the truth) for each plain path; None: the whole session object (the plan
-# then holds for that object only)
-Read = tuple[tuple[str, ...], bool]  # a path, and whether only its truth is read (`session.response && ...`)
-Reads = tuple[tuple[tuple[str, ...], Any, bool], ...] | None
+Read = tuple[tuple[str, ...], bool]  # a session path, and whether only its truth is read (`session.response && ...`)
+# What was read at each path: (path, the value there or its truth, whether it is the truth)
+ReadValues = tuple[tuple[tuple[str, ...], Any, bool], ...]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -65,20 +63,11 @@ class Plan:
     config_version: int
     steps: tuple[Step, ...]
     run: Any  # the steps as one function (Compile)
-    reads: Reads  # what its decisions read (the plan holds for any session with the same values there)
+    reads: ReadValues | None  # what its decisions read (None: the session whole, it holds for that one)
 
     def holds_for(self, session: Any) -> bool:
         """Whether the session has the values this plan's decisions read (it then decides them the same)."""
-        if self.reads is None:
-            return session is self.session
-        for path, value, by_truth in self.reads:
-            found = at(session, path)
-            if by_truth:
-                if truthy(found) is not value:
-                    return False
-            elif not same(found, value):
-                return False
-        return True
+        return session is self.session if self.reads is None else reads_same(session, self.reads)
 
 
 class Condition(Expression):
@@ -147,23 +136,7 @@ def _chain(node: dict[str, Any]) -> list[dict[str, Any]]:
 
 def _decidable(node: dict[str, Any]) -> bool:
     """Whether `node`, evaluated against the scope, reads only the decidable roots through pure functions."""
-    return _reads(node, at_root=True) and _pure(node)
-
-
-def _reads(node: dict[str, Any], *, at_root: bool) -> bool:
-    kind = node["type"]
-    children = [c for c in node.get("children", []) if isinstance(c, dict)]
-    if kind == "field":
-        return not at_root or node["value"] in _DECIDABLE_ROOTS
-    if kind in ("current", "identity"):
-        return not at_root  # the whole scope: its event too
-    if kind == "expref":
-        return all(_reads(child, at_root=False) for child in children)
-    if kind in ("subexpression", "index_expression", "projection", "filter_projection", "value_projection",
-                "flatten", "pipe"):  # the first child reads the scope, the rest read its result
-        return not children or (_reads(children[0], at_root=at_root)
-                                and all(_reads(child, at_root=False) for child in children[1:]))
-    return all(_reads(child, at_root=at_root) for child in children)
+    return _scope_reads(node, True, []) and _pure(node)
 
 
 def _reads_of(condition: dict[str, Any]) -> tuple[Read, ...] | None:
@@ -183,14 +156,19 @@ def session_reads(node: dict[str, Any]) -> tuple[tuple[str, ...], ...] | None:
     there decide what it reads of the session. None when it reads the session whole or through anything but
     a path from it."""
     found: list[tuple[str, ...]] = []
-    return tuple(dict.fromkeys(found)) if _collect_reads(node, True, found) else None
+    _scope_reads(node, True, found)
+    return None if () in found else tuple(dict.fromkeys(found))
 
 
-def _collect_reads(node: dict[str, Any], at_root: bool, found: list[tuple[str, ...]]) -> bool:
+def _scope_reads(node: dict[str, Any], at_root: bool, found: list[tuple[str, ...]]) -> bool:
+    """Whether `node` reads only the decidable roots of the scope; adds to `found` the plain session paths it
+    reads (`()`: the session whole, or the scope itself)."""
     kind = node["type"]
     children = [c for c in node.get("children", []) if isinstance(c, dict)]
     if at_root and kind == "field":
-        return node["value"] != "session"  # config, tables, the event; a bare `session` reads it whole
+        if node["value"] == "session":
+            found.append(())  # a bare `session` reads it whole
+        return node["value"] in _DECIDABLE_ROOTS
     if at_root and kind == "subexpression" and children[0]["type"] == "field" and children[0]["value"] == "session":
         path: list[str] = []
         for child in children[1:]:  # `session.a.b`, `session.a.b[0]`: the plain path's end decides the rest
@@ -200,19 +178,40 @@ def _collect_reads(node: dict[str, Any], at_root: bool, found: list[tuple[str, .
             if child["type"] == "index_expression" and child["children"][0]["type"] == "field":
                 path.append(child["children"][0]["value"])
             break
-        if not path:
-            return False
         found.append(tuple(path))
         return True  # every later step reads the value before it, not the scope
     if kind in ("current", "identity"):
-        return not at_root  # the whole scope
+        if at_root:
+            found.append(())
+        return not at_root  # the whole scope: its event too
     if kind == "expref":
-        return all(_collect_reads(child, False, found) for child in children)
+        return all(_scope_reads(child, False, found) for child in children)
     if kind in ("subexpression", "index_expression", "projection", "filter_projection", "value_projection",
                 "flatten", "pipe"):  # the first child reads the scope, the rest read its result
-        return not children or (_collect_reads(children[0], at_root, found)
-                                and all(_collect_reads(child, False, found) for child in children[1:]))
-    return all(_collect_reads(child, at_root, found) for child in children)
+        return not children or (_scope_reads(children[0], at_root, found)
+                                and all(_scope_reads(child, False, found) for child in children[1:]))
+    return all(_scope_reads(child, at_root, found) for child in children)
+
+
+def read_values(session: Any, reads: tuple[Read, ...]) -> ReadValues:
+    """What `reads` find in `session` (the value, or its truth): a later state holding the same is read the
+    same."""
+    return tuple((path, truthy(at(session, path)) if by_truth else at(session, path), by_truth)
+                 for path, by_truth in reads)
+
+
+def reads_same(session: Any, values: ReadValues) -> bool:
+    """Whether `session` holds `values` where they were read: the same object (the session is never mutated,
+    only replaced), an equal string, number or boolean, or for a truth, the same truth."""
+    for path, value, by_truth in values:
+        found = at(session, path)
+        if by_truth:
+            if truthy(found) is not value:
+                return False
+        elif found is not value and not (type(found) is type(value) and isinstance(value, _SCALARS)
+                                         and found == value):
+            return False
+    return True
 
 
 def at(session: Any, path: tuple[str, ...]) -> Any:
@@ -223,12 +222,6 @@ def at(session: Any, path: tuple[str, ...]) -> Any:
             return None
         value = value.get(key)
     return value
-
-
-def same(found: Any, value: Any) -> bool:
-    """Whether an expression reading `found` where it read `value` reads the same: the same object (the
-    session is never mutated, only replaced), or an equal string, number or boolean."""
-    return found is value or (type(found) is type(value) and isinstance(value, _SCALARS) and found == value)
 
 
 def _pure(node: dict[str, Any]) -> bool:
@@ -299,9 +292,8 @@ class Planner:
         decided = {"session": session, "config": scope["config"], "tables": scope["tables"]}
         paths: list[Read | None] = []  # what the decisions read of the session (None: all of it)
         steps = tuple(self._steps(rules, 0, len(rules), decided, paths))
-        known = [read for read in dict.fromkeys(paths) if read is not None]
-        reads = None if None in paths else tuple(
-            (path, truthy(at(session, path)) if by_truth else at(session, path), by_truth) for path, by_truth in known)
+        known = tuple(read for read in dict.fromkeys(paths) if read is not None)
+        reads = None if None in paths else read_values(session, known)
         plan = Plan(rules, session, config_version, steps, self.compile(rules, steps), reads)
         plans = self._plans.get(id(rules))
         if not plans or plans[0].rules is not rules:

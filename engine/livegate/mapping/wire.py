@@ -24,7 +24,7 @@ from typing import Any
 import orjson
 
 from livegate.mapping.expressions import EXPLICIT_NULL, Build, Expression, Generated, Runtime
-from livegate.mapping.plan import conditions_of, session_reads
+from livegate.mapping.plan import Read, conditions_of, session_reads
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -42,20 +42,23 @@ class WireTemplate:
     def __init__(self, event_type: str, fields: tuple[bytes | _Hole, ...]) -> None:
         self.type = event_type
         self._fields = fields
-        self._reads: tuple[tuple[str, ...], ...] | bool | None = False  # not worked out yet
+        self._reads: tuple[Read, ...] | bool | None = False  # not worked out yet
 
     @property
-    def reads(self) -> tuple[tuple[str, ...], ...] | None:
-        """The session paths its decided fields read: a layout holds for any state with the same values there
+    def reads(self) -> tuple[Read, ...] | None:
+        """What its decided fields read of the session: a layout holds for any state with the same values there
         (None: a field reads the session otherwise, and a layout holds for its one state). Worked out at the
         first layout: loading compiles every template."""
         if self._reads is False:
-            paths: list[tuple[str, ...]] | None = []
+            paths: list[tuple[str, ...]] = []
             for field in self._fields:
-                if isinstance(field, _Hole) and field.decided and paths is not None:
+                if isinstance(field, _Hole) and field.decided:
                     reads = session_reads(field.build.ast) if isinstance(field.build, Expression) else None
-                    paths = None if reads is None else paths + list(reads)
-            self._reads = None if paths is None else tuple(dict.fromkeys(paths))
+                    if reads is None:
+                        self._reads = None
+                        return None
+                    paths.extend(reads)
+            self._reads = tuple((path, False) for path in dict.fromkeys(paths))
         return self._reads  # type: ignore[return-value]
 
     def layout(self, runtime: Runtime, scope: dict[str, Any]) -> tuple[bytes | _Hole, ...]:

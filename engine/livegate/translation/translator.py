@@ -51,7 +51,7 @@ import orjson
 from livegate.mapping.expressions import Runtime, Scope
 from livegate.mapping.functions import Helpers, RandomIds, SequentialIds
 from livegate.mapping.loader import Mappings, Rule, RuleFile
-from livegate.mapping.plan import Planner, Step, at, holds, same
+from livegate.mapping.plan import Planner, ReadValues, Step, holds, read_values, reads_same
 from livegate.mapping.transforms import Transform
 from livegate.mapping.wire import WireTemplate
 from livegate.translation.commands import Command, GenerateRequest, McpRequest
@@ -177,8 +177,9 @@ class Translator:
         # Client events as JSON text where the mappings have a template (mapping/wire.py): the server's mode
         # (Output.client then holds str items beside dicts); the tests' translators emit dicts.
         self.wire = wire
-        # per template: (it, the state met, the config version, its layout or None, the values its layout read)
-        self._layouts: dict[int, tuple[WireTemplate, dict[str, Any], int, tuple[Any, ...] | None, tuple[Any, ...]]] = {}
+        # per template: (it, the state met, the config version, its layout or None, what its layout read or None)
+        self._layouts: dict[int, tuple[WireTemplate, dict[str, Any], int, tuple[Any, ...] | None,
+                                       ReadValues | None]] = {}
         self._config_version = 0  # the plans hold for one version of `config` (the dialect may change)
         self.config: dict[str, Any] = dict(context or {})
         self.config.setdefault("dialect", dialect)
@@ -568,13 +569,12 @@ class Translator:
             known = None
         elif known[1] is not session:
             layout, values = known[3], known[4]
-            if layout is None or wire.reads is None or not all(
-                    same(at(session, path), value) for path, value in zip(wire.reads, values, strict=True)):
+            if layout is None or values is None or not reads_same(session, values):
                 known = None
             else:
                 self._layouts[id(wire)] = (wire, session, self._config_version, layout, values)
         if known is None:
-            self._layouts[id(wire)] = (wire, session, self._config_version, None, ())  # met once: not laid out yet
+            self._layouts[id(wire)] = (wire, session, self._config_version, None, None)  # met once: not laid out yet
             return None
         layout = known[3]
         if layout is None:  # met again in the same state: a stream's message, laid out from now on
@@ -582,8 +582,9 @@ class Translator:
                 layout = wire.layout(self.runtime, scope)
             except Exception:
                 return None
-            values = () if wire.reads is None else tuple(at(session, path) for path in wire.reads)
-            self._layouts[id(wire)] = (wire, session, self._config_version, layout, values)
+            reads = wire.reads
+            self._layouts[id(wire)] = (wire, session, self._config_version, layout,
+                                       None if reads is None else read_values(session, reads))
         return wire.render(layout, self.runtime, scope, self._new_event_id)
 
     def _new_event_id(self) -> str:

@@ -91,6 +91,7 @@ class ClientLink:
     def __init__(self, ws: Any, write_timeout: float, reattach_grace_s: float = 0.0) -> None:
         self.ws = ws
         self._transport = _transport_of(ws)
+        self._write_now = getattr(ws, "write_now", None)  # several events in one write (SessionSocket)
         self.write_timeout = write_timeout
         self.reattach_grace_s = reattach_grace_s
         self.ended: tuple[int, str] | None = None  # how the client's connection ended: (close code, reason)
@@ -121,16 +122,23 @@ class ClientLink:
         dropped (1008), one that is gone is held for (with a reattach grace period) or dropped; the receiving
         side sees the end."""
         async with self._lock:
-            for message in messages:
+            texts = [message if isinstance(message, str) else orjson.dumps(message).decode()
+                     for message in messages]
+            if self._write_now is not None and not (self._gone or self.away) and self._idle():
+                try:  # nothing buffered: these writes cannot wait, and go out together
+                    if self._write_now(texts):
+                        return
+                except Exception:
+                    self._lost(texts)
+                    return
+            for index, text in enumerate(texts):
                 if self._gone:
                     return
-                text = message if isinstance(message, str) else orjson.dumps(message).decode()
                 if self.away:
                     self._hold(text)
                     continue
                 try:
-                    transport = self._transport
-                    if transport is not None and not transport.get_write_buffer_size():
+                    if self._idle():
                         await self.ws.send_text(text)  # nothing buffered: this write cannot wait
                     else:
                         await send_within(self.ws, text, self.write_timeout)
@@ -140,11 +148,20 @@ class ClientLink:
                     self.ended = self.ended or (CLIENT_TOO_SLOW, str(exc))
                     self._gone = True
                 except Exception:
-                    if self.reattach_grace_s <= 0:
-                        self._gone = True
-                    else:
-                        self.away = True  # the client loop decides: reattach or end
-                        self._hold(text)
+                    self._lost(texts[index:index + 1])
+
+    def _idle(self) -> bool:
+        """Nothing waits in the client connection's write buffer (known only under uvicorn)."""
+        return self._transport is not None and not self._transport.get_write_buffer_size()
+
+    def _lost(self, texts: list[str]) -> None:
+        """Writing `texts` failed: the client is gone; they are held for a reattach when one may come."""
+        if self.reattach_grace_s <= 0:
+            self._gone = True
+        else:
+            self.away = True  # the client loop decides: reattach or end
+            for text in texts:
+                self._hold(text)
 
     def left(self, code: int) -> None:
         """The client's connection ended (a disconnect with `code`)."""
@@ -225,6 +242,7 @@ class ClientLink:
         self._released = asyncio.get_running_loop().create_future()
         self.ws = ws
         self._transport = _transport_of(ws)
+        self._write_now = getattr(ws, "write_now", None)
         self._back.set()
         await self._released
 

@@ -4,19 +4,22 @@ A session moves about a hundred frames a second for as long as it lasts. Under a
 them crosses Starlette's WebSocket state machine and the exception middleware's `send` wrapper; here the
 handshake still uses Starlette's `WebSocket` (the same headers, query parameters, accept, refusals and close
 codes as any route), and once the socket is accepted the session reads and writes ASGI messages directly
-(`SessionSocket`). Under uvicorn's websockets-sansio protocol (the one livegate serves with) a text frame
-is written to the connection directly while it is open and writable; in every other state the ASGI `send`
-decides, as for any app.
+(`SessionSocket`). Under uvicorn's websockets-sansio protocol (the one livegate serves with) the events of
+one output are framed (ws_frames.py) and written to the connection in one write while it is open and
+writable; in every other state the ASGI `send` decides, as for any app.
 
 Everything that is not a WebSocket on one of the realtime paths goes on to the FastAPI app unchanged.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from starlette.websockets import WebSocket
+from websockets.protocol import State
+
+from livegate.ws_frames import server_text
 
 # The realtime handler: the handshake WebSocket, and the socket the session reads and writes once accepted.
 Handler = Callable[[WebSocket, "SessionSocket"], Awaitable[None]]
@@ -24,22 +27,23 @@ Handler = Callable[[WebSocket, "SessionSocket"], Awaitable[None]]
 
 class SessionSocket:
     """An accepted WebSocket as a realtime session uses it (RealtimeSession, ClientLink): `receive`,
-    `send_text`, `send_bytes`, `close` and `scope`, each one ASGI message, without Starlette's bookkeeping.
+    `send_text`, `send_bytes`, `close` and `scope`, each one ASGI message, without Starlette's bookkeeping;
+    and `write_now`, several events in one write while the connection is open and writable.
 
     uvicorn checks the message order itself (a send after a close raises), and the session reads until the
     disconnect message and stops, so nothing here needs to track the connection's state."""
 
-    __slots__ = ("_send", "_write_frame", "receive", "scope")
+    __slots__ = ("_send", "receive", "scope", "write_now")
 
     def __init__(self, scope: dict[str, Any], receive: Callable[[], Awaitable[dict[str, Any]]],
                  send: Callable[[dict[str, Any]], Awaitable[None]]) -> None:
         self.scope = scope
         self.receive = receive
         self._send = send
-        self._write_frame = _frame_writer(send)
+        self.write_now = _frames_writer(send)
 
     async def send_text(self, data: str) -> None:
-        if self._write_frame is None or not self._write_frame(data):
+        if self.write_now is None or not self.write_now((data,)):
             await self._send({"type": "websocket.send", "text": data})
 
     async def send_bytes(self, data: bytes) -> None:
@@ -49,12 +53,16 @@ class SessionSocket:
         await self._send({"type": "websocket.close", "code": code, "reason": reason or ""})
 
 
-def _frame_writer(send: Any) -> Callable[[str], bool] | None:
-    """When `send` is a method of uvicorn's websockets-sansio protocol: a function that frames a text message
-    and writes it to the transport, as that `send` does for an open connection that may write, without the
-    coroutine, the awaited `writable` event and the ASGI message around it; it returns False (write nothing)
-    in any other state, where the ASGI `send` decides (it waits, or raises for a closed connection), and
-    raises for a connection the peer reset that uvicorn has not yet seen end."""
+WriteNow = Callable[[Sequence[str]], bool]
+
+
+def _frames_writer(send: Any) -> WriteNow | None:
+    """When `send` is a method of uvicorn's websockets-sansio protocol: a function that writes text messages
+    to the transport, framed, in one write (an output's events, e.g. the eleven of a turn's end, in one
+    system call and one TCP segment), as that `send` would one by one for an open connection that may write,
+    without the coroutine, the awaited `writable` event and the ASGI message around each. It returns False
+    (writes nothing) in any other state, where the ASGI `send` decides (it waits, or raises for a closed
+    connection), and raises for a connection the peer reset that uvicorn has not yet seen end."""
     try:
         from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
     except ImportError:
@@ -64,17 +72,19 @@ def _frame_writer(send: Any) -> Callable[[str], bool] | None:
         return None
     conn = protocol.conn
 
-    def write(data: str) -> bool:
+    def write(texts: Sequence[str]) -> bool:
         if not protocol.handshake_complete or protocol.close_sent or protocol.disconnected \
-                or protocol.initial_response is not None or not protocol.writable.is_set():
+                or protocol.initial_response is not None or not protocol.writable.is_set() \
+                or conn.state is not State.OPEN:
             return False
-        if protocol.transport.is_closing():  # the peer reset it, and uvicorn has not heard yet: the frame is
-            raise ConnectionResetError("the client's connection is closing")  # not sent (the caller holds it)
-        try:
-            conn.send_text(data.encode())
-        except Exception:  # websockets' InvalidState: closing; the ASGI send raises uvicorn's own error
-            return False
-        protocol.transport.write(b"".join(conn.data_to_send()))
+        if protocol.transport.is_closing():  # the peer reset it, and uvicorn has not heard yet: the frames are
+            raise ConnectionResetError("the client's connection is closing")  # not sent (the caller holds them)
+        if conn.extensions or conn.writes:  # permessage-deflate, or something websockets has not written yet:
+            for text in texts:  # its own framing, in order
+                conn.send_text(text.encode())
+            protocol.transport.write(b"".join(conn.data_to_send()))
+        else:
+            protocol.transport.write(b"".join([server_text(text.encode()) for text in texts]))
         return True
 
     return write

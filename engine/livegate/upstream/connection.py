@@ -23,6 +23,7 @@ from livegate.close_codes import ABNORMAL, NORMAL
 from livegate.translation.commands import UpstreamFailure
 from livegate.upstream.base import Provider, UpstreamTarget
 from livegate.upstream.google_credentials import CredentialsError
+from livegate.ws_frames import client_text
 
 log = logging.getLogger("livegate.upstream")
 
@@ -116,18 +117,20 @@ class UpstreamConnection:
         # A text frame straight from orjson's UTF-8 bytes: no decode here and re-encode in websockets.
         data = orjson.dumps(message)
         ws = self._ws
+        protocol = ws.protocol
         # (getattr: websockets' internals, as in 15-17; an older one without them takes its own `send`.)
         if getattr(ws, "send_in_progress", False) is None and getattr(ws, "paused", True) is False \
-                and ws.protocol.state is State.OPEN and not ws.transport.is_closing():
-            # What websockets' `send` does on an open connection whose buffer is not full, without the
-            # async context manager it enters for every frame: frame it, write it, done.
+                and protocol.state is State.OPEN and not ws.transport.is_closing() \
+                and not protocol.extensions and not protocol.writes and not protocol.expect_continuation_frame:
+            # What websockets' `send` does on an open connection whose buffer is not full, without the async
+            # context manager it enters for every frame and its general framing: frame it (ws_frames.py),
+            # write it, done.
             try:
-                ws.protocol.send_text(data)
-                ws.send_data()
+                ws.transport.write(client_text(data))
             except Exception as exc:  # as websockets does: drop the connection, report it closed
                 ws.transport.abort()
                 await asyncio.shield(ws.connection_lost_waiter)
-                raise ws.protocol.close_exc from exc
+                raise protocol.close_exc from exc
             return
         await ws.send(data, text=True)
 

@@ -117,20 +117,27 @@ class ClientLink:
             if frame is not None:
                 return frame
 
+    def send_now(self, messages: list[dict[str, Any] | str]) -> bool:
+        """Write events at once, in one write, when nothing can hold them up: no send in progress, nothing
+        buffered, a socket that writes synchronously (SessionSocket.write_now). False: nothing was written,
+        `send` them. A failed write counts as done: the events are held for a reattach, or dropped."""
+        if self._write_now is None or self._lock.locked() or self._gone or self.away or not self._idle():
+            return False
+        texts = _texts(messages)
+        try:
+            return self._write_now(texts)
+        except Exception:
+            self._lost(texts)
+            return True
+
     async def send(self, messages: list[dict[str, Any] | str]) -> None:
         """Send events (dicts, or JSON text already) in order. Never raises: a client that stopped reading is
         dropped (1008), one that is gone is held for (with a reattach grace period) or dropped; the receiving
         side sees the end."""
+        if self.send_now(messages):
+            return
         async with self._lock:
-            texts = [message if isinstance(message, str) else orjson.dumps(message).decode()
-                     for message in messages]
-            if self._write_now is not None and not (self._gone or self.away) and self._idle():
-                try:  # nothing buffered: these writes cannot wait, and go out together
-                    if self._write_now(texts):
-                        return
-                except Exception:
-                    self._lost(texts)
-                    return
+            texts = _texts(messages)
             for index, text in enumerate(texts):
                 if self._gone:
                     return
@@ -255,6 +262,10 @@ class ClientLink:
         self._held.append(text)
         if len(self._held) > MAX_HELD_CLIENT_EVENTS:
             del self._held[0]
+
+
+def _texts(messages: list[dict[str, Any] | str]) -> list[str]:
+    return [message if isinstance(message, str) else orjson.dumps(message).decode() for message in messages]
 
 
 def _transport_of(ws: Any) -> Any:

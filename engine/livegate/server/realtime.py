@@ -148,9 +148,9 @@ class RealtimeSession:
     # -- writing: what the core said ---------------------------------------------------------------
 
     async def _write(self, out: Output) -> None:
-        if out.client:  # (the core's observers, the accounting's among them, have seen them)
-            await self.client.send(out.client)
-        if out.upstream:
+        if out.client and not self.client.send_now(out.client):  # (written at once where nothing would wait)
+            await self.client.send(out.client)  # (the core's observers, the accounting's among them, saw them)
+        if out.upstream and not self.links.send_now(out.link, out.upstream):
             await self.links.send(out.link, out.upstream)
         for command in out.commands:
             match command:

@@ -24,6 +24,16 @@ class UpstreamLinks:
     def __contains__(self, link: int) -> bool:
         return link in self._open
 
+    def send_now(self, link: int | None, messages: list[dict[str, Any]]) -> bool:
+        """Write the messages at once where nothing would wait (UpstreamConnection.send_now); False: none was
+        written, `send` them."""
+        conn = self._open.get(link or 0)
+        if conn is None:
+            return True  # (a link closed meanwhile: its messages go nowhere, as `send` does)
+        if len(messages) == 1:
+            return conn.send_now(messages[0])
+        return False
+
     async def send(self, link: int | None, messages: list[dict[str, Any]]) -> None:
         if (conn := self._open.get(link or 0)) is None:
             return

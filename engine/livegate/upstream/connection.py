@@ -113,26 +113,27 @@ class UpstreamConnection:
             raise UpstreamError(f"Gemini Live: {problem}", status) from None
         return cls(ws)
 
-    async def send(self, message: dict) -> None:
-        # A text frame straight from orjson's UTF-8 bytes: no decode here and re-encode in websockets.
-        data = orjson.dumps(message)
+    def send_now(self, message: dict) -> bool:
+        """Write a message at once when websockets' `send` would not wait: an open connection whose buffer is
+        not full, no send in progress. False: nothing was written, `send` it."""
         ws = self._ws
         protocol = ws.protocol
         # (getattr: websockets' internals, as in 15-17; an older one without them takes its own `send`.)
-        if getattr(ws, "send_in_progress", False) is None and getattr(ws, "paused", True) is False \
-                and protocol.state is State.OPEN and not ws.transport.is_closing() \
-                and not protocol.extensions and not protocol.writes and not protocol.expect_continuation_frame:
-            # What websockets' `send` does on an open connection whose buffer is not full, without the async
-            # context manager it enters for every frame and its general framing: frame it (ws_frames.py),
-            # write it, done.
-            try:
-                ws.transport.write(client_text(data))
-            except Exception as exc:  # as websockets does: drop the connection, report it closed
-                ws.transport.abort()
-                await asyncio.shield(ws.connection_lost_waiter)
-                raise protocol.close_exc from exc
-            return
-        await ws.send(data, text=True)
+        if getattr(ws, "send_in_progress", False) is not None or getattr(ws, "paused", True) is not False \
+                or protocol.state is not State.OPEN or ws.transport.is_closing() \
+                or protocol.extensions or protocol.writes or protocol.expect_continuation_frame:
+            return False
+        # What websockets' `send` does then, without the async context manager it enters for every frame and
+        # its general framing: a text frame straight from orjson's UTF-8 bytes (ws_frames.py), written.
+        try:
+            ws.transport.write(client_text(orjson.dumps(message)))
+        except Exception:  # (a transport that refuses a write: websockets' `send` reports how it closed)
+            return False
+        return True
+
+    async def send(self, message: dict) -> None:
+        if not self.send_now(message):
+            await self._ws.send(orjson.dumps(message), text=True)
 
     async def recv(self) -> str | bytes:
         """The next frame; raises ConnectionClosed when the upstream is gone."""

@@ -250,7 +250,7 @@ class Planner:
         self.runtime = runtime
         self.compile = compile
         self._plans: dict[int, list[Plan]] = {}  # per rule list, the latest used first
-        self._current: dict[int, tuple[Any, Any, int, Plan]] = {}  # per rule list: the plan the latest state took
+        self._current: dict[int, tuple[Any, Plan]] = {}  # per rule list: the latest state, and the plan it took
         self._met: dict[int, tuple[Any, Any, int]] = {}  # per rule list: a state met once, not planned yet
         self._undecided: dict[int, tuple[tuple[Any, ...], tuple[Step, ...]]] = {}
 
@@ -261,15 +261,16 @@ class Planner:
         than it saves."""
         session = scope["session"]
         current = self._current.get(id(rules))
-        if current is not None and current[1] is session and current[0] is rules and current[2] == config_version:
-            return current[3]
+        if current is not None and current[0] is session and current[1].rules is rules \
+                and current[1].config_version == config_version:
+            return current[1]
         plans = self._plans.get(id(rules))
         if plans:
             for position, plan in enumerate(plans):
                 if plan.rules is rules and plan.config_version == config_version and plan.holds_for(session):
                     if position:
                         plans.insert(0, plans.pop(position))
-                    self._current[id(rules)] = (rules, session, config_version, plan)
+                    self._current[id(rules)] = (session, plan)
                     return plan
         met = self._met.get(id(rules))
         if met is not None and met[0] is rules and met[1] is session and met[2] == config_version:
@@ -300,7 +301,7 @@ class Planner:
             plans = self._plans[id(rules)] = []
         plans.insert(0, plan)
         del plans[_PLANS_PER_LIST:]
-        self._current[id(rules)] = (rules, session, config_version, plan)
+        self._current[id(rules)] = (session, plan)
         return plan
 
     def _steps(self, rules: tuple[Any, ...], start: int, end: int, scope: dict[str, Any],

@@ -133,9 +133,7 @@ class ClientLink:
     async def send(self, messages: list[dict[str, Any] | str]) -> None:
         """Send events (dicts, or JSON text already) in order. Never raises: a client that stopped reading is
         dropped (1008), one that is gone is held for (with a reattach grace period) or dropped; the receiving
-        side sees the end."""
-        if self.send_now(messages):
-            return
+        side sees the end. (The pump tries `send_now` first.)"""
         async with self._lock:
             texts = _texts(messages)
             for index, text in enumerate(texts):

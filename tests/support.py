@@ -9,11 +9,13 @@ from typing import Any
 
 import uvicorn
 
+from livegate.server.realtime_route import PROTOCOL
+
 
 @contextlib.asynccontextmanager
 async def serve(app: Any, **config: Any) -> AsyncIterator[str]:
     """Serve `app` on 127.0.0.1 and yield its base URL (`http://127.0.0.1:PORT`)."""
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, ws="websockets-sansio",
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, ws=PROTOCOL,
                                            log_level="warning", lifespan="on", **config))
     task = asyncio.create_task(server.serve())
     while not server.started:

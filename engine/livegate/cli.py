@@ -80,7 +80,9 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"livegate {__version__}: no --config given, serving every model from the local Gemini Live "
               f"simulator.\nConnect an OpenAI Realtime client to ws://{args.host}:{args.port}/v1/realtime",
               file=sys.stderr)
-    transport = {**uvicorn_options(config), "ws": args.ws, "loop": args.loop}
+    transport = {**uvicorn_options(config), "loop": args.loop}
+    if args.ws:
+        transport["ws"] = args.ws
     if args.ssl_certfile or args.ssl_keyfile:  # wss:// for SDKs that turn a base_url into wss (README: TLS)
         if not (args.ssl_certfile and args.ssl_keyfile):
             print("livegate: --ssl-certfile and --ssl-keyfile go together", file=sys.stderr)
@@ -170,8 +172,8 @@ def main(argv: list[str] | None = None) -> int:
                             help="worker processes serving sessions (default 1; about one per core)")
         parser.add_argument("--ssl-certfile", help="serve wss:// and https:// with this certificate (PEM)")
         parser.add_argument("--ssl-keyfile", help="the certificate's private key (PEM)")
-        parser.add_argument("--ws", default="websockets-sansio", help=argparse.SUPPRESS,
-                            choices=["websockets", "websockets-sansio", "wsproto"])  # uvicorn's implementations
+        parser.add_argument("--ws", default=None, help=argparse.SUPPRESS,  # uvicorn's own, for benchmarks
+                            choices=["websockets", "websockets-sansio", "wsproto"])
         # uvloop when installed (the `uvloop` extra), else asyncio's own loop; forced either way for benchmarks
         parser.add_argument("--loop", default="auto", help=argparse.SUPPRESS, choices=["auto", "asyncio", "uvloop"])
     args = parser.parse_args(argv)

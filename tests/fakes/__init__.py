@@ -20,6 +20,8 @@ from typing import Any
 
 import uvicorn
 
+from livegate.server.realtime_route import PROTOCOL
+
 
 @dataclass(frozen=True)
 class ServedApp:
@@ -41,7 +43,7 @@ class ServedApp:
 async def serve_app(app: Any, *, certfile: str | Path | None = None, keyfile: str | Path | None = None,
                     start_timeout: float = 10.0) -> AsyncIterator[ServedApp]:
     """Run an ASGI app (lifespan included) under uvicorn on an ephemeral loopback port, TLS if a cert is given."""
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, ws="websockets-sansio", log_level="warning",
+    config = uvicorn.Config(app, host="127.0.0.1", port=0, ws=PROTOCOL, log_level="warning",
                             lifespan="on", timeout_graceful_shutdown=2,
                             ssl_certfile=str(certfile) if certfile else None,
                             ssl_keyfile=str(keyfile) if keyfile else None)

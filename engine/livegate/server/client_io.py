@@ -68,7 +68,9 @@ FAIR_SHARE_S = 0.001  # the time a read loop spends on its frames before it lets
 
 
 class FairShare:
-    """One read loop's share of the event loop: `turn` after each frame, with the time its handling began."""
+    """One reader's share of the event loop: `turn` after each frame its loop read, with the time its
+    handling began; `spent` after each frame handed over as it was read (`deliver_to`), which is declined
+    once `spent` (the loop then reads it, and its turn comes)."""
 
     __slots__ = ("_budget", "_busy")
 
@@ -76,9 +78,18 @@ class FairShare:
         self._budget = budget_s
         self._busy = 0.0
 
+    @property
+    def due(self) -> bool:
+        """The reader took its budget since its last turn."""
+        return self._busy >= self._budget
+
+    def spent(self, started: float) -> None:
+        """A frame whose handling began at `started` (time.perf_counter()) is done."""
+        self._busy += time.perf_counter() - started
+
     async def turn(self, started: float) -> None:
-        """A frame whose handling began at `started` (time.perf_counter()) is done: once the loop's frames
-        took `budget_s` since its last turn, every other ready task runs once before it goes on."""
+        """A frame the loop read, whose handling began at `started`, is done: once the reader's frames took
+        `budget_s` since its last turn, every other ready task runs once before it goes on."""
         self._busy += time.perf_counter() - started
         if self._busy >= self._budget:
             self._busy = 0.0
@@ -116,6 +127,14 @@ class ClientLink:
                 frame = message.get("bytes")
             if frame is not None:
                 return frame
+
+    def deliver_to(self, receiver: Callable[[str | bytes], bool] | None) -> None:
+        """Hand the client's frames to `receiver` as they are read where the socket can (SessionSocket under
+        livegate's uvicorn protocol); the frames it declines, and all under any other server, come from
+        `receive`. None: stop."""
+        deliver = getattr(self.ws, "deliver_to", None)
+        if deliver is not None:
+            deliver(receiver)
 
     def send_now(self, messages: list[dict[str, Any] | str]) -> bool:
         """Write events at once, in one write, when nothing can hold them up: no send in progress, nothing

@@ -4,9 +4,10 @@ A session moves about a hundred frames a second for as long as it lasts. Under a
 them crosses Starlette's WebSocket state machine and the exception middleware's `send` wrapper; here the
 handshake still uses Starlette's `WebSocket` (the same headers, query parameters, accept, refusals and close
 codes as any route), and once the socket is accepted the session reads and writes ASGI messages directly
-(`SessionSocket`). Under uvicorn's websockets-sansio protocol (the one livegate serves with) the events of
-one output are framed (ws_frames.py) and written to the connection in one write while it is open and
-writable; in every other state the ASGI `send` decides, as for any app.
+(`SessionSocket`). Under livegate's own uvicorn protocol (`DeliveringProtocol`, websockets-sansio that can
+hand a message to the session as it is read) the events of one output are framed (ws_frames.py) and written
+to the connection in one write while it is open and writable; in every other state the ASGI `send` decides,
+as for any app.
 
 Everything that is not a WebSocket on one of the realtime paths goes on to the FastAPI app unchanged.
 """
@@ -17,23 +18,61 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from starlette.websockets import WebSocket
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.protocol import State
 
 from livegate.ws_frames import server_text
 
 # The realtime handler: the handshake WebSocket, and the socket the session reads and writes once accepted.
 Handler = Callable[[WebSocket, "SessionSocket"], Awaitable[None]]
+# Takes one whole message as it is read (text as str): True when taken, False to queue it for `receive`.
+Receiver = Callable[[str | bytes], bool]
+
+PROTOCOL = "livegate.server.realtime_route:DeliveringProtocol"  # uvicorn's `ws` option, as livegate serves
+
+
+class DeliveringProtocol(WebSocketsSansIOProtocol):
+    """uvicorn's websockets-sansio protocol, which hands each message to a receiver the session registered
+    (`SessionSocket.deliver_to`) as soon as it is read, while nothing waits in the ASGI queue before it.
+
+    A message otherwise goes through an asyncio queue to the app's `receive`, which wakes the session's task,
+    and uvicorn pauses and resumes the socket's reading around every message: two system calls and a task
+    switch per frame, about a tenth of an audio chunk's round trip. A receiver that declines (its session is
+    waiting on a write) leaves the message to that queue, with its pause, so the order and the backpressure
+    stay uvicorn's."""
+
+    deliver: Receiver | None = None
+
+    def send_receive_event_to_app(self) -> None:
+        deliver = self.deliver
+        if deliver is not None and len(self.frames) == 1 and not self.close_sent and self.queue.empty():
+            message = _message(self.frames[0], self.curr_msg_data_type)
+            if message is not None and deliver(message):
+                self.frames = []
+                return
+        super().send_receive_event_to_app()
+
+
+def _message(data: bytes, kind: str) -> str | bytes | None:
+    """A message's text or bytes; None for text that is not UTF-8 (uvicorn's own path closes with 1007)."""
+    if kind != "text":
+        return data
+    try:
+        return data.decode()
+    except UnicodeDecodeError:
+        return None
 
 
 class SessionSocket:
     """An accepted WebSocket as a realtime session uses it (RealtimeSession, ClientLink): `receive`,
     `send_text`, `send_bytes`, `close` and `scope`, each one ASGI message, without Starlette's bookkeeping;
-    and `write_now`, several events in one write while the connection is open and writable.
+    `write_now`, several events in one write while the connection is open and writable; and `deliver_to`,
+    the client's messages handed over as they are read.
 
     uvicorn checks the message order itself (a send after a close raises), and the session reads until the
     disconnect message and stops, so nothing here needs to track the connection's state."""
 
-    __slots__ = ("_send", "receive", "scope", "write_now")
+    __slots__ = ("_protocol", "_send", "receive", "scope", "write_now")
 
     def __init__(self, scope: dict[str, Any], receive: Callable[[], Awaitable[dict[str, Any]]],
                  send: Callable[[dict[str, Any]], Awaitable[None]]) -> None:
@@ -41,6 +80,16 @@ class SessionSocket:
         self.receive = receive
         self._send = send
         self.write_now = _frames_writer(send)
+        protocol = getattr(send, "__self__", None)
+        self._protocol = protocol if isinstance(protocol, DeliveringProtocol) else None
+
+    def deliver_to(self, receiver: Receiver | None) -> bool:
+        """Hand the client's messages to `receiver` as they are read (None: stop); False when the server's
+        protocol cannot (every message then comes from `receive`)."""
+        if self._protocol is None:
+            return False
+        self._protocol.deliver = receiver
+        return True
 
     async def send_text(self, data: str) -> None:
         if self.write_now is None or not self.write_now((data,)):
@@ -63,10 +112,6 @@ def _frames_writer(send: Any) -> WriteNow | None:
     without the coroutine, the awaited `writable` event and the ASGI message around each. It returns False
     (writes nothing) in any other state, where the ASGI `send` decides (it waits, or raises for a closed
     connection), and raises for a connection the peer reset that uvicorn has not yet seen end."""
-    try:
-        from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
-    except ImportError:
-        return None
     protocol = getattr(send, "__self__", None)
     if not isinstance(protocol, WebSocketsSansIOProtocol):
         return None

@@ -16,6 +16,7 @@ import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from livegate.config import Config
+from livegate.server.realtime_route import PROTOCOL
 
 log = logging.getLogger("livegate.http")
 
@@ -80,7 +81,7 @@ def uvicorn_options(config: Config) -> dict[str, Any]:
     """The uvicorn.Config options livegate runs with (the CLI and the tests use the same)."""
     configure(config)
     return {
-        "ws": "websockets-sansio",
+        "ws": PROTOCOL,  # websockets-sansio handing a session's frames over as they are read
         "loop": "auto",  # uvloop where it is installed (the `uvloop` extra), asyncio's own loop otherwise
         "ws_max_size": config.max_client_frame_bytes + 1024 * 1024,
         # Off by default: base64 audio barely compresses and deflate costs ~30 µs per chunk each way.

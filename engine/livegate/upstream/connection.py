@@ -11,13 +11,15 @@ import contextlib
 import logging
 import socket
 import ssl
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
 import orjson
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
-from websockets.protocol import State
+from websockets.frames import Frame, Opcode
+from websockets.protocol import Event, State
 
 from livegate.close_codes import ABNORMAL, NORMAL
 from livegate.translation.commands import UpstreamFailure
@@ -94,6 +96,35 @@ def connect_failure(url: str, exc: BaseException, open_timeout: float) -> str:
     return f"cannot reach {where}: {reason}"
 
 
+# Takes one whole message as it is read (text as str): True when taken, False to leave it for `recv`.
+Receiver = Callable[[str | bytes], bool]
+
+
+class DeliveringConnection(ClientConnection):
+    """websockets' client connection, which hands each whole message to a receiver (`deliver`) as soon as it
+    is read, while no earlier frame waits for `recv`. A message otherwise goes through websockets' message
+    queue to `recv`, which wakes the session's reading task for every frame. A receiver that declines (its
+    session waits on a write) leaves the message to that queue, whose size pauses the reading as before."""
+
+    deliver: Receiver | None = None
+
+    def process_event(self, event: Event) -> None:
+        deliver = self.deliver
+        if deliver is not None and type(event) is Frame and event.fin and not self.recv_messages.frames.queue:
+            data = event.data if type(event.data) is bytes else bytes(event.data)
+            if event.opcode is Opcode.BINARY:
+                if deliver(data):
+                    return
+            elif event.opcode is Opcode.TEXT:
+                try:
+                    text = data.decode()
+                except UnicodeDecodeError:  # recv reports it (1007)
+                    text = None
+                if text is not None and deliver(text):
+                    return
+        super().process_event(event)
+
+
 class UpstreamConnection:
     def __init__(self, ws: ClientConnection) -> None:
         self._ws = ws
@@ -105,7 +136,7 @@ class UpstreamConnection:
                                # No permessage-deflate: base64 audio barely compresses, and deflate would cost
                                # CPU on every chunk (the client link is the same, see livegate_settings).
                                open_timeout=open_timeout, compression=None, ping_interval=20,
-                               close_timeout=CLOSE_TIMEOUT)
+                               close_timeout=CLOSE_TIMEOUT, create_connection=DeliveringConnection)
         except (OSError, InvalidHandshake, TimeoutError) as exc:  # InvalidStatus is an InvalidHandshake
             problem = connect_failure(target.url, exc, open_timeout)
             log.warning("Gemini Live connection failed: %s", problem)  # an operator's problem, not a client's
@@ -134,6 +165,12 @@ class UpstreamConnection:
     async def send(self, message: dict) -> None:
         if not self.send_now(message):
             await self._ws.send(orjson.dumps(message), text=True)
+
+    def deliver_to(self, receiver: Receiver | None) -> None:
+        """Hand Gemini's messages to `receiver` as they are read (None: stop); the ones it declines come
+        from `recv`."""
+        if isinstance(self._ws, DeliveringConnection):
+            self._ws.deliver = receiver
 
     async def recv(self) -> str | bytes:
         """The next frame; raises ConnectionClosed when the upstream is gone."""

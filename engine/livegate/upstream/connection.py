@@ -25,7 +25,7 @@ from livegate.close_codes import ABNORMAL, NORMAL
 from livegate.translation.commands import UpstreamFailure
 from livegate.upstream.base import Provider, UpstreamTarget
 from livegate.upstream.google_credentials import CredentialsError
-from livegate.ws_frames import client_text
+from livegate.ws_frames import FrameReader, client_text, opened_at_frame
 
 log = logging.getLogger("livegate.upstream")
 
@@ -103,25 +103,49 @@ Receiver = Callable[[str | bytes], bool]
 class DeliveringConnection(ClientConnection):
     """websockets' client connection, which hands each whole message to a receiver (`deliver`) as soon as it
     is read, while no earlier frame waits for `recv`. A message otherwise goes through websockets' message
-    queue to `recv`, which wakes the session's reading task for every frame. A receiver that declines (its
-    session waits on a write) leaves the message to that queue, whose size pauses the reading as before."""
+    queue to `recv`, which wakes the session's reading task for every frame. The whole data frames at the
+    start of a read are parsed in place (ws_frames.FrameReader); the rest goes through websockets' parser. A
+    receiver that declines (its session waits on a write) leaves the message to that queue, whose size pauses
+    the reading as before."""
 
     deliver: Receiver | None = None
+    _reader: FrameReader | None = None  # set once the handshake ended a read: frames parsed in place
+    _framed = False  # a frame was read (before the reader was set)
 
-    def process_event(self, event: Event) -> None:
-        deliver = self.deliver
-        if deliver is not None and type(event) is Frame and event.fin and not self.recv_messages.frames.queue:
-            data = event.data if type(event.data) is bytes else bytes(event.data)
-            if event.opcode is Opcode.BINARY:
-                if deliver(data):
-                    return
-            elif event.opcode is Opcode.TEXT:
-                try:
-                    text = data.decode()
-                except UnicodeDecodeError:  # recv reports it (1007)
-                    text = None
-                if text is not None and deliver(text):
-                    return
+    def data_received(self, data: bytes) -> None:
+        reader, protocol = self._reader, self.protocol
+        if reader is None:
+            opening = protocol.state is State.CONNECTING
+            super().data_received(data)
+            if opening and protocol.state is State.OPEN and opened_at_frame(data, self._framed,
+                                                                            protocol.reader.buffer):
+                self._reader = FrameReader(masked=False, protocol=protocol)
+            return
+        if self.deliver is not None and reader.at_frame and not self.recv_messages.frames.queue \
+                and protocol.state is State.OPEN and not protocol.extensions:
+            taken = reader.take(data, self.deliver)
+            if taken == len(data):
+                return
+            data = data[taken:] if taken else data
+        reader.skip(data)
+        super().data_received(data)
+
+    def process_event(self, event: Event) -> None:  # an event websockets' parser read
+        if type(event) is Frame:
+            self._framed = True
+            deliver = self.deliver
+            if deliver is not None and event.fin and not self.recv_messages.frames.queue:
+                data = event.data if type(event.data) is bytes else bytes(event.data)
+                if event.opcode is Opcode.BINARY:
+                    if deliver(data):
+                        return
+                elif event.opcode is Opcode.TEXT:
+                    try:
+                        text = data.decode()
+                    except UnicodeDecodeError:  # recv reports it (1007)
+                        text = None
+                    if text is not None and deliver(text):
+                        return
         super().process_event(event)
 
 

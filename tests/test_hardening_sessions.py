@@ -183,6 +183,40 @@ async def test_a_client_that_stops_reading_is_dropped(caplog: pytest.LogCaptureF
     assert not problems(caplog)
 
 
+async def test_a_client_that_reads_slowly_gets_every_event_in_order() -> None:
+    """While the client's socket is full, livegate's writes wait, and Gemini's frames stay queued instead of
+    being handed over as they are read (the pump's `_take` declines): nothing is lost, reordered or doubled,
+    and the client that catches up gets the whole answer."""
+    parts = 800
+
+    async def numbered(ws: Any) -> None:
+        await ws.recv()
+        await ws.send(json.dumps({"setupComplete": {}}))
+        await ws.recv()
+        for n in range(parts):  # as fast as the socket takes them, several to a read
+            await ws.send(json.dumps({"serverContent": {"modelTurn": {"parts": [{"text": f"{n}," + "x" * 4000}]}}}))
+        await ws.send(json.dumps({"serverContent": {"turnComplete": True}}))
+        await ws.wait_closed()
+
+    async with fake_gemini(numbered) as gemini, livegate(config(gemini, client_write_timeout_s=30)) as base, \
+            connect(base) as ws:
+        await ws.send(json.dumps({"type": "session.update", "session": {"type": "realtime",
+                                                                        "output_modalities": ["text"]}}))
+        await ws.send(json.dumps({"type": "response.create"}))
+        deltas: list[str] = []  # 3 MB in all: more than the sockets' buffers hold
+        async with asyncio.timeout(60):
+            while True:
+                event = json.loads(await ws.recv())
+                if event["type"] == "response.output_text.delta":
+                    deltas.append(event["delta"].split(",")[0])
+                    if len(deltas) % 200 == 0:
+                        await asyncio.sleep(0.3)  # the client falls behind: livegate's buffers fill
+                elif event["type"] == "response.done":
+                    break
+    assert deltas == [str(n) for n in range(parts)]
+    assert event["response"]["status"] == "completed"
+
+
 @pytest.mark.parametrize("grace", [0.0, 1.0])
 async def test_a_vanished_client_closes_gemini_promptly(caplog: pytest.LogCaptureFixture, grace: float) -> None:
     """The probe: after a TCP reset under fast streaming, Gemini kept generating for ~11.5 s (the close

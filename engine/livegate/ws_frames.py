@@ -128,6 +128,17 @@ class FrameReader:
             at = stop
         return at
 
+    def read(self, data: bytes, deliver: Callable[[str | bytes], bool]) -> bytes:
+        """Hand over the whole frames `take` can (at a frame only) and follow the rest: returns what is left
+        for websockets' parser (empty when all was taken)."""
+        if self.at_frame:
+            taken = self.take(data, deliver)
+            if taken:
+                data = data[taken:]
+        if data:
+            self.skip(data)
+        return data
+
     def skip(self, data: bytes) -> None:
         """`data` goes to websockets' parser: follow where its frames begin and end."""
         if self._head:

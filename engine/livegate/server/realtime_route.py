@@ -53,13 +53,13 @@ class DeliveringProtocol(WebSocketsSansIOProtocol):
                                                                         conn.reader.buffer):
                 self._reader = FrameReader(masked=True, protocol=conn)
             return
-        if self.deliver is not None and reader.at_frame and self.queue.empty() and not self.close_sent \
-                and conn.state is State.OPEN and not conn.extensions:
-            taken = reader.take(data, self.deliver)
-            if taken == len(data):
+        if self.deliver is not None and self.queue.empty() and not self.close_sent and conn.state is State.OPEN \
+                and not conn.extensions:
+            data = reader.read(data, self.deliver)
+            if not data:
                 return
-            data = data[taken:] if taken else data
-        reader.skip(data)
+        else:
+            reader.skip(data)
         super().data_received(data)
 
     def send_receive_event_to_app(self) -> None:  # a message websockets' parser read

@@ -121,13 +121,13 @@ class DeliveringConnection(ClientConnection):
                                                                             protocol.reader.buffer):
                 self._reader = FrameReader(masked=False, protocol=protocol)
             return
-        if self.deliver is not None and reader.at_frame and not self.recv_messages.frames.queue \
-                and protocol.state is State.OPEN and not protocol.extensions:
-            taken = reader.take(data, self.deliver)
-            if taken == len(data):
+        if self.deliver is not None and not self.recv_messages.frames.queue and protocol.state is State.OPEN \
+                and not protocol.extensions:
+            data = reader.read(data, self.deliver)
+            if not data:
                 return
-            data = data[taken:] if taken else data
-        reader.skip(data)
+        else:
+            reader.skip(data)
         super().data_received(data)
 
     def process_event(self, event: Event) -> None:  # an event websockets' parser read

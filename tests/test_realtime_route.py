@@ -138,3 +138,24 @@ async def test_a_connection_reset_before_uvicorn_hears_of_it_is_not_written_to(
         socket._send.__self__.transport.abort()  # type: ignore[attr-defined]  # uvicorn hears of it next turn
         with pytest.raises(ConnectionResetError):
             await socket.send_text('{"type": "rate_limits.updated", "rate_limits": []}')
+
+
+async def test_a_sessions_frames_are_handed_over_as_they_are_read(gateway: str,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Once Gemini has set the session up, the client's events and Gemini's frames reach the session core from
+    the sockets' read callbacks (RealtimeSession._take), not through the ASGI queue and a task each."""
+    from livegate.server.realtime import RealtimeSession
+
+    taken: list[str] = []
+    take = RealtimeSession._take
+
+    def counted(self: RealtimeSession, share: Any, translate: Any, *frame: Any) -> bool:
+        done = take(self, share, translate, *frame)
+        if done:
+            taken.append("client" if translate == self._client_input else "gemini")
+        return done
+
+    monkeypatch.setattr(RealtimeSession, "_take", counted)
+    first = await _text_turn(gateway)  # (its first events wait for Gemini's setup, in the queue)
+    assert first[-1]["type"] == "response.done"
+    assert taken.count("client") >= 1 and taken.count("gemini") >= 1, taken  # (a burst queues behind a write)

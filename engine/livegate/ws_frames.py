@@ -116,22 +116,16 @@ class FrameReader:
             payload = data[stop - length:stop]
             if mask_bit:
                 payload = apply_mask(payload, data[start:start + 4])
-            if opcode == _TEXT:
-                try:
-                    message: str | bytes = payload.decode()
-                except UnicodeDecodeError:  # websockets' parser fails the connection (1007)
-                    break
-            else:
-                message = payload
-            if not deliver(message):
+            message = message_of(payload, text=opcode == _TEXT)
+            if message is None or not deliver(message):  # (not UTF-8: websockets' parser closes with 1007)
                 break
             at = stop
         return at
 
-    def read(self, data: bytes, deliver: Callable[[str | bytes], bool]) -> bytes:
-        """Hand over the whole frames `take` can (at a frame only) and follow the rest: returns what is left
-        for websockets' parser (empty when all was taken)."""
-        if self.at_frame:
+    def read(self, data: bytes, deliver: Callable[[str | bytes], bool] | None) -> bytes:
+        """Hand over the whole frames `take` can (at a frame, with a `deliver` that may take them now) and
+        follow the rest: returns what is left for websockets' parser (empty when all was taken)."""
+        if deliver is not None and self.at_frame:
             taken = self.take(data, deliver)
             if taken:
                 data = data[taken:]
@@ -161,6 +155,17 @@ class FrameReader:
                 self._fragmented = False
             at += size
         self._left = at - end
+
+
+def message_of(payload: bytes, *, text: bool) -> str | bytes | None:
+    """A data message as a session takes it: text as str, binary as bytes; None for text that is not UTF-8
+    (websockets' and uvicorn's own paths close the connection with 1007)."""
+    if not text:
+        return payload
+    try:
+        return payload.decode()
+    except UnicodeDecodeError:
+        return None
 
 
 def _frame_size(data: bytes, at: int) -> int | None:

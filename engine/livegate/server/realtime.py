@@ -4,9 +4,9 @@ The pump moves bytes and decides nothing: it hands each client or Gemini frame t
 reads it (`deliver_to`) or from the socket's queue while a write waits, and its carrier (carrier.py) carries
 out what comes back, in order: client messages, Gemini messages, then the commands (timers, Gemini
 connections, closing the client; calls out go to session_services.py, which hands their answers back to the
-core). A client whose connection drops may take its session back within `reattach_grace_s` (client_io.py holds its
-events). With a `Keeper` (takeover/) the core's snapshots go to the shared store, for another instance to
-take the session over; `drain` closes it (1012) at its next rest.
+core). A client whose connection drops may take its session back within `reattach_grace_s` (client_io.py
+holds its events). With a `Keeper` (takeover/) the core's snapshots go to the shared store, for another
+instance to take the session over; `drain` closes it (1012) at its next rest.
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ from starlette.websockets import WebSocket
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.protocol import State
 
-from livegate.ws_frames import FrameReader, opened_at_frame, server_text
+from livegate.ws_frames import FrameReader, message_of, opened_at_frame, server_text
 
 # The realtime handler: the handshake WebSocket, and the socket the session reads and writes once accepted.
 Handler = Callable[[WebSocket, "SessionSocket"], Awaitable[None]]
@@ -53,33 +53,18 @@ class DeliveringProtocol(WebSocketsSansIOProtocol):
                                                                         conn.reader.buffer):
                 self._reader = FrameReader(masked=True, protocol=conn)
             return
-        if self.deliver is not None and self.queue.empty() and not self.close_sent and conn.state is State.OPEN \
-                and not conn.extensions:
-            data = reader.read(data, self.deliver)
-            if not data:
-                return
-        else:
-            reader.skip(data)
-        super().data_received(data)
+        may_take = self.queue.empty() and not self.close_sent and conn.state is State.OPEN and not conn.extensions
+        if data := reader.read(data, self.deliver if may_take else None):
+            super().data_received(data)
 
     def send_receive_event_to_app(self) -> None:  # a message websockets' parser read
         deliver = self.deliver
         if deliver is not None and len(self.frames) == 1 and not self.close_sent and self.queue.empty():
-            message = _message(self.frames[0], self.curr_msg_data_type)
+            message = message_of(self.frames[0], text=self.curr_msg_data_type == "text")
             if message is not None and deliver(message):
                 self.frames = []
                 return
         super().send_receive_event_to_app()
-
-
-def _message(data: bytes, kind: str) -> str | bytes | None:
-    """A message's text or bytes; None for text that is not UTF-8 (uvicorn's own path closes with 1007)."""
-    if kind != "text":
-        return data
-    try:
-        return data.decode()
-    except UnicodeDecodeError:
-        return None
 
 
 class SessionSocket:

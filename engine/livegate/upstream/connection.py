@@ -25,7 +25,7 @@ from livegate.close_codes import ABNORMAL, NORMAL
 from livegate.translation.commands import UpstreamFailure
 from livegate.upstream.base import Provider, UpstreamTarget
 from livegate.upstream.google_credentials import CredentialsError
-from livegate.ws_frames import FrameReader, client_text, opened_at_frame
+from livegate.ws_frames import FrameReader, client_text, message_of, opened_at_frame
 
 log = logging.getLogger("livegate.upstream")
 
@@ -98,6 +98,7 @@ def connect_failure(url: str, exc: BaseException, open_timeout: float) -> str:
 
 # Takes one whole message as it is read (text as str): True when taken, False to leave it for `recv`.
 Receiver = Callable[[str | bytes], bool]
+_DATA = (Opcode.TEXT, Opcode.BINARY)
 
 
 class DeliveringConnection(ClientConnection):
@@ -121,31 +122,19 @@ class DeliveringConnection(ClientConnection):
                                                                             protocol.reader.buffer):
                 self._reader = FrameReader(masked=False, protocol=protocol)
             return
-        if self.deliver is not None and not self.recv_messages.frames.queue and protocol.state is State.OPEN \
-                and not protocol.extensions:
-            data = reader.read(data, self.deliver)
-            if not data:
-                return
-        else:
-            reader.skip(data)
-        super().data_received(data)
+        may_take = not self.recv_messages.frames.queue and protocol.state is State.OPEN and not protocol.extensions
+        if data := reader.read(data, self.deliver if may_take else None):
+            super().data_received(data)
 
     def process_event(self, event: Event) -> None:  # an event websockets' parser read
         if type(event) is Frame:
             self._framed = True
             deliver = self.deliver
-            if deliver is not None and event.fin and not self.recv_messages.frames.queue:
+            if deliver is not None and event.fin and event.opcode in _DATA and not self.recv_messages.frames.queue:
                 data = event.data if type(event.data) is bytes else bytes(event.data)
-                if event.opcode is Opcode.BINARY:
-                    if deliver(data):
-                        return
-                elif event.opcode is Opcode.TEXT:
-                    try:
-                        text = data.decode()
-                    except UnicodeDecodeError:  # recv reports it (1007)
-                        text = None
-                    if text is not None and deliver(text):
-                        return
+                message = message_of(data, text=event.opcode is Opcode.TEXT)  # (None: recv reports it, 1007)
+                if message is not None and deliver(message):
+                    return
         super().process_event(event)
 
 
